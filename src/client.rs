@@ -1,0 +1,327 @@
+//! A registered client, from RFC 7591 client metadata: the static clients in the configuration
+//! and the registry's answers use the same names. A client's secret is only ever held as a
+//! SHA-256 hash (`"client_secret": "sha256:<hex>"`): the filter never sees a stored plaintext.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+    /// A public client (RFC 7591 `none`).
+    None,
+}
+
+impl AuthMethod {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "client_secret_basic" => Ok(AuthMethod::ClientSecretBasic),
+            "client_secret_post" => Ok(AuthMethod::ClientSecretPost),
+            "none" => Ok(AuthMethod::None),
+            other => Err(format!(
+                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, none)"
+            )),
+        }
+    }
+
+    pub fn uses_secret(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost
+        )
+    }
+}
+
+/// The metadata names this server reads (RFC 7591 §2, RFC 9449 §5.2, RFC 9396 §10).
+pub const KNOWN_METADATA: &[&str] = &[
+    "client_id",
+    "client_secret",
+    "client_name",
+    "token_endpoint_auth_method",
+    "grant_types",
+    "response_types",
+    "redirect_uris",
+    "scope",
+    "jwks",
+    "jwks_uri",
+    "dpop_bound_access_tokens",
+    "authorization_details_types",
+];
+
+#[derive(Deserialize)]
+struct Metadata {
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_name: Option<String>,
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+    #[serde(default)]
+    grant_types: Option<Vec<String>>,
+    #[serde(default)]
+    response_types: Option<Vec<String>>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    jwks: Option<serde_json::Value>,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    dpop_bound_access_tokens: bool,
+    #[serde(default)]
+    authorization_details_types: Vec<String>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct Client {
+    pub client_id: String,
+    pub name: Option<String>,
+    secret_sha256: Option<[u8; 32]>,
+    pub auth_method: AuthMethod,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub redirect_uris: Vec<String>,
+    /// Allowed scope tokens.
+    pub scope: Vec<String>,
+    pub jwks: Option<serde_json::Value>,
+    pub jwks_uri: Option<String>,
+    pub dpop_bound_access_tokens: bool,
+    pub authorization_details_types: Vec<String>,
+}
+
+// The hash is not a secret in the strict sense, but it never goes to a log either.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.client_id)
+            .field("auth_method", &self.auth_method)
+            .field("grant_types", &self.grant_types)
+            .field("scope", &self.scope)
+            .field("client_secret", &self.secret_sha256.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 6749 Appendix A.1: client_id is VSCHAR*; we also bound its length.
+pub fn valid_client_id(id: &str) -> bool {
+    (1..=255).contains(&id.len()) && id.bytes().all(|b| (0x20..=0x7E).contains(&b))
+}
+
+impl Client {
+    /// Reads client metadata. `strict` refuses names this server does not know (the operator's
+    /// own configuration, where an unknown name is a typo); a registry may send more.
+    pub fn from_json(v: &serde_json::Value, strict: bool) -> Result<Client, String> {
+        let obj = v
+            .as_object()
+            .ok_or("client metadata must be a JSON object")?;
+        if strict {
+            if let Some(k) = obj.keys().find(|k| !KNOWN_METADATA.contains(&k.as_str())) {
+                return Err(format!("unknown client metadata {k:?}"));
+            }
+        }
+        let m: Metadata =
+            serde_json::from_value(v.clone()).map_err(|e| format!("client metadata: {e}"))?;
+        Self::from_metadata(m)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Result<Client, String> {
+        let m: Metadata =
+            serde_json::from_slice(bytes).map_err(|e| format!("client metadata: {e}"))?;
+        Self::from_metadata(m)
+    }
+
+    fn from_metadata(m: Metadata) -> Result<Client, String> {
+        if !valid_client_id(&m.client_id) {
+            return Err("client_id must be 1 to 255 visible ASCII characters".into());
+        }
+        let id = &m.client_id;
+        let auth_method = match m.token_endpoint_auth_method.as_deref() {
+            None => AuthMethod::ClientSecretBasic, // RFC 7591 §2 default
+            Some(s) => AuthMethod::parse(s).map_err(|e| format!("client {id:?}: {e}"))?,
+        };
+        let secret_sha256 = match m.client_secret.as_deref() {
+            None => None,
+            Some(s) => Some(parse_secret_hash(s).map_err(|e| format!("client {id:?}: {e}"))?),
+        };
+        if auth_method.uses_secret() && secret_sha256.is_none() {
+            return Err(format!("client {id:?}: a client_secret hash is required for its token_endpoint_auth_method"));
+        }
+        if auth_method == AuthMethod::None && secret_sha256.is_some() {
+            return Err(format!(
+                "client {id:?}: a public client (none) must not have a client_secret"
+            ));
+        }
+        let mut scope = Vec::new();
+        if let Some(s) = m.scope.as_deref() {
+            for t in s.split(' ').filter(|t| !t.is_empty()) {
+                if !crate::scope::is_scope_token(t) {
+                    return Err(format!("client {id:?}: malformed scope"));
+                }
+                if !scope.iter().any(|x| x == t) {
+                    scope.push(t.to_string());
+                }
+            }
+        }
+        Ok(Client {
+            name: m.client_name,
+            secret_sha256,
+            auth_method,
+            grant_types: m
+                .grant_types
+                .unwrap_or_else(|| vec!["authorization_code".to_string()]),
+            response_types: m.response_types.unwrap_or_else(|| vec!["code".to_string()]),
+            redirect_uris: m.redirect_uris,
+            scope,
+            jwks: m.jwks,
+            jwks_uri: m.jwks_uri,
+            dpop_bound_access_tokens: m.dpop_bound_access_tokens,
+            authorization_details_types: m.authorization_details_types,
+            client_id: m.client_id,
+        })
+    }
+
+    pub fn allows_grant(&self, grant_type: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant_type)
+    }
+
+    pub fn is_confidential(&self) -> bool {
+        self.auth_method.uses_secret()
+    }
+
+    /// Constant-time check of a presented secret against the stored SHA-256. The registry stores
+    /// a fast hash on purpose: secrets are high-entropy, and a slow KDF per request would cost
+    /// more than the token signature.
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        match &self.secret_sha256 {
+            Some(stored) => {
+                let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                bool::from(h.ct_eq(stored))
+            }
+            None => false,
+        }
+    }
+}
+
+/// `sha256:` followed by 64 hex digits.
+pub fn parse_secret_hash(s: &str) -> Result<[u8; 32], String> {
+    let hex = s.strip_prefix("sha256:").ok_or(
+        "client_secret must be a hash \"sha256:<64 hex digits>\", never the plaintext secret",
+    )?;
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return Err("client_secret hash must have 64 hex digits".into());
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let hi = hex_val(pair.first().copied());
+        let lo = hex_val(pair.get(1).copied());
+        match (hi, lo) {
+            (Some(h), Some(l)) => *o = (h << 4) | l,
+            _ => return Err("client_secret hash must be hex".into()),
+        }
+    }
+    Ok(out)
+}
+
+fn hex_val(b: Option<u8>) -> Option<u8> {
+    match b? {
+        b @ b'0'..=b'9' => Some(b - b'0'),
+        b @ b'a'..=b'f' => Some(b - b'a' + 10),
+        b @ b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// The hash string for a secret, as the registry and the configuration store it.
+pub fn hash_secret(secret: &str) -> String {
+    let h = Sha256::digest(secret.as_bytes());
+    let mut s = String::with_capacity(71);
+    s.push_str("sha256:");
+    for b in h.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn demo() -> serde_json::Value {
+        json!({
+            "client_id": "demo-client",
+            "client_secret": hash_secret("demo-secret"),
+            "grant_types": ["client_credentials"],
+            "scope": "read write",
+        })
+    }
+
+    #[test]
+    fn parses_and_checks_secret() {
+        let c = Client::from_json(&demo(), true).unwrap();
+        assert_eq!(c.auth_method, AuthMethod::ClientSecretBasic);
+        assert!(c.secret_matches("demo-secret"));
+        assert!(!c.secret_matches("demo-secreT"));
+        assert!(!c.secret_matches(""));
+        assert!(c.allows_grant("client_credentials"));
+        assert!(!c.allows_grant("authorization_code"));
+        assert_eq!(c.scope, vec!["read", "write"]);
+        assert!(!format!("{c:?}").contains(&hash_secret("demo-secret")[7..]));
+    }
+
+    #[test]
+    fn known_hash_vector() {
+        // printf demo-secret | sha256sum
+        assert_eq!(
+            hash_secret("demo-secret"),
+            "sha256:cd577fe2561ebff23505db0bb006300c7cdecbd46bc0e03c449afafaca2c25bf"
+        );
+        assert_eq!(
+            parse_secret_hash(&hash_secret("abc")).unwrap()[..4],
+            [0xba, 0x78, 0x16, 0xbf]
+        );
+    }
+
+    #[test]
+    fn plaintext_secret_refused() {
+        let mut v = demo();
+        v["client_secret"] = json!("demo-secret");
+        assert!(Client::from_json(&v, true)
+            .unwrap_err()
+            .contains("never the plaintext"));
+        v["client_secret"] = json!("sha256:zz");
+        assert!(Client::from_json(&v, true).is_err());
+    }
+
+    #[test]
+    fn strict_refuses_unknown_names_registry_does_not() {
+        let mut v = demo();
+        v["grant_type"] = json!(["client_credentials"]);
+        assert!(Client::from_json(&v, true)
+            .unwrap_err()
+            .contains("grant_type"));
+        assert!(Client::from_json(&v, false).is_ok());
+    }
+
+    #[test]
+    fn method_and_secret_must_agree() {
+        let v = json!({"client_id":"p","token_endpoint_auth_method":"none"});
+        assert!(!Client::from_json(&v, true).unwrap().is_confidential());
+        let v = json!({"client_id":"p","token_endpoint_auth_method":"none","client_secret":hash_secret("x")});
+        assert!(Client::from_json(&v, true).is_err());
+        let v = json!({"client_id":"c"});
+        assert!(Client::from_json(&v, true).is_err());
+        let v = json!({"client_id":"c","token_endpoint_auth_method":"tls_client_auth","client_secret":hash_secret("x")});
+        assert!(Client::from_json(&v, true).is_err());
+        let v = json!({"client_id":"","token_endpoint_auth_method":"none"});
+        assert!(Client::from_json(&v, true).is_err());
+        let v = json!({"client_id":"c","token_endpoint_auth_method":"none","scope":"a \"b"});
+        assert!(Client::from_json(&v, true).is_err());
+    }
+}

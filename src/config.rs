@@ -1,0 +1,519 @@
+//! The plugin configuration: JSON as Envoy's wasm filter and Istio's WasmPlugin pass it.
+//! Parsed strictly (unknown keys refused, so a typo is an error at start, not a surprise later)
+//! and converted once into a validated [`Config`]: keys parsed, durations checked, paths derived.
+//! A bad configuration makes `on_configure` fail and Envoy refuse it; nothing here can fail at
+//! request time.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::duration;
+use crate::keys::KeySet;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    issuer: String,
+    #[serde(default)]
+    endpoints: RawEndpoints,
+    signing_keys: Vec<Value>,
+    #[serde(default)]
+    active_signing_key: Option<String>,
+    #[serde(default)]
+    lifetimes: RawLifetimes,
+    #[serde(default)]
+    access_token_audience: Option<String>,
+    #[serde(default)]
+    registry: Option<RawRegistry>,
+    #[serde(default)]
+    clients: Vec<Value>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default = "default_true")]
+    pause_on_request_headers: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoints {
+    #[serde(default = "default_token_path")]
+    token: String,
+    #[serde(default = "default_jwks_path")]
+    jwks: String,
+}
+
+impl Default for RawEndpoints {
+    fn default() -> Self {
+        RawEndpoints {
+            token: default_token_path(),
+            jwks: default_jwks_path(),
+        }
+    }
+}
+
+fn default_token_path() -> String {
+    "/oauth/token".into()
+}
+fn default_jwks_path() -> String {
+    "/oauth/jwks".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLifetimes {
+    #[serde(default)]
+    access_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default = "default_registry_prefix")]
+    path_prefix: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    cache_ttl: Option<String>,
+    #[serde(default)]
+    negative_cache_ttl: Option<String>,
+}
+
+fn default_registry_prefix() -> String {
+    "/clients/".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    #[serde(default)]
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub path_prefix: String,
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    pub negative_cache_ttl: Duration,
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub issuer: String,
+    pub token_path: String,
+    pub jwks_path: String,
+    /// RFC 8414 §3: `/.well-known/oauth-authorization-server` + the issuer's path.
+    pub as_metadata_path: String,
+    /// OIDC Discovery §4: the issuer + `/.well-known/openid-configuration`.
+    pub oidc_metadata_path: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub keys: KeySet,
+    pub access_token_ttl: Duration,
+    pub access_token_audience: String,
+    pub registry: Option<RegistryConfig>,
+    pub clients: HashMap<String, Rc<Client>>,
+    pub max_body_bytes: usize,
+    pub pause_on_request_headers: bool,
+}
+
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
+
+impl Config {
+    pub fn from_json(bytes: &[u8]) -> Result<Config, String> {
+        if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+            return Err(
+                "the plugin configuration is empty (issuer and signing_keys are required)".into(),
+            );
+        }
+        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("configuration: {e}"))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Config, String> {
+        let (origin, issuer_path) = split_issuer(&raw.issuer)?;
+        let issuer = raw.issuer.clone();
+        let token_path = endpoint_path("endpoints.token", &raw.endpoints.token)?;
+        let jwks_path = endpoint_path("endpoints.jwks", &raw.endpoints.jwks)?;
+        let as_metadata_path = format!("/.well-known/oauth-authorization-server{issuer_path}");
+        let oidc_metadata_path = format!("{issuer_path}/.well-known/openid-configuration");
+        let paths = [
+            &token_path,
+            &jwks_path,
+            &as_metadata_path,
+            &oidc_metadata_path,
+        ];
+        for (i, p) in paths.iter().enumerate() {
+            if paths.iter().skip(i + 1).any(|q| q == p) {
+                return Err(format!("endpoint path {p:?} is used twice"));
+            }
+        }
+        let keys = KeySet::from_jwks(&raw.signing_keys, raw.active_signing_key.as_deref())?;
+
+        let access_token_ttl = match raw.lifetimes.access_token.as_deref() {
+            None => DEFAULT_ACCESS_TOKEN_TTL,
+            Some(s) => bounded(
+                "lifetimes.access_token",
+                s,
+                Duration::from_secs(1),
+                Duration::from_secs(86_400),
+            )?,
+        };
+        let access_token_audience = match raw.access_token_audience {
+            None => issuer.clone(),
+            Some(a) if !a.is_empty() && !a.chars().any(char::is_control) => a,
+            Some(_) => return Err("access_token_audience must be a non-empty string".into()),
+        };
+
+        let registry = match raw.registry {
+            None => None,
+            Some(r) => Some(registry(r)?),
+        };
+
+        let mut clients = HashMap::new();
+        for (i, c) in raw.clients.iter().enumerate() {
+            let client = Client::from_json(c, true).map_err(|e| format!("clients[{i}]: {e}"))?;
+            if clients.contains_key(&client.client_id) {
+                return Err(format!(
+                    "clients[{i}]: client_id {:?} is used twice",
+                    client.client_id
+                ));
+            }
+            clients.insert(client.client_id.clone(), Rc::new(client));
+        }
+
+        let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if !(256..=1024 * 1024).contains(&max_body_bytes) {
+            return Err("limits.max_body_bytes must be between 256 and 1048576".into());
+        }
+
+        Ok(Config {
+            token_endpoint: format!("{origin}{token_path}"),
+            jwks_uri: format!("{origin}{jwks_path}"),
+            issuer,
+            token_path,
+            jwks_path,
+            as_metadata_path,
+            oidc_metadata_path,
+            keys,
+            access_token_ttl,
+            access_token_audience,
+            registry,
+            clients,
+            max_body_bytes,
+            pause_on_request_headers: raw.pause_on_request_headers,
+        })
+    }
+}
+
+fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
+    if r.cluster.is_empty() {
+        return Err("registry.cluster must name an Envoy cluster".into());
+    }
+    if !r.path_prefix.starts_with('/') || r.path_prefix.contains(['?', '#', ' ']) {
+        return Err("registry.path_prefix must be a path starting with /".into());
+    }
+    // A timeout of 0 means "no timeout" to the host: a hung registry would hang requests.
+    let timeout = match r.timeout.as_deref() {
+        None => Duration::from_millis(500),
+        Some(s) => bounded(
+            "registry.timeout",
+            s,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?,
+    };
+    let cache_ttl = match r.cache_ttl.as_deref() {
+        None => Duration::from_secs(60),
+        Some(s) => bounded(
+            "registry.cache_ttl",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?,
+    };
+    let negative_cache_ttl = match r.negative_cache_ttl.as_deref() {
+        None => Duration::from_secs(5),
+        Some(s) => bounded(
+            "registry.negative_cache_ttl",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(3_600),
+        )?,
+    };
+    Ok(RegistryConfig {
+        authority: r.authority.unwrap_or_else(|| r.cluster.clone()),
+        cluster: r.cluster,
+        path_prefix: r.path_prefix,
+        timeout,
+        cache_ttl,
+        negative_cache_ttl,
+    })
+}
+
+fn bounded(name: &str, s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = duration::parse(s).map_err(|e| format!("{name}: {e}"))?;
+    if d < min || d > max {
+        return Err(format!("{name} must be between {min:?} and {max:?}"));
+    }
+    Ok(d)
+}
+
+fn endpoint_path(name: &str, p: &str) -> Result<String, String> {
+    if !p.starts_with('/')
+        || p.len() < 2
+        || p.contains(['?', '#', ' ', '%'])
+        || p.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "{name} must be a plain absolute path like /oauth/token"
+        ));
+    }
+    Ok(p.to_string())
+}
+
+/// The issuer is an https URL without query or fragment (RFC 8414 §2); plain http only for
+/// loopback, so the demo and tests can run. Returns (scheme://authority, path without a
+/// trailing slash).
+fn split_issuer(issuer: &str) -> Result<(String, String), String> {
+    let rest = if let Some(r) = issuer.strip_prefix("https://") {
+        r
+    } else if let Some(r) = issuer.strip_prefix("http://") {
+        let host = r.split(['/', ':']).next().unwrap_or("");
+        if !(host == "localhost" || host == "127.0.0.1" || r.starts_with("[::1]")) {
+            return Err("issuer must be an https URL (http only for localhost)".into());
+        }
+        r
+    } else {
+        return Err("issuer must be an https URL".into());
+    };
+    if issuer.contains(['?', '#']) || issuer.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("issuer must not have a query, fragment or spaces".into());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("")),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err("issuer has no host".into());
+    }
+    let scheme_len = issuer.len() - rest.len();
+    let origin = format!("{}{}", issuer.get(..scheme_len).unwrap_or(""), authority);
+    Ok((origin, path.trim_end_matches('/').to_string()))
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::keys::{generate_jwk, Alg};
+    use crate::random::SystemRandom;
+    use serde_json::json;
+
+    pub fn sample() -> Value {
+        json!({
+            "issuer": "https://auth.example.com",
+            "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
+            "clients": [{
+                "client_id": "demo-client",
+                "client_secret": crate::client::hash_secret("demo-secret"),
+                "grant_types": ["client_credentials"],
+                "scope": "read write"
+            }, {
+                "client_id": "demo-public",
+                "token_endpoint_auth_method": "none",
+                "scope": "read"
+            }]
+        })
+    }
+
+    fn parse(v: &Value) -> Result<Config, String> {
+        Config::from_json(v.to_string().as_bytes())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&sample()).unwrap();
+        assert_eq!(c.token_path, "/oauth/token");
+        assert_eq!(c.token_endpoint, "https://auth.example.com/oauth/token");
+        assert_eq!(c.jwks_uri, "https://auth.example.com/oauth/jwks");
+        assert_eq!(
+            c.as_metadata_path,
+            "/.well-known/oauth-authorization-server"
+        );
+        assert_eq!(c.oidc_metadata_path, "/.well-known/openid-configuration");
+        assert_eq!(c.access_token_ttl, Duration::from_secs(300));
+        assert_eq!(c.access_token_audience, "https://auth.example.com");
+        assert_eq!(c.max_body_bytes, 16384);
+        assert!(c.pause_on_request_headers);
+        assert!(c.registry.is_none());
+        assert_eq!(c.clients.len(), 2);
+    }
+
+    #[test]
+    fn issuer_with_path_moves_well_known() {
+        let mut v = sample();
+        v["issuer"] = json!("https://example.com/tenant1/");
+        let c = parse(&v).unwrap();
+        assert_eq!(
+            c.as_metadata_path,
+            "/.well-known/oauth-authorization-server/tenant1"
+        );
+        assert_eq!(
+            c.oidc_metadata_path,
+            "/tenant1/.well-known/openid-configuration"
+        );
+        assert_eq!(c.token_endpoint, "https://example.com/oauth/token");
+    }
+
+    #[test]
+    fn registry_defaults_and_bounds() {
+        let mut v = sample();
+        v["registry"] = json!({"cluster": "registry"});
+        let r = parse(&v).unwrap().registry.unwrap();
+        assert_eq!(r.authority, "registry");
+        assert_eq!(r.path_prefix, "/clients/");
+        assert_eq!(r.timeout, Duration::from_millis(500));
+        v["registry"]["timeout"] = json!("0ms");
+        assert!(parse(&v).unwrap_err().contains("registry.timeout"));
+    }
+
+    #[test]
+    fn every_mistake_is_named() {
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|v| {
+                    v["isuer"] = json!("x");
+                }),
+                "isuer",
+            ),
+            (
+                Box::new(|v| {
+                    v["issuer"] = json!("http://example.com");
+                }),
+                "https",
+            ),
+            (
+                Box::new(|v| {
+                    v["issuer"] = json!("https://a.com/?x");
+                }),
+                "query",
+            ),
+            (
+                Box::new(|v| {
+                    v["issuer"] = json!("ftp://a");
+                }),
+                "https",
+            ),
+            (
+                Box::new(|v| {
+                    v["signing_keys"] = json!([]);
+                }),
+                "signing_keys",
+            ),
+            (
+                Box::new(|v| {
+                    v["endpoints"] = json!({"token": "oauth/token"});
+                }),
+                "endpoints.token",
+            ),
+            (
+                Box::new(|v| {
+                    v["endpoints"] = json!({"token": "/x", "jwks": "/x"});
+                }),
+                "twice",
+            ),
+            (
+                Box::new(|v| {
+                    v["endpoints"] = json!({"tokn": "/x"});
+                }),
+                "tokn",
+            ),
+            (
+                Box::new(|v| {
+                    v["lifetimes"] = json!({"access_token": "0s"});
+                }),
+                "lifetimes.access_token",
+            ),
+            (
+                Box::new(|v| {
+                    v["lifetimes"] = json!({"access_token": "5 minutes"});
+                }),
+                "lifetimes.access_token",
+            ),
+            (
+                Box::new(|v| {
+                    v["registry"] = json!({"cluster": ""});
+                }),
+                "registry.cluster",
+            ),
+            (
+                Box::new(|v| {
+                    v["registry"] = json!({"cluster": "r", "ttl": "1s"});
+                }),
+                "ttl",
+            ),
+            (
+                Box::new(|v| {
+                    v["limits"] = json!({"max_body_bytes": 10});
+                }),
+                "max_body_bytes",
+            ),
+            (
+                Box::new(|v| {
+                    v["clients"][0]["client_secret"] = json!("plain");
+                }),
+                "clients[0]",
+            ),
+            (
+                Box::new(|v| {
+                    v["clients"][1]["client_id"] = json!("demo-client");
+                }),
+                "twice",
+            ),
+            (
+                Box::new(|v| {
+                    v["clients"][0]["redirect_uri"] = json!("x");
+                }),
+                "redirect_uri",
+            ),
+            (
+                Box::new(|v| {
+                    v["active_signing_key"] = json!("nope");
+                }),
+                "nope",
+            ),
+            (
+                Box::new(|v| {
+                    v["access_token_audience"] = json!("");
+                }),
+                "access_token_audience",
+            ),
+        ];
+        for (mutate, needle) in cases {
+            let mut v = sample();
+            mutate(&mut v);
+            let e = parse(&v).unwrap_err();
+            assert!(e.contains(needle), "expected {needle:?} in {e:?}");
+        }
+        assert!(Config::from_json(b"").unwrap_err().contains("empty"));
+        assert!(Config::from_json(b"{").is_err());
+        assert!(Config::from_json(b"[]").is_err());
+        assert!(Config::from_json(&[0xff, 0xfe]).is_err());
+    }
+}

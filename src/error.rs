@@ -1,0 +1,214 @@
+//! One error type for everything a client can be told, and the one place that turns it into an
+//! HTTP answer (status, headers, flat JSON body). RFC 6749 §5.2 and the seed documents decide the
+//! wire strings and statuses; internal detail never reaches the client, only the log.
+
+use std::borrow::Cow;
+
+use crate::http::{Outcome, Response};
+
+/// The `error` values this server sends (RFC 6749 §5.2, RFC 9126, seed 000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    ServerError,
+    TemporarilyUnavailable,
+    RateLimitExceeded,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 9] = [
+        ErrorCode::InvalidRequest,
+        ErrorCode::InvalidClient,
+        ErrorCode::InvalidGrant,
+        ErrorCode::UnauthorizedClient,
+        ErrorCode::UnsupportedGrantType,
+        ErrorCode::InvalidScope,
+        ErrorCode::ServerError,
+        ErrorCode::TemporarilyUnavailable,
+        ErrorCode::RateLimitExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::InvalidClient => "invalid_client",
+            ErrorCode::InvalidGrant => "invalid_grant",
+            ErrorCode::UnauthorizedClient => "unauthorized_client",
+            ErrorCode::UnsupportedGrantType => "unsupported_grant_type",
+            ErrorCode::InvalidScope => "invalid_scope",
+            ErrorCode::ServerError => "server_error",
+            ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
+            ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
+        }
+    }
+
+    /// The status each code gets unless the error says otherwise (413, 405, ...).
+    /// Every `invalid_client` is a 401 (RFC 6749 §5.2 allows 400 when no Authorization header was
+    /// used; seed 000 documents 401 only, and one status is easier for clients to handle).
+    pub fn default_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidClient => 401,
+            ErrorCode::ServerError => 500,
+            ErrorCode::TemporarilyUnavailable => 503,
+            ErrorCode::RateLimitExceeded => 429,
+            _ => 400,
+        }
+    }
+}
+
+/// An error answer. `description` is generic enough to show a client: it names the parameter or
+/// rule, never a secret or internal state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: Cow<'static, str>,
+    pub status: u16,
+    /// The client tried HTTP Basic: a 401 must carry a `WWW-Authenticate: Basic` challenge
+    /// (RFC 6749 §5.2).
+    pub basic_challenge: bool,
+    /// For 405 answers: the methods the endpoint takes.
+    pub allow: Option<&'static str>,
+}
+
+impl OAuthError {
+    pub fn new(code: ErrorCode, description: impl Into<Cow<'static, str>>) -> Self {
+        OAuthError {
+            code,
+            description: description.into(),
+            status: code.default_status(),
+            basic_challenge: false,
+            allow: None,
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, d)
+    }
+    pub fn invalid_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidClient, d)
+    }
+    pub fn unauthorized_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::UnauthorizedClient, d)
+    }
+    pub fn unsupported_grant_type(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::UnsupportedGrantType, d)
+    }
+    pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidScope, d)
+    }
+    pub fn server_error(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::ServerError, d)
+    }
+
+    /// 413 for a body over the configured limit (still an OAuth error body, not Envoy's text).
+    pub fn payload_too_large() -> Self {
+        Self::invalid_request("request body too large").with_status(413)
+    }
+
+    /// 405 for a method the endpoint does not take.
+    pub fn method_not_allowed(allow: &'static str) -> Self {
+        let mut e = Self::invalid_request("method not allowed").with_status(405);
+        e.allow = Some(allow);
+        e
+    }
+
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn with_basic_challenge(mut self, basic: bool) -> Self {
+        self.basic_challenge = basic;
+        self
+    }
+
+    /// The one mapping from an error to what goes on the wire.
+    pub fn into_response(self) -> Response {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+            error_description: &'a str,
+        }
+        let body = serde_json::to_vec(&Body {
+            error: self.code.as_str(),
+            error_description: &self.description,
+        })
+        .unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec());
+        let mut resp = Response::json(self.status, body, Outcome::Error(self.code));
+        resp.no_store();
+        if self.basic_challenge && self.status == 401 {
+            resp.headers
+                .push(("www-authenticate", "Basic realm=\"oauth-edge\"".to_string()));
+        }
+        if let Some(allow) = self.allow {
+            resp.headers.push(("allow", allow.to_string()));
+        }
+        resp
+    }
+}
+
+impl From<OAuthError> for Response {
+    fn from(e: OAuthError) -> Self {
+        e.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn flat_json_body_with_no_store() {
+        let r = OAuthError::invalid_scope("scope not allowed").into_response();
+        assert_eq!(r.status, 400);
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error":"invalid_scope","error_description":"scope not allowed"})
+        );
+        assert_eq!(header(&r, "cache-control"), Some("no-store"));
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn invalid_client_is_401_and_challenges_only_after_basic() {
+        let r = OAuthError::invalid_client("x").into_response();
+        assert_eq!(r.status, 401);
+        assert_eq!(header(&r, "www-authenticate"), None);
+        let r = OAuthError::invalid_client("x")
+            .with_basic_challenge(true)
+            .into_response();
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("Basic realm=\"oauth-edge\"")
+        );
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(OAuthError::payload_too_large().into_response().status, 413);
+        let r = OAuthError::method_not_allowed("POST").into_response();
+        assert_eq!((r.status, header(&r, "allow")), (405, Some("POST")));
+        assert_eq!(OAuthError::server_error("x").into_response().status, 500);
+        assert_eq!(ErrorCode::RateLimitExceeded.default_status(), 429);
+    }
+
+    #[test]
+    fn description_is_json_escaped() {
+        let r = OAuthError::invalid_request("bad \"quote\"\n").into_response();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error_description"], "bad \"quote\"\n");
+    }
+}

@@ -1,0 +1,66 @@
+//! Client credentials grant (RFC 6749 §4.4).
+//!
+//! - the client is confidential and authenticated (§4.4.2: "MUST authenticate");
+//! - the client is registered for the grant, else `unauthorized_client` (§5.2);
+//! - the requested scope is within the client's, else `invalid_scope`; none requested means
+//!   all the client's scopes (§3.3 lets the server choose a documented default);
+//! - a refresh token SHOULD NOT be included (§4.4.3): none is;
+//! - the access token is an RFC 9068 JWT whose `sub` is the client itself (§2.2: for grants
+//!   without a resource owner, sub is the client).
+
+use crate::client::Client;
+use crate::config::Config;
+use crate::error::OAuthError;
+use crate::form::Form;
+use crate::http::Response;
+use crate::random::Random;
+use crate::scope;
+use crate::token::{self, AccessTokenClaims};
+
+use super::CLIENT_CREDENTIALS;
+
+pub fn handle(
+    cfg: &Config,
+    client: &Client,
+    form: &Form,
+    now_secs: u64,
+    rng: &mut dyn Random,
+) -> Result<Response, OAuthError> {
+    if !client.is_confidential() {
+        return Err(OAuthError::unauthorized_client(
+            "public clients cannot use client_credentials",
+        ));
+    }
+    if !client.allows_grant(CLIENT_CREDENTIALS) {
+        return Err(OAuthError::unauthorized_client(
+            "client is not allowed the client_credentials grant",
+        ));
+    }
+    let granted = scope::grant(form.get("scope"), &client.scope)?;
+    let key = cfg
+        .keys
+        .active()
+        .ok_or_else(|| OAuthError::server_error("internal error"))?;
+    let ttl = cfg.access_token_ttl.as_secs();
+    let jti = token::new_jti(rng)?;
+    let at = token::sign_access_token(
+        key,
+        &AccessTokenClaims {
+            iss: &cfg.issuer,
+            sub: &client.client_id,
+            aud: &cfg.access_token_audience,
+            client_id: &client.client_id,
+            scope: &granted,
+            iat: now_secs,
+            exp: now_secs.saturating_add(ttl),
+            jti: &jti,
+        },
+    )?;
+    Ok(token::token_response(
+        CLIENT_CREDENTIALS,
+        &at,
+        "Bearer",
+        ttl,
+        &granted,
+    ))
+}

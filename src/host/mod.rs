@@ -1,0 +1,373 @@
+//! The thin proxy-wasm adapter: reads what the host has (config, headers, body, clock, shared
+//! data, dispatched calls), hands it to the core [`Engine`], and sends back what it answers.
+//! No protocol decision is made here.
+//!
+//! The SDK's trait methods unwrap host statuses; this file calls `proxy_wasm::hostcalls::*`,
+//! which return `Result`, and turns every failure into a log line and a clean answer.
+
+mod metrics;
+
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+
+use crate::config::Config;
+use crate::engine::{Endpoint, Engine, HeadAction, Now, Pending, Step};
+use crate::http::{Headers, Response};
+use crate::random::SystemRandom;
+
+use metrics::Metrics;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    // A panic traps the VM; at least say where, at a level operators see.
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("oauth-edge: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, metrics: None }) });
+}}
+
+fn log(level: LogLevel, msg: &str) {
+    let _ = hostcalls::log(level, msg);
+}
+
+fn now() -> Now {
+    let unix_ms = hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    Now { unix_ms }
+}
+
+struct Root {
+    engine: Option<Rc<Engine>>,
+    metrics: Option<Rc<Metrics>>,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(b)) => b,
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                log(
+                    LogLevel::Critical,
+                    &format!("oauth-edge: cannot read the plugin configuration: {e:?}"),
+                );
+                return false;
+            }
+        };
+        match Config::from_json(&raw) {
+            Ok(cfg) => {
+                log(
+                    LogLevel::Info,
+                    &format!(
+                        "oauth-edge: configured issuer {} with {} static client(s), registry {}",
+                        cfg.issuer,
+                        cfg.clients.len(),
+                        cfg.registry.as_ref().map_or("off", |r| r.cluster.as_str())
+                    ),
+                );
+                self.engine = Some(Rc::new(Engine::new(cfg)));
+                self.metrics = Some(Rc::new(Metrics::define()));
+                true
+            }
+            Err(e) => {
+                log(
+                    LogLevel::Critical,
+                    &format!("oauth-edge: configuration refused: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Stream {
+            id: context_id,
+            engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
+            endpoint: None,
+            headers: Headers::default(),
+            pending: None,
+            answered: false,
+        }))
+    }
+}
+
+struct Stream {
+    id: u32,
+    /// `None` only if configuration failed (then Envoy refuses the filter anyway): pass through.
+    engine: Option<Rc<Engine>>,
+    metrics: Option<Rc<Metrics>>,
+    endpoint: Option<Endpoint>,
+    headers: Headers,
+    /// A token request waiting for the registry's answer.
+    pending: Option<Pending>,
+    answered: bool,
+}
+
+impl Context for Stream {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some(pending) = self.pending.take() else {
+            return;
+        };
+        let Some(engine) = self.engine.clone() else {
+            return;
+        };
+        // A reset arrives with no headers at all; Envoy's own timeout/connect failures as 503/504.
+        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
+            .ok()
+            .flatten()
+            .and_then(|v| {
+                std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<u16>().ok())
+            });
+        let body = if body_size > 0 {
+            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        if let Some(why) = crate::engine::lookup_failure_reason(status, &body, pending.client_id())
+        {
+            log(
+                LogLevel::Warn,
+                &format!("oauth-edge[{}]: registry lookup failed: {why}", self.id),
+            );
+        }
+        let (step, write) =
+            engine.registry_answer(pending, status, &body, now(), &mut SystemRandom);
+        if let Some(w) = write {
+            // cas 0: unconditional; the value carries its own expiry.
+            if let Err(e) = hostcalls::set_shared_data(&w.key, Some(&w.value), None) {
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "oauth-edge[{}]: cannot cache the registry answer: {e:?}",
+                        self.id
+                    ),
+                );
+            }
+        }
+        self.drive(&engine, step);
+    }
+}
+
+impl HttpContext for Stream {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let Some(engine) = self.engine.clone() else {
+            return Action::Continue;
+        };
+        let path = header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
+        let Some(ep) = engine.route(&path) else {
+            return Action::Continue;
+        };
+        self.endpoint = Some(ep);
+        if let Some(m) = &self.metrics {
+            m.request(ep);
+        }
+        let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
+        self.headers = request_headers();
+        match engine.on_headers(ep, &method, &self.headers) {
+            HeadAction::Respond(r) => {
+                self.respond(&engine, r);
+                Action::Pause
+            }
+            HeadAction::ReadBody if end_of_stream => {
+                let step = engine.token_request(&self.headers, &[], now(), &mut SystemRandom);
+                self.drive(&engine, step);
+                Action::Pause
+            }
+            HeadAction::ReadBody => {
+                // With allow_on_headers_stop_iteration (the default setup) pausing here keeps the
+                // router from acting on the headers while the body still reaches us. Without that
+                // knob (pause_on_request_headers: false) a buffer filter after this one must hold
+                // the router back instead.
+                if engine.config.pause_on_request_headers {
+                    Action::Pause
+                } else {
+                    Action::Continue
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(engine) = self.engine.clone() else {
+            return Action::Continue;
+        };
+        if self.endpoint.is_none() {
+            return Action::Continue;
+        }
+        if self.answered || self.pending.is_some() {
+            return Action::Pause;
+        }
+        if let Some(r) = engine.body_too_large(body_size) {
+            self.respond(&engine, r);
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            // Keep buffering: answer only once the whole body is in, or Envoy closes the
+            // connection after the early reply.
+            return Action::Pause;
+        }
+        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "oauth-edge[{}]: cannot read the request body: {e:?}",
+                        self.id
+                    ),
+                );
+                let r = crate::error::OAuthError::server_error("internal error").into_response();
+                self.respond(&engine, r);
+                return Action::Pause;
+            }
+        };
+        let step = engine.token_request(&self.headers, &body, now(), &mut SystemRandom);
+        self.drive(&engine, step);
+        Action::Pause
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // A body that ends in trailers: its last chunk came without end_of_stream.
+        let Some(engine) = self.engine.clone() else {
+            return Action::Continue;
+        };
+        if self.endpoint != Some(Endpoint::Token) || self.answered || self.pending.is_some() {
+            return if self.endpoint.is_some() {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
+        let size = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let step = engine.token_request(&self.headers, &size, now(), &mut SystemRandom);
+        self.drive(&engine, step);
+        Action::Pause
+    }
+}
+
+impl Stream {
+    /// Runs the core's steps until it answers or waits for the registry.
+    fn drive(&mut self, engine: &Rc<Engine>, mut step: Step) {
+        loop {
+            match step {
+                Step::Done(r) => {
+                    self.respond(engine, r);
+                    return;
+                }
+                Step::LookupClient(p) => {
+                    let key = engine.shared_key(&p);
+                    let p = match hostcalls::get_shared_data(&key) {
+                        Ok((Some(entry), _)) if !entry.is_empty() => {
+                            match engine.shared_hit(p, &entry, now(), &mut SystemRandom) {
+                                Ok(next) => {
+                                    step = next;
+                                    continue;
+                                }
+                                Err(p) => p,
+                            }
+                        }
+                        _ => p,
+                    };
+                    let Some(call) = engine.registry_call(&p) else {
+                        step = engine
+                            .registry_answer(p, None, &[], now(), &mut SystemRandom)
+                            .0;
+                        continue;
+                    };
+                    if let Some(m) = &self.metrics {
+                        m.registry_call();
+                    }
+                    let headers: Vec<(&str, &str)> =
+                        call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    match hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        None,
+                        vec![],
+                        call.timeout,
+                    ) {
+                        Ok(_token) => {
+                            self.pending = Some(p);
+                            return;
+                        }
+                        Err(e) => {
+                            log(
+                                LogLevel::Error,
+                                &format!(
+                                    "oauth-edge[{}]: cannot call the registry cluster {:?}: {e:?}",
+                                    self.id, call.cluster
+                                ),
+                            );
+                            step = engine
+                                .registry_answer(p, None, &[], now(), &mut SystemRandom)
+                                .0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn respond(&mut self, engine: &Rc<Engine>, r: Response) {
+        self.answered = true;
+        if let Some(m) = &self.metrics {
+            m.outcome(r.outcome);
+            m.events(engine.drain_events());
+        }
+        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
+            log(
+                LogLevel::Error,
+                &format!("oauth-edge[{}]: cannot send the answer: {e:?}", self.id),
+            );
+        }
+    }
+}
+
+fn header(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// All request headers, every value kept (a header sent twice shows twice).
+fn request_headers() -> Headers {
+    let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    Headers(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .collect(),
+    )
+}
+
+#[allow(dead_code)]
+const _: Duration = Duration::ZERO;

@@ -1,0 +1,72 @@
+//! The core's view of an HTTP exchange: what the adapter hands in and what it sends back.
+//! Nothing here knows about proxy-wasm.
+
+/// What an answer meant, so the adapter can count it without parsing the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Tokens were issued for this grant type.
+    Issued(&'static str),
+    /// An OAuth error was answered.
+    Error(crate::error::ErrorCode),
+    /// A document (metadata, JWKS) was served.
+    Served,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    /// Lower-case names.
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    pub outcome: Outcome,
+}
+
+impl Response {
+    pub fn json(status: u16, body: Vec<u8>, outcome: Outcome) -> Self {
+        Response {
+            status,
+            headers: vec![("content-type", "application/json".to_string())],
+            body,
+            outcome,
+        }
+    }
+
+    /// RFC 6749 §5.1: token and error answers must not be cached.
+    pub fn no_store(&mut self) {
+        self.headers.push(("cache-control", "no-store".to_string()));
+        self.headers.push(("pragma", "no-cache".to_string()));
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Request headers as the host gave them (names lower case, as HTTP/2 and Envoy present them).
+/// Kept as a list so a header sent twice is seen twice.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    /// All values of a header.
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The single value of a header; `Err(())` when it was sent more than once.
+    #[allow(clippy::result_unit_err)]
+    pub fn single<'a>(&'a self, name: &'a str) -> Result<Option<&'a str>, ()> {
+        let mut it = self.all(name);
+        let first = it.next();
+        if it.next().is_some() {
+            return Err(());
+        }
+        Ok(first)
+    }
+}

@@ -1,0 +1,34 @@
+//! oauth-edge: an OAuth 2.0 authorization server inside the gateway.
+//!
+//! Everything but `host` is the host-independent protocol core: it never calls proxy-wasm
+//! (which is a wasm32-only dependency, so a core module that tried would not even compile
+//! natively) and runs under plain `cargo test`. `host` is the thin proxy-wasm adapter.
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod client;
+pub mod client_auth;
+pub mod config;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod form;
+pub mod grants;
+pub mod http;
+pub mod keys;
+pub mod metadata;
+pub mod random;
+pub mod registry;
+pub mod scope;
+pub mod token;
+
+#[cfg(target_arch = "wasm32")]
+mod host;
