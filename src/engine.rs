@@ -175,9 +175,8 @@ impl Engine {
                 // Public documents: cacheable, but not for long so key rotation is seen soon.
                 r.headers
                     .push(("cache-control", "public, max-age=300".into()));
-                if method == "HEAD" {
-                    r.body.clear();
-                }
+                // HEAD gets the same answer: Envoy sends only the headers (with the right
+                // Content-Type and Content-Length; an empty local body would lose both).
                 HeadAction::Respond(r)
             }
         }

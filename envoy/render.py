@@ -1,0 +1,254 @@
+#!/usr/bin/env python3
+"""Render the oauth-edge Envoy bootstrap (envoy/envoy.yaml.in) into DIR/envoy.yaml.
+
+Standard library only (Python 3.11). Usable as a script:
+
+    python3 envoy/render.py --out .run --key .run/signing-key.json
+
+and as a module (the integration tests use this same code path):
+
+    from render import render
+    render("/tmp/x", listen_port=..., key=jwk_dict, plugin_config=cfg_dict, ...)
+
+What it does:
+  * loads the demo plugin configuration (envoy/oauth-edge.json, or --plugin-config FILE);
+  * replaces its `signing_keys` with the JWK(s) in --key FILE (one private JWK or a JSON list)
+    and points `active_signing_key` at the first key that has a private part;
+  * if the issuer is a plain-http loopback URL (http://127.0.0.1:PORT, http://localhost:PORT),
+    sets its port to the listen port so the issuer is the address Envoy really answers on
+    (--issuer URL sets it explicitly);
+  * fills the template: ports, route mode, wasm path (default `oauth_edge.wasm`, relative to
+    Envoy's working directory, so the rendered directory can be mounted into a container),
+    and the plugin configuration as a JSON string literal (a valid YAML double-quoted scalar).
+
+Route modes: cluster (every other path to cluster `backend`), direct (a direct_response 200),
+none (no route: Envoy answers 404). OAuth endpoints are answered by the filter in all three.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import sys
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE / "envoy.yaml.in"
+DEFAULT_PLUGIN_CONFIG = HERE / "oauth-edge.json"
+DEFAULT_WASM = "oauth_edge.wasm"
+ROUTE_MODES = ("cluster", "direct", "none")
+DIRECT_RESPONSE_BODY = "direct response from envoy\n"
+
+DEFAULTS = {
+    "listen_port": 10000,
+    "admin_port": 9901,
+    "backend_port": 8081,
+    "registry_port": 8082,
+    "route_mode": "direct",
+}
+
+_PLACEHOLDER = re.compile(r"@@[A-Z_]+@@")
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+class RenderError(ValueError):
+    """The inputs cannot make a valid configuration."""
+
+
+def routes_for(mode: str) -> list[dict[str, Any]]:
+    """The virtual host's routes for one route mode."""
+    if mode == "cluster":
+        return [{"match": {"prefix": "/"}, "route": {"cluster": "backend", "timeout": "15s"}}]
+    if mode == "direct":
+        return [
+            {
+                "match": {"prefix": "/"},
+                "direct_response": {"status": 200, "body": {"inline_string": DIRECT_RESPONSE_BODY}},
+            }
+        ]
+    if mode == "none":
+        return []
+    raise RenderError(f"route mode must be one of {', '.join(ROUTE_MODES)}, not {mode!r}")
+
+
+def _load_json(source: Any, what: str) -> Any:
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return json.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise RenderError(f"cannot read {what} {source}: {exc}") from exc
+    return copy.deepcopy(source)
+
+
+def load_keys(key: Any) -> list[dict[str, Any]]:
+    """One JWK (dict), a list of JWKs, or a path to a JSON file holding either."""
+    keys = _load_json(key, "key file")
+    if isinstance(keys, dict) and "keys" in keys and isinstance(keys["keys"], list):
+        keys = keys["keys"]  # a JWK Set is accepted too
+    if isinstance(keys, dict):
+        keys = [keys]
+    if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
+        raise RenderError("the key file must hold a JWK object or a non-empty list of JWKs")
+    for k in keys:
+        if "kty" not in k:
+            raise RenderError("every JWK needs a kty")
+    return keys
+
+
+def loopback_issuer(issuer: str, listen_port: int) -> str:
+    """http://127.0.0.1:ANY -> http://127.0.0.1:<listen_port>; anything else unchanged."""
+    parts = urllib.parse.urlsplit(issuer)
+    if parts.scheme != "http" or parts.hostname is None:
+        return issuer
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    if shown not in _LOOPBACK_HOSTS and host not in _LOOPBACK_HOSTS:
+        return issuer
+    return urllib.parse.urlunsplit(
+        (parts.scheme, f"{shown}:{listen_port}", parts.path, parts.query, parts.fragment)
+    )
+
+
+def build_plugin_config(
+    plugin_config: Any = None,
+    *,
+    key: Any = None,
+    listen_port: int = DEFAULTS["listen_port"],
+    issuer: str | None = None,
+) -> dict[str, Any]:
+    """The plugin configuration dict that goes into the wasm filter's `configuration`."""
+    cfg = _load_json(plugin_config if plugin_config is not None else DEFAULT_PLUGIN_CONFIG,
+                     "plugin config")
+    if not isinstance(cfg, dict):
+        raise RenderError("the plugin configuration must be a JSON object")
+    if key is not None:
+        keys = load_keys(key)
+        cfg["signing_keys"] = keys
+        private = [k for k in keys if "d" in k and "kid" in k]
+        if private:
+            cfg["active_signing_key"] = private[0]["kid"]
+        else:
+            cfg.pop("active_signing_key", None)
+    if not cfg.get("signing_keys"):
+        raise RenderError("no signing key: pass --key FILE (e.g. from oauth-edge-keygen)")
+    if issuer is not None:
+        cfg["issuer"] = issuer
+    elif isinstance(cfg.get("issuer"), str):
+        cfg["issuer"] = loopback_issuer(cfg["issuer"], listen_port)
+    return cfg
+
+
+def render_text(
+    *,
+    plugin_config: dict[str, Any],
+    listen_port: int = DEFAULTS["listen_port"],
+    admin_port: int = DEFAULTS["admin_port"],
+    backend_port: int = DEFAULTS["backend_port"],
+    registry_port: int = DEFAULTS["registry_port"],
+    route_mode: str = DEFAULTS["route_mode"],
+    wasm_path: str = DEFAULT_WASM,
+    template: Path = TEMPLATE,
+) -> str:
+    """The rendered envoy.yaml text."""
+    for name, port in (("listen", listen_port), ("admin", admin_port),
+                       ("backend", backend_port), ("registry", registry_port)):
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise RenderError(f"{name} port must be 1..65535, not {port!r}")
+    values = {
+        "@@ADMIN_PORT@@": str(admin_port),
+        "@@LISTEN_PORT@@": str(listen_port),
+        "@@BACKEND_PORT@@": str(backend_port),
+        "@@REGISTRY_PORT@@": str(registry_port),
+        # JSON is a subset of YAML flow syntax: a JSON string literal is a valid YAML
+        # double-quoted scalar (ensure_ascii keeps it to plain \uXXXX escapes).
+        "@@WASM_PATH@@": json.dumps(str(wasm_path)),
+        "@@PLUGIN_CONFIG@@": json.dumps(json.dumps(plugin_config, separators=(",", ":"))),
+        "@@ROUTES@@": json.dumps(routes_for(route_mode)),
+    }
+    text = Path(template).read_text(encoding="utf-8")
+    found = set(_PLACEHOLDER.findall(text))
+    if found != set(values):
+        raise RenderError(f"template {template}: placeholders {sorted(found)} != {sorted(values)}")
+    # One pass over the template only: values are never rescanned for placeholders.
+    text = _PLACEHOLDER.sub(lambda m: values[m.group(0)], text)
+    return text
+
+
+def render(
+    out_dir: str | os.PathLike,
+    *,
+    listen_port: int = DEFAULTS["listen_port"],
+    admin_port: int = DEFAULTS["admin_port"],
+    backend_port: int = DEFAULTS["backend_port"],
+    registry_port: int = DEFAULTS["registry_port"],
+    route_mode: str = DEFAULTS["route_mode"],
+    plugin_config: Any = None,
+    key: Any = None,
+    wasm_path: str = DEFAULT_WASM,
+    issuer: str | None = None,
+) -> Path:
+    """Write OUT_DIR/envoy.yaml (mode 0600: it holds the private key); return its path.
+
+    plugin_config and key are dicts/lists or paths to JSON files.
+    """
+    cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer)
+    text = render_text(
+        plugin_config=cfg,
+        listen_port=listen_port,
+        admin_port=admin_port,
+        backend_port=backend_port,
+        registry_port=registry_port,
+        route_mode=route_mode,
+        wasm_path=wasm_path,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / "envoy.yaml"
+    tmp = out / ".envoy.yaml.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o600)  # it holds the private signing key
+    tmp.replace(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="directory to write envoy.yaml into")
+    p.add_argument("--listen-port", type=int, default=DEFAULTS["listen_port"])
+    p.add_argument("--admin-port", type=int, default=DEFAULTS["admin_port"])
+    p.add_argument("--backend-port", type=int, default=DEFAULTS["backend_port"])
+    p.add_argument("--registry-port", type=int, default=DEFAULTS["registry_port"])
+    p.add_argument("--route-mode", choices=ROUTE_MODES, default=DEFAULTS["route_mode"])
+    p.add_argument("--plugin-config", default=str(DEFAULT_PLUGIN_CONFIG),
+                   help="plugin configuration JSON (default: envoy/oauth-edge.json)")
+    p.add_argument("--key", help="JSON file: one private JWK or a list of JWKs (signing_keys)")
+    p.add_argument("--wasm", default=DEFAULT_WASM,
+                   help="wasm path as Envoy sees it (default: oauth_edge.wasm, relative to its cwd)")
+    p.add_argument("--issuer", help="issuer URL (default: from the plugin config, loopback port = listen port)")
+    args = p.parse_args(argv)
+    try:
+        path = render(
+            args.out,
+            listen_port=args.listen_port,
+            admin_port=args.admin_port,
+            backend_port=args.backend_port,
+            registry_port=args.registry_port,
+            route_mode=args.route_mode,
+            plugin_config=args.plugin_config,
+            key=args.key,
+            wasm_path=args.wasm,
+            issuer=args.issuer,
+        )
+    except RenderError as exc:
+        print(f"render.py: {exc}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

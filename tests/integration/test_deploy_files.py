@@ -1,0 +1,199 @@
+"""The deployment files: render.py, the rendered directory, docker-compose.yml, the Istio example."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import render
+from conftest import ROOT, WASM, envoy_binary
+
+COMPOSE = ROOT / "envoy" / "docker-compose.yml"
+
+
+def _test_key():
+    from conftest import _keygen_python
+
+    return _keygen_python("EdDSA", "deploy-test")
+
+
+def _wasm_config(doc):
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm, hcm["http_filters"][0]["typed_config"]["config"]
+
+
+@pytest.mark.parametrize("mode", render.ROUTE_MODES)
+def test_render_cli_writes_valid_yaml_for_each_route_mode(tmp_path, mode):
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(_test_key()))
+    out = tmp_path / "run"
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(out), "--key", str(key),
+                          "--route-mode", mode, "--listen-port", "10555", "--admin-port", "10556",
+                          "--backend-port", "10557", "--registry-port", "10558"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load((out / "envoy.yaml").read_text())
+    assert doc["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 10556}
+    listener = doc["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["port_value"] == 10555
+    hcm, cfg = _wasm_config(doc)
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names == ["envoy.filters.http.wasm", "envoy.filters.http.router"]
+    assert cfg["name"] == "oauth-edge" and cfg["root_id"] == "oauth_edge"
+    assert cfg["allow_on_headers_stop_iteration"] is True
+    assert cfg["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
+    assert cfg["vm_config"]["vm_id"] == "oauth_edge"
+    assert cfg["vm_config"]["code"]["local"]["filename"] == "oauth_edge.wasm"
+    plugin = json.loads(cfg["configuration"]["value"])
+    assert plugin["issuer"] == "http://127.0.0.1:10555"
+    assert plugin["signing_keys"][0]["kid"] == "deploy-test"
+    assert plugin["active_signing_key"] == "deploy-test"
+    assert plugin["registry"]["cluster"] == "registry"
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    if mode == "cluster":
+        assert routes[0]["route"]["cluster"] == "backend"
+    elif mode == "direct":
+        assert routes[0]["direct_response"]["status"] == 200
+    else:
+        assert routes == []
+    clusters = {c["name"]: c for c in doc["static_resources"]["clusters"]}
+    assert set(clusters) == {"backend", "registry"}
+    ports = {n: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["port_value"]
+             for n, c in clusters.items()}
+    assert ports == {"backend": 10557, "registry": 10558}
+    assert all(c["type"] == "STATIC" and c["connect_timeout"] == "1s" for c in clusters.values())
+
+
+def test_render_plugin_config_survives_yaml_escaping(tmp_path):
+    """Quotes, backslashes, newlines and non-ASCII in the plugin JSON come out byte-identical."""
+    cfg = json.loads((ROOT / "envoy" / "oauth-edge.json").read_text())
+    cfg["clients"][0]["client_name"] = 'quote " back\\slash \n newline é ✓ 🔑 @@X@@ #: - {}'
+    path = render.render(tmp_path, plugin_config=cfg, key=_test_key())
+    _, wcfg = _wasm_config(yaml.safe_load(path.read_text()))
+    plugin = json.loads(wcfg["configuration"]["value"])
+    assert plugin["clients"][0]["client_name"] == cfg["clients"][0]["client_name"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_render_refuses_missing_key(tmp_path):
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    assert "signing key" in res.stderr
+
+
+def test_render_accepts_key_list_and_public_only_keys(tmp_path):
+    k1, k2 = _test_key(), _test_key()
+    k2["kid"] = "old"
+    del k2["d"]
+    cfg = render.build_plugin_config(key=[k2, k1], listen_port=1234)
+    assert [k["kid"] for k in cfg["signing_keys"]] == ["old", "deploy-test"]
+    assert cfg["active_signing_key"] == "deploy-test"
+    assert cfg["issuer"] == "http://127.0.0.1:1234"
+    assert render.build_plugin_config(key=k1, issuer="https://as.example")["issuer"] == "https://as.example"
+
+
+def test_rendered_directory_is_self_contained_envoy_validates(tmp_path):
+    """The directory `make run` renders (envoy.yaml + oauth_edge.wasm, wasm path relative) is what
+    the container mounts: Envoy accepts it with that directory as its working directory."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    run = tmp_path / ".run"
+    render.render(run, key=_test_key(), route_mode="direct")
+    shutil.copyfile(WASM, run / "oauth_edge.wasm")
+    res = subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "warn"],
+                         cwd=run, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "OK" in res.stdout + res.stderr
+
+
+def test_envoy_refuses_plugin_config_with_unknown_key(tmp_path):
+    """Contract: unknown keys anywhere are refused, so Envoy refuses the whole config."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    cfg = json.loads((ROOT / "envoy" / "oauth-edge.json").read_text())
+    cfg["clients"][0]["no_such_field"] = True
+    render.render(tmp_path, key=_test_key(), plugin_config=cfg)
+    shutil.copyfile(WASM, tmp_path / "oauth_edge.wasm")
+    res = subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "info"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0, "Envoy accepted a plugin config with an unknown key"
+    assert "no_such_field" in res.stdout + res.stderr
+
+
+def _set(cfg, path, value):
+    node = cfg
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+
+
+@pytest.mark.parametrize("path, value, needle", [
+    (("issuer",), "http://auth.example.com", "issuer"),
+    (("registry", "timeout"), "0s", "timeout"),
+    (("clients", 0, "client_secret"), "demo-secret", "client_secret"),
+    (("lifetimes", "access_token"), "forever", "access_token"),
+    (("active_signing_key",), "no-such-kid", "no-such-kid"),
+], ids=["http-issuer-not-loopback", "zero-registry-timeout", "plaintext-secret", "bad-duration", "unknown-active-kid"])
+def test_envoy_refuses_invalid_plugin_config(tmp_path, path, value, needle):
+    """Contract: on_configure returns false on a bad config, so Envoy refuses it (with a log line)."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    cfg = render.build_plugin_config(key=_test_key())
+    _set(cfg, path, value)
+    render.render(tmp_path, key=None, plugin_config=cfg)
+    shutil.copyfile(WASM, tmp_path / "oauth_edge.wasm")
+    res = subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "info"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, f"Envoy accepted {path}={value!r}"
+    assert needle in out, out[-2000:]
+
+
+def test_docker_compose_mounts_the_make_run_directory():
+    doc = yaml.safe_load(COMPOSE.read_text())
+    svc = doc["services"]["envoy"]
+    assert re.fullmatch(r"envoyproxy/envoy:v1\.40[.\w-]*", svc["image"]), svc["image"]
+    assert svc["network_mode"] == "host"
+    assert svc["working_dir"] == "/etc/oauth-edge"
+    mounts = [v.split(":") for v in svc["volumes"]]
+    assert ["../.run", "/etc/oauth-edge", "ro"] in mounts
+    # ../.run relative to envoy/ is <repo>/.run, the directory `make run` renders
+    assert (COMPOSE.parent / "../.run").resolve() == (ROOT / ".run").resolve()
+    cmd = svc["command"] if isinstance(svc["command"], list) else svc["command"].split()
+    assert cmd[:3] == ["envoy", "-c", "/etc/oauth-edge/envoy.yaml"]
+
+
+def test_makefile_run_renders_dot_run_with_envoy_yaml_and_wasm():
+    makefile = ROOT / "Makefile"
+    if not makefile.exists():
+        pytest.skip("no Makefile yet")
+    res = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    text = res.stdout + makefile.read_text()
+    assert res.returncode == 0, res.stderr
+    assert ".run" in text
+    assert "render.py" in text
+    assert "oauth_edge.wasm" in text
+
+
+def test_istio_wasmplugin_example_has_the_plugin_config_keys():
+    docs = list(yaml.safe_load_all((ROOT / "envoy" / "istio" / "wasmplugin.yaml").read_text()))
+    wp = next(d for d in docs if d["kind"] == "WasmPlugin")
+    assert wp["apiVersion"] == "extensions.istio.io/v1alpha1"
+    assert wp["spec"]["phase"] == "AUTHN"
+    demo = json.loads((ROOT / "envoy" / "oauth-edge.json").read_text())
+    pc = wp["spec"]["pluginConfig"]
+    optional = {"active_signing_key", "pause_on_request_headers"}
+    assert set(pc) - optional <= set(demo)
+    assert set(demo) <= set(pc)
+    # WasmPlugin cannot set allow_on_headers_stop_iteration: the example must use approach (b),
+    # continuing on headers with Envoy's buffer filter after the plugin.
+    assert pc["pause_on_request_headers"] is False
+    assert any(d["kind"] == "EnvoyFilter" and "buffer" in json.dumps(d) for d in docs)
+    assert pc["registry"]["cluster"].startswith("outbound|")
