@@ -48,6 +48,10 @@ pub const KNOWN_METADATA: &[&str] = &[
     "jwks_uri",
     "dpop_bound_access_tokens",
     "authorization_details_types",
+    "require_pushed_authorization_requests",
+    "refresh_token_cookie",
+    "allowed_origins",
+    "refresh_token_reuse_interval",
 ];
 
 #[derive(Deserialize)]
@@ -75,6 +79,14 @@ struct Metadata {
     dpop_bound_access_tokens: bool,
     #[serde(default)]
     authorization_details_types: Vec<String>,
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
+    #[serde(default)]
+    refresh_token_cookie: bool,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    refresh_token_reuse_interval: u64,
 }
 
 #[derive(Clone, PartialEq)]
@@ -92,6 +104,16 @@ pub struct Client {
     pub jwks_uri: Option<String>,
     pub dpop_bound_access_tokens: bool,
     pub authorization_details_types: Vec<String>,
+    /// RFC 9126 §6: this client must use PAR.
+    pub require_par: bool,
+    /// Browser client: its refresh token goes into an HttpOnly cookie for `/oauth/refresh`
+    /// instead of the JSON answer (not an RFC 7591 name).
+    pub refresh_token_cookie: bool,
+    /// Origins allowed to call `/oauth/refresh` (also every redirect_uri's origin).
+    pub allowed_origins: Vec<String>,
+    /// Seconds during which the previous refresh token may be used again (a lost answer
+    /// retried, FAPI 2.0 §5.3.2.1) without revoking the family. 0: never.
+    pub refresh_token_reuse_interval: u64,
 }
 
 // The hash is not a secret in the strict sense, but it never goes to a log either.
@@ -181,6 +203,10 @@ impl Client {
             jwks_uri: m.jwks_uri,
             dpop_bound_access_tokens: m.dpop_bound_access_tokens,
             authorization_details_types: m.authorization_details_types,
+            require_par: m.require_pushed_authorization_requests,
+            refresh_token_cookie: m.refresh_token_cookie,
+            allowed_origins: m.allowed_origins,
+            refresh_token_reuse_interval: m.refresh_token_reuse_interval.min(300),
             client_id: m.client_id,
         })
     }
@@ -191,6 +217,20 @@ impl Client {
 
     pub fn is_confidential(&self) -> bool {
         self.auth_method.uses_secret()
+    }
+
+    /// Exact string comparison (RFC 9700 §4.1.3: no pattern, no normalisation).
+    pub fn has_redirect_uri(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == uri)
+    }
+
+    /// Whether a browser at `origin` may call the cookie refresh endpoint for this client.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins.iter().any(|o| o == origin)
+            || self
+                .redirect_uris
+                .iter()
+                .any(|r| origin_of(r) == Some(origin))
     }
 
     /// Constant-time check of a presented secret against the stored SHA-256. The registry stores
@@ -205,6 +245,14 @@ impl Client {
             None => false,
         }
     }
+}
+
+/// `scheme://authority` of an absolute URL.
+pub fn origin_of(url: &str) -> Option<&str> {
+    let scheme_end = url.find("://")?;
+    let rest = url.get(scheme_end + 3..)?;
+    let auth_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    url.get(..scheme_end + 3 + auth_len)
 }
 
 /// `sha256:` followed by 64 hex digits.

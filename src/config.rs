@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::client::Client;
 use crate::duration;
 use crate::keys::KeySet;
+use crate::store::Ring;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,70 @@ struct Raw {
     limits: RawLimits,
     #[serde(default = "default_true")]
     pause_on_request_headers: bool,
+    #[serde(default)]
+    require_pushed_authorization_requests: bool,
+    #[serde(default = "default_true")]
+    require_pkce: bool,
+    #[serde(default)]
+    user: Option<RawUser>,
+    #[serde(default)]
+    login_url: Option<String>,
+    #[serde(default)]
+    refresh_cookie: RawCookie,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    #[serde(default)]
+    metadata_namespace: Option<String>,
+    #[serde(default)]
+    metadata_key: Option<String>,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default = "default_sub_claim")]
+    subject_claim: String,
+    #[serde(default = "default_auth_time_claim")]
+    auth_time_claim: String,
+}
+
+fn default_sub_claim() -> String {
+    "sub".into()
+}
+fn default_auth_time_claim() -> String {
+    "iat".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookie {
+    #[serde(default = "default_cookie_name")]
+    name: String,
+}
+
+impl Default for RawCookie {
+    fn default() -> Self {
+        RawCookie {
+            name: default_cookie_name(),
+        }
+    }
+}
+
+fn default_cookie_name() -> String {
+    "oauth_edge_rt".into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    #[serde(default)]
+    request_uri_slots: Option<u32>,
+    #[serde(default)]
+    code_slots: Option<u32>,
+    #[serde(default)]
+    refresh_family_slots: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -49,6 +114,12 @@ struct RawEndpoints {
     token: String,
     #[serde(default = "default_jwks_path")]
     jwks: String,
+    #[serde(default = "default_par_path")]
+    pushed_authorization: String,
+    #[serde(default = "default_authorize_path")]
+    authorize: String,
+    #[serde(default = "default_refresh_path")]
+    refresh: String,
 }
 
 impl Default for RawEndpoints {
@@ -56,8 +127,21 @@ impl Default for RawEndpoints {
         RawEndpoints {
             token: default_token_path(),
             jwks: default_jwks_path(),
+            pushed_authorization: default_par_path(),
+            authorize: default_authorize_path(),
+            refresh: default_refresh_path(),
         }
     }
+}
+
+fn default_par_path() -> String {
+    "/oauth/pushed-authorization".into()
+}
+fn default_authorize_path() -> String {
+    "/oauth/authorize".into()
+}
+fn default_refresh_path() -> String {
+    "/oauth/refresh".into()
 }
 
 fn default_token_path() -> String {
@@ -72,6 +156,14 @@ fn default_jwks_path() -> String {
 struct RawLifetimes {
     #[serde(default)]
     access_token: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    request_uri: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +221,43 @@ pub struct Config {
     pub clients: HashMap<String, Rc<Client>>,
     pub max_body_bytes: usize,
     pub pause_on_request_headers: bool,
+    pub par_path: String,
+    pub authorize_path: String,
+    pub refresh_path: String,
+    pub par_endpoint: String,
+    pub authorize_endpoint: String,
+    pub id_token_ttl: Duration,
+    pub code_ttl: Duration,
+    pub request_uri_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub require_par: bool,
+    pub require_pkce: bool,
+    pub user: Option<UserSource>,
+    pub login_url: Option<String>,
+    pub refresh_cookie_name: String,
+    pub rings: Rings,
+}
+
+/// Where the gateway puts the authenticated user (never a place a client can write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserSource {
+    /// Dynamic metadata, e.g. jwt_authn's `payload_in_metadata`: the verified JWT payload.
+    Metadata {
+        namespace: String,
+        key: String,
+        subject_claim: String,
+        auth_time_claim: String,
+    },
+    /// A request header set by a filter before this one (only safe if Envoy strips any
+    /// client-sent copy first).
+    Header { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rings {
+    pub request_uris: Ring,
+    pub codes: Ring,
+    pub families: Ring,
 }
 
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -150,11 +279,20 @@ impl Config {
         let issuer = raw.issuer.clone();
         let token_path = endpoint_path("endpoints.token", &raw.endpoints.token)?;
         let jwks_path = endpoint_path("endpoints.jwks", &raw.endpoints.jwks)?;
+        let par_path = endpoint_path(
+            "endpoints.pushed_authorization",
+            &raw.endpoints.pushed_authorization,
+        )?;
+        let authorize_path = endpoint_path("endpoints.authorize", &raw.endpoints.authorize)?;
+        let refresh_path = endpoint_path("endpoints.refresh", &raw.endpoints.refresh)?;
         let as_metadata_path = format!("/.well-known/oauth-authorization-server{issuer_path}");
         let oidc_metadata_path = format!("{issuer_path}/.well-known/openid-configuration");
         let paths = [
             &token_path,
             &jwks_path,
+            &par_path,
+            &authorize_path,
+            &refresh_path,
             &as_metadata_path,
             &oidc_metadata_path,
         ];
@@ -197,6 +335,80 @@ impl Config {
             clients.insert(client.client_id.clone(), Rc::new(client));
         }
 
+        let lt = &raw.lifetimes;
+        let id_token_ttl = lifetime("lifetimes.id_token", lt.id_token.as_deref(), 300, 1, 86_400)?;
+        let code_ttl = lifetime("lifetimes.code", lt.code.as_deref(), 60, 1, 600)?;
+        let request_uri_ttl = lifetime(
+            "lifetimes.request_uri",
+            lt.request_uri.as_deref(),
+            90,
+            1,
+            600,
+        )?;
+        let refresh_token_ttl = lifetime(
+            "lifetimes.refresh_token",
+            lt.refresh_token.as_deref(),
+            86_400,
+            60,
+            90 * 86_400,
+        )?;
+
+        let user = match raw.user {
+            None => None,
+            Some(u) => Some(user_source(u)?),
+        };
+        let login_url = match raw.login_url {
+            None => None,
+            Some(u)
+                if (u.starts_with("https://")
+                    || u.starts_with("http://")
+                    || u.starts_with('/'))
+                    && !u.contains('#')
+                    && !u.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+            {
+                Some(u)
+            }
+            Some(_) => {
+                return Err("login_url must be an absolute URL or path without fragment".into())
+            }
+        };
+        let cookie = raw.refresh_cookie.name;
+        if cookie.is_empty()
+            || !cookie
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+        {
+            return Err(
+                "refresh_cookie.name must be a cookie name of letters, digits, _ - .".into(),
+            );
+        }
+        let ring = |name: &'static str,
+                    field: &str,
+                    v: Option<u32>,
+                    default: u32|
+         -> Result<Ring, String> {
+            let size = v.unwrap_or(default);
+            if !(16..=4_194_304).contains(&size) {
+                return Err(format!("store.{field} must be between 16 and 4194304"));
+            }
+            Ok(Ring { name, size })
+        };
+        let rings = Rings {
+            request_uris: ring(
+                "par",
+                "request_uri_slots",
+                raw.store.request_uri_slots,
+                16_384,
+            )?,
+            codes: ring("code", "code_slots", raw.store.code_slots, 16_384)?,
+            families: ring(
+                "rtf",
+                "refresh_family_slots",
+                raw.store.refresh_family_slots,
+                65_536,
+            )?,
+        };
+
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if !(256..=1024 * 1024).contains(&max_body_bytes) {
             return Err("limits.max_body_bytes must be between 256 and 1048576".into());
@@ -217,6 +429,21 @@ impl Config {
             clients,
             max_body_bytes,
             pause_on_request_headers: raw.pause_on_request_headers,
+            par_endpoint: format!("{origin}{par_path}"),
+            authorize_endpoint: format!("{origin}{authorize_path}"),
+            par_path,
+            authorize_path,
+            refresh_path,
+            id_token_ttl,
+            code_ttl,
+            request_uri_ttl,
+            refresh_token_ttl,
+            require_par: raw.require_pushed_authorization_requests,
+            require_pkce: raw.require_pkce,
+            user,
+            login_url,
+            refresh_cookie_name: cookie,
+            rings,
         })
     }
 }
@@ -264,6 +491,37 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
         cache_ttl,
         negative_cache_ttl,
     })
+}
+
+fn lifetime(
+    name: &str,
+    v: Option<&str>,
+    default_s: u64,
+    min_s: u64,
+    max_s: u64,
+) -> Result<Duration, String> {
+    match v {
+        None => Ok(Duration::from_secs(default_s)),
+        Some(s) => bounded(
+            name,
+            s,
+            Duration::from_secs(min_s),
+            Duration::from_secs(max_s),
+        ),
+    }
+}
+
+fn user_source(u: RawUser) -> Result<UserSource, String> {
+    match (u.metadata_namespace, u.metadata_key, u.header) {
+        (Some(namespace), Some(key), None) if !namespace.is_empty() && !key.is_empty() => Ok(UserSource::Metadata {
+            namespace,
+            key,
+            subject_claim: u.subject_claim,
+            auth_time_claim: u.auth_time_claim,
+        }),
+        (None, None, Some(name)) if !name.is_empty() => Ok(UserSource::Header { name: name.to_ascii_lowercase() }),
+        _ => Err("user: set either metadata_namespace and metadata_key (e.g. jwt_authn payload_in_metadata) or header".into()),
+    }
 }
 
 fn bounded(name: &str, s: &str, min: Duration, max: Duration) -> Result<Duration, String> {

@@ -1,38 +1,29 @@
 //! The protocol core as a sans-IO machine. The adapter hands in a request and gets back either
-//! a finished [`Response`] or a request for something only the host can do ("look up this
-//! client"); it performs that (shared data, a dispatched HTTP call answered in a later callback)
-//! and feeds the result back. Nothing here calls the host, so all of it runs under `cargo test`.
+//! a finished [`Response`] or a [`Need`] (look up this client, read or CAS this store key) with
+//! the [`Pending`] request; it performs the need (shared data, a dispatched HTTP call answered in a
+//! later callback) and resumes with the answer. Nothing here calls the host, so all of it runs
+//! under `cargo test`. How a flow is rerun with its answers: see [`crate::flow`].
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::client::Client;
-use crate::client_auth::{self, Presented};
 use crate::config::Config;
+use crate::endpoints;
 use crate::error::OAuthError;
-use crate::form::Form;
-use crate::grants;
+use crate::flow::{Answer, Ctx, Interrupt, Journal, Lookup, Need, Now, Request};
 use crate::http::{Headers, Outcome, Response};
 use crate::metadata;
 use crate::random::Random;
-use crate::registry::{self, Call, LocalCache, Lookup};
-
-/// The clock, read once per request by the adapter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Now {
-    pub unix_ms: u64,
-}
-
-impl Now {
-    pub fn secs(self) -> u64 {
-        self.unix_ms / 1000
-    }
-}
+use crate::registry::{self, Call, LocalCache};
+use crate::store::Ring;
 
 /// The endpoints this filter answers; every other path passes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     Token,
+    Refresh,
+    PushedAuthorization,
+    Authorize,
     Jwks,
     AuthorizationServerMetadata,
     OpenIdConfiguration,
@@ -42,6 +33,9 @@ impl Endpoint {
     pub fn name(self) -> &'static str {
         match self {
             Endpoint::Token => "token",
+            Endpoint::Refresh => "refresh",
+            Endpoint::PushedAuthorization => "par",
+            Endpoint::Authorize => "authorize",
             Endpoint::Jwks => "jwks",
             Endpoint::AuthorizationServerMetadata | Endpoint::OpenIdConfiguration => "metadata",
         }
@@ -53,29 +47,25 @@ impl Endpoint {
 pub enum HeadAction {
     /// Answer now (documents, or an error that needs no body).
     Respond(Response),
-    /// Read the whole body, then call [`Engine::token_request`].
+    /// Read the whole body, then call [`Engine::start`].
     ReadBody,
+    /// No body is needed: call [`Engine::start`] now.
+    Start,
 }
 
-/// A token request waiting for its client's registry record.
+/// A request waiting for an answer from the host.
 #[derive(Debug)]
 pub struct Pending {
-    presented: Presented,
-    form: Form,
-}
-
-impl Pending {
-    pub fn client_id(&self) -> &str {
-        self.presented.client_id()
-    }
+    ep: Endpoint,
+    req: Request,
+    now: Now,
+    journal: Journal,
 }
 
 #[derive(Debug)]
 pub enum Step {
     Done(Response),
-    /// Find this client: shared data first ([`Engine::shared_hit`]), then the registry
-    /// ([`Engine::registry_call`] → [`Engine::registry_answer`]).
-    LookupClient(Pending),
+    Need(Need, Pending),
 }
 
 /// A write the adapter should make to shared data (a registry answer to share with the other
@@ -119,27 +109,37 @@ impl Engine {
         }
     }
 
+    /// The store rings whose keys the adapter creates at start.
+    pub fn rings(&self) -> [Ring; 3] {
+        [
+            self.config.rings.request_uris,
+            self.config.rings.codes,
+            self.config.rings.families,
+        ]
+    }
+
     /// Which endpoint a request path (query string included or not) belongs to.
     pub fn route(&self, path: &str) -> Option<Endpoint> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
         let c = &self.config;
-        if path == c.token_path {
-            Some(Endpoint::Token)
-        } else if path == c.jwks_path {
-            Some(Endpoint::Jwks)
-        } else if path == c.as_metadata_path {
-            Some(Endpoint::AuthorizationServerMetadata)
-        } else if path == c.oidc_metadata_path {
-            Some(Endpoint::OpenIdConfiguration)
-        } else {
-            None
-        }
+        [
+            (&c.token_path, Endpoint::Token),
+            (&c.refresh_path, Endpoint::Refresh),
+            (&c.par_path, Endpoint::PushedAuthorization),
+            (&c.authorize_path, Endpoint::Authorize),
+            (&c.jwks_path, Endpoint::Jwks),
+            (&c.as_metadata_path, Endpoint::AuthorizationServerMetadata),
+            (&c.oidc_metadata_path, Endpoint::OpenIdConfiguration),
+        ]
+        .into_iter()
+        .find(|(p, _)| p.as_str() == path)
+        .map(|(_, e)| e)
     }
 
     /// Decides what to do with a request to one of our endpoints once its headers are in.
     pub fn on_headers(&self, ep: Endpoint, method: &str, headers: &Headers) -> HeadAction {
         match ep {
-            Endpoint::Token => {
+            Endpoint::Token | Endpoint::Refresh | Endpoint::PushedAuthorization => {
                 if method != "POST" {
                     return HeadAction::Respond(OAuthError::method_not_allowed("POST").into());
                 }
@@ -159,6 +159,13 @@ impl Engine {
                         OAuthError::invalid_request("Content-Length repeated").into(),
                     ),
                 }
+            }
+            Endpoint::Authorize => {
+                // GET only: an authorization request has effects (it issues a code).
+                if method != "GET" {
+                    return HeadAction::Respond(OAuthError::method_not_allowed("GET").into());
+                }
+                HeadAction::Start
             }
             Endpoint::Jwks
             | Endpoint::AuthorizationServerMetadata
@@ -187,165 +194,124 @@ impl Engine {
         (size > self.config.max_body_bytes).then(|| OAuthError::payload_too_large().into())
     }
 
-    /// A complete token request (headers and the whole body).
-    pub fn token_request(
-        &self,
-        headers: &Headers,
-        body: &[u8],
-        now: Now,
-        rng: &mut dyn Random,
-    ) -> Step {
-        match self.parse_token_request(headers, body) {
-            Err(e) => Step::Done(e.into()),
-            Ok(pending) => self.continue_with_client(pending, now, rng),
+    /// A complete request (headers, the whole body, the gateway's user if any).
+    pub fn start(&self, ep: Endpoint, req: Request, now: Now, rng: &mut dyn Random) -> Step {
+        if req.body.len() > self.config.max_body_bytes {
+            return Step::Done(OAuthError::payload_too_large().into());
+        }
+        self.run(
+            Pending {
+                ep,
+                req,
+                now,
+                journal: Journal::default(),
+            },
+            rng,
+        )
+    }
+
+    /// The host's answer to the last [`Need`].
+    pub fn resume(&self, mut p: Pending, answer: Answer, rng: &mut dyn Random) -> Step {
+        match &answer {
+            Answer::Client(Lookup::NotFound) => self.bump(|e| e.registry_not_found += 1),
+            Answer::Client(Lookup::Unavailable(_)) => self.bump(|e| e.registry_failures += 1),
+            _ => {}
+        }
+        p.journal.answers.push(answer);
+        self.run(p, rng)
+    }
+
+    fn run(&self, mut p: Pending, rng: &mut dyn Random) -> Step {
+        let now = p.now;
+        let local = |id: &str| self.local_client(id, now);
+        let result = {
+            let mut ctx = Ctx::new(p.now, rng, &mut p.journal, &local);
+            match p.ep {
+                Endpoint::Token => endpoints::token::handle(self, &p.req, &mut ctx),
+                Endpoint::Refresh => endpoints::refresh::handle(self, &p.req, &mut ctx),
+                Endpoint::PushedAuthorization => endpoints::par::handle(self, &p.req, &mut ctx),
+                Endpoint::Authorize => endpoints::authorize::handle(self, &p.req, &mut ctx),
+                _ => Err(Interrupt::Error(
+                    OAuthError::invalid_request("not found").with_status(404),
+                )),
+            }
+        };
+        match result {
+            Ok(r) => Step::Done(r),
+            Err(Interrupt::Error(e)) => Step::Done(e.into()),
+            Err(Interrupt::Need(n)) => Step::Need(n, p),
         }
     }
 
-    fn parse_token_request(&self, headers: &Headers, body: &[u8]) -> Result<Pending, OAuthError> {
-        if body.len() > self.config.max_body_bytes {
-            return Err(OAuthError::payload_too_large());
-        }
-        let ct = headers
-            .single("content-type")
-            .map_err(|_| OAuthError::invalid_request("Content-Type repeated"))?
-            .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            return Err(OAuthError::invalid_request(
-                "Content-Type must be application/x-www-form-urlencoded",
-            ));
-        }
-        let form = Form::parse(body)?;
-        let grant_type = form
-            .get("grant_type")
-            .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
-        if grant_type != grants::CLIENT_CREDENTIALS {
-            return Err(OAuthError::unsupported_grant_type(
-                "grant_type is not supported",
-            ));
-        }
-        let presented = client_auth::extract(headers, &form)?;
-        if !crate::client::valid_client_id(presented.client_id()) {
-            return Err(presented.failed("client authentication failed"));
-        }
-        Ok(Pending { presented, form })
-    }
-
-    /// Finds the client in what this worker knows (static clients, its cache) or asks the
-    /// adapter to.
-    fn continue_with_client(&self, p: Pending, now: Now, rng: &mut dyn Random) -> Step {
-        let id = p.client_id();
+    /// Static clients, then this worker's cache of registry answers. `None`: ask the host.
+    fn local_client(&self, id: &str, now: Now) -> Option<Lookup> {
         if let Some(c) = self.config.clients.get(id) {
-            let c = c.clone();
-            return Step::Done(self.finish(p, &c, now, rng));
+            return Some(Lookup::Found(c.clone()));
         }
         if self.config.registry.is_none() {
-            return Step::Done(p.presented.failed("client authentication failed").into());
+            return Some(Lookup::NotFound);
         }
         let cached = self.cache.borrow().get(id, now.unix_ms);
-        match cached {
-            Some(found) => {
-                self.bump(|e| e.cache_hits += 1);
-                self.with_lookup(p, found.map_or(Lookup::NotFound, Lookup::Found), now, rng)
-            }
-            None => Step::LookupClient(p),
-        }
+        cached.map(|found| {
+            self.bump(|e| e.cache_hits += 1);
+            found.map_or(Lookup::NotFound, Lookup::Found)
+        })
     }
 
-    /// The shared-data key to try before calling the registry.
-    pub fn shared_key(&self, p: &Pending) -> String {
-        registry::shared_key(p.client_id())
+    /// A shared-data entry for a client: the lookup if it was fresh.
+    pub fn client_from_shared(&self, client_id: &str, entry: &[u8], now: Now) -> Option<Lookup> {
+        let (client, expires_at_ms) = registry::decode_entry(client_id, entry, now.unix_ms)?;
+        self.bump(|e| e.cache_hits += 1);
+        let ttl = std::time::Duration::from_millis(expires_at_ms.saturating_sub(now.unix_ms));
+        self.cache
+            .borrow_mut()
+            .put(client_id, Some(client.clone()), now.unix_ms, ttl);
+        Some(Lookup::Found(client))
     }
 
-    /// A shared-data entry for the pending client: `Ok(step)` if it was fresh, the pending
-    /// request back if the registry must be asked.
-    pub fn shared_hit(
-        &self,
-        p: Pending,
-        entry: &[u8],
-        now: Now,
-        rng: &mut dyn Random,
-    ) -> Result<Step, Pending> {
-        match registry::decode_entry(p.client_id(), entry, now.unix_ms) {
-            Some((client, expires_at_ms)) => {
-                self.bump(|e| e.cache_hits += 1);
-                let ttl =
-                    std::time::Duration::from_millis(expires_at_ms.saturating_sub(now.unix_ms));
-                self.cache
-                    .borrow_mut()
-                    .put(p.client_id(), Some(client.clone()), now.unix_ms, ttl);
-                Ok(Step::Done(self.finish(p, &client, now, rng)))
-            }
-            None => Err(p),
-        }
-    }
-
-    /// The registry call to dispatch for a pending request.
-    pub fn registry_call(&self, p: &Pending) -> Option<Call> {
+    /// The registry call to dispatch for a client.
+    pub fn registry_call(&self, client_id: &str) -> Option<Call> {
         self.config
             .registry
             .as_ref()
-            .map(|r| registry::call(r, p.client_id()))
+            .map(|r| registry::call(r, client_id))
     }
 
-    /// The registry answered (`status` is `None` for a reset or a failed dispatch).
-    /// Returns the next step and, for a found client, the shared-data write to make.
-    pub fn registry_answer(
+    /// The registry answered (`status` is `None` for a reset or a failed dispatch). Returns the
+    /// lookup to resume with and, for a found client, the shared-data write to make.
+    pub fn client_from_registry(
         &self,
-        p: Pending,
+        client_id: &str,
         status: Option<u16>,
         body: &[u8],
         now: Now,
-        rng: &mut dyn Random,
-    ) -> (Step, Option<SharedWrite>) {
-        let lookup = registry::classify(p.client_id(), status, body);
-        let write = match (&lookup, &self.config.registry) {
-            (Lookup::Found(_), Some(r)) if !r.cache_ttl.is_zero() => Some(SharedWrite {
-                key: registry::shared_key(p.client_id()),
-                value: registry::encode_entry(now.unix_ms.saturating_add(ms(r.cache_ttl)), body),
-            }),
-            _ => None,
+    ) -> (Lookup, Option<SharedWrite>) {
+        let lookup = registry::classify(client_id, status, body);
+        let Some(r) = &self.config.registry else {
+            return (lookup, None);
         };
-        if let Some(r) = &self.config.registry {
-            match &lookup {
-                Lookup::Found(c) => self.cache.borrow_mut().put(
-                    p.client_id(),
-                    Some(c.clone()),
-                    now.unix_ms,
-                    r.cache_ttl,
-                ),
-                Lookup::NotFound => self.cache.borrow_mut().put(
-                    p.client_id(),
-                    None,
-                    now.unix_ms,
-                    r.negative_cache_ttl,
-                ),
-                Lookup::Unavailable(_) => {}
+        let write = match &lookup {
+            Lookup::Found(c) => {
+                self.cache
+                    .borrow_mut()
+                    .put(client_id, Some(c.clone()), now.unix_ms, r.cache_ttl);
+                (!r.cache_ttl.is_zero()).then(|| SharedWrite {
+                    key: registry::shared_key(client_id),
+                    value: registry::encode_entry(
+                        now.unix_ms.saturating_add(ms(r.cache_ttl)),
+                        body,
+                    ),
+                })
             }
-        }
-        (self.with_lookup(p, lookup, now, rng), write)
-    }
-
-    fn with_lookup(&self, p: Pending, lookup: Lookup, now: Now, rng: &mut dyn Random) -> Step {
-        match lookup {
-            Lookup::Found(c) => Step::Done(self.finish(p, &c, now, rng)),
             Lookup::NotFound => {
-                self.bump(|e| e.registry_not_found += 1);
-                Step::Done(p.presented.failed("client authentication failed").into())
+                self.cache
+                    .borrow_mut()
+                    .put(client_id, None, now.unix_ms, r.negative_cache_ttl);
+                None
             }
-            Lookup::Unavailable(_) => {
-                self.bump(|e| e.registry_failures += 1);
-                Step::Done(OAuthError::server_error("the client registry is unavailable").into())
-            }
-        }
-    }
-
-    /// Authenticates the client and runs the grant.
-    fn finish(&self, p: Pending, client: &Rc<Client>, now: Now, rng: &mut dyn Random) -> Response {
-        let result = client_auth::authenticate(client, &p.presented).and_then(|()| {
-            grants::client_credentials::handle(&self.config, client, &p.form, now.secs(), rng)
-        });
-        result.unwrap_or_else(Response::from)
+            Lookup::Unavailable(_) => None,
+        };
+        (lookup, write)
     }
 
     /// Counts since the last drain.
@@ -360,11 +326,21 @@ impl Engine {
     }
 }
 
-/// Why a registry lookup failed, for the log (the client only hears "server_error").
-pub fn lookup_failure_reason(status: Option<u16>, body: &[u8], client_id: &str) -> Option<String> {
-    match registry::classify(client_id, status, body) {
-        Lookup::Unavailable(why) => Some(why),
-        _ => None,
+impl Pending {
+    pub fn endpoint(&self) -> Endpoint {
+        self.ep
+    }
+}
+
+/// The found client of a lookup, or the right error: unknown → `invalid_client`, registry
+/// trouble → `server_error`.
+pub fn found(lookup: Lookup, unknown: OAuthError) -> Result<Rc<crate::client::Client>, OAuthError> {
+    match lookup {
+        Lookup::Found(c) => Ok(c),
+        Lookup::NotFound => Err(unknown),
+        Lookup::Unavailable(_) => Err(OAuthError::server_error(
+            "the client registry is unavailable",
+        )),
     }
 }
 

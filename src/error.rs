@@ -18,10 +18,17 @@ pub enum ErrorCode {
     ServerError,
     TemporarilyUnavailable,
     RateLimitExceeded,
+    /// RFC 9396 §5.
+    InvalidAuthorizationDetails,
+    /// RFC 8707 §2.
+    InvalidTarget,
+    /// RFC 6749 §4.1.2.1 (authorization endpoint).
+    UnsupportedResponseType,
+    AccessDenied,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidClient,
         ErrorCode::InvalidGrant,
@@ -31,6 +38,10 @@ impl ErrorCode {
         ErrorCode::ServerError,
         ErrorCode::TemporarilyUnavailable,
         ErrorCode::RateLimitExceeded,
+        ErrorCode::InvalidAuthorizationDetails,
+        ErrorCode::InvalidTarget,
+        ErrorCode::UnsupportedResponseType,
+        ErrorCode::AccessDenied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +55,10 @@ impl ErrorCode {
             ErrorCode::ServerError => "server_error",
             ErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             ErrorCode::RateLimitExceeded => "rate_limit_exceeded",
+            ErrorCode::InvalidAuthorizationDetails => "invalid_authorization_details",
+            ErrorCode::InvalidTarget => "invalid_target",
+            ErrorCode::UnsupportedResponseType => "unsupported_response_type",
+            ErrorCode::AccessDenied => "access_denied",
         }
     }
 
@@ -103,6 +118,9 @@ impl OAuthError {
     }
     pub fn server_error(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::ServerError, d)
+    }
+    pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidGrant, d)
     }
 
     /// 413 for a body over the configured limit (still an OAuth error body, not Envoy's text).

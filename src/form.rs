@@ -6,6 +6,9 @@ use percent_encoding::percent_decode;
 
 use crate::error::OAuthError;
 
+/// Parameters that may appear more than once (RFC 8707 §2: one `resource` per target).
+pub const REPEATABLE: &[&str] = &["resource"];
+
 /// At most this many parameters; a token request has fewer than twenty.
 pub const MAX_PARAMS: usize = 64;
 
@@ -33,7 +36,7 @@ impl Form {
             if name.is_empty() {
                 return Err(OAuthError::invalid_request("malformed form body"));
             }
-            if pairs.iter().any(|(n, _)| *n == name) {
+            if !REPEATABLE.contains(&name.as_str()) && pairs.iter().any(|(n, _)| *n == name) {
                 return Err(OAuthError::invalid_request(format!(
                     "parameter {} is repeated",
                     printable(&name)
@@ -54,6 +57,19 @@ impl Form {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Every non-empty value of a repeatable parameter.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.pairs
+            .iter()
+            .filter(move |(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Builds a form from already-decoded pairs (a JSON body's string fields).
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Form {
+        Form { pairs }
     }
 
     pub fn len(&self) -> usize {

@@ -35,6 +35,11 @@ pub struct SigningKey {
     signer: Signer,
     /// base64url of `{"alg":..,"kid":..,"typ":"at+jwt"}`, the RFC 9068 header.
     at_jwt_header: String,
+    /// base64url of `{"alg":..,"kid":..,"typ":"JWT"}`, for ID tokens.
+    id_token_header: String,
+    /// Key for sealing refresh tokens, derived from the private key (so every instance with
+    /// the same configuration opens every other's tokens, also after a restart).
+    sealing_key: [u8; 32],
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -70,6 +75,11 @@ impl SigningKey {
     /// An RFC 9068 access token (`typ: at+jwt`).
     pub fn sign_access_token(&self, claims: &[u8]) -> String {
         self.jws(&self.at_jwt_header, claims)
+    }
+
+    /// An OpenID Connect ID token (`typ: JWT`).
+    pub fn sign_id_token(&self, claims: &[u8]) -> String {
+        self.jws(&self.id_token_header, claims)
     }
 }
 
@@ -144,6 +154,20 @@ impl KeySet {
     pub fn signing_algs(&self) -> &[&'static str] {
         &self.algs
     }
+
+    /// Refresh token sealing keys, the active key's first.
+    pub fn sealing_keys(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.active()
+            .into_iter()
+            .chain(
+                self.signers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != self.active)
+                    .map(|(_, s)| s),
+            )
+            .map(|s| &s.sealing_key)
+    }
 }
 
 struct ParsedJwk {
@@ -202,12 +226,12 @@ fn parse_jwk(v: &Value) -> Result<ParsedJwk, String> {
                     if sk.verifying_key().to_bytes() != x {
                         return Err(format!("key {kid:?}: x does not match d"));
                     }
-                    Some(Signer::Ed25519(Box::new(sk)))
+                    Some((Signer::Ed25519(Box::new(sk)), sealing_key(&d)))
                 }
             };
             let public = json!({"kty":"OKP","crv":"Ed25519","x":B64.encode(x),"kid":kid,"alg":"EdDSA","use":"sig"});
             Ok(ParsedJwk {
-                signer: signer.map(|s| make_signer(&kid, Alg::EdDSA, s)),
+                signer: signer.map(|(s, k)| make_signer(&kid, Alg::EdDSA, s, k)),
                 kid,
                 public,
             })
@@ -235,12 +259,12 @@ fn parse_jwk(v: &Value) -> Result<ParsedJwk, String> {
                     if *sk.verifying_key() != vk {
                         return Err(format!("key {kid:?}: x, y do not match d"));
                     }
-                    Some(Signer::P256(Box::new(sk)))
+                    Some((Signer::P256(Box::new(sk)), sealing_key(&d)))
                 }
             };
             let public = json!({"kty":"EC","crv":"P-256","x":B64.encode(&x),"y":B64.encode(&y),"kid":kid,"alg":"ES256","use":"sig"});
             Ok(ParsedJwk {
-                signer: signer.map(|s| make_signer(&kid, Alg::ES256, s)),
+                signer: signer.map(|(s, k)| make_signer(&kid, Alg::ES256, s, k)),
                 kid,
                 public,
             })
@@ -254,14 +278,27 @@ fn parse_jwk(v: &Value) -> Result<ParsedJwk, String> {
     }
 }
 
-fn make_signer(kid: &str, alg: Alg, signer: Signer) -> SigningKey {
-    let header = json!({"alg": alg.as_str(), "kid": kid, "typ": "at+jwt"});
+fn make_signer(kid: &str, alg: Alg, signer: Signer, sealing_key: [u8; 32]) -> SigningKey {
+    let header =
+        |typ: &str| B64.encode(json!({"alg": alg.as_str(), "kid": kid, "typ": typ}).to_string());
     SigningKey {
         kid: kid.to_string(),
         alg,
         signer,
-        at_jwt_header: B64.encode(header.to_string()),
+        at_jwt_header: header("at+jwt"),
+        id_token_header: header("JWT"),
+        sealing_key,
     }
+}
+
+/// A separate key for sealing, derived one-way from the private signing key (the private key
+/// is uniformly random, so a domain-separated hash is a sound KDF here).
+fn sealing_key(d: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"oauth-edge/refresh-token-sealing/v1\0");
+    h.update(d);
+    h.finalize().into()
 }
 
 /// A new private JWK (for the demo key and `oauth-edge-keygen`).

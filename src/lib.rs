@@ -14,20 +14,28 @@
     )
 )]
 
+pub mod authz;
 pub mod client;
 pub mod client_auth;
 pub mod config;
 pub mod duration;
+pub mod endpoints;
 pub mod engine;
 pub mod error;
+pub mod flow;
 pub mod form;
 pub mod grants;
 pub mod http;
 pub mod keys;
 pub mod metadata;
+pub mod oidc;
+pub mod pkce;
 pub mod random;
+pub mod rar;
 pub mod registry;
 pub mod scope;
+pub mod sealed;
+pub mod store;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

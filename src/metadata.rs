@@ -1,41 +1,81 @@
-//! Discovery documents (RFC 8414 and OpenID Connect Discovery) and the JWKS, built once per
-//! configuration. Only what really works is advertised.
+//! Discovery documents (RFC 8414 and OpenID Connect Discovery), built once per configuration.
+//! Only what really works is advertised.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::config::Config;
+use crate::grants;
 
-pub const GRANT_TYPES: &[&str] = &["client_credentials"];
-pub const TOKEN_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
+pub const TOKEN_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 
-/// RFC 8414 §2 authorization server metadata.
-pub fn authorization_server(cfg: &Config) -> serde_json::Value {
+/// RFC 8414 §2 authorization server metadata (+ RFC 9126 §5, RFC 9207 §3, RFC 9396 §10).
+pub fn authorization_server(cfg: &Config) -> Value {
     json!({
         "issuer": cfg.issuer,
+        "authorization_endpoint": cfg.authorize_endpoint,
         "token_endpoint": cfg.token_endpoint,
         "jwks_uri": cfg.jwks_uri,
-        "grant_types_supported": GRANT_TYPES,
+        "pushed_authorization_request_endpoint": cfg.par_endpoint,
+        "require_pushed_authorization_requests": cfg.require_par,
+        "grant_types_supported": grants::SUPPORTED,
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
-        // REQUIRED by RFC 8414; there is no authorization endpoint yet, so no response type works.
-        "response_types_supported": [],
         "scopes_supported": scopes(cfg),
+        "authorization_response_iss_parameter_supported": true,
+        "authorization_details_types_supported": details_types(cfg),
         "access_token_signing_alg_values_supported": cfg.keys.signing_algs(),
     })
 }
 
-/// The same facts at the OpenID Connect discovery location (no ID tokens are issued yet, so
-/// nothing OpenID-specific is claimed).
-pub fn openid_configuration(cfg: &Config) -> serde_json::Value {
-    authorization_server(cfg)
+/// The same facts plus what OpenID Connect Discovery §3 requires.
+pub fn openid_configuration(cfg: &Config) -> Value {
+    let mut v = authorization_server(cfg);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("subject_types_supported".into(), json!(["public"]));
+        o.insert(
+            "id_token_signing_alg_values_supported".into(),
+            json!(cfg.keys.signing_algs()),
+        );
+        o.insert(
+            "claims_supported".into(),
+            json!([
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "auth_time",
+                "nonce",
+                "at_hash",
+                "azp"
+            ]),
+        );
+    }
+    v
 }
 
-/// Scopes of the static clients: the ones an operator has declared.
+/// Scopes of the static clients (the ones an operator declared), and `openid`.
 fn scopes(cfg: &Config) -> Vec<&str> {
-    let mut out: Vec<&str> = Vec::new();
+    let mut out: Vec<&str> = vec!["openid"];
     for c in cfg.clients.values() {
         for s in &c.scope {
             if !out.contains(&s.as_str()) {
                 out.push(s);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+fn details_types(cfg: &Config) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for c in cfg.clients.values() {
+        for t in &c.authorization_details_types {
+            if !out.contains(&t.as_str()) {
+                out.push(t);
             }
         }
     }

@@ -50,14 +50,7 @@ pub fn call(cfg: &RegistryConfig, client_id: &str) -> Call {
     }
 }
 
-/// What a lookup came to.
-#[derive(Debug, Clone)]
-pub enum Lookup {
-    Found(Rc<Client>),
-    NotFound,
-    /// The registry could not answer; the reason is for the log only.
-    Unavailable(String),
-}
+pub use crate::flow::Lookup;
 
 /// Classifies a registry answer in one place: no status (reset), 404, 2xx, anything else.
 /// `status` is `None` when the call failed without an HTTP answer.

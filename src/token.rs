@@ -1,29 +1,54 @@
-//! Minting tokens and the token answer (RFC 6749 §5.1, RFC 9068).
+//! Minting tokens and the token answer (RFC 6749 §5.1, RFC 9068, seed 000's dto.OAuthTokenResponse).
 
 use serde::Serialize;
+use serde_json::Value;
 
 use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult};
 use crate::http::{Outcome, Response};
 use crate::keys::SigningKey;
-use crate::random::{self, Random};
+
+/// `aud`: one audience as a string, several as an array (RFC 7519 §4.1.3).
+#[derive(Serialize, Clone, Copy)]
+#[serde(untagged)]
+pub enum Aud<'a> {
+    One(&'a str),
+    Many(&'a [String]),
+}
+
+impl<'a> Aud<'a> {
+    /// The requested resources (RFC 8707) or the configured default audience.
+    pub fn of(resources: &'a [String], default: &'a str) -> Aud<'a> {
+        match resources {
+            [] => Aud::One(default),
+            [one] => Aud::One(one),
+            many => Aud::Many(many),
+        }
+    }
+}
 
 /// RFC 9068 §2.2 claims of a JWT access token.
 #[derive(Serialize)]
 pub struct AccessTokenClaims<'a> {
     pub iss: &'a str,
     pub sub: &'a str,
-    pub aud: &'a str,
+    pub aud: Aud<'a>,
     pub client_id: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     pub scope: &'a str,
     pub iat: u64,
     pub exp: u64,
     pub jti: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// RFC 9396 §9.1: granted authorization details travel in the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<&'a Value>,
 }
 
-/// A fresh jti: 128 random bits. No randomness means no token.
-pub fn new_jti(rng: &mut dyn Random) -> Result<String, OAuthError> {
-    random::token_id(rng).map_err(|_| OAuthError::server_error("internal error"))
+/// A fresh jti: 128 random bits.
+pub fn new_jti(ctx: &mut Ctx<'_>) -> FlowResult<String> {
+    ctx.random_id()
 }
 
 /// Signs an access token with the active key.
@@ -36,7 +61,36 @@ pub fn sign_access_token(
     Ok(key.sign_access_token(&json))
 }
 
-/// The successful token answer: flat JSON, `no-store` (RFC 6749 §5.1).
+/// A successful token answer (flat JSON, `no-store`).
+#[derive(Serialize, Default)]
+pub struct TokenAnswer<'a> {
+    pub access_token: &'a str,
+    pub token_type: &'a str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_details: Option<&'a Value>,
+}
+
+impl TokenAnswer<'_> {
+    pub fn into_response(self, grant_type: &'static str) -> Response {
+        match serde_json::to_vec(&self) {
+            Ok(body) => {
+                let mut r = Response::json(200, body, Outcome::Issued(grant_type));
+                r.no_store();
+                r
+            }
+            Err(_) => OAuthError::server_error("internal error").into_response(),
+        }
+    }
+}
+
+/// The successful token answer for grants without refresh or ID tokens.
 pub fn token_response(
     grant_type: &'static str,
     access_token: &str,
@@ -44,25 +98,12 @@ pub fn token_response(
     expires_in: u64,
     scope: &str,
 ) -> Response {
-    #[derive(Serialize)]
-    struct Body<'a> {
-        access_token: &'a str,
-        token_type: &'a str,
-        expires_in: u64,
-        #[serde(skip_serializing_if = "str::is_empty")]
-        scope: &'a str,
-    }
-    match serde_json::to_vec(&Body {
+    TokenAnswer {
         access_token,
         token_type,
         expires_in,
         scope,
-    }) {
-        Ok(body) => {
-            let mut r = Response::json(200, body, Outcome::Issued(grant_type));
-            r.no_store();
-            r
-        }
-        Err(_) => OAuthError::server_error("internal error").into_response(),
+        ..Default::default()
     }
+    .into_response(grant_type)
 }

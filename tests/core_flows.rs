@@ -2,21 +2,22 @@
 //! host (shared data as a map, a registry as a closure). The same steps the proxy-wasm adapter
 //! takes, natively, so every branch is reachable under plain `cargo test`.
 
-use std::collections::HashMap;
+mod common;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use common::*;
 use oauth_edge::client::hash_secret;
 use oauth_edge::config::Config;
-use oauth_edge::engine::{Endpoint, Engine, HeadAction, Now, Step};
-use oauth_edge::http::{Headers, Outcome, Response};
+use oauth_edge::engine::{Endpoint, Engine, HeadAction};
+use oauth_edge::http::{Headers, Outcome};
 use oauth_edge::keys::{generate_jwk, Alg};
 use oauth_edge::random::SystemRandom;
 use serde_json::{json, Value};
 
-const NOW: Now = Now {
-    unix_ms: 1_800_000_000_000,
-};
+fn no_registry() -> Host {
+    Host::without_registry()
+}
 
 fn config(registry: bool) -> Value {
     let mut v = json!({
@@ -46,109 +47,6 @@ fn engine(registry: bool) -> Engine {
     Engine::new(Config::from_json(config(registry).to_string().as_bytes()).unwrap())
 }
 
-fn form_headers(extra: &[(&str, &str)]) -> Headers {
-    let mut h = vec![(
-        "content-type".to_string(),
-        "application/x-www-form-urlencoded".to_string(),
-    )];
-    h.extend(extra.iter().map(|(a, b)| (a.to_string(), b.to_string())));
-    Headers(h)
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
-}
-
-/// A fake host: shared data and a registry that answers (status, body) per client id.
-struct Host<R: FnMut(&str) -> (Option<u16>, Vec<u8>)> {
-    shared: HashMap<String, Vec<u8>>,
-    registry: R,
-    registry_calls: usize,
-}
-
-impl<R: FnMut(&str) -> (Option<u16>, Vec<u8>)> Host<R> {
-    fn new(registry: R) -> Self {
-        Host {
-            shared: HashMap::new(),
-            registry,
-            registry_calls: 0,
-        }
-    }
-
-    /// Runs a step to its answer, as the adapter does.
-    fn drive(&mut self, e: &Engine, mut step: Step) -> Response {
-        loop {
-            match step {
-                Step::Done(r) => return r,
-                Step::LookupClient(p) => {
-                    let p = match self.shared.get(&e.shared_key(&p)) {
-                        Some(entry) => match e.shared_hit(p, entry, NOW, &mut SystemRandom) {
-                            Ok(s) => {
-                                step = s;
-                                continue;
-                            }
-                            Err(p) => p,
-                        },
-                        None => p,
-                    };
-                    let call = e.registry_call(&p).expect("registry configured");
-                    assert!(call
-                        .headers
-                        .iter()
-                        .any(|(k, v)| *k == ":path" && v.starts_with("/clients/")));
-                    self.registry_calls += 1;
-                    let (status, body) = (self.registry)(p.client_id());
-                    let (s, write) = e.registry_answer(p, status, &body, NOW, &mut SystemRandom);
-                    if let Some(w) = write {
-                        self.shared.insert(w.key, w.value);
-                    }
-                    step = s;
-                }
-            }
-        }
-    }
-
-    fn token(&mut self, e: &Engine, headers: &Headers, body: &[u8]) -> Response {
-        match e.on_headers(Endpoint::Token, "POST", headers) {
-            HeadAction::Respond(r) => r,
-            HeadAction::ReadBody => {
-                let s = e.token_request(headers, body, NOW, &mut SystemRandom);
-                self.drive(e, s)
-            }
-        }
-    }
-}
-
-fn no_registry() -> Host<impl FnMut(&str) -> (Option<u16>, Vec<u8>)> {
-    Host::new(|_: &str| panic!("no registry call expected"))
-}
-
-fn json_body(r: &Response) -> Value {
-    serde_json::from_slice(&r.body).unwrap()
-}
-
-fn assert_error(r: &Response, status: u16, code: &str) {
-    let v = json_body(r);
-    assert_eq!(
-        (r.status, v["error"].as_str().unwrap()),
-        (status, code),
-        "body: {v}"
-    );
-    assert!(v["error_description"].is_string());
-    assert_eq!(v.as_object().unwrap().len(), 2, "flat error body: {v}");
-    assert_eq!(r.header("cache-control"), Some("no-store"));
-    assert_eq!(r.header("content-type"), Some("application/json"));
-}
-
-fn claims(token: &str) -> (Value, Value) {
-    let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 3);
-    (
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap(),
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap(),
-    )
-}
-
 #[test]
 fn client_credentials_rfc6749_4_4_basic_issues_rfc9068_token() {
     let e = engine(false);
@@ -169,7 +67,7 @@ fn client_credentials_rfc6749_4_4_basic_issues_rfc9068_token() {
         v.get("refresh_token").is_none(),
         "RFC 6749 §4.4.3: no refresh token"
     );
-    let (h, c) = claims(v["access_token"].as_str().unwrap());
+    let (h, c) = jwt_parts(v["access_token"].as_str().unwrap());
     assert_eq!(h, json!({"alg":"EdDSA","kid":"k1","typ":"at+jwt"}));
     assert_eq!(c["iss"], "https://as.example.com");
     assert_eq!(c["sub"], "svc");
@@ -373,7 +271,7 @@ fn methods_and_documents() {
             assert_error(&r, 405, "invalid_request");
             assert_eq!(r.header("allow"), Some("POST"));
         }
-        HeadAction::ReadBody => panic!("GET must not read a body"),
+        _ => panic!("GET must not read a body"),
     }
     let HeadAction::Respond(r) = e.on_headers(
         Endpoint::AuthorizationServerMetadata,
@@ -386,7 +284,11 @@ fn methods_and_documents() {
     assert_eq!(m["issuer"], "https://as.example.com");
     assert_eq!(m["token_endpoint"], "https://as.example.com/oauth/token");
     assert_eq!(m["jwks_uri"], "https://as.example.com/oauth/jwks");
-    assert_eq!(m["grant_types_supported"], json!(["client_credentials"]));
+    assert_eq!(
+        m["grant_types_supported"],
+        json!(["authorization_code", "client_credentials", "refresh_token"])
+    );
+    assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
     let HeadAction::Respond(r) = e.on_headers(Endpoint::Jwks, "GET", &Headers::default()) else {
         panic!()
     };
@@ -408,7 +310,7 @@ fn registry_client(id: &str) -> Vec<u8> {
 #[test]
 fn registry_lookup_is_cached_per_worker_and_shared() {
     let e = engine(true);
-    let mut host = Host::new(|id: &str| (Some(200), registry_client(id)));
+    let mut host = Host::new(Box::new(|id: &str| (Some(200), registry_client(id))));
     let h = form_headers(&[("authorization", &basic("reg-1", "reg-secret"))]);
     assert_eq!(
         host.token(&e, &h, b"grant_type=client_credentials").status,
@@ -444,7 +346,7 @@ fn registry_lookup_is_cached_per_worker_and_shared() {
 #[test]
 fn registry_not_found_is_invalid_client_and_not_shared() {
     let e = engine(true);
-    let mut host = Host::new(|_: &str| (Some(404), b"{}".to_vec()));
+    let mut host = Host::new(Box::new(|_: &str| (Some(404), b"{}".to_vec())));
     let h = form_headers(&[("authorization", &basic("ghost", "x"))]);
     assert_error(
         &host.token(&e, &h, b"grant_type=client_credentials"),
@@ -480,7 +382,7 @@ fn registry_trouble_is_server_error_and_nothing_cached() {
     for (status, body) in answers {
         let e = engine(true);
         let b = body.clone();
-        let mut host = Host::new(move |_: &str| (status, b.clone()));
+        let mut host = Host::new(Box::new(move |_: &str| (status, b.clone())));
         let h = form_headers(&[("authorization", &basic("reg-2", "reg-secret"))]);
         assert_error(
             &host.token(&e, &h, b"grant_type=client_credentials"),
@@ -489,7 +391,7 @@ fn registry_trouble_is_server_error_and_nothing_cached() {
         );
         assert!(host.shared.is_empty());
         // Nothing remembered: the next request asks again, and succeeds once the registry is back.
-        let mut healthy = Host::new(|id: &str| (Some(200), registry_client(id)));
+        let mut healthy = Host::new(Box::new(|id: &str| (Some(200), registry_client(id))));
         assert_eq!(
             healthy
                 .token(&e, &h, b"grant_type=client_credentials")
@@ -504,12 +406,15 @@ fn registry_trouble_is_server_error_and_nothing_cached() {
 #[test]
 fn expired_shared_entry_asks_the_registry_again() {
     let e = engine(true);
-    let mut host = Host::new(|id: &str| (Some(200), registry_client(id)));
+    let mut host = Host::new(Box::new(|id: &str| (Some(200), registry_client(id))));
     let key = oauth_edge::registry::shared_key("reg-3");
-    host.shared.insert(
-        key,
-        oauth_edge::registry::encode_entry(NOW.unix_ms - 1, &registry_client("reg-3")),
-    );
+    host.shared
+        .set(
+            &key,
+            &oauth_edge::registry::encode_entry(NOW.unix_ms - 1, &registry_client("reg-3")),
+            0,
+        )
+        .unwrap();
     let h = form_headers(&[("authorization", &basic("reg-3", "reg-secret"))]);
     assert_eq!(
         host.token(&e, &h, b"grant_type=client_credentials").status,
@@ -522,11 +427,11 @@ fn expired_shared_entry_asks_the_registry_again() {
 /// and a valid request right after still works.
 #[test]
 fn garbage_never_panics() {
-    use oauth_edge::random::Random;
     let e = engine(true);
-    let mut host = Host::new(|id: &str| (Some(200), registry_client(id)));
+    let mut host = Host::new(Box::new(|id: &str| (Some(200), registry_client(id))));
     let good = form_headers(&[("authorization", &basic("svc", "svc-secret"))]);
     let mut rng = SystemRandom;
+    use oauth_edge::random::Random as _;
     let alphabet = b"=&%+:abcgrant_typeclient_credentialsscopeclient_idsecret\xff\x00 \"\\";
     for i in 0..3000 {
         let mut len = [0u8; 2];

@@ -11,11 +11,11 @@
 use crate::client::Client;
 use crate::config::Config;
 use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
 use crate::http::Response;
-use crate::random::Random;
 use crate::scope;
-use crate::token::{self, AccessTokenClaims};
+use crate::token::{self, AccessTokenClaims, Aud};
 
 use super::CLIENT_CREDENTIALS;
 
@@ -23,18 +23,19 @@ pub fn handle(
     cfg: &Config,
     client: &Client,
     form: &Form,
-    now_secs: u64,
-    rng: &mut dyn Random,
-) -> Result<Response, OAuthError> {
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
     if !client.is_confidential() {
         return Err(OAuthError::unauthorized_client(
             "public clients cannot use client_credentials",
-        ));
+        )
+        .into());
     }
     if !client.allows_grant(CLIENT_CREDENTIALS) {
         return Err(OAuthError::unauthorized_client(
             "client is not allowed the client_credentials grant",
-        ));
+        )
+        .into());
     }
     let granted = scope::grant(form.get("scope"), &client.scope)?;
     let key = cfg
@@ -42,18 +43,21 @@ pub fn handle(
         .active()
         .ok_or_else(|| OAuthError::server_error("internal error"))?;
     let ttl = cfg.access_token_ttl.as_secs();
-    let jti = token::new_jti(rng)?;
+    let jti = token::new_jti(ctx)?;
+    let now_secs = ctx.now.secs();
     let at = token::sign_access_token(
         key,
         &AccessTokenClaims {
             iss: &cfg.issuer,
             sub: &client.client_id,
-            aud: &cfg.access_token_audience,
+            aud: Aud::One(&cfg.access_token_audience),
             client_id: &client.client_id,
             scope: &granted,
             iat: now_secs,
             exp: now_secs.saturating_add(ttl),
             jti: &jti,
+            auth_time: None,
+            authorization_details: None,
         },
     )?;
     Ok(token::token_response(

@@ -1,19 +1,35 @@
 //! Envoy stats from the filter. Counters are defined once per VM; Envoy shows them with its
-//! `wasmcustom.` prefix (and in /stats/prometheus).
+//! `wasmcustom.` prefix (and in /stats/prometheus, with tags from the stats_tags in envoy.yaml).
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 
 use crate::engine::{Endpoint, Events};
 use crate::error::ErrorCode;
-use crate::grants;
 use crate::http::Outcome;
 
+/// What `Outcome::Issued` names: grant types at the token endpoint, and the front-channel
+/// artefacts (pushed requests, codes).
+pub const ISSUED: &[&str] = &[
+    "client_credentials",
+    "authorization_code",
+    "refresh_token",
+    "pushed_authorization",
+    "authorization_code_issued",
+];
+
+const ENDPOINTS: &[Endpoint] = &[
+    Endpoint::Token,
+    Endpoint::Refresh,
+    Endpoint::PushedAuthorization,
+    Endpoint::Authorize,
+    Endpoint::Jwks,
+    Endpoint::AuthorizationServerMetadata,
+];
+
 pub struct Metrics {
-    req_token: Option<u32>,
-    req_jwks: Option<u32>,
-    req_metadata: Option<u32>,
-    issued_client_credentials: Option<u32>,
+    requests: Vec<(&'static str, Option<u32>)>,
+    issued: Vec<(&'static str, Option<u32>)>,
     errors: Vec<(ErrorCode, Option<u32>)>,
     registry_calls: Option<u32>,
     cache_hits: Option<u32>,
@@ -31,16 +47,26 @@ fn inc(id: Option<u32>, by: u32) {
     }
 }
 
+fn find<K: PartialEq>(list: &[(K, Option<u32>)], k: K) -> Option<u32> {
+    list.iter().find(|(n, _)| *n == k).and_then(|(_, id)| *id)
+}
+
 impl Metrics {
     pub fn define() -> Metrics {
         Metrics {
-            req_token: counter("oauth_edge.requests.token"),
-            req_jwks: counter("oauth_edge.requests.jwks"),
-            req_metadata: counter("oauth_edge.requests.metadata"),
-            issued_client_credentials: counter(&format!(
-                "oauth_edge.tokens_issued.{}",
-                grants::CLIENT_CREDENTIALS
-            )),
+            requests: ENDPOINTS
+                .iter()
+                .map(|e| {
+                    (
+                        e.name(),
+                        counter(&format!("oauth_edge.requests.{}", e.name())),
+                    )
+                })
+                .collect(),
+            issued: ISSUED
+                .iter()
+                .map(|g| (*g, counter(&format!("oauth_edge.tokens_issued.{g}"))))
+                .collect(),
             errors: ErrorCode::ALL
                 .iter()
                 .map(|c| (*c, counter(&format!("oauth_edge.errors.{}", c.as_str()))))
@@ -53,29 +79,14 @@ impl Metrics {
     }
 
     pub fn request(&self, ep: Endpoint) {
-        inc(
-            match ep {
-                Endpoint::Token => self.req_token,
-                Endpoint::Jwks => self.req_jwks,
-                Endpoint::AuthorizationServerMetadata | Endpoint::OpenIdConfiguration => {
-                    self.req_metadata
-                }
-            },
-            1,
-        );
+        inc(find(&self.requests, ep.name()), 1);
     }
 
     pub fn outcome(&self, o: Outcome) {
         match o {
-            Outcome::Issued(g) if g == grants::CLIENT_CREDENTIALS => {
-                inc(self.issued_client_credentials, 1)
-            }
-            Outcome::Issued(_) | Outcome::Served => {}
-            Outcome::Error(code) => {
-                if let Some((_, id)) = self.errors.iter().find(|(c, _)| *c == code) {
-                    inc(*id, 1);
-                }
-            }
+            Outcome::Issued(g) => inc(find(&self.issued, g), 1),
+            Outcome::Error(code) => inc(find(&self.errors, code), 1),
+            Outcome::Served => {}
         }
     }
 

@@ -6,16 +6,18 @@
 //! which return `Result`, and turns every failure into a log line and a clean answer.
 
 mod metrics;
+mod user;
 
 use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::Config;
-use crate::engine::{Endpoint, Engine, HeadAction, Now, Pending, Step};
+use crate::engine::{Endpoint, Engine, HeadAction, Pending, Step};
+use crate::flow::{Answer, Lookup, Need, Now, Request, StoreOp, StoreResult};
 use crate::http::{Headers, Response};
 use crate::random::SystemRandom;
 
@@ -73,7 +75,9 @@ impl RootContext for Root {
                         cfg.registry.as_ref().map_or("off", |r| r.cluster.as_str())
                     ),
                 );
-                self.engine = Some(Rc::new(Engine::new(cfg)));
+                let engine = Engine::new(cfg);
+                create_ring_keys(&engine);
+                self.engine = Some(Rc::new(engine));
                 self.metrics = Some(Rc::new(Metrics::define()));
                 true
             }
@@ -97,6 +101,8 @@ impl RootContext for Root {
             engine: self.engine.clone(),
             metrics: self.metrics.clone(),
             endpoint: None,
+            method: String::new(),
+            path: String::new(),
             headers: Headers::default(),
             pending: None,
             answered: false,
@@ -110,9 +116,11 @@ struct Stream {
     engine: Option<Rc<Engine>>,
     metrics: Option<Rc<Metrics>>,
     endpoint: Option<Endpoint>,
+    method: String,
+    path: String,
     headers: Headers,
-    /// A token request waiting for the registry's answer.
-    pending: Option<Pending>,
+    /// A request waiting for the registry's answer about this client id.
+    pending: Option<(Pending, String)>,
     answered: bool,
 }
 
@@ -124,7 +132,7 @@ impl Context for Stream {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some(pending) = self.pending.take() else {
+        let Some((pending, client_id)) = self.pending.take() else {
             return;
         };
         let Some(engine) = self.engine.clone() else {
@@ -147,15 +155,13 @@ impl Context for Stream {
         } else {
             Vec::new()
         };
-        if let Some(why) = crate::engine::lookup_failure_reason(status, &body, pending.client_id())
-        {
+        let (lookup, write) = engine.client_from_registry(&client_id, status, &body, now());
+        if let Lookup::Unavailable(why) = &lookup {
             log(
                 LogLevel::Warn,
                 &format!("oauth-edge[{}]: registry lookup failed: {why}", self.id),
             );
         }
-        let (step, write) =
-            engine.registry_answer(pending, status, &body, now(), &mut SystemRandom);
         if let Some(w) = write {
             // cas 0: unconditional; the value carries its own expiry.
             if let Err(e) = hostcalls::set_shared_data(&w.key, Some(&w.value), None) {
@@ -168,6 +174,7 @@ impl Context for Stream {
                 );
             }
         }
+        let step = engine.resume(pending, Answer::Client(lookup), &mut SystemRandom);
         self.drive(&engine, step);
     }
 }
@@ -185,16 +192,20 @@ impl HttpContext for Stream {
         if let Some(m) = &self.metrics {
             m.request(ep);
         }
-        let method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
+        self.method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
+        self.path = path;
         self.headers = request_headers();
-        match engine.on_headers(ep, &method, &self.headers) {
+        match engine.on_headers(ep, &self.method, &self.headers) {
             HeadAction::Respond(r) => {
                 self.respond(&engine, r);
                 Action::Pause
             }
+            HeadAction::Start => {
+                self.start(&engine, Vec::new());
+                Action::Pause
+            }
             HeadAction::ReadBody if end_of_stream => {
-                let step = engine.token_request(&self.headers, &[], now(), &mut SystemRandom);
-                self.drive(&engine, step);
+                self.start(&engine, Vec::new());
                 Action::Pause
             }
             HeadAction::ReadBody => {
@@ -245,8 +256,7 @@ impl HttpContext for Stream {
                 return Action::Pause;
             }
         };
-        let step = engine.token_request(&self.headers, &body, now(), &mut SystemRandom);
-        self.drive(&engine, step);
+        self.start(&engine, body);
         Action::Pause
     }
 
@@ -255,24 +265,40 @@ impl HttpContext for Stream {
         let Some(engine) = self.engine.clone() else {
             return Action::Continue;
         };
-        if self.endpoint != Some(Endpoint::Token) || self.answered || self.pending.is_some() {
-            return if self.endpoint.is_some() {
-                Action::Pause
-            } else {
-                Action::Continue
-            };
+        if self.endpoint.is_none() {
+            return Action::Continue;
         }
-        let size = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
+        if self.answered || self.pending.is_some() {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
             .ok()
             .flatten()
             .unwrap_or_default();
-        let step = engine.token_request(&self.headers, &size, now(), &mut SystemRandom);
-        self.drive(&engine, step);
+        self.start(&engine, body);
         Action::Pause
     }
 }
 
 impl Stream {
+    fn start(&mut self, engine: &Rc<Engine>, body: Vec<u8>) {
+        let Some(ep) = self.endpoint else { return };
+        let user = if ep == Endpoint::Authorize {
+            user::read(&engine.config)
+        } else {
+            None
+        };
+        let req = Request {
+            method: std::mem::take(&mut self.method),
+            path: std::mem::take(&mut self.path),
+            headers: std::mem::take(&mut self.headers),
+            body,
+            user,
+        };
+        let step = engine.start(ep, req, now(), &mut SystemRandom);
+        self.drive(engine, step);
+    }
+
     /// Runs the core's steps until it answers or waits for the registry.
     fn drive(&mut self, engine: &Rc<Engine>, mut step: Step) {
         loop {
@@ -281,24 +307,21 @@ impl Stream {
                     self.respond(engine, r);
                     return;
                 }
-                Step::LookupClient(p) => {
-                    let key = engine.shared_key(&p);
-                    let p = match hostcalls::get_shared_data(&key) {
-                        Ok((Some(entry), _)) if !entry.is_empty() => {
-                            match engine.shared_hit(p, &entry, now(), &mut SystemRandom) {
-                                Ok(next) => {
-                                    step = next;
-                                    continue;
-                                }
-                                Err(p) => p,
-                            }
+                Step::Need(Need::Store(op), p) => {
+                    let answer = store_op(op);
+                    step = engine.resume(p, Answer::Store(answer), &mut SystemRandom);
+                }
+                Step::Need(Need::Client(client_id), p) => {
+                    let key = crate::registry::shared_key(&client_id);
+                    if let Ok((Some(entry), _)) = hostcalls::get_shared_data(&key) {
+                        if let Some(lookup) = engine.client_from_shared(&client_id, &entry, now()) {
+                            step = engine.resume(p, Answer::Client(lookup), &mut SystemRandom);
+                            continue;
                         }
-                        _ => p,
-                    };
-                    let Some(call) = engine.registry_call(&p) else {
-                        step = engine
-                            .registry_answer(p, None, &[], now(), &mut SystemRandom)
-                            .0;
+                    }
+                    let Some(call) = engine.registry_call(&client_id) else {
+                        let (lookup, _) = engine.client_from_registry(&client_id, None, &[], now());
+                        step = engine.resume(p, Answer::Client(lookup), &mut SystemRandom);
                         continue;
                     };
                     if let Some(m) = &self.metrics {
@@ -314,7 +337,7 @@ impl Stream {
                         call.timeout,
                     ) {
                         Ok(_token) => {
-                            self.pending = Some(p);
+                            self.pending = Some((p, client_id));
                             return;
                         }
                         Err(e) => {
@@ -325,9 +348,9 @@ impl Stream {
                                     self.id, call.cluster
                                 ),
                             );
-                            step = engine
-                                .registry_answer(p, None, &[], now(), &mut SystemRandom)
-                                .0;
+                            let (lookup, _) =
+                                engine.client_from_registry(&client_id, None, &[], now());
+                            step = engine.resume(p, Answer::Client(lookup), &mut SystemRandom);
                         }
                     }
                 }
@@ -351,6 +374,42 @@ impl Stream {
     }
 }
 
+/// A store operation on Envoy's shared data (answers at once).
+fn store_op(op: StoreOp) -> StoreResult {
+    match op {
+        StoreOp::Get { key } => match hostcalls::get_shared_data(&key) {
+            Ok((value, cas)) => StoreResult::Value {
+                value,
+                cas: cas.unwrap_or(0),
+            },
+            Err(_) => StoreResult::Failed,
+        },
+        StoreOp::Cas { key, value, cas } => {
+            // cas 0 would be an unconditional write; the core never asks for one.
+            if cas == 0 {
+                return StoreResult::Failed;
+            }
+            match hostcalls::set_shared_data(&key, Some(&value), Some(cas)) {
+                Ok(()) => StoreResult::Written,
+                Err(Status::CasMismatch) => StoreResult::Conflict,
+                Err(_) => StoreResult::Failed,
+            }
+        }
+    }
+}
+
+/// Creates every ring key once (empty), so each has a version to compare-and-swap on.
+/// Envoy configures the main thread's VM before the workers start.
+fn create_ring_keys(engine: &Engine) {
+    for ring in engine.rings() {
+        for key in ring.keys() {
+            if let Ok((_, None)) = hostcalls::get_shared_data(&key) {
+                let _ = hostcalls::set_shared_data(&key, Some(&[]), None);
+            }
+        }
+    }
+}
+
 fn header(map: MapType, name: &str) -> Option<String> {
     hostcalls::get_map_value_bytes(map, name)
         .ok()
@@ -368,6 +427,3 @@ fn request_headers() -> Headers {
             .collect(),
     )
 }
-
-#[allow(dead_code)]
-const _: Duration = Duration::ZERO;

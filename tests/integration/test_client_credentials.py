@@ -131,23 +131,23 @@ def test_client_credentials_rfc6749_4_4_authlib_client(envoy_main, method):
 def test_client_credentials_rfc9112_keep_alive_one_connection(envoy_main):
     """Several token requests on one connection: the filter answers after the whole body, so
     Envoy keeps the connection open (one new downstream connection for all of them)."""
-    before = envoy_main.stat("http.oauth_edge.downstream_cx_total")
+    before = envoy_main.stat("http.ingress_http.downstream_cx_total")
     with requests.Session() as s:
         for i in range(10):
             r = token_request(envoy_main, DEMO_CLIENT if i % 2 else POST_CLIENT, session=s)
             assert r.status_code == 200, r.text
             assert r.headers.get("Connection", "").lower() != "close"
-    after = envoy_main.stat("http.oauth_edge.downstream_cx_total")
+    after = envoy_main.stat("http.ingress_http.downstream_cx_total")
     assert after - before == 1, f"{after - before} connections for 10 keep-alive requests"
 
 
 def test_client_credentials_rfc9112_keep_alive_after_error_answers(envoy_main):
     """4xx answers to complete requests keep the connection too."""
-    before = envoy_main.stat("http.oauth_edge.downstream_cx_total")
+    before = envoy_main.stat("http.ingress_http.downstream_cx_total")
     with requests.Session() as s:
         assert token_request(envoy_main, DEMO_CLIENT, scope="admin", session=s).status_code == 400
         assert token_request(envoy_main, DEMO_CLIENT, data="grant_type=password", session=s).status_code == 400
         assert token_request(envoy_main, None, session=s).status_code == 401
         assert token_request(envoy_main, DEMO_CLIENT, session=s).status_code == 200
-    after = envoy_main.stat("http.oauth_edge.downstream_cx_total")
+    after = envoy_main.stat("http.ingress_http.downstream_cx_total")
     assert after - before == 1, f"{after - before} connections for 4 keep-alive requests"

@@ -19,11 +19,14 @@ def test_metadata_rfc8414_3_2_document(envoy_main, path):
     assert m["issuer"] == issuer == envoy_main.plugin_config["issuer"]
     assert m["token_endpoint"] == issuer + "/oauth/token"
     assert m["jwks_uri"] == issuer + "/oauth/jwks"
-    assert m["grant_types_supported"] == ["client_credentials"]
-    assert {"client_secret_basic", "client_secret_post"} <= set(m["token_endpoint_auth_methods_supported"])
-    assert isinstance(m.get("response_types_supported"), list)
-    # RFC 8414 §2: no authorization endpoint advertised while only client_credentials exists
-    assert "authorization_endpoint" not in m or m["authorization_endpoint"].startswith(issuer)
+    assert m["grant_types_supported"] == ["authorization_code", "client_credentials", "refresh_token"]
+    assert {"client_secret_basic", "client_secret_post", "none"} <= set(m["token_endpoint_auth_methods_supported"])
+    assert m["response_types_supported"] == ["code"]
+    assert m["authorization_endpoint"] == issuer + "/oauth/authorize"
+    assert m["pushed_authorization_request_endpoint"] == issuer + "/oauth/pushed-authorization"
+    assert m["code_challenge_methods_supported"] == ["S256"]
+    assert m["authorization_response_iss_parameter_supported"] is True
+    assert m["require_pushed_authorization_requests"] is False
 
 
 def test_metadata_rfc8414_3_3_issuer_matches_es256_instance(envoy_es256):

@@ -1,0 +1,64 @@
+//! `POST /oauth/pushed-authorization` (RFC 9126, seed 002): the client pushes its authorization
+//! request over the back channel, authenticated, and gets a one-time `request_uri`.
+//! Takes the seed's JSON body and the RFC's form body. Answers 201 (seed 002).
+
+use serde::Serialize;
+
+use crate::authz::RawAuthz;
+use crate::engine::Engine;
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult, Request};
+use crate::form::Form;
+use crate::http::{Outcome, Response};
+use crate::store;
+
+use super::{authenticate_client, mime, FORM, JSON};
+
+pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
+
+pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let (raw, form) = match mime(&req.headers)?.as_str() {
+        JSON => RawAuthz::from_json(&req.body)?,
+        FORM => {
+            let form = Form::parse(&req.body)?;
+            (RawAuthz::from_form(&form)?, form)
+        }
+        _ => {
+            return Err(OAuthError::invalid_request(
+                "Content-Type must be application/x-www-form-urlencoded or application/json",
+            )
+            .into())
+        }
+    };
+    // §2.1: request_uri must not be pushed.
+    if raw.request_uri.is_some() {
+        return Err(
+            OAuthError::invalid_request("request_uri is not allowed in a pushed request").into(),
+        );
+    }
+    let client = authenticate_client(ctx, &req.headers, &form)?;
+    // Everything the authorization endpoint would check, checked now (§2.1); every refusal is
+    // a direct answer here, nothing is redirected.
+    let authz = raw.validate(cfg, &client).map_err(|r| r.error)?;
+    let ttl = cfg.request_uri_ttl;
+    let handle = store::allocate(ctx, cfg.rings.request_uris, ms(ttl), &authz)?;
+
+    #[derive(Serialize)]
+    struct Body {
+        request_uri: String,
+        expires_in: u64,
+    }
+    let body = serde_json::to_vec(&Body {
+        request_uri: format!("{REQUEST_URI_PREFIX}{}", handle.encode()),
+        expires_in: ttl.as_secs(),
+    })
+    .map_err(|_| OAuthError::server_error("internal error"))?;
+    let mut r = Response::json(201, body, Outcome::Issued("pushed_authorization"));
+    r.no_store();
+    Ok(r)
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

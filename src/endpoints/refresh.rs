@@ -1,0 +1,98 @@
+//! `POST /oauth/refresh` (seeds 001 and 004): a browser client's refresh, with the refresh
+//! token in the HttpOnly cookie the token endpoint set, and a JSON body `{}`.
+//!
+//! Cross-site use is refused three ways: the cookie is `SameSite=Strict`; the request must be
+//! `application/json` (a cross-site form post cannot send that without a CORS preflight); and
+//! its `Origin` must be one of the client's (its redirect_uris' origins or allowed_origins).
+//! Statuses as the seeds say: 400 invalid_request, 401 invalid_grant.
+
+use crate::engine::{self, Engine};
+use crate::error::{ErrorCode, OAuthError};
+use crate::flow::{Ctx, FlowResult, Interrupt, Request};
+use crate::grants::issue::{issue, refresh_cookie, Issue};
+use crate::grants::refresh_token;
+use crate::grants::REFRESH_TOKEN;
+use crate::http::Response;
+use crate::sealed;
+
+use super::{mime, JSON};
+
+pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+    match run(engine, req, ctx) {
+        // Seed 001: a refresh token that does not work is 401 invalid_grant; and the cookie that
+        // holds it is cleared.
+        Err(Interrupt::Error(e)) if e.code == ErrorCode::InvalidGrant => {
+            let mut r = e.with_status(401).into_response();
+            r.headers
+                .push(("set-cookie", refresh_cookie(engine, "", 0)));
+            Ok(r)
+        }
+        other => other,
+    }
+}
+
+fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    if mime(&req.headers)? != JSON {
+        return Err(OAuthError::invalid_request("Content-Type must be application/json").into());
+    }
+    let body: serde_json::Value = serde_json::from_slice(&req.body)
+        .map_err(|_| OAuthError::invalid_request("body must be a JSON object ({})"))?;
+    if !body.is_object() {
+        return Err(OAuthError::invalid_request("body must be a JSON object ({})").into());
+    }
+    let origin = req
+        .headers
+        .single("origin")
+        .map_err(|_| OAuthError::invalid_request("Origin repeated"))?
+        .ok_or_else(|| OAuthError::invalid_request("Origin is required"))?;
+    let token = cookie(&req.headers, &cfg.refresh_cookie_name)
+        .ok_or_else(|| OAuthError::invalid_request("refresh token cookie is missing"))?;
+    let claims = sealed::open(&cfg.keys, &token)?;
+    let lookup = ctx.client(&claims.cid)?;
+    let client = engine::found(
+        lookup,
+        OAuthError::invalid_grant("refresh token is invalid or expired"),
+    )?;
+    if !client.refresh_token_cookie || !client.allows_grant(REFRESH_TOKEN) {
+        return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
+    }
+    if !client.allows_origin(origin) {
+        return Err(OAuthError::invalid_request("Origin is not allowed for this client").into());
+    }
+    let next = refresh_token::rotate(engine, &client, claims, ctx)?;
+    let (sub, scope, auth_time, ad, res) = (
+        next.sub.clone(),
+        next.scope.clone(),
+        next.auth_time,
+        next.ad.clone(),
+        next.res.clone(),
+    );
+    issue(
+        engine,
+        Issue {
+            client: &client,
+            sub: &sub,
+            scope: &scope,
+            auth_time,
+            nonce: None,
+            id_token: false,
+            authorization_details: ad.as_ref(),
+            resources: &res,
+            refresh: Some(next),
+        },
+        REFRESH_TOKEN,
+        ctx,
+    )
+}
+
+/// The value of one cookie from the Cookie header(s) (RFC 6265 §5.4).
+fn cookie(headers: &crate::http::Headers, name: &str) -> Option<String> {
+    headers
+        .all("cookie")
+        .flat_map(|h| h.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}

@@ -1,0 +1,237 @@
+//! How a request is run without doing I/O: the endpoint's code is an ordinary function that
+//! asks a [`Ctx`] for what it needs from the outside (a client's registry record, a store read or
+//! compare-and-swap). When the answer is not there yet, the function stops with
+//! [`Interrupt::Need`]; the adapter gets it, possibly in a later callback, and the function runs
+//! again from the top with the answers so far. Every answer and every random byte is recorded,
+//! so a rerun takes exactly the same path and a write is never made twice.
+//!
+//! Reruns cost a re-parse of the request (microseconds); in exchange each flow reads as straight
+//! code, and the same flows run over shared data (answers at once) or a remote store (answers in
+//! a later callback).
+
+use std::rc::Rc;
+
+use crate::client::Client;
+use crate::error::OAuthError;
+use crate::http::Headers;
+use crate::random::Random;
+
+/// The clock, read once per request by the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub unix_ms: u64,
+}
+
+impl Now {
+    pub fn secs(self) -> u64 {
+        self.unix_ms / 1000
+    }
+}
+
+/// The end user as the gateway established it (never from anything the client can set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub sub: String,
+    /// When the user authenticated (seconds since the epoch), if the source says.
+    pub auth_time: Option<u64>,
+}
+
+/// A complete request to one of our endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    /// Path with the query string.
+    pub path: String,
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub user: Option<User>,
+}
+
+impl Request {
+    pub fn query(&self) -> &str {
+        self.path.split_once('?').map_or("", |(_, q)| q)
+    }
+}
+
+/// An operation on the short-lived store. Semantics are those of proxy-wasm shared data:
+/// `cas` is the version a `Get` returned; a write with a stale version is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    Get {
+        key: String,
+    },
+    Cas {
+        key: String,
+        value: Vec<u8>,
+        cas: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreResult {
+    /// The value (`None` if the key was never written) and its version.
+    Value {
+        value: Option<Vec<u8>>,
+        cas: u32,
+    },
+    Written,
+    /// Somebody wrote the key since it was read.
+    Conflict,
+    /// The store could not be reached or refused the operation.
+    Failed,
+}
+
+/// What a client lookup came to.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Rc<Client>),
+    NotFound,
+    /// The registry could not answer; the reason is for the log only.
+    Unavailable(String),
+}
+
+/// Something only the host can provide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// This client's record: shared-data cache first, then the registry.
+    Client(String),
+    Store(StoreOp),
+}
+
+/// The answer to a [`Need`], as recorded for reruns.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Client(Lookup),
+    Store(StoreResult),
+}
+
+/// Why a flow stopped before answering.
+#[derive(Debug)]
+pub enum Interrupt {
+    Need(Need),
+    Error(OAuthError),
+}
+
+impl From<OAuthError> for Interrupt {
+    fn from(e: OAuthError) -> Self {
+        Interrupt::Error(e)
+    }
+}
+
+pub type FlowResult<T> = Result<T, Interrupt>;
+
+/// The recorded state of a flow between reruns.
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub answers: Vec<Answer>,
+    pub random: Vec<u8>,
+}
+
+/// What a flow sees of the world.
+pub struct Ctx<'a> {
+    pub now: Now,
+    rng: &'a mut dyn Random,
+    journal: &'a mut Journal,
+    next_answer: usize,
+    next_random: usize,
+    /// Resolves a client without the host (static clients, the worker cache).
+    local_client: &'a dyn Fn(&str) -> Option<Lookup>,
+}
+
+impl<'a> Ctx<'a> {
+    pub fn new(
+        now: Now,
+        rng: &'a mut dyn Random,
+        journal: &'a mut Journal,
+        local_client: &'a dyn Fn(&str) -> Option<Lookup>,
+    ) -> Self {
+        Ctx {
+            now,
+            rng,
+            journal,
+            next_answer: 0,
+            next_random: 0,
+            local_client,
+        }
+    }
+
+    fn next(&mut self) -> Option<Answer> {
+        let a = self.journal.answers.get(self.next_answer).cloned();
+        if a.is_some() {
+            self.next_answer += 1;
+        }
+        a
+    }
+
+    /// A client's record. Local answers are journaled too, so a rerun sees the same one even if
+    /// the worker cache changed in between.
+    pub fn client(&mut self, client_id: &str) -> FlowResult<Lookup> {
+        match self.next() {
+            Some(Answer::Client(l)) => Ok(l),
+            Some(Answer::Store(_)) => Err(internal("journal out of order")),
+            None => match (self.local_client)(client_id) {
+                Some(l) => {
+                    self.journal.answers.push(Answer::Client(l.clone()));
+                    self.next_answer += 1;
+                    Ok(l)
+                }
+                None => Err(Interrupt::Need(Need::Client(client_id.to_string()))),
+            },
+        }
+    }
+
+    pub fn store(&mut self, op: StoreOp) -> FlowResult<StoreResult> {
+        match self.next() {
+            Some(Answer::Store(r)) => Ok(r),
+            Some(Answer::Client(_)) => Err(internal("journal out of order")),
+            None => Err(Interrupt::Need(Need::Store(op))),
+        }
+    }
+
+    pub fn get(&mut self, key: &str) -> FlowResult<StoreResult> {
+        self.store(StoreOp::Get {
+            key: key.to_string(),
+        })
+    }
+
+    pub fn cas(&mut self, key: &str, value: Vec<u8>, cas: u32) -> FlowResult<StoreResult> {
+        self.store(StoreOp::Cas {
+            key: key.to_string(),
+            value,
+            cas,
+        })
+    }
+
+    /// Random bytes, the same ones on every rerun.
+    pub fn random(&mut self, dest: &mut [u8]) -> FlowResult<()> {
+        let end = self.next_random + dest.len();
+        if self.journal.random.len() < end {
+            let mut fresh = vec![0u8; end - self.journal.random.len()];
+            self.rng
+                .fill(&mut fresh)
+                .map_err(|_| internal("no randomness"))?;
+            self.journal.random.extend_from_slice(&fresh);
+        }
+        let src = self
+            .journal
+            .random
+            .get(self.next_random..end)
+            .ok_or_else(|| internal("random journal"))?;
+        dest.copy_from_slice(src);
+        self.next_random = end;
+        Ok(())
+    }
+
+    /// 128 random bits, base64url.
+    pub fn random_id(&mut self) -> FlowResult<String> {
+        use base64::Engine as _;
+        let mut b = [0u8; 16];
+        self.random(&mut b)?;
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+    }
+}
+
+/// An internal failure: the client hears `server_error`, the detail stays out of the answer.
+pub fn internal(_why: &'static str) -> Interrupt {
+    Interrupt::Error(OAuthError::server_error("internal error"))
+}

@@ -1,0 +1,148 @@
+//! Authorization code grant, token half (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700 §2.1.1).
+//!
+//! - the code is single use: consumed with a CAS, so of two concurrent redemptions exactly one
+//!   wins; a second redemption fails and revokes the refresh family issued from the first
+//!   (RFC 6749 §4.1.2, RFC 9700 §4.14);
+//! - it must be redeemed by the client it was issued to, with the same redirect_uri;
+//! - the PKCE verifier must match the challenge (S256 only); a public client has always sent one;
+//! - `openid` in the granted scope brings an ID token with the request's nonce.
+
+use serde::{Deserialize, Serialize};
+
+use crate::authz::AuthzRequest;
+use crate::client::Client;
+use crate::engine::Engine;
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult};
+use crate::form::Form;
+use crate::http::Response;
+use crate::pkce;
+use crate::sealed::RefreshClaims;
+use crate::store::{self, Consumed, Handle};
+
+use super::issue::{issue, Issue};
+use super::refresh_token::{self, FamilyData};
+use super::{AUTHORIZATION_CODE, REFRESH_TOKEN};
+
+/// What a code is bound to.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CodeData {
+    pub req: AuthzRequest,
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    /// The refresh family issued from this code (set when it is redeemed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+pub fn handle(
+    engine: &Engine,
+    client: &Client,
+    form: &Form,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let code = form
+        .get("code")
+        .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
+    let invalid = || OAuthError::invalid_grant("authorization code is invalid, expired or used");
+    let h = Handle::decode(code).ok_or_else(invalid)?;
+    let Some((rec, _)) = store::peek::<CodeData>(ctx, cfg.rings.codes, &h)? else {
+        return Err(invalid().into());
+    };
+    let used = rec.is_used();
+    let data = rec.data;
+    if data.req.client_id != client.client_id {
+        return Err(
+            OAuthError::invalid_grant("authorization code was issued to another client").into(),
+        );
+    }
+    if used {
+        refresh_token::revoke_family(engine, ctx, data.family.as_deref())?;
+        return Err(invalid().into());
+    }
+    if form.get("redirect_uri") != Some(data.req.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        )
+        .into());
+    }
+    if !client.is_confidential() && data.req.code_challenge.is_none() {
+        return Err(OAuthError::invalid_grant("public clients must use PKCE").into());
+    }
+    pkce::verify(
+        form.get("code_verifier"),
+        data.req.code_challenge.as_deref(),
+    )?;
+
+    // A refresh family for clients allowed the refresh grant, made before the code is consumed
+    // so the used code can name it (and a replay can revoke it).
+    let now_ms = ctx.now.unix_ms;
+    let family_exp_ms = now_ms.saturating_add(ms(cfg.refresh_token_ttl));
+    let family = if client.allows_grant(REFRESH_TOKEN) {
+        let fam = ctx.random_id()?;
+        let fd = FamilyData {
+            fam: fam.clone(),
+            gen: 0,
+            revoked: false,
+            rotated_at: now_ms,
+            cid: client.client_id.clone(),
+        };
+        let fh = store::allocate(
+            ctx,
+            cfg.rings.families,
+            family_exp_ms.saturating_sub(now_ms),
+            &fd,
+        )?;
+        Some((fam, fh.encode()))
+    } else {
+        None
+    };
+    let fh_for_record = family.as_ref().map(|(_, fh)| fh.clone());
+    let data = match store::consume::<CodeData>(ctx, cfg.rings.codes, &h, |d| CodeData {
+        family: fh_for_record.clone(),
+        ..d.clone()
+    })? {
+        Consumed::Fresh(d) => d,
+        Consumed::Replayed(d) => {
+            // Lost the race to a concurrent redemption (or a replay): revoke what it issued.
+            refresh_token::revoke_family(engine, ctx, d.family.as_deref())?;
+            return Err(invalid().into());
+        }
+        Consumed::Invalid => return Err(invalid().into()),
+    };
+    let refresh = family.map(|(fam, fh)| RefreshClaims {
+        fam,
+        fh,
+        gen: 0,
+        cid: client.client_id.clone(),
+        sub: data.sub.clone(),
+        scope: data.req.scope.clone(),
+        exp: family_exp_ms / 1000,
+        auth_time: data.auth_time,
+        ad: data.req.authorization_details.clone(),
+        res: data.req.resources.clone(),
+    });
+    let openid = data.req.scope.split(' ').any(|s| s == "openid");
+    issue(
+        engine,
+        Issue {
+            client,
+            sub: &data.sub,
+            scope: &data.req.scope,
+            auth_time: data.auth_time,
+            nonce: data.req.nonce.as_deref(),
+            id_token: openid,
+            authorization_details: data.req.authorization_details.as_ref(),
+            resources: &data.req.resources,
+            refresh,
+        },
+        AUTHORIZATION_CODE,
+        ctx,
+    )
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

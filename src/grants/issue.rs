@@ -1,0 +1,112 @@
+//! Issuing the tokens of a user grant (authorization code, refresh): the access token, an ID
+//! token when `openid` was granted, a sealed refresh token, and the answer — with the refresh
+//! token in an HttpOnly cookie instead of the body for browser clients that are registered so.
+
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::engine::Engine;
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult};
+use crate::http::Response;
+use crate::oidc::{self, IdTokenClaims};
+use crate::sealed::{self, RefreshClaims};
+use crate::token::{self, AccessTokenClaims, Aud, TokenAnswer};
+
+pub struct Issue<'a> {
+    pub client: &'a Client,
+    pub sub: &'a str,
+    pub scope: &'a str,
+    pub auth_time: Option<u64>,
+    /// The ID token's nonce; `Some` only on the code grant (OIDC Core §3.1.3.6).
+    pub nonce: Option<&'a str>,
+    pub id_token: bool,
+    pub authorization_details: Option<&'a Value>,
+    pub resources: &'a [String],
+    /// The refresh token to seal, if one is issued.
+    pub refresh: Option<RefreshClaims>,
+}
+
+pub fn issue(
+    engine: &Engine,
+    g: Issue<'_>,
+    grant_type: &'static str,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let key = cfg
+        .keys
+        .active()
+        .ok_or_else(|| OAuthError::server_error("internal error"))?;
+    let now = ctx.now.secs();
+    let ttl = cfg.access_token_ttl.as_secs();
+    let jti = token::new_jti(ctx)?;
+    let access_token = token::sign_access_token(
+        key,
+        &AccessTokenClaims {
+            iss: &cfg.issuer,
+            sub: g.sub,
+            aud: Aud::of(g.resources, &cfg.access_token_audience),
+            client_id: &g.client.client_id,
+            scope: g.scope,
+            iat: now,
+            exp: now.saturating_add(ttl),
+            jti: &jti,
+            auth_time: g.auth_time,
+            authorization_details: g.authorization_details,
+        },
+    )?;
+    let id_token = if g.id_token {
+        Some(oidc::sign(
+            key,
+            &IdTokenClaims {
+                iss: &cfg.issuer,
+                sub: g.sub,
+                aud: &g.client.client_id,
+                exp: now.saturating_add(cfg.id_token_ttl.as_secs()),
+                iat: now,
+                auth_time: g.auth_time,
+                nonce: g.nonce,
+                at_hash: &oidc::at_hash(key.alg, &access_token),
+                azp: &g.client.client_id,
+            },
+        )?)
+    } else {
+        None
+    };
+    let refresh = match &g.refresh {
+        Some(claims) => Some((sealed::seal(&cfg.keys, claims, ctx)?, claims.exp)),
+        None => None,
+    };
+    let in_cookie = g.client.refresh_token_cookie;
+    let mut resp = TokenAnswer {
+        access_token: &access_token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        scope: g.scope,
+        refresh_token: if in_cookie {
+            None
+        } else {
+            refresh.as_ref().map(|(t, _)| t.as_str())
+        },
+        id_token: id_token.as_deref(),
+        authorization_details: g.authorization_details,
+    }
+    .into_response(grant_type);
+    if let (true, Some((rt, exp))) = (in_cookie, &refresh) {
+        resp.headers.push((
+            "set-cookie",
+            refresh_cookie(engine, rt, exp.saturating_sub(now)),
+        ));
+    }
+    Ok(resp)
+}
+
+/// `Secure; HttpOnly; SameSite=Strict`, scoped to the refresh endpoint's path.
+pub fn refresh_cookie(engine: &Engine, value: &str, max_age: u64) -> String {
+    let c = &engine.config;
+    format!(
+        "{}={}; Path={}; Max-Age={}; Secure; HttpOnly; SameSite=Strict",
+        c.refresh_cookie_name, value, c.refresh_path, max_age
+    )
+}

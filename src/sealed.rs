@@ -1,0 +1,86 @@
+//! Refresh tokens as sealed, self-contained values: ChaCha20-Poly1305 over the token's claims,
+//! keyed from the signing keys. Any Envoy with the same configuration opens any other's tokens,
+//! also after a restart, with no shared database. What needs memory is only rotation state: the
+//! family's current generation, kept in a store ring (see `grants::refresh_token`).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult};
+use crate::keys::KeySet;
+
+const PREFIX: &str = "rt1.";
+const AAD: &[u8] = b"oauth-edge refresh token v1";
+
+/// What a refresh token carries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RefreshClaims {
+    /// Family id (128 random bits, base64url), the same for every rotation of one grant.
+    pub fam: String,
+    /// The family's record in the families ring (a store handle).
+    pub fh: String,
+    /// Generation: 0 for the first token of a family, +1 per rotation.
+    pub gen: u32,
+    pub cid: String,
+    pub sub: String,
+    pub scope: String,
+    /// Absolute expiry of the family, seconds (rotation does not extend it).
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ad: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub res: Vec<String>,
+}
+
+pub fn seal(keys: &KeySet, claims: &RefreshClaims, ctx: &mut Ctx<'_>) -> FlowResult<String> {
+    let key = keys
+        .sealing_keys()
+        .next()
+        .ok_or_else(|| crate::flow::internal("no sealing key"))?;
+    let mut nonce = [0u8; 12];
+    ctx.random(&mut nonce)?;
+    let plain = serde_json::to_vec(claims).map_err(|_| crate::flow::internal("encode"))?;
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let ct = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &plain,
+                aad: AAD,
+            },
+        )
+        .map_err(|_| crate::flow::internal("seal"))?;
+    let mut raw = Vec::with_capacity(12 + ct.len());
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&ct);
+    Ok(format!("{PREFIX}{}", B64.encode(raw)))
+}
+
+/// Opens a token with any configured key; anything else (tampered, foreign, garbage) is
+/// `invalid_grant`.
+pub fn open(keys: &KeySet, token: &str) -> Result<RefreshClaims, OAuthError> {
+    let bad = || OAuthError::invalid_grant("refresh token is invalid or expired");
+    let raw = token
+        .strip_prefix(PREFIX)
+        .filter(|r| r.len() <= 8192)
+        .and_then(|r| B64.decode(r).ok())
+        .ok_or_else(bad)?;
+    if raw.len() < 12 + 16 {
+        return Err(bad());
+    }
+    let (nonce, ct) = raw.split_at(12);
+    for key in keys.sealing_keys() {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+        if let Ok(plain) = cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: AAD }) {
+            return serde_json::from_slice(&plain).map_err(|_| bad());
+        }
+    }
+    Err(bad())
+}

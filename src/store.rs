@@ -1,0 +1,314 @@
+//! Short-lived state (authorization codes, pushed requests, refresh token families) in fixed
+//! rings of reusable slots.
+//!
+//! Why rings: proxy-wasm shared data has no expiry and no delete (a removed key stays, empty, for
+//! the life of the VM id), so one key per code would grow memory forever. A ring has a fixed
+//! number of keys, written once at start; a slot is reused once its record has expired. Memory is
+//! bounded by design, whatever the churn.
+//!
+//! Why handles: a code or request_uri is `base64url(slot ‖ 128-bit secret)`. The slot finds the
+//! record in one read; the record keeps only SHA-256 of the secret, compared in constant time.
+//!
+//! Why CAS: every state change is a compare-and-swap on the version read just before, so two
+//! workers racing for the same slot or the same code cannot both win. Consume-once = read, check,
+//! CAS-write the record marked used; losing the CAS means somebody else used it first.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::OAuthError;
+use crate::flow::{internal, Ctx, FlowResult, Interrupt, StoreResult};
+
+/// How many slots an allocation tries before it calls the ring full. Probes are spread
+/// pseudo-randomly (no clustering), so at 80 % occupancy the chance of failing is 0.8^32 ≈ 1e-3.
+pub const PROBES: u32 = 32;
+
+/// splitmix64: the i-th probe of an allocation, from its random seed.
+fn probe(seed: u64, i: u32, size: u32) -> u32 {
+    let mut z = seed.wrapping_add(u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z % u64::from(size)) as u32
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ring {
+    pub name: &'static str,
+    pub size: u32,
+}
+
+impl Ring {
+    pub fn key(&self, slot: u32) -> String {
+        format!("oauth_edge.{}.{}", self.name, slot)
+    }
+
+    /// Every key of the ring, for the adapter to create at start (so each has a version to CAS on).
+    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.size).map(|i| self.key(i))
+    }
+}
+
+/// A reference to a slot and the secret that proves the holder was given it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Handle {
+    pub slot: u32,
+    secret: [u8; 16],
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handle(slot {})", self.slot)
+    }
+}
+
+impl Handle {
+    pub fn encode(&self) -> String {
+        let mut b = [0u8; 20];
+        b[..4].copy_from_slice(&self.slot.to_be_bytes());
+        b[4..].copy_from_slice(&self.secret);
+        B64.encode(b)
+    }
+
+    pub fn decode(s: &str) -> Option<Handle> {
+        if s.len() != 27 {
+            return None;
+        }
+        let b = B64.decode(s).ok()?;
+        let slot = u32::from_be_bytes(b.get(..4)?.try_into().ok()?);
+        let secret: [u8; 16] = b.get(4..20)?.try_into().ok()?;
+        Some(Handle { slot, secret })
+    }
+
+    fn secret_hash(&self) -> String {
+        B64.encode(Sha256::digest(self.secret))
+    }
+
+    fn matches(&self, hash: &str) -> bool {
+        bool::from(self.secret_hash().as_bytes().ct_eq(hash.as_bytes()))
+    }
+}
+
+/// A slot's record: whose it is (secret hash), until when, whether it was used, and the data.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct Record<T> {
+    /// SHA-256 of the handle's secret, base64url.
+    h: String,
+    /// Expiry, ms since the epoch. The slot is reusable after it.
+    exp: u64,
+    /// Used (consumed) records stay until expiry so a replay is recognised as one.
+    #[serde(default)]
+    used: bool,
+    pub data: T,
+}
+
+/// A slot can be taken when it was never used, or its record expired (or is unreadable).
+fn reusable(value: Option<&[u8]>, now_ms: u64) -> bool {
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: u64,
+    }
+    match value {
+        None => true,
+        Some([]) => true,
+        Some(v) => serde_json::from_slice::<Exp>(v).map_or(true, |e| e.exp <= now_ms),
+    }
+}
+
+fn unavailable() -> Interrupt {
+    Interrupt::Error(OAuthError::server_error(
+        "the authorization server cannot store state",
+    ))
+}
+
+/// Writes a new record into a free slot of the ring and returns its handle.
+pub fn allocate<T: Serialize>(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    ttl_ms: u64,
+    data: &T,
+) -> FlowResult<Handle> {
+    if ring.size == 0 {
+        return Err(unavailable());
+    }
+    let mut r = [0u8; 8];
+    ctx.random(&mut r)?;
+    let seed = u64::from_be_bytes(r);
+    let mut secret = [0u8; 16];
+    ctx.random(&mut secret)?;
+    let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
+    for i in 0..PROBES {
+        let slot = probe(seed, i, ring.size);
+        let key = ring.key(slot);
+        match ctx.get(&key)? {
+            StoreResult::Value { value, cas } => {
+                // cas 0: the key was never created, and a write with cas 0 would be
+                // unconditional (it could overwrite a racing writer): skip it.
+                if cas == 0 || !reusable(value.as_deref(), ctx.now.unix_ms) {
+                    continue;
+                }
+                let handle = Handle { slot, secret };
+                let rec = Record {
+                    h: handle.secret_hash(),
+                    exp,
+                    used: false,
+                    data,
+                };
+                let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
+                match ctx.cas(&key, bytes, cas)? {
+                    StoreResult::Written => return Ok(handle),
+                    StoreResult::Conflict => continue,
+                    _ => return Err(unavailable()),
+                }
+            }
+            _ => return Err(unavailable()),
+        }
+    }
+    Err(Interrupt::Error(OAuthError::server_error(
+        "the authorization server is busy, try again",
+    )))
+}
+
+/// What a consume attempt found.
+#[derive(Debug)]
+pub enum Consumed<T> {
+    /// The record was live and is now marked used by this request.
+    Fresh(T),
+    /// The record had already been used (a replay, or the loser of a race).
+    Replayed(T),
+    /// No live record for this handle: unknown, expired, or the slot was reused.
+    Invalid,
+}
+
+/// Reads a handle's record without changing it.
+pub fn peek<T: DeserializeOwned>(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    h: &Handle,
+) -> FlowResult<Option<(Record<T>, u32)>> {
+    if h.slot >= ring.size {
+        return Ok(None);
+    }
+    match ctx.get(&ring.key(h.slot))? {
+        StoreResult::Value {
+            value: Some(v),
+            cas,
+        } if !v.is_empty() => match serde_json::from_slice::<Record<T>>(&v) {
+            Ok(rec) if h.matches(&rec.h) && rec.exp > ctx.now.unix_ms => Ok(Some((rec, cas))),
+            _ => Ok(None),
+        },
+        StoreResult::Value { .. } => Ok(None),
+        _ => Err(unavailable()),
+    }
+}
+
+/// Consumes a handle once: exactly one of any number of concurrent callers gets `Fresh`.
+/// `finish` may change the data written with the used mark (e.g. the refresh family issued from
+/// a code, so a replay can revoke it).
+pub fn consume<T: Serialize + DeserializeOwned + Clone>(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    h: &Handle,
+    finish: impl Fn(&T) -> T,
+) -> FlowResult<Consumed<T>> {
+    // Two rounds: a lost CAS re-reads, and then sees the winner's used mark.
+    for _ in 0..2 {
+        let Some((rec, cas)) = peek::<T>(ctx, ring, h)? else {
+            return Ok(Consumed::Invalid);
+        };
+        if rec.used {
+            return Ok(Consumed::Replayed(rec.data));
+        }
+        let data = finish(&rec.data);
+        let used = Record {
+            h: rec.h,
+            exp: rec.exp,
+            used: true,
+            data: data.clone(),
+        };
+        let bytes = serde_json::to_vec(&used).map_err(|_| internal("encode"))?;
+        match ctx.cas(&ring.key(h.slot), bytes, cas)? {
+            StoreResult::Written => return Ok(Consumed::Fresh(data)),
+            StoreResult::Conflict => continue,
+            _ => return Err(unavailable()),
+        }
+    }
+    Ok(Consumed::Invalid)
+}
+
+/// Rewrites a live record's data in place (CAS); `Ok(false)` if somebody changed it first.
+pub fn update<T: Serialize>(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    h: &Handle,
+    rec_exp: u64,
+    cas: u32,
+    data: &T,
+) -> FlowResult<bool> {
+    let rec = Record {
+        h: h.secret_hash(),
+        exp: rec_exp,
+        used: false,
+        data,
+    };
+    let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
+    match ctx.cas(&ring.key(h.slot), bytes, cas)? {
+        StoreResult::Written => Ok(true),
+        StoreResult::Conflict => Ok(false),
+        _ => Err(unavailable()),
+    }
+}
+
+impl<T> Record<T> {
+    pub fn expires_at_ms(&self) -> u64 {
+        self.exp
+    }
+    pub fn is_used(&self) -> bool {
+        self.used
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_round_trip_and_reject_garbage() {
+        let h = Handle {
+            slot: 77,
+            secret: [9; 16],
+        };
+        let s = h.encode();
+        assert_eq!(s.len(), 27);
+        assert_eq!(Handle::decode(&s), Some(h.clone()));
+        assert!(format!("{h:?}").contains("77") && !format!("{h:?}").contains("9, 9"));
+        for bad in [
+            "",
+            "x",
+            &s[..26],
+            &format!("{s}A"),
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+        ] {
+            assert_eq!(Handle::decode(bad), None, "{bad}");
+        }
+        assert!(h.matches(&h.secret_hash()));
+        assert!(!Handle {
+            slot: 77,
+            secret: [8; 16]
+        }
+        .matches(&h.secret_hash()));
+    }
+
+    #[test]
+    fn reusability() {
+        assert!(reusable(None, 5));
+        assert!(reusable(Some(b""), 5));
+        assert!(reusable(Some(br#"{"exp":5}"#), 5));
+        assert!(!reusable(Some(br#"{"exp":6}"#), 5));
+        assert!(reusable(Some(b"garbage"), 5));
+    }
+}
