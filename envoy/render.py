@@ -23,6 +23,16 @@ What it does:
 
 Route modes: cluster (every other path to cluster `backend`), direct (a direct_response 200),
 none (no route: Envoy answers 404). OAuth endpoints are answered by the filter in all three.
+
+Body modes, how the token endpoint reads a POST body before it answers:
+  pause   (default) the wasm filter has `allow_on_headers_stop_iteration: true` and the plugin
+          pauses on request headers (plugin `pause_on_request_headers`: true, its default);
+  buffer  for hosts that cannot set that knob (Istio's WasmPlugin): the wasm filter without it,
+          Envoy's buffer filter (max_request_bytes 1 MiB) between the wasm filter and the router,
+          and the plugin's `pause_on_request_headers` set to false. The buffer filter then holds
+          every request through the listener until its body is in (non-OAuth paths included),
+          and answers 413 to a body over 1 MiB.
+A plugin configuration whose `pause_on_request_headers` contradicts the body mode is refused.
 """
 from __future__ import annotations
 
@@ -41,6 +51,10 @@ TEMPLATE = HERE / "envoy.yaml.in"
 DEFAULT_PLUGIN_CONFIG = HERE / "oauth-edge.json"
 DEFAULT_WASM = "oauth_edge.wasm"
 ROUTE_MODES = ("cluster", "direct", "none")
+BODY_MODES = ("pause", "buffer")
+# Body mode `buffer`: the buffer filter's limit, far above the plugin's limits.max_body_bytes
+# (16 KiB by default, 1 MiB at most), so the filter's own JSON 413 comes first.
+BUFFER_MAX_REQUEST_BYTES = 1048576
 DIRECT_RESPONSE_BODY = "direct response from envoy\n"
 
 DEFAULTS = {
@@ -49,9 +63,14 @@ DEFAULTS = {
     "backend_port": 8081,
     "registry_port": 8082,
     "route_mode": "direct",
+    "body_mode": "pause",
 }
 
 _PLACEHOLDER = re.compile(r"@@[A-Z_]+@@")
+# Any placeholder, or one standing alone on its line (with its indentation and newline): a line
+# placeholder (body_mode_lines) must stand alone and becomes zero or more whole lines at that
+# indentation (zero: the line disappears).
+_TOKEN = re.compile(r"^(?P<indent>[ ]*)(?P<alone>@@[A-Z_]+@@)[ ]*\n|@@[A-Z_]+@@", re.MULTILINE)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -73,6 +92,32 @@ def routes_for(mode: str) -> list[dict[str, Any]]:
     if mode == "none":
         return []
     raise RenderError(f"route mode must be one of {', '.join(ROUTE_MODES)}, not {mode!r}")
+
+
+def _check_body_mode(mode: str) -> None:
+    if mode not in BODY_MODES:
+        raise RenderError(f"body mode must be one of {', '.join(BODY_MODES)}, not {mode!r}")
+
+
+def body_mode_lines(mode: str) -> dict[str, list[str]]:
+    """The line placeholders' lines for one body mode (flow YAML, like the routes)."""
+    _check_body_mode(mode)
+    if mode == "pause":
+        return {
+            "@@WASM_BODY_OPTIONS@@": ["allow_on_headers_stop_iteration: true"],
+            "@@BODY_BUFFER_FILTER@@": [],
+        }
+    buffer_filter = {
+        "name": "envoy.filters.http.buffer",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": BUFFER_MAX_REQUEST_BYTES,
+        },
+    }
+    return {
+        "@@WASM_BODY_OPTIONS@@": [],
+        "@@BODY_BUFFER_FILTER@@": ["- " + json.dumps(buffer_filter)],
+    }
 
 
 def _load_json(source: Any, what: str) -> Any:
@@ -119,8 +164,14 @@ def build_plugin_config(
     key: Any = None,
     listen_port: int = DEFAULTS["listen_port"],
     issuer: str | None = None,
+    body_mode: str = DEFAULTS["body_mode"],
 ) -> dict[str, Any]:
-    """The plugin configuration dict that goes into the wasm filter's `configuration`."""
+    """The plugin configuration dict that goes into the wasm filter's `configuration`.
+
+    Body mode `buffer` sets `pause_on_request_headers: false`; `pause` leaves the key as given
+    (absent means true). A value that contradicts the body mode is refused.
+    """
+    _check_body_mode(body_mode)
     cfg = _load_json(plugin_config if plugin_config is not None else DEFAULT_PLUGIN_CONFIG,
                      "plugin config")
     if not isinstance(cfg, dict):
@@ -139,6 +190,18 @@ def build_plugin_config(
         cfg["issuer"] = issuer
     elif isinstance(cfg.get("issuer"), str):
         cfg["issuer"] = loopback_issuer(cfg["issuer"], listen_port)
+    pause = cfg.get("pause_on_request_headers", True)
+    if body_mode == "buffer":
+        if pause is not False:
+            if "pause_on_request_headers" in cfg:
+                raise RenderError("body mode buffer needs pause_on_request_headers false (or absent) in "
+                                  "the plugin configuration: without allow_on_headers_stop_iteration a "
+                                  "pause on headers never sees the body")
+            cfg["pause_on_request_headers"] = False
+    elif pause is not True:
+        raise RenderError("pause_on_request_headers false in the plugin configuration needs --body-mode "
+                          "buffer: without the buffer filter the router acts on the headers before the "
+                          "filter has read the body")
     return cfg
 
 
@@ -150,10 +213,15 @@ def render_text(
     backend_port: int = DEFAULTS["backend_port"],
     registry_port: int = DEFAULTS["registry_port"],
     route_mode: str = DEFAULTS["route_mode"],
+    body_mode: str = DEFAULTS["body_mode"],
     wasm_path: str = DEFAULT_WASM,
     template: Path = TEMPLATE,
 ) -> str:
-    """The rendered envoy.yaml text."""
+    """The rendered envoy.yaml text.
+
+    plugin_config is used as given: build it with build_plugin_config(..., body_mode=) so that its
+    pause_on_request_headers matches body_mode (checked here too).
+    """
     for name, port in (("listen", listen_port), ("admin", admin_port),
                        ("backend", backend_port), ("registry", registry_port)):
         if not isinstance(port, int) or not 0 < port < 65536:
@@ -169,13 +237,29 @@ def render_text(
         "@@PLUGIN_CONFIG@@": json.dumps(json.dumps(plugin_config, separators=(",", ":"))),
         "@@ROUTES@@": json.dumps(routes_for(route_mode)),
     }
+    lines = body_mode_lines(body_mode)
+    if plugin_config.get("pause_on_request_headers", True) is not (body_mode == "pause"):
+        raise RenderError(f"body mode {body_mode} with pause_on_request_headers "
+                          f"{json.dumps(plugin_config.get('pause_on_request_headers'))} in the plugin "
+                          "configuration: build it with build_plugin_config(body_mode=...)")
     text = Path(template).read_text(encoding="utf-8")
     found = set(_PLACEHOLDER.findall(text))
-    if found != set(values):
-        raise RenderError(f"template {template}: placeholders {sorted(found)} != {sorted(values)}")
+    if found != set(values) | set(lines):
+        raise RenderError(f"template {template}: placeholders {sorted(found)} != "
+                          f"{sorted(set(values) | set(lines))}")
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group("alone") or m.group(0)
+        if name in lines:
+            if not m.group("alone"):
+                raise RenderError(f"template {template}: {name} must stand alone on its line")
+            return "".join(f"{m.group('indent')}{line}\n" for line in lines[name])
+        if m.group("alone"):
+            return f"{m.group('indent')}{values[name]}\n"
+        return values[name]
+
     # One pass over the template only: values are never rescanned for placeholders.
-    text = _PLACEHOLDER.sub(lambda m: values[m.group(0)], text)
-    return text
+    return _TOKEN.sub(fill, text)
 
 
 def render(
@@ -186,6 +270,7 @@ def render(
     backend_port: int = DEFAULTS["backend_port"],
     registry_port: int = DEFAULTS["registry_port"],
     route_mode: str = DEFAULTS["route_mode"],
+    body_mode: str = DEFAULTS["body_mode"],
     plugin_config: Any = None,
     key: Any = None,
     wasm_path: str = DEFAULT_WASM,
@@ -195,7 +280,8 @@ def render(
 
     plugin_config and key are dicts/lists or paths to JSON files.
     """
-    cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer)
+    cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer,
+                              body_mode=body_mode)
     text = render_text(
         plugin_config=cfg,
         listen_port=listen_port,
@@ -203,6 +289,7 @@ def render(
         backend_port=backend_port,
         registry_port=registry_port,
         route_mode=route_mode,
+        body_mode=body_mode,
         wasm_path=wasm_path,
     )
     out = Path(out_dir)
@@ -223,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend-port", type=int, default=DEFAULTS["backend_port"])
     p.add_argument("--registry-port", type=int, default=DEFAULTS["registry_port"])
     p.add_argument("--route-mode", choices=ROUTE_MODES, default=DEFAULTS["route_mode"])
+    p.add_argument("--body-mode", choices=BODY_MODES, default=DEFAULTS["body_mode"],
+                   help="how the token endpoint reads a POST body: pause (allow_on_headers_stop_iteration, "
+                        "the default) or buffer (Envoy's buffer filter after the wasm filter, plugin "
+                        "pause_on_request_headers false: for hosts without that knob, e.g. Istio)")
     p.add_argument("--plugin-config", default=str(DEFAULT_PLUGIN_CONFIG),
                    help="plugin configuration JSON (default: envoy/oauth-edge.json)")
     p.add_argument("--key", help="JSON file: one private JWK or a list of JWKs (signing_keys)")
@@ -238,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             backend_port=args.backend_port,
             registry_port=args.registry_port,
             route_mode=args.route_mode,
+            body_mode=args.body_mode,
             plugin_config=args.plugin_config,
             key=args.key,
             wasm_path=args.wasm,

@@ -9,6 +9,12 @@ Each session starts (lazily, only if a test needs it):
       envoy_es256  route mode `direct`,  ES256 active key + a public-only (retired) EdDSA key
       envoy_none   route mode `none`,    EdDSA active key
     (and envoy_short_ttl: route mode `none`, registry cache TTLs of 1s)
+  * for body mode `buffer` (render.py --body-mode buffer: no allow_on_headers_stop_iteration,
+    Envoy's buffer filter after the wasm filter, plugin pause_on_request_headers false):
+      envoy_buffer_cluster  route mode `cluster`, EdDSA active key, registry
+      envoy_buffer_direct   route mode `direct`,  EdDSA active key, registry
+      envoy_unbuffered      route mode `direct`, body mode `buffer` with the buffer filter taken out
+                            again (a broken setup render.py refuses to produce; one test shows why)
     each on free ports, with --use-dynamic-base-id so it can run beside a demo on 10000/9901.
 
 Environment overrides:
@@ -28,10 +34,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import requests
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -188,10 +195,16 @@ def base_plugin_config(**overrides: Any) -> dict[str, Any]:
 
 class EnvoyInstance:
     def __init__(self, name: str, workdir: Path, *, route_mode: str, plugin_config: dict[str, Any],
-                 signing_keys: list[dict[str, Any]], registry_port: int, backend_port: int) -> None:
+                 signing_keys: list[dict[str, Any]], registry_port: int, backend_port: int,
+                 body_mode: str = render.DEFAULTS["body_mode"],
+                 edit_config: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """edit_config, if given, changes the rendered bootstrap (a parsed YAML dict) in place
+        before Envoy starts: for setups render.py deliberately does not produce."""
         self.name = name
         self.workdir = workdir
         self.route_mode = route_mode
+        self.body_mode = body_mode
+        self._edit_config = edit_config
         self.signing_keys = signing_keys
         self._plugin_config_in = plugin_config
         self.registry_port = registry_port
@@ -247,11 +260,17 @@ class EnvoyInstance:
                 backend_port=self.backend_port,
                 registry_port=self.registry_port,
                 route_mode=self.route_mode,
+                body_mode=self.body_mode,
                 plugin_config=self._plugin_config_in,
                 key=self.signing_keys,
             )
+            if self._edit_config is not None:
+                doc = yaml.safe_load(rendered.read_text())
+                self._edit_config(doc)
+                rendered.write_text(yaml.safe_dump(doc, sort_keys=False))
             self.plugin_config = render.build_plugin_config(
-                self._plugin_config_in, key=self.signing_keys, listen_port=self.listen_port)
+                self._plugin_config_in, key=self.signing_keys, listen_port=self.listen_port,
+                body_mode=self.body_mode)
             shutil.copyfile(WASM, self.workdir / render.DEFAULT_WASM)
             log = open(self.log_path, "ab")
             self.proc = subprocess.Popen(
@@ -414,6 +433,56 @@ def envoy_short_ttl(keys: Keys, registry: RegistryServer, backend: BackendServer
     cfg["registry"].update({"cache_ttl": "1s", "negative_cache_ttl": "1s"})
     inst = _start_envoy("short-ttl", tmp_path_factory, route_mode="none", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
+    yield inst
+    _finish_envoy(inst)
+
+
+def http_filters(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The HTTP filter list of a rendered bootstrap (parsed YAML)."""
+    hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return hcm["http_filters"]
+
+
+def _start_buffer_mode_envoy(name: str, route_mode: str, keys: Keys, registry: RegistryServer,
+                             backend: BackendServer, tmp_path_factory: pytest.TempPathFactory,
+                             **kw: Any) -> EnvoyInstance:
+    return _start_envoy(name, tmp_path_factory, route_mode=route_mode, body_mode="buffer",
+                        plugin_config=base_plugin_config(), signing_keys=[keys.ed25519],
+                        registry_port=registry.port, backend_port=backend.port, **kw)
+
+
+@pytest.fixture(scope="session")
+def envoy_buffer_cluster(keys: Keys, registry: RegistryServer, backend: BackendServer,
+                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyInstance]:
+    """Body mode `buffer`, route mode `cluster`."""
+    inst = _start_buffer_mode_envoy("buffer-cluster", "cluster", keys, registry, backend, tmp_path_factory)
+    yield inst
+    _finish_envoy(inst)
+
+
+@pytest.fixture(scope="session")
+def envoy_buffer_direct(keys: Keys, registry: RegistryServer, backend: BackendServer,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyInstance]:
+    """Body mode `buffer`, route mode `direct`."""
+    inst = _start_buffer_mode_envoy("buffer-direct", "direct", keys, registry, backend, tmp_path_factory)
+    yield inst
+    _finish_envoy(inst)
+
+
+def _drop_buffer_filter(doc: dict[str, Any]) -> None:
+    filters = http_filters(doc)
+    kept = [f for f in filters if f["name"] != "envoy.filters.http.buffer"]
+    assert len(kept) == len(filters) - 1, [f["name"] for f in filters]
+    filters[:] = kept
+
+
+@pytest.fixture(scope="session")
+def envoy_unbuffered(keys: Keys, registry: RegistryServer, backend: BackendServer,
+                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyInstance]:
+    """Route mode `direct`, pause_on_request_headers false, no allow_on_headers_stop_iteration and
+    NO buffer filter: the misconfiguration body mode `buffer` exists to prevent."""
+    inst = _start_buffer_mode_envoy("unbuffered", "direct", keys, registry, backend, tmp_path_factory,
+                                    edit_config=_drop_buffer_filter)
     yield inst
     _finish_envoy(inst)
 

@@ -25,6 +25,9 @@ ACCESS_TOKEN_LIFETIME = 120
 MAIN_AUDIENCE = "https://api.example.test"
 MAX_BODY = 16384
 
+# error_description of Envoy's own 413 as mapped by local_reply_config in envoy/envoy.yaml.in
+ENVOY_413_DESCRIPTION = "request body exceeds the proxy buffer limit"
+
 
 @dataclass(frozen=True)
 class Client:
@@ -95,6 +98,12 @@ def token_request(envoy: Any, client: Client | None = DEMO_CLIENT, *, use: str |
             hdrs["Authorization"] = basic_auth(client.client_id, client.secret or "")
     http = session or requests
     return http.post(envoy.token_url, data=body, headers=hdrs, timeout=timeout)
+
+
+def oversized_form(total: int) -> bytes:
+    """A valid client_credentials form padded to exactly `total` bytes."""
+    head = b"grant_type=client_credentials&pad="
+    return head + b"a" * (total - len(head))
 
 
 def valid_token(envoy: Any, session: requests.Session | None = None, client: Client = DEMO_CLIENT) -> dict[str, Any]:
@@ -173,6 +182,21 @@ def verify_access_token(token: str, envoy: Any, *, client_id: str, scope: str, l
 
 
 # --------------------------------------------------------------------------- raw HTTP
+def raw_request_head(path: str = "/oauth/token", *, body_length: int | None = None,
+                     client: Client | None = DEMO_CLIENT, content_type: str | None = FORM,
+                     extra: str = "") -> bytes:
+    """An HTTP/1.1 POST head (client_secret_basic for `client`), with Content-Length if given
+    (else `extra` should say Transfer-Encoding: chunked)."""
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1"]
+    if content_type is not None:
+        lines.append(f"Content-Type: {content_type}")
+    if client is not None:
+        lines.append(f"Authorization: {basic_auth(client.client_id, client.secret or '')}")
+    if body_length is not None:
+        lines.append(f"Content-Length: {body_length}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
 def raw_http(port: int, request: bytes, *, timeout: float = 10.0, body_chunks: Iterable[bytes] = ()) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes (ignoring a reset while sending) and parse one HTTP/1.1 response."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -182,21 +206,28 @@ def raw_http(port: int, request: bytes, *, timeout: float = 10.0, body_chunks: I
                 s.sendall(chunk)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        data = b""
-        try:
-            while True:
-                part = s.recv(65536)
-                if not part:
+        return read_http_response(s)
+
+
+def read_http_response(s: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response with a Content-Length body (or up to close, reset or timeout)
+    from `s`, leaving the connection usable for the next request. One request at a time: bytes
+    received after this response (a pipelined answer) are dropped."""
+    data = b""
+    try:
+        while True:
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                hdrs = _parse_headers(head)
+                n = int(hdrs.get("content-length", "-1"))
+                if n >= 0 and len(rest) >= n:
                     break
-                data += part
-                head, sep, rest = data.partition(b"\r\n\r\n")
-                if sep:
-                    hdrs = _parse_headers(head)
-                    n = int(hdrs.get("content-length", "-1"))
-                    if n >= 0 and len(rest) >= n:
-                        break
-        except (ConnectionResetError, socket.timeout):
-            pass
+    except (ConnectionResetError, socket.timeout):
+        pass
     head, _, rest = data.partition(b"\r\n\r\n")
     if not head:
         raise AssertionError("no HTTP response at all")
