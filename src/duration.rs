@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+/// Milliseconds, saturating (durations here are bounded by the configuration anyway).
+pub fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s

@@ -298,7 +298,8 @@ impl Engine {
                 (!r.cache_ttl.is_zero()).then(|| SharedWrite {
                     key: registry::shared_key(client_id),
                     value: registry::encode_entry(
-                        now.unix_ms.saturating_add(ms(r.cache_ttl)),
+                        now.unix_ms
+                            .saturating_add(crate::duration::millis(r.cache_ttl)),
                         body,
                     ),
                 })
@@ -342,8 +343,4 @@ pub fn found(lookup: Lookup, unknown: OAuthError) -> Result<Rc<crate::client::Cl
             "the client registry is unavailable",
         )),
     }
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

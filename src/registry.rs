@@ -122,7 +122,7 @@ impl LocalCache {
                 self.entries.clear();
             }
         }
-        let expires = now_ms.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+        let expires = now_ms.saturating_add(crate::duration::millis(ttl));
         self.entries
             .insert(client_id.to_string(), (client, expires));
     }

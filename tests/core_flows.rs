@@ -461,3 +461,23 @@ fn garbage_never_panics() {
         200
     );
 }
+
+#[test]
+fn client_credentials_resource_indicators_rfc8707() {
+    let e = engine(false);
+    let mut host = no_registry();
+    let h = form_headers(&[("authorization", &basic("svc", "svc-secret"))]);
+    let r = host.token(
+        &e,
+        &h,
+        b"grant_type=client_credentials&resource=https%3A%2F%2Fa.example.com%2F&resource=https%3A%2F%2Fb.example.com%2F",
+    );
+    assert_eq!(r.status, 200);
+    let (_, c) = jwt_parts(json_body(&r)["access_token"].as_str().unwrap());
+    assert_eq!(
+        c["aud"],
+        json!(["https://a.example.com/", "https://b.example.com/"])
+    );
+    let r = host.token(&e, &h, b"grant_type=client_credentials&resource=not-a-uri");
+    assert_error(&r, 400, "invalid_target");
+}

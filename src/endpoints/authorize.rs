@@ -113,7 +113,12 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         auth_time: user.auth_time,
         family: None,
     };
-    let code = store::allocate(ctx, cfg.rings.codes, ms(cfg.code_ttl), &data)?;
+    let code = store::allocate(
+        ctx,
+        cfg.rings.codes,
+        crate::duration::millis(cfg.code_ttl),
+        &data,
+    )?;
     let code = code.encode();
     let mut params: Vec<(&str, &str)> = vec![("code", &code)];
     if let Some(s) = &data.req.state {
@@ -169,8 +174,4 @@ fn redirect(base: &str, params: &[(&str, &str)], outcome: Outcome) -> Response {
 /// login service sends the user back to the same origin).
 fn login_redirect(login: &str, path_and_query: &str) -> Response {
     redirect(login, &[("return_to", path_and_query)], Outcome::Served)
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -42,7 +42,12 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     // a direct answer here, nothing is redirected.
     let authz = raw.validate(cfg, &client).map_err(|r| r.error)?;
     let ttl = cfg.request_uri_ttl;
-    let handle = store::allocate(ctx, cfg.rings.request_uris, ms(ttl), &authz)?;
+    let handle = store::allocate(
+        ctx,
+        cfg.rings.request_uris,
+        crate::duration::millis(ttl),
+        &authz,
+    )?;
 
     #[derive(Serialize)]
     struct Body {
@@ -57,8 +62,4 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     let mut r = Response::json(201, body, Outcome::Issued("pushed_authorization"));
     r.no_store();
     Ok(r)
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -79,7 +79,7 @@ pub fn handle(
     // A refresh family for clients allowed the refresh grant, made before the code is consumed
     // so the used code can name it (and a replay can revoke it).
     let now_ms = ctx.now.unix_ms;
-    let family_exp_ms = now_ms.saturating_add(ms(cfg.refresh_token_ttl));
+    let family_exp_ms = now_ms.saturating_add(crate::duration::millis(cfg.refresh_token_ttl));
     let family = if client.allows_grant(REFRESH_TOKEN) {
         let fam = ctx.random_id()?;
         let fd = FamilyData {
@@ -141,8 +141,4 @@ pub fn handle(
         AUTHORIZATION_CODE,
         ctx,
     )
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

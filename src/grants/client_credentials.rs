@@ -38,6 +38,9 @@ pub fn handle(
         .into());
     }
     let granted = scope::grant(form.get("scope"), &client.scope)?;
+    // RFC 8707: the resources the token is for become its audience.
+    let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
+    crate::rar::check_resources(&resources)?;
     let key = cfg
         .keys
         .active()
@@ -50,7 +53,7 @@ pub fn handle(
         &AccessTokenClaims {
             iss: &cfg.issuer,
             sub: &client.client_id,
-            aud: Aud::One(&cfg.access_token_audience),
+            aud: Aud::of(&resources, &cfg.access_token_audience),
             client_id: &client.client_id,
             scope: &granted,
             iat: now_secs,
