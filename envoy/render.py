@@ -33,6 +33,11 @@ Body modes, how the token endpoint reads a POST body before it answers:
           every request through the listener until its body is in (non-OAuth paths included),
           and answers 413 to a body over 1 MiB.
 A plugin configuration whose `pause_on_request_headers` contradicts the body mode is refused.
+
+Extra HTTP filters (--extra-http-filters FILE, a JSON list of Envoy HTTP filter objects, each
+`{"name": ..., "typed_config": {...}}`): inserted in order BEFORE the wasm filter, e.g.
+envoy.filters.http.jwt_authn with `payload_in_metadata`, whose verified JWT payload the plugin's
+`user` setting then reads as the authenticated end user. None by default.
 """
 from __future__ import annotations
 
@@ -129,6 +134,33 @@ def _load_json(source: Any, what: str) -> Any:
     return copy.deepcopy(source)
 
 
+# Filters the template places itself: an extra filter may not repeat them.
+_TEMPLATE_FILTERS = ("envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router")
+
+
+def extra_filter_lines(filters: Any = None) -> list[str]:
+    """The @@EXTRA_HTTP_FILTERS@@ lines: one flow-YAML list item per filter, in order.
+
+    filters: None, a list of HTTP filter objects, or a path to a JSON file holding that list.
+    """
+    if filters is None:
+        return []
+    items = _load_json(filters, "extra HTTP filters file")
+    if not isinstance(items, list):
+        raise RenderError("extra HTTP filters must be a JSON list of filter objects")
+    seen: set[str] = set()
+    for i, f in enumerate(items):
+        if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not f["name"]:
+            raise RenderError(f"extra HTTP filter {i} must be an object with a name")
+        if not isinstance(f.get("typed_config"), dict) or "@type" not in f["typed_config"]:
+            raise RenderError(f"extra HTTP filter {f['name']!r} needs a typed_config with an @type")
+        if f["name"] in _TEMPLATE_FILTERS or f["name"] in seen:
+            raise RenderError(f"extra HTTP filter {f['name']!r} is already in the filter chain")
+        seen.add(f["name"])
+    # JSON is YAML flow syntax: each filter is one list item on one line.
+    return ["- " + json.dumps(f, ensure_ascii=True) for f in items]
+
+
 def load_keys(key: Any) -> list[dict[str, Any]]:
     """One JWK (dict), a list of JWKs, or a path to a JSON file holding either."""
     keys = _load_json(key, "key file")
@@ -216,11 +248,13 @@ def render_text(
     body_mode: str = DEFAULTS["body_mode"],
     wasm_path: str = DEFAULT_WASM,
     template: Path = TEMPLATE,
+    extra_http_filters: Any = None,
 ) -> str:
     """The rendered envoy.yaml text.
 
     plugin_config is used as given: build it with build_plugin_config(..., body_mode=) so that its
-    pause_on_request_headers matches body_mode (checked here too).
+    pause_on_request_headers matches body_mode (checked here too). extra_http_filters: see
+    extra_filter_lines (they go before the wasm filter).
     """
     for name, port in (("listen", listen_port), ("admin", admin_port),
                        ("backend", backend_port), ("registry", registry_port)):
@@ -238,6 +272,7 @@ def render_text(
         "@@ROUTES@@": json.dumps(routes_for(route_mode)),
     }
     lines = body_mode_lines(body_mode)
+    lines["@@EXTRA_HTTP_FILTERS@@"] = extra_filter_lines(extra_http_filters)
     if plugin_config.get("pause_on_request_headers", True) is not (body_mode == "pause"):
         raise RenderError(f"body mode {body_mode} with pause_on_request_headers "
                           f"{json.dumps(plugin_config.get('pause_on_request_headers'))} in the plugin "
@@ -275,10 +310,12 @@ def render(
     key: Any = None,
     wasm_path: str = DEFAULT_WASM,
     issuer: str | None = None,
+    extra_http_filters: Any = None,
 ) -> Path:
     """Write OUT_DIR/envoy.yaml (mode 0600: it holds the private key); return its path.
 
-    plugin_config and key are dicts/lists or paths to JSON files.
+    plugin_config and key are dicts/lists or paths to JSON files; extra_http_filters a list of
+    HTTP filter objects (or a path to a JSON file holding one) to put before the wasm filter.
     """
     cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer,
                               body_mode=body_mode)
@@ -291,6 +328,7 @@ def render(
         route_mode=route_mode,
         body_mode=body_mode,
         wasm_path=wasm_path,
+        extra_http_filters=extra_http_filters,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -320,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wasm", default=DEFAULT_WASM,
                    help="wasm path as Envoy sees it (default: oauth_edge.wasm, relative to its cwd)")
     p.add_argument("--issuer", help="issuer URL (default: from the plugin config, loopback port = listen port)")
+    p.add_argument("--extra-http-filters", metavar="FILE",
+                   help="JSON file: a list of Envoy HTTP filter objects to insert before the wasm filter "
+                        "(e.g. envoy.filters.http.jwt_authn with payload_in_metadata for the plugin's `user`)")
     args = p.parse_args(argv)
     try:
         path = render(
@@ -334,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             key=args.key,
             wasm_path=args.wasm,
             issuer=args.issuer,
+            extra_http_filters=args.extra_http_filters,
         )
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)

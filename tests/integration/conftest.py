@@ -15,6 +15,13 @@ Each session starts (lazily, only if a test needs it):
       envoy_buffer_direct   route mode `direct`,  EdDSA active key, registry
       envoy_unbuffered      route mode `direct`, body mode `buffer` with the buffer filter taken out
                             again (a broken setup render.py refuses to produce; one test shows why)
+  * for the authorization code flow (render.py --extra-http-filters: Envoy's jwt_authn before the
+    wasm filter, verifying login JWTs of the session's `login_service`, whose payload the plugin
+    reads as the end user; issuer AC_ISSUER; clients rp and spa added):
+      envoy_ac        default lifetimes and store sizes, EdDSA active key
+      envoy_ac_short  codes and request_uris living SHORT_LIFETIME s in rings of SMALL_RING, ES256
+      envoy_ac_churn  CHURN_LIFETIME s in rings of CHURN_RING, for the bounded-memory test only
+      ac_replicas     (per test module) two Envoys with the very same plugin configuration, ES256
     each on free ports, with --use-dynamic-base-id so it can run beside a demo on 10000/9901.
 
 Environment overrides:
@@ -49,12 +56,17 @@ for p in (HERE, ROOT / "tests" / "fixtures", ROOT / "envoy"):
 import render  # noqa: E402  (envoy/render.py: the same code path as `make run`)
 from helpers import (  # noqa: E402
     AC_CLIENT,
+    AC_ISSUER,
     ACCESS_TOKEN_LIFETIME,
+    LOGIN_URL,
     MAIN_AUDIENCE,
     MAX_BODY,
     DEMO_CLIENT,
     POST_CLIENT,
+    RP_CLIENT,
+    SPA_CLIENT,
     WEIRD_CLIENT,
+    LoginService,
     client_metadata,
 )
 from registry import BackendServer, RegistryServer  # noqa: E402
@@ -197,10 +209,13 @@ class EnvoyInstance:
     def __init__(self, name: str, workdir: Path, *, route_mode: str, plugin_config: dict[str, Any],
                  signing_keys: list[dict[str, Any]], registry_port: int, backend_port: int,
                  body_mode: str = render.DEFAULTS["body_mode"],
-                 edit_config: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 edit_config: Callable[[dict[str, Any]], None] | None = None,
+                 extra_http_filters: list[dict[str, Any]] | None = None) -> None:
         """edit_config, if given, changes the rendered bootstrap (a parsed YAML dict) in place
-        before Envoy starts: for setups render.py deliberately does not produce."""
+        before Envoy starts: for setups render.py deliberately does not produce.
+        extra_http_filters go before the wasm filter (render.py --extra-http-filters)."""
         self.name = name
+        self.extra_http_filters = extra_http_filters
         self.workdir = workdir
         self.route_mode = route_mode
         self.body_mode = body_mode
@@ -236,6 +251,21 @@ class EnvoyInstance:
     def jwks_url(self) -> str:
         return self.base_url + self.plugin_config.get("endpoints", {}).get("jwks", "/oauth/jwks")
 
+    def _endpoint(self, name: str, default: str) -> str:
+        return self.base_url + self.plugin_config.get("endpoints", {}).get(name, default)
+
+    @property
+    def par_url(self) -> str:
+        return self._endpoint("pushed_authorization", "/oauth/pushed-authorization")
+
+    @property
+    def authorize_url(self) -> str:
+        return self._endpoint("authorize", "/oauth/authorize")
+
+    @property
+    def refresh_url(self) -> str:
+        return self._endpoint("refresh", "/oauth/refresh")
+
     @property
     def audience(self) -> str:
         return self.plugin_config.get("access_token_audience", self.issuer)
@@ -263,6 +293,7 @@ class EnvoyInstance:
                 body_mode=self.body_mode,
                 plugin_config=self._plugin_config_in,
                 key=self.signing_keys,
+                extra_http_filters=self.extra_http_filters,
             )
             if self._edit_config is not None:
                 doc = yaml.safe_load(rendered.read_text())
@@ -272,13 +303,7 @@ class EnvoyInstance:
                 self._plugin_config_in, key=self.signing_keys, listen_port=self.listen_port,
                 body_mode=self.body_mode)
             shutil.copyfile(WASM, self.workdir / render.DEFAULT_WASM)
-            log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen(
-                [envoy_binary(), "-c", str(rendered), "--concurrency", "2", "--use-dynamic-base-id",
-                 "-l", "info", "--drain-time-s", "1"],
-                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            log.close()
+            self._launch()
             try:
                 self._wait_ready()
                 return self
@@ -288,6 +313,27 @@ class EnvoyInstance:
                 if "Address already in use" not in self.log_tail(80):
                     break
         raise RuntimeError(f"Envoy {self.name} did not start: {last_error}\n--- log tail ---\n{self.log_tail(60)}")
+
+    def _launch(self) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--concurrency", "2",
+             "--use-dynamic-base-id", "-l", "info", "--drain-time-s", "1"],
+            cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        log.close()
+
+    def restart(self) -> "EnvoyInstance":
+        """Stop this Envoy and start a new process on the same rendered envoy.yaml (same ports,
+        same plugin configuration): everything in memory, shared data included, is gone."""
+        self.stop()
+        self._launch()
+        try:
+            self._wait_ready()
+        except RuntimeError as exc:
+            raise RuntimeError(f"Envoy {self.name} did not restart: {exc}\n--- log tail ---\n"
+                               f"{self.log_tail(60)}") from exc
+        return self
 
     def _wait_ready(self, timeout: float = 45.0) -> None:
         assert self.proc is not None
@@ -350,6 +396,21 @@ class EnvoyInstance:
     def custom_stat(self, name: str) -> int:
         """A filter stat by its contract name, e.g. oauth_edge.registry.cache_hits."""
         return self.stat("wasmcustom." + name)
+
+    def memory(self) -> dict[str, int]:
+        """Memory of the running process now: tcmalloc's `allocated` and `heap_size` from the
+        admin /memory (live; the server.memory_* stats lag a flush interval behind) and the
+        resident set size from /proc, which also counts what tcmalloc does not see (V8's wasm
+        linear memories are mapped by V8 itself)."""
+        assert self.proc is not None and self.proc.poll() is None, f"Envoy {self.name} is not running"
+        r = requests.get(self.admin_url + "/memory", timeout=5)
+        r.raise_for_status()
+        doc = r.json()
+        out = {"allocated": int(doc["allocated"]), "heap_size": int(doc["heap_size"])}
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        out["rss"] = int(next(line.split()[1] for line in status.splitlines()
+                              if line.startswith("VmRSS:"))) * 1024
+        return out
 
     def prometheus(self) -> str:
         r = requests.get(self.admin_url + "/stats/prometheus", timeout=5)
@@ -435,6 +496,103 @@ def envoy_short_ttl(keys: Keys, registry: RegistryServer, backend: BackendServer
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
     _finish_envoy(inst)
+
+
+# --------------------------------------------------------------------------- authorization code flow
+@pytest.fixture(scope="session")
+def login_service() -> LoginService:
+    """The login service whose JWTs Envoy's jwt_authn verifies (RSA key made for this session)."""
+    return LoginService()
+
+
+def ac_plugin_config(login: LoginService, **overrides: Any) -> dict[str, Any]:
+    """base_plugin_config plus the authorization code flow: the issuer replicas share, the end
+    user read from jwt_authn's dynamic metadata, the login page, and the RP and SPA clients."""
+    cfg = base_plugin_config(issuer=AC_ISSUER, user=login.user_config(), login_url=LOGIN_URL)
+    cfg["clients"] += [client_metadata(RP_CLIENT), client_metadata(SPA_CLIENT)]
+    cfg.update(overrides)
+    return cfg
+
+
+def start_ac_envoy(name: str, login: LoginService, signing_keys: list[dict[str, Any]],
+                   registry: RegistryServer, backend: BackendServer,
+                   tmp_path_factory: pytest.TempPathFactory, **overrides: Any) -> EnvoyInstance:
+    """An Envoy with jwt_authn before the wasm filter, running ac_plugin_config(**overrides)."""
+    return _start_envoy(name, tmp_path_factory, route_mode="direct",
+                        plugin_config=ac_plugin_config(login, **overrides), signing_keys=signing_keys,
+                        registry_port=registry.port, backend_port=backend.port,
+                        extra_http_filters=[login.jwt_authn_filter()])
+
+
+@pytest.fixture(scope="session")
+def envoy_ac(keys: Keys, login_service: LoginService, registry: RegistryServer, backend: BackendServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyInstance]:
+    """The authorization code flow with default lifetimes and store sizes, EdDSA key."""
+    inst = start_ac_envoy("ac", login_service, [keys.ed25519], registry, backend, tmp_path_factory)
+    yield inst
+    _finish_envoy(inst)
+
+
+# envoy_ac_short: short-lived codes and request_uris in small rings.
+SMALL_RING = 1024
+SHORT_LIFETIME = 2  # seconds: lifetimes.code and lifetimes.request_uri
+# envoy_ac_churn: the memory test's rings. A slot is taken for a code's or request_uri's lifetime
+# (1 s at least), so a ring of N slots holds about N/2 allocations a second before allocations
+# start failing ("busy"); CHURN_RING is sized for the ~4000 rounds/s two cores push through.
+CHURN_RING = 8192
+CHURN_LIFETIME = 1
+
+
+def _short_lived(lifetime: int, slots: int) -> dict[str, Any]:
+    return {
+        "lifetimes": {"access_token": f"{ACCESS_TOKEN_LIFETIME}s", "code": f"{lifetime}s",
+                      "request_uri": f"{lifetime}s"},
+        "store": {"request_uri_slots": slots, "code_slots": slots, "refresh_family_slots": slots},
+    }
+
+
+@pytest.fixture(scope="session")
+def envoy_ac_short(keys: Keys, login_service: LoginService, registry: RegistryServer,
+                   backend: BackendServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyInstance]:
+    """Codes and request_uris living SHORT_LIFETIME seconds in rings of SMALL_RING slots; ES256."""
+    inst = start_ac_envoy("ac-short", login_service, [keys.es256], registry, backend, tmp_path_factory,
+                          **_short_lived(SHORT_LIFETIME, SMALL_RING))
+    yield inst
+    _finish_envoy(inst)
+
+
+@pytest.fixture(scope="session")
+def envoy_ac_churn(keys: Keys, login_service: LoginService, registry: RegistryServer,
+                   backend: BackendServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnvoyInstance]:
+    """Codes and request_uris living CHURN_LIFETIME seconds in rings of CHURN_RING slots, for the
+    bounded-memory test alone (nothing else disturbs its readings)."""
+    inst = start_ac_envoy("ac-churn", login_service, [keys.ed25519], registry, backend, tmp_path_factory,
+                          **_short_lived(CHURN_LIFETIME, CHURN_RING))
+    yield inst
+    _finish_envoy(inst)
+
+
+REPLICA_RING = 256  # ac_replicas: slots of each ring
+
+
+@pytest.fixture(scope="module")
+def ac_replicas(keys: Keys, login_service: LoginService, registry: RegistryServer, backend: BackendServer,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyInstance, EnvoyInstance]]:
+    """Two Envoys with the very same plugin configuration (issuer, signing key, clients), as two
+    replicas of one authorization server; a test may restart either."""
+    store = {"request_uri_slots": REPLICA_RING, "code_slots": REPLICA_RING, "refresh_family_slots": REPLICA_RING}
+    a = start_ac_envoy("ac-replica-a", login_service, [keys.es256], registry, backend, tmp_path_factory, store=store)
+    try:
+        b = start_ac_envoy("ac-replica-b", login_service, [keys.es256], registry, backend, tmp_path_factory,
+                           store=store)
+    except BaseException:
+        a.stop()
+        raise
+    yield a, b
+    try:
+        _finish_envoy(a)
+    finally:
+        _finish_envoy(b)
 
 
 def http_filters(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import socket
 import time
@@ -157,8 +158,10 @@ def fetch_jwks(envoy: Any) -> dict[str, Any]:
 
 
 def verify_access_token(token: str, envoy: Any, *, client_id: str, scope: str, lifetime: int,
-                        alg: str | None = None, kid: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Verify an RFC 9068 JWT access token with PyJWT against the published JWKS."""
+                        alg: str | None = None, kid: str | None = None,
+                        sub: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Verify an RFC 9068 JWT access token with PyJWT against the published JWKS. `sub` is the
+    resource owner (the client itself, the default, for client_credentials)."""
     alg = alg or envoy.active_alg
     kid = kid or envoy.active_kid
     header = jwt.get_unverified_header(token)
@@ -172,13 +175,217 @@ def verify_access_token(token: str, envoy: Any, *, client_id: str, scope: str, l
         token, key.key, algorithms=[alg], audience=envoy.audience, issuer=envoy.issuer, leeway=5,
         options={"require": ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"]},
     )
-    assert claims["sub"] == client_id, claims
+    assert claims["sub"] == (client_id if sub is None else sub), claims
     assert claims["client_id"] == client_id, claims
     assert sorted(claims.get("scope", "").split()) == sorted(scope.split()), claims
     assert claims["exp"] - claims["iat"] == lifetime, claims
     assert abs(claims["iat"] - time.time()) < 30, claims
     assert isinstance(claims["jti"], str) and len(claims["jti"]) >= 16, claims
     return header, claims
+
+
+# --------------------------------------------------------------------------- authorization code flow
+# The login service the gateway trusts: Envoy's jwt_authn filter (before the wasm filter) verifies
+# its JWTs on GET /oauth/authorize and puts the verified payload into dynamic metadata, where the
+# plugin's `user` setting reads the end user (`sub`) and the authentication time (`iat`).
+LOGIN_ISSUER = "https://login.example.test"
+LOGIN_AUDIENCE = "oauth-edge-login"
+LOGIN_URL = "https://login.example.test/login"
+LOGIN_METADATA_NAMESPACE = "envoy.filters.http.jwt_authn"
+LOGIN_METADATA_KEY = "login_user"  # jwt_authn payload_in_metadata
+# Replicas of one authorization server share one issuer (and signing keys): the Envoys of the
+# authorization code tests use this fixed https issuer, not their loopback address, so two of them
+# can run the very same plugin configuration.
+AC_ISSUER = "https://as.example.test"
+ID_TOKEN_LIFETIME = 300  # lifetimes.id_token default
+REFRESH_COOKIE = "oauth_edge_rt"  # refresh_cookie.name default
+RP_REDIRECT = "https://rp.example.test/cb"
+SPA_ORIGIN = "https://spa.example.test"
+SPA_REDIRECT = SPA_ORIGIN + "/cb"
+# A confidential relying party; no grace for a rotated refresh token (reuse always revokes).
+RP_CLIENT = Client("rp", "rp-secret", grant_types=("authorization_code", "refresh_token"),
+                   scope="openid profile read",
+                   extra={"redirect_uris": [RP_REDIRECT], "refresh_token_reuse_interval": 0})
+# A browser app: public client, refresh token only in the HttpOnly cookie for /oauth/refresh.
+SPA_CLIENT = Client("spa", None, auth_method="none", grant_types=("authorization_code", "refresh_token"),
+                    scope="openid read",
+                    extra={"redirect_uris": [SPA_REDIRECT], "refresh_token_cookie": True})
+
+
+def b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def pkce_pair() -> tuple[str, str]:
+    """(code_verifier, S256 code_challenge), RFC 7636 §4.1-4.2."""
+    verifier = b64url(os.urandom(32))
+    return verifier, b64url(hashlib.sha256(verifier.encode()).digest())
+
+
+class LoginService:
+    """The test's login service: an RSA key made per session, its public JWKS (inlined into
+    jwt_authn's local_jwks), and login JWTs signed with PyJWT."""
+
+    def __init__(self, kid: str = "login-rs256") -> None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.kid = kid
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key()))
+        jwk.update({"kid": self.kid, "alg": "RS256", "use": "sig"})
+        return {"keys": [jwk]}
+
+    def sign(self, sub: str | None, *, iat: int | None = None, lifetime: int = 300, key: Any = None,
+             alg: str = "RS256", kid: str | None = None, **claims: Any) -> str:
+        """A login JWT for `sub` (None: no sub claim), by default valid and signed by this service."""
+        now = int(time.time())
+        iat = now - 5 if iat is None else iat
+        payload: dict[str, Any] = {"iss": LOGIN_ISSUER, "aud": LOGIN_AUDIENCE, "iat": iat, "exp": now + lifetime}
+        if sub is not None:
+            payload["sub"] = sub
+        payload.update(claims)
+        return jwt.encode(payload, self.key if key is None else key, algorithm=alg,
+                          headers={"kid": kid or self.kid})
+
+    def jwt_authn_filter(self, authorize_path: str = "/oauth/authorize") -> dict[str, Any]:
+        """Envoy's jwt_authn as a production gateway would put it before the plugin: on the
+        authorize endpoint a login JWT is optional (no JWT: the plugin sends the browser to the
+        login page), but one that is present must verify (allow_missing, not
+        allow_missing_or_failed: a forged token is refused with 401, not quietly ignored).
+        forward: false keeps the login JWT from going any further."""
+        return {
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {
+                    "login": {
+                        "issuer": LOGIN_ISSUER,
+                        "audiences": [LOGIN_AUDIENCE],
+                        "local_jwks": {"inline_string": json.dumps(self.jwks())},
+                        "forward": False,
+                        "payload_in_metadata": LOGIN_METADATA_KEY,
+                    },
+                },
+                "rules": [{
+                    "match": {"path": authorize_path},
+                    "requires": {"requires_any": {"requirements": [
+                        {"provider_name": "login"}, {"allow_missing": {}}]}},
+                }],
+            },
+        }
+
+    @staticmethod
+    def user_config() -> dict[str, Any]:
+        """The plugin's `user` setting that reads what jwt_authn_filter() verified."""
+        return {"metadata_namespace": LOGIN_METADATA_NAMESPACE, "metadata_key": LOGIN_METADATA_KEY,
+                "subject_claim": "sub", "auth_time_claim": "iat"}
+
+
+def bearer(login_jwt: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {login_jwt}"}
+
+
+def par_request(envoy: Any, client: Client = RP_CLIENT, *, session: requests.Session | None = None,
+                **params: str) -> requests.Response:
+    """POST /oauth/pushed-authorization (form body, client_secret_basic; client_id in the form for
+    a public client)."""
+    form = {"response_type": "code", "redirect_uri": client.extra["redirect_uris"][0], **params}
+    headers = {"Content-Type": FORM, "Accept": "application/json"}
+    if client.secret is not None:
+        headers["Authorization"] = basic_auth(client.client_id, client.secret)
+    else:
+        form.setdefault("client_id", client.client_id)
+    form = {k: v for k, v in form.items() if v is not None}
+    return (session or requests).post(envoy.par_url, data=form, headers=headers, timeout=10)
+
+
+def authorize_request(envoy: Any, params: dict[str, str], *, login_jwt: str | None = None,
+                      headers: dict[str, str] | None = None,
+                      session: requests.Session | None = None) -> requests.Response:
+    """GET /oauth/authorize without following the redirect."""
+    hdrs = dict(headers or {})
+    if login_jwt is not None:
+        hdrs.update(bearer(login_jwt))
+    return (session or requests).get(envoy.authorize_url, params=params, headers=hdrs,
+                                     allow_redirects=False, timeout=10)
+
+
+def redirect_params(r: requests.Response, base: str) -> dict[str, str]:
+    """The query of a 303 to `base` (one value per name)."""
+    assert r.status_code == 303, f"expected a 303 redirect, got {r.status_code}: {r.text[:300]}"
+    loc = r.headers["Location"]
+    got_base, _, query = loc.partition("?")
+    assert got_base == base, loc
+    pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    assert len({k for k, _ in pairs}) == len(pairs), f"a parameter repeated: {loc}"
+    return dict(pairs)
+
+
+def issue_code(envoy: Any, login_jwt: str, client: Client = RP_CLIENT, *, scope: str = "openid read",
+               session: requests.Session | None = None, **params: str) -> tuple[str, str]:
+    """PAR (PKCE S256) then authorize as the login JWT's user: (code, code_verifier)."""
+    verifier, challenge = pkce_pair()
+    r = par_request(envoy, client, session=session, scope=scope, code_challenge=challenge,
+                    code_challenge_method="S256", state="st", **params)
+    assert r.status_code == 201, f"PAR failed: {r.status_code} {r.text[:300]}"
+    q = authorize_request(envoy, {"client_id": client.client_id, "request_uri": r.json()["request_uri"]},
+                          login_jwt=login_jwt, session=session)
+    p = redirect_params(q, client.extra["redirect_uris"][0])
+    assert "code" in p and p.get("state") == "st" and p.get("iss") == envoy.issuer, p
+    return p["code"], verifier
+
+
+def redeem_code(envoy: Any, code: str, verifier: str | None, client: Client = RP_CLIENT, *,
+                redirect_uri: str | None = None, session: requests.Session | None = None,
+                auth: Client | None = None) -> requests.Response:
+    """POST /oauth/token grant_type=authorization_code (authenticated as `auth`, default `client`)."""
+    form = {"grant_type": "authorization_code", "code": code,
+            "redirect_uri": client.extra["redirect_uris"][0] if redirect_uri is None else redirect_uri}
+    if verifier is not None:
+        form["code_verifier"] = verifier
+    who = auth or client
+    headers = {}
+    if who.secret is not None:
+        headers["Authorization"] = basic_auth(who.client_id, who.secret)
+    else:
+        form["client_id"] = who.client_id
+    return token_request(envoy, None, data=form, headers=headers, session=session)
+
+
+def refresh_request(envoy: Any, refresh_token: str, client: Client = RP_CLIENT, *,
+                    session: requests.Session | None = None, **extra: str) -> requests.Response:
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    return token_request(envoy, None, data=form, session=session,
+                         headers={"Authorization": basic_auth(client.client_id, client.secret or "")})
+
+
+def left_half_hash(alg: str, token: str) -> str:
+    """OIDC Core §3.1.3.6 at_hash: the left half of the hash of the JWS alg's hash function
+    (SHA-256 for ES256; SHA-512 for EdDSA over Ed25519, as OpenID's EdDSA registration says)."""
+    h = {"ES256": hashlib.sha256, "EdDSA": hashlib.sha512}[alg](token.encode()).digest()
+    return b64url(h[: len(h) // 2])
+
+
+def verify_id_token(id_token: str, access_token: str, envoy: Any, *, client_id: str, sub: str,
+                    nonce: str | None, auth_time: int | None) -> dict[str, Any]:
+    """Verify an OIDC ID token with PyJWT against the published JWKS (OIDC Core §3.1.3.7)."""
+    header = jwt.get_unverified_header(id_token)
+    assert header.get("alg") == envoy.active_alg and header.get("kid") == envoy.active_kid, header
+    jwks = jwt.PyJWKSet.from_dict(fetch_jwks(envoy))
+    key = next(k for k in jwks.keys if k.key_id == header["kid"])
+    claims = jwt.decode(id_token, key.key, algorithms=[envoy.active_alg], audience=client_id,
+                        issuer=envoy.issuer, leeway=5,
+                        options={"require": ["iss", "sub", "aud", "exp", "iat"]})
+    assert claims["sub"] == sub, claims
+    assert claims.get("azp", client_id) == client_id, claims
+    assert claims["exp"] - claims["iat"] == ID_TOKEN_LIFETIME, claims
+    assert abs(claims["iat"] - time.time()) < 30, claims
+    assert claims.get("nonce") == nonce, claims
+    assert claims.get("auth_time") == auth_time, claims
+    assert claims["at_hash"] == left_half_hash(envoy.active_alg, access_token), claims
+    return claims
 
 
 # --------------------------------------------------------------------------- raw HTTP

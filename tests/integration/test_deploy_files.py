@@ -81,6 +81,46 @@ def test_render_plugin_config_survives_yaml_escaping(tmp_path):
     assert oct(path.stat().st_mode & 0o777) == "0o600"
 
 
+def _filter(name):
+    return {"name": name, "typed_config": {"@type": "type.googleapis.com/x.y.z", "n": name}}
+
+
+@pytest.mark.parametrize("body_mode, after", [("pause", []), ("buffer", ["envoy.filters.http.buffer"])])
+def test_render_cli_extra_http_filters_go_before_the_wasm_filter(tmp_path, body_mode, after):
+    """--extra-http-filters FILE (e.g. jwt_authn for the plugin's `user`): in order, before the
+    wasm filter, whatever the body mode; without it the chain is unchanged (other tests)."""
+    from helpers import LoginService
+
+    jwt_authn = LoginService().jwt_authn_filter()
+    extra = tmp_path / "filters.json"
+    extra.write_text(json.dumps([jwt_authn, _filter("envoy.filters.http.header_mutation")]))
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(_test_key()))
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path / "run"),
+                          "--key", str(key), "--body-mode", body_mode, "--extra-http-filters", str(extra)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load((tmp_path / "run" / "envoy.yaml").read_text())
+    filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+    assert [f["name"] for f in filters] == ["envoy.filters.http.jwt_authn", "envoy.filters.http.header_mutation",
+                                            "envoy.filters.http.wasm", *after, "envoy.filters.http.router"]
+    assert filters[0] == jwt_authn  # byte for byte through YAML, inline JWKS included
+
+
+@pytest.mark.parametrize("filters, needle", [
+    ({"name": "x"}, "list"),
+    ([{"typed_config": {"@type": "t"}}], "name"),
+    ([{"name": "a"}], "typed_config"),
+    ([_filter("envoy.filters.http.wasm")], "already"),
+    ([_filter("envoy.filters.http.router")], "already"),
+    ([_filter("a"), _filter("a")], "already"),
+], ids=["not-a-list", "no-name", "no-typed-config", "wasm", "router", "twice"])
+def test_render_refuses_bad_extra_http_filters(filters, needle):
+    cfg = render.build_plugin_config(key=_test_key())
+    with pytest.raises(render.RenderError, match=needle):
+        render.render_text(plugin_config=cfg, extra_http_filters=filters)
+
+
 def test_render_refuses_missing_key(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
