@@ -22,8 +22,6 @@ const AAD: &[u8] = b"oauth-edge refresh token v1";
 pub struct RefreshClaims {
     /// Family id (128 random bits, base64url), the same for every rotation of one grant.
     pub fam: String,
-    /// The family's record in the families ring (a store handle).
-    pub fh: String,
     /// Generation: 0 for the first token of a family, +1 per rotation.
     pub gen: u32,
     pub cid: String,

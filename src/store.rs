@@ -240,23 +240,132 @@ pub fn consume<T: Serialize + DeserializeOwned + Clone>(
     Ok(Consumed::Invalid)
 }
 
-/// Rewrites a live record's data in place (CAS); `Ok(false)` if somebody changed it first.
-pub fn update<T: Serialize>(
+/// A record found by its key (see [`find_keyed`]): where it is and the version read.
+#[derive(Debug)]
+pub struct Found<T> {
+    pub slot: u32,
+    pub cas: u32,
+    pub record: Record<T>,
+}
+
+/// Records addressed by a secret identifier instead of a handle (refresh families, whose id is
+/// inside the sealed token): the id's hash seeds the probe sequence and is the record's `h`, so
+/// every presentation of the id finds the same record, whichever token carried it.
+fn keyed(id: &str) -> (u64, String) {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(digest.get(..8).unwrap_or(&[0u8; 8]));
+    (u64::from_be_bytes(seed), B64.encode(digest))
+}
+
+/// The live record for `id`, the first in its probe sequence. Every probe is read when there is
+/// none (a slot before the record may have been freed since it was written).
+pub fn find_keyed<T: DeserializeOwned>(
     ctx: &mut Ctx<'_>,
     ring: Ring,
-    h: &Handle,
-    rec_exp: u64,
-    cas: u32,
+    id: &str,
+) -> FlowResult<Option<Found<T>>> {
+    let (seed, h) = keyed(id);
+    for i in 0..PROBES {
+        let slot = probe(seed, i, ring.size.max(1));
+        match ctx.get(&ring.key(slot))? {
+            StoreResult::Value {
+                value: Some(v),
+                cas,
+            } if !v.is_empty() => {
+                if let Ok(record) = serde_json::from_slice::<Record<T>>(&v) {
+                    let same = bool::from(record.h.as_bytes().ct_eq(h.as_bytes()));
+                    if same && record.exp > ctx.now.unix_ms {
+                        return Ok(Some(Found { slot, cas, record }));
+                    }
+                }
+            }
+            StoreResult::Value { .. } => {}
+            _ => return Err(unavailable()),
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the live record for `id`, or writes `data` into the first free slot of its probe
+/// sequence. `Ok(Err(found))` when a record already existed.
+pub fn find_or_insert_keyed<T: Serialize + DeserializeOwned>(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    id: &str,
+    ttl_ms: u64,
+    data: &T,
+) -> FlowResult<Result<(), Found<T>>> {
+    // A lost CAS means a concurrent insert or reuse of that slot: look again from the start.
+    for _ in 0..3 {
+        if let Some(found) = find_keyed::<T>(ctx, ring, id)? {
+            return Ok(Err(found));
+        }
+        let (seed, h) = keyed(id);
+        let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
+        let mut conflict = false;
+        for i in 0..PROBES {
+            let slot = probe(seed, i, ring.size.max(1));
+            let key = ring.key(slot);
+            match ctx.get(&key)? {
+                StoreResult::Value { value, cas } => {
+                    // Written concurrently since the search above: that record wins.
+                    if let Some(record) = value
+                        .as_deref()
+                        .and_then(|v| serde_json::from_slice::<Record<T>>(v).ok())
+                        .filter(|r| {
+                            r.exp > ctx.now.unix_ms
+                                && bool::from(r.h.as_bytes().ct_eq(h.as_bytes()))
+                        })
+                    {
+                        return Ok(Err(Found { slot, cas, record }));
+                    }
+                    if cas == 0 || !reusable(value.as_deref(), ctx.now.unix_ms) {
+                        continue;
+                    }
+                    let rec = Record {
+                        h: h.clone(),
+                        exp,
+                        used: false,
+                        data,
+                    };
+                    let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
+                    match ctx.cas(&key, bytes, cas)? {
+                        StoreResult::Written => return Ok(Ok(())),
+                        StoreResult::Conflict => {
+                            conflict = true;
+                            break;
+                        }
+                        _ => return Err(unavailable()),
+                    }
+                }
+                _ => return Err(unavailable()),
+            }
+        }
+        if !conflict {
+            return Err(Interrupt::Error(OAuthError::server_error(
+                "the authorization server is busy, try again",
+            )));
+        }
+    }
+    Err(unavailable())
+}
+
+/// Rewrites a found keyed record's data in place (CAS); `Ok(false)` if it changed meanwhile.
+pub fn update_keyed<T: Serialize>(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    found: &Found<T>,
     data: &T,
 ) -> FlowResult<bool> {
     let rec = Record {
-        h: h.secret_hash(),
-        exp: rec_exp,
+        h: found.record.h.clone(),
+        exp: found.record.exp,
         used: false,
         data,
     };
     let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-    match ctx.cas(&ring.key(h.slot), bytes, cas)? {
+    match ctx.cas(&ring.key(found.slot), bytes, found.cas)? {
         StoreResult::Written => Ok(true),
         StoreResult::Conflict => Ok(false),
         _ => Err(unavailable()),

@@ -593,30 +593,21 @@ fn concurrent_redemption_has_exactly_one_winner() {
             user: None,
         };
         // Both read the live code and allocate their family; then both try to consume it.
-        let mut a = h.until_cas(&e, Endpoint::Token, req(), NOW).unwrap();
-        let mut b = h.until_cas(&e, Endpoint::Token, req(), NOW).unwrap();
-        // Run each to completion, interleaving at every CAS.
+        let a = h.until_cas(&e, Endpoint::Token, req(), NOW).unwrap();
+        let b = h.until_cas(&e, Endpoint::Token, req(), NOW).unwrap();
+        // Run both to completion, one step each in turn.
         let mut done: Vec<Response> = Vec::new();
-        for _ in 0..10 {
+        let mut running = vec![a, b];
+        while !running.is_empty() {
             let mut next = Vec::new();
-            for (p, n) in [a, b] {
+            for (p, n) in running {
                 let ans = h.answer(&e, n, NOW);
                 match e.resume(p, ans, &mut SystemRandom) {
                     oauth_edge::engine::Step::Done(r) => done.push(r),
                     oauth_edge::engine::Step::Need(n, p) => next.push((p, n)),
                 }
             }
-            if next.is_empty() {
-                break;
-            }
-            if next.len() == 1 {
-                let (p, n) = next.pop().unwrap();
-                let ans = h.answer(&e, n, NOW);
-                done.push(h.drive(&e, e.resume(p, ans, &mut SystemRandom), NOW));
-                break;
-            }
-            b = next.pop().unwrap();
-            a = next.pop().unwrap();
+            running = next;
         }
         assert_eq!(done.len(), 2);
         let ok: Vec<&Response> = done.iter().filter(|r| r.status == 200).collect();
@@ -713,7 +704,7 @@ fn refresh_survives_a_restart_and_another_instance() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let rt3 = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
     assert_eq!(refresh(&e2, &mut h2, &rt3).status, 200);
-    // ... and the instance now tracks the family: rt3 again is reuse.
+    // ... and the instance now tracks the family: rt2 or rt3 again is reuse.
     let later = Now {
         unix_ms: NOW.unix_ms + 11_000,
     };
@@ -917,4 +908,59 @@ fn a_full_ring_is_a_clean_server_error() {
 #[test]
 fn challenge_is_sha256_of_verifier() {
     assert_eq!(B64.encode(Sha256::digest(VERIFIER.as_bytes())), CHALLENGE);
+}
+
+#[test]
+fn after_a_restart_an_old_refresh_token_is_still_single_use() {
+    let cfg = config(
+        json!({"store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 16}}),
+    );
+    let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
+    let mut h = Host::without_registry();
+    h.init(&e);
+    let ru = par_ok(&e, &mut h, "");
+    let code = code_for(&e, &mut h, &ru);
+    let rt1 = json_body(&redeem(&e, &mut h, &code, VERIFIER))["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Restart (or another instance): no family record.
+    let e2 = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
+    let mut h2 = Host::without_registry();
+    h2.init(&e2);
+    let keys = h2.shared.len();
+    let r = refresh(&e2, &mut h2, &rt1);
+    assert_eq!(r.status, 200);
+    let rt2 = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+    // The same old token again, well after the reuse interval: reuse, the family is revoked.
+    let later = Now {
+        unix_ms: NOW.unix_ms + 11_000,
+    };
+    for _ in 0..40 {
+        let r = h2.request_at(
+            &e2,
+            "POST",
+            "/oauth/token",
+            &web_auth(),
+            format!("grant_type=refresh_token&refresh_token={rt1}").as_bytes(),
+            None,
+            later,
+        );
+        assert_error(&r, 400, "invalid_grant");
+    }
+    let r = h2.request_at(
+        &e2,
+        "POST",
+        "/oauth/token",
+        &web_auth(),
+        format!("grant_type=refresh_token&refresh_token={rt2}").as_bytes(),
+        None,
+        later,
+    );
+    assert_error(&r, 400, "invalid_grant");
+    // Forty replays took no slots: a new login still gets its family (16 slots in all).
+    assert_eq!(h2.shared.len(), keys);
+    let ru = par_ok(&e2, &mut h2, "");
+    let code = code_for(&e2, &mut h2, &ru);
+    assert_eq!(redeem(&e2, &mut h2, &code, VERIFIER).status, 200);
 }

@@ -110,7 +110,10 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     let data = CodeData {
         req: authz,
         sub: user.sub.clone(),
-        auth_time: user.auth_time,
+        // An authentication time in the future (a login token's iat) is not believable.
+        auth_time: user
+            .auth_time
+            .filter(|t| *t <= ctx.now.secs().saturating_add(60)),
         family: None,
     };
     let code = store::allocate(

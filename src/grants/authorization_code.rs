@@ -76,32 +76,17 @@ pub fn handle(
         data.req.code_challenge.as_deref(),
     )?;
 
-    // A refresh family for clients allowed the refresh grant, made before the code is consumed
-    // so the used code can name it (and a replay can revoke it).
+    // The refresh family id is drawn before the code is consumed so the used code can name it:
+    // a later replay of the code then revokes the family (even if it wins the race to write it).
     let now_ms = ctx.now.unix_ms;
-    let family_exp_ms = now_ms.saturating_add(crate::duration::millis(cfg.refresh_token_ttl));
-    let family = if client.allows_grant(REFRESH_TOKEN) {
-        let fam = ctx.random_id()?;
-        let fd = FamilyData {
-            fam: fam.clone(),
-            gen: 0,
-            revoked: false,
-            rotated_at: now_ms,
-            cid: client.client_id.clone(),
-        };
-        let fh = store::allocate(
-            ctx,
-            cfg.rings.families,
-            family_exp_ms.saturating_sub(now_ms),
-            &fd,
-        )?;
-        Some((fam, fh.encode()))
+    let family_ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
+    let fam = if client.allows_grant(REFRESH_TOKEN) {
+        Some(ctx.random_id()?)
     } else {
         None
     };
-    let fh_for_record = family.as_ref().map(|(_, fh)| fh.clone());
     let data = match store::consume::<CodeData>(ctx, cfg.rings.codes, &h, |d| CodeData {
-        family: fh_for_record.clone(),
+        family: fam.clone(),
         ..d.clone()
     })? {
         Consumed::Fresh(d) => d,
@@ -112,18 +97,34 @@ pub fn handle(
         }
         Consumed::Invalid => return Err(invalid().into()),
     };
-    let refresh = family.map(|(fam, fh)| RefreshClaims {
-        fam,
-        fh,
-        gen: 0,
-        cid: client.client_id.clone(),
-        sub: data.sub.clone(),
-        scope: data.req.scope.clone(),
-        exp: family_exp_ms / 1000,
-        auth_time: data.auth_time,
-        ad: data.req.authorization_details.clone(),
-        res: data.req.resources.clone(),
-    });
+    let refresh = match fam {
+        Some(fam) => {
+            let fd = FamilyData {
+                fam: fam.clone(),
+                gen: 0,
+                revoked: false,
+                rotated_at: now_ms,
+                cid: client.client_id.clone(),
+            };
+            // A record already there is the revocation a concurrent replay of this code left:
+            // this redemption still won (exactly one does) and gets its tokens, but the refresh
+            // token is born revoked, as if the replay had come a moment later.
+            let _existing =
+                store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, family_ttl_ms, &fd)?;
+            Some(RefreshClaims {
+                fam,
+                gen: 0,
+                cid: client.client_id.clone(),
+                sub: data.sub.clone(),
+                scope: data.req.scope.clone(),
+                exp: now_ms.saturating_add(family_ttl_ms) / 1000,
+                auth_time: data.auth_time,
+                ad: data.req.authorization_details.clone(),
+                res: data.req.resources.clone(),
+            })
+        }
+        None => None,
+    };
     let openid = data.req.scope.split(' ').any(|s| s == "openid");
     issue(
         engine,

@@ -23,7 +23,7 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::scope;
 use crate::sealed::{self, RefreshClaims};
-use crate::store::{self, Handle};
+use crate::store::{self, Found, Ring};
 
 use super::issue::{issue, Issue};
 use super::REFRESH_TOKEN;
@@ -104,103 +104,99 @@ pub fn rotate(
 ) -> FlowResult<RefreshClaims> {
     let ring = engine.config.rings.families;
     let now_ms = ctx.now.unix_ms;
-    if claims.exp.saturating_mul(1000) <= now_ms {
+    let family_exp_ms = claims.exp.saturating_mul(1000);
+    if family_exp_ms <= now_ms {
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
     }
-    let fh = Handle::decode(&claims.fh)
-        .ok_or_else(|| OAuthError::invalid_grant("refresh token is invalid or expired"))?;
-    // Two rounds: a lost CAS means a concurrent rotation; the second read sees it as reuse.
-    for _ in 0..2 {
-        match store::peek::<FamilyData>(ctx, ring, &fh)? {
-            Some((rec, cas)) if rec.data.fam == claims.fam => {
-                let exp = rec.expires_at_ms();
-                let d = rec.data;
-                if d.revoked {
-                    return Err(OAuthError::invalid_grant("refresh token has been revoked").into());
-                }
-                if claims.gen < d.gen {
-                    let grace_ms = client.refresh_token_reuse_interval.saturating_mul(1000);
-                    if claims.gen + 1 == d.gen
-                        && now_ms <= d.rotated_at.saturating_add(grace_ms)
-                        && grace_ms > 0
-                    {
-                        // The answer to the rotation was lost: hand out the current generation again.
-                        return Ok(RefreshClaims {
-                            gen: d.gen,
-                            ..claims
-                        });
-                    }
-                    revoke(ctx, ring, &fh, exp, cas, d)?;
-                    return Err(OAuthError::invalid_grant(
-                        "refresh token reuse detected: the grant is revoked",
-                    )
-                    .into());
-                }
-                let gen = claims.gen.saturating_add(1);
-                let next = FamilyData {
-                    gen,
-                    rotated_at: now_ms,
-                    ..d
-                };
-                if store::update(ctx, ring, &fh, exp, cas, &next)? {
-                    return Ok(RefreshClaims { gen, ..claims });
-                }
+    let reuse = || OAuthError::invalid_grant("refresh token reuse detected: the grant is revoked");
+    // A few rounds: a lost CAS means a concurrent rotation or insert; the next read sees it.
+    for _ in 0..3 {
+        let gen = claims.gen.saturating_add(1);
+        let Some(found) = store::find_keyed::<FamilyData>(ctx, ring, &claims.fam)? else {
+            // No record here (a restart, or a token from another instance): record this
+            // family now, so a second presentation of the same token is caught as reuse.
+            let fd = FamilyData {
+                fam: claims.fam.clone(),
+                gen,
+                revoked: false,
+                rotated_at: now_ms,
+                cid: claims.cid.clone(),
+            };
+            match store::find_or_insert_keyed(ctx, ring, &claims.fam, family_exp_ms - now_ms, &fd)?
+            {
+                Ok(()) => return Ok(RefreshClaims { gen, ..claims }),
+                Err(_) => continue,
             }
-            _ => {
-                // No record here (a restart, another instance, or the slot was reused after the
-                // old record expired): start recording this family under a new record.
-                let gen = claims.gen.saturating_add(1);
-                let fd = FamilyData {
-                    fam: claims.fam.clone(),
-                    gen,
-                    revoked: false,
-                    rotated_at: now_ms,
-                    cid: claims.cid.clone(),
-                };
-                let ttl = claims.exp.saturating_mul(1000).saturating_sub(now_ms);
-                let nfh = store::allocate(ctx, ring, ttl, &fd)?;
+        };
+        let d = &found.record.data;
+        if d.revoked {
+            return Err(OAuthError::invalid_grant("refresh token has been revoked").into());
+        }
+        if claims.gen < d.gen {
+            let grace_ms = client.refresh_token_reuse_interval.saturating_mul(1000);
+            if grace_ms > 0
+                && claims.gen + 1 == d.gen
+                && now_ms <= d.rotated_at.saturating_add(grace_ms)
+            {
+                // The answer to the rotation was lost: hand out the current generation again.
                 return Ok(RefreshClaims {
-                    gen,
-                    fh: nfh.encode(),
+                    gen: d.gen,
                     ..claims
                 });
             }
+            revoke_found(ctx, ring, &claims.fam, found)?;
+            return Err(reuse().into());
+        }
+        let next = FamilyData {
+            gen,
+            rotated_at: now_ms,
+            ..d.clone()
+        };
+        if store::update_keyed(ctx, ring, &found, &next)? {
+            return Ok(RefreshClaims { gen, ..claims });
         }
     }
-    Err(OAuthError::invalid_grant("refresh token reuse detected: the grant is revoked").into())
+    Err(reuse().into())
 }
 
-fn revoke(
+/// Marks a found family revoked (re-reading once if it changed meanwhile).
+fn revoke_found(
     ctx: &mut Ctx<'_>,
-    ring: store::Ring,
-    fh: &Handle,
-    exp: u64,
-    cas: u32,
-    d: FamilyData,
+    ring: Ring,
+    fam: &str,
+    found: Found<FamilyData>,
 ) -> FlowResult<()> {
-    let revoked = FamilyData { revoked: true, ..d };
-    if !store::update(ctx, ring, fh, exp, cas, &revoked)? {
-        // Changed meanwhile: read again and revoke that.
-        if let Some((rec, cas)) = store::peek::<FamilyData>(ctx, ring, fh)? {
+    let revoked = FamilyData {
+        revoked: true,
+        ..found.record.data.clone()
+    };
+    if !store::update_keyed(ctx, ring, &found, &revoked)? {
+        if let Some(again) = store::find_keyed::<FamilyData>(ctx, ring, fam)? {
             let revoked = FamilyData {
                 revoked: true,
-                ..rec.data
+                ..again.record.data.clone()
             };
-            store::update(ctx, ring, fh, exp, cas, &revoked)?;
+            store::update_keyed(ctx, ring, &again, &revoked)?;
         }
     }
     Ok(())
 }
 
-/// Revokes the family a code issued (a replayed code: RFC 6749 §4.1.2).
-pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fh: Option<&str>) -> FlowResult<()> {
-    let Some(fh) = fh.and_then(Handle::decode) else {
-        return Ok(());
-    };
+/// Revokes a family by id (a replayed code: RFC 6749 §4.1.2). If it has no record yet (the
+/// winner of a race has not written it), a revoked one is written first, so the winner finds it.
+pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
+    let Some(fam) = fam else { return Ok(()) };
     let ring = engine.config.rings.families;
-    if let Some((rec, cas)) = store::peek::<FamilyData>(ctx, ring, &fh)? {
-        let exp = rec.expires_at_ms();
-        revoke(ctx, ring, &fh, exp, cas, rec.data)?;
+    let tombstone = FamilyData {
+        fam: fam.to_string(),
+        gen: 0,
+        revoked: true,
+        rotated_at: ctx.now.unix_ms,
+        cid: String::new(),
+    };
+    let ttl = crate::duration::millis(engine.config.refresh_token_ttl);
+    match store::find_or_insert_keyed(ctx, ring, fam, ttl, &tombstone)? {
+        Ok(()) => Ok(()),
+        Err(found) => revoke_found(ctx, ring, fam, found),
     }
-    Ok(())
 }

@@ -576,11 +576,6 @@ def test_refresh_survives_a_restart_and_works_at_another_replica(ac_replicas, lo
     assert_oauth_error(refresh_request(a, rt5), 400, "invalid_grant")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "filter bug (reported): a refresh token whose family record this process does not have "
-    "(issued before a restart, or by another replica) is accepted as new every time it is presented, "
-    "because the new record is found only through the successor's handle: after a restart every "
-    "outstanding refresh token can be replayed without limit and without revoking anything"))
 def test_a_pre_restart_refresh_token_is_single_use_after_the_restart(ac_replicas, login_service):
     a, _ = ac_replicas
     login_iat = int(time.time()) - 7
@@ -594,10 +589,6 @@ def test_a_pre_restart_refresh_token_is_single_use_after_the_restart(ac_replicas
     assert_oauth_error(refresh_request(a, rt2), 400, "invalid_grant")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "filter bug (reported): every presentation of a refresh token with no family record in this "
-    "process allocates a new record, held until the family expires (up to 24 h): one replayed token "
-    "fills the family ring and every code redemption then fails with 500 server_error"))
 def test_one_replayed_refresh_token_cannot_exhaust_the_family_ring(ac_replicas, login_service):
     a, b = ac_replicas
     code, verifier = issue_code(a, login_service.sign("grace"), scope="read")
