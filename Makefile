@@ -9,7 +9,7 @@ RUN_DIR := .run
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
 
-.PHONY: all wasm run test unit integration lint fmt envoy clean
+.PHONY: all wasm run test unit integration lint fmt envoy clean bench
 
 all: wasm
 
@@ -55,6 +55,17 @@ unit:
 
 integration: wasm $(VENV)/.test-deps
 	$(VENV)/bin/python -m pytest -c tests/pytest.ini tests/integration
+
+## Benchmark (not a test, ~8 min): the filter in a real Envoy against Envoy's direct_response ceiling
+## and node-oidc-provider, with wrk; see bench/README.md. Options: make bench BENCH_ARGS=--quick
+BENCH_ARGS ?=
+bench: wasm envoy
+	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	@command -v npm >/dev/null || apt-get install -y npm || { apt-get update && apt-get install -y npm; }
+	@if [ ! -x bench/node_modules/.bin/node ] || [ ! -f bench/node_modules/oidc-provider/package.json ] \
+		|| [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then \
+		cd bench && npm ci --no-audit --no-fund; fi
+	python3 bench/bench.py $(BENCH_ARGS)
 
 lint:
 	cargo fmt --check
