@@ -1,0 +1,856 @@
+#!/usr/bin/env python3
+"""`make bench`: oauth-edge in the real Envoy against Envoy's own ceiling and a peer server.
+
+A benchmark, not a test: it prints numbers and a verdict per target, and fails only if something
+could not be measured (a process would not start, a request was answered wrongly).
+
+What runs (all on loopback, standard library only; `make bench` installs wrk and node first):
+  * Envoy "eddsa": the filter with an Ed25519 key, plus a `/ceiling` route: a direct_response
+    whose body has the size of a token answer, behind Envoy's buffer filter so the POST body is
+    read before the answer (an answer sent before the body makes Envoy close the connection);
+  * Envoy "es256": the same with a P-256 key;
+  * the peer: node-oidc-provider (bench/peer.mjs) issuing ES256 JWT access tokens;
+  * later, Envoy "mem" (store.code_slots 131072, lifetimes.code 600s) for memory with 0 and
+    100,000 outstanding codes, and Envoy "default" (the default store) for VM start and memory.
+Every Envoy runs with --concurrency 1 and, like the peer, is pinned to one core; wrk (one
+thread) is pinned to the other. Targets are interleaved (A B C D, A B C D, ...) over rounds, and
+medians and ratios come from the same run.
+
+    python3 bench/bench.py [--rounds 5] [--duration 5] [--code-rounds 3] [--code-duration 3]
+                           [--codes 100000] [--quick] [--out target/bench]
+
+Results: a Markdown report on stdout and in OUT/report.md, raw numbers in OUT/results.json, and
+every process's log in OUT/run/.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+LUA = BENCH / "wrk"
+ENVOY = ROOT / ".venv" / "bin" / "envoy"
+WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "oauth_edge.wasm"
+RENDER = ROOT / "envoy" / "render.py"
+NODE = BENCH / "node_modules" / ".bin" / "node"
+PEER = BENCH / "peer.mjs"
+
+CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"  # the peer's client too
+WEB_ID, WEB_SECRET = "bench-web", "bench-web-secret"
+REDIRECT_URI = "http://127.0.0.1:9/cb"
+USER = "alice"
+# Same issuer string for every Envoy, so every token answer has the same size.
+ISSUER = "https://as.bench.example"
+AUDIENCE = "https://api.example.com"
+TOKEN_BODY = "grant_type=client_credentials&scope=read%20write"
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
+CONNS = (1, 32)
+
+LOG_FORMAT = "[%Y-%m-%d %T.%f][%t][%l][%n] %v"
+
+
+def basic(cid: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes: everything started here is stopped on exit (normal, error, SIGINT/SIGTERM/SIGHUP).
+
+class Procs:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, subprocess.Popen]] = []
+
+    def spawn(self, name: str, cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+        fh = open(log, "ab")
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+        fh.close()
+        self.items.append((name, p))
+        return p
+
+    def stop(self, p: subprocess.Popen) -> None:
+        if p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.items = [(n, q) for n, q in self.items if q is not p]
+
+    def stop_all(self) -> None:
+        for _, p in list(reversed(self.items)):
+            self.stop(p)
+
+
+PROCS = Procs()
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of the whole process (all threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return int(rest[11]) + int(rest[12])  # fields 14 and 15 of proc(5)
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+         timeout: float = 5) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def taskset(cpu: int | None) -> list[str]:
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
+
+
+def jwt_header(token: str) -> dict:
+    h = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Envoy
+
+def plugin_config(*, code_slots: int | None = None, family_slots: int | None = None,
+                  request_uri_slots: int | None = None, lifetimes: dict | None = None) -> dict:
+    store = {k: v for k, v in (("code_slots", code_slots), ("refresh_family_slots", family_slots),
+                               ("request_uri_slots", request_uri_slots)) if v is not None}
+    cfg: dict[str, Any] = {
+        "issuer": ISSUER,
+        "signing_keys": [],
+        "lifetimes": {"access_token": "300s", **(lifetimes or {})},
+        "access_token_audience": AUDIENCE,
+        # The user is a request header here: fine for a benchmark on loopback, not for production.
+        "user": {"header": "x-user"},
+        "clients": [
+            {"client_id": CLIENT_ID, "client_secret": "sha256:" + hashlib.sha256(CLIENT_SECRET.encode()).hexdigest(),
+             "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"],
+             "scope": "read write"},
+            {"client_id": WEB_ID, "client_secret": "sha256:" + hashlib.sha256(WEB_SECRET.encode()).hexdigest(),
+             "token_endpoint_auth_method": "client_secret_basic",
+             "grant_types": ["authorization_code", "refresh_token"], "scope": "read write",
+             "redirect_uris": [REDIRECT_URI]},
+        ],
+    }
+    if store:
+        cfg["store"] = store
+    return cfg
+
+
+def add_ceiling(yaml_text: str, body_size: int) -> str:
+    """Adds the `/ceiling` direct_response route and Envoy's buffer filter (before the router).
+
+    The wasm filter passes /ceiling on (not an OAuth path); the buffer filter holds the request
+    until its body is in, and the router sends the direct_response. Token requests never reach
+    the buffer filter: the wasm filter answers them itself.
+    """
+    ceiling = {
+        "match": {"path": "/ceiling"},
+        "direct_response": {"status": 200, "body": {"inline_string": "x" * body_size}},
+        "response_headers_to_add": [
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in (("content-type", "application/json"), ("cache-control", "no-store"),
+                         ("pragma", "no-cache"))
+        ],
+    }
+    routes_re = re.compile(r"^(?P<i>[ ]*)routes: (?P<r>\[.*\])[ ]*$", re.MULTILINE)
+    m = routes_re.search(yaml_text)
+    if not m:
+        raise BenchError("rendered envoy.yaml: no `routes: [...]` line to add the ceiling route to")
+    routes = [ceiling] + json.loads(m.group("r"))
+    yaml_text = yaml_text[: m.start()] + f"{m.group('i')}routes: {json.dumps(routes)}" + yaml_text[m.end():]
+    router_re = re.compile(r"^(?P<i>[ ]*)- name: envoy\.filters\.http\.router[ ]*$", re.MULTILINE)
+    m = router_re.search(yaml_text)
+    if not m:
+        raise BenchError("rendered envoy.yaml: no router filter line")
+    if '"name": "envoy.filters.http.buffer"' in yaml_text:
+        raise BenchError("rendered envoy.yaml already has a buffer filter (body mode buffer?)")
+    buf = {"name": "envoy.filters.http.buffer",
+           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                            "max_request_bytes": 1048576}}
+    return yaml_text[: m.start()] + f"{m.group('i')}- {json.dumps(buf)}\n" + yaml_text[m.start():]
+
+
+class Envoy:
+    def __init__(self, name: str, workdir: Path, key_file: Path, cfg: dict, ceiling_size: int | None,
+                 cpu: int | None) -> None:
+        self.name = name
+        self.dir = workdir / f"envoy-{name}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port, self.admin = free_ports(2)
+        (self.dir / "plugin.json").write_text(json.dumps(cfg, indent=1))
+        r = subprocess.run([sys.executable, str(RENDER), "--out", str(self.dir), "--listen-port", str(self.port),
+                            "--admin-port", str(self.admin), "--route-mode", "direct",
+                            "--plugin-config", str(self.dir / "plugin.json"), "--key", str(key_file)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"render.py for {name}: {r.stderr.strip()}")
+        yaml_path = self.dir / "envoy.yaml"
+        if ceiling_size is not None:
+            yaml_path.write_text(add_ceiling(yaml_path.read_text(), ceiling_size))
+        shutil.copy(WASM, self.dir / "oauth_edge.wasm")
+        self.log = self.dir / "envoy.log"
+        self.log.unlink(missing_ok=True)
+        cmd = taskset(cpu) + [str(ENVOY), "-c", "envoy.yaml", "--concurrency", "1", "--use-dynamic-base-id",
+                              "-l", "info", "--component-log-level", "wasm:debug",
+                              "--log-format", LOG_FORMAT, "--log-path", str(self.log)]
+        self.t_spawn = time.time()
+        self.proc = PROCS.spawn(f"envoy-{name}", cmd, self.dir, self.dir / "stdout.log")
+        self.t_first_answer = self._wait_ready()
+        self.pid = self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_ready(self, timeout: float = 120) -> float:
+        """Polls the listener (GET jwks) until the worker answers; returns that moment."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+                raise BenchError(f"Envoy {self.name} exited ({self.proc.returncode}):\n{tail}")
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
+                s.sendall(b"GET /oauth/jwks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = s.recv(64)
+                t = time.time()
+                s.close()
+                if data.startswith(b"HTTP/1.1 200"):
+                    return t
+            except OSError:
+                pass
+            time.sleep(0.002)
+        raise BenchError(f"Envoy {self.name} did not answer within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        PROCS.stop(self.proc)
+
+    def memory(self) -> dict:
+        _, _, body = http("GET", f"http://127.0.0.1:{self.admin}/memory")
+        m = json.loads(body)
+        # Live tcmalloc figures (the server.memory_* stats lag: they are refreshed at stats flushes).
+        out = {k: int(v) for k, v in m.items() if str(v).isdigit()}
+        out["rss"] = rss_bytes(self.pid)
+        return out
+
+    def stats(self, filt: str) -> dict:
+        _, _, body = http("GET", f"http://127.0.0.1:{self.admin}/stats?filter={filt}")
+        out = {}
+        for line in body.decode().splitlines():
+            k, _, v = line.partition(": ")
+            out[k.strip()] = v.strip()
+        return out
+
+    def vm_start(self) -> dict:
+        """VM timings from Envoy's log (wasm:debug) and the first answer. Call it after stop():
+        Envoy writes its log file out only every few seconds, and at exit."""
+        text = self.log.read_text(errors="replace")
+        ev = []
+        for m in re.finditer(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)\]\[(\d+)\]\[(\w+)\]\[([\w-]+)\] ", text):
+            t = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+            end = text.find("\n[", m.end())
+            ev.append((t, m.group(2), m.group(4), text[m.end(): end if end >= 0 else len(text)]))
+        main = next((th for _, th, _, msg in ev if "initializing epoch" in msg), None)
+        base = next((t for t, _, _, msg in ev if "Base Wasm created" in msg), None)
+        created = [(t, th) for t, th, _, msg in ev if "Thread-Local Wasm created" in msg]
+        main_created = [t for t, th in created if th == main]
+        worker_created = [t for t, th in created if th != main]
+        # On the main thread each VM's on_configure ends when the next main-thread line is logged.
+        main_configure = []
+        for t0 in main_created:
+            after = [(t, msg) for t, th, _, msg in ev if th == main and t > t0 and "configured issuer" not in msg
+                     and "Thread-Local Wasm created" not in msg]
+            if after:
+                main_configure.append(after[0][0] - t0)
+        out = {
+            "compile_s": (main_created[0] - base) if (main_created and base) else None,
+            "main_vm_configure_s": main_configure,
+            "worker_vm_start_s": (self.t_first_answer - worker_created[0]) if worker_created else None,
+            "spawn_to_first_answer_s": self.t_first_answer - self.t_spawn,
+        }
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk
+
+def run_wrk(url: str, script: str, args: list[str], conns: int, duration: int, cpu: int | None,
+            watch_pid: int | None, timeout_s: str = "5s") -> dict:
+    cmd = taskset(cpu) + ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", timeout_s,
+                          "-s", str(LUA / script), url, "--", *args]
+    c0 = cpu_ticks(watch_pid) if watch_pid else 0
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 120)
+    wall = time.time() - t0
+    c1 = cpu_ticks(watch_pid) if watch_pid else 0
+    line = next((l for l in r.stdout.splitlines() if l.startswith("BENCH_JSON ")), None)
+    if r.returncode != 0 or line is None:
+        raise BenchError(f"wrk {script} failed ({r.returncode}): {r.stdout[-2000:]} {r.stderr[-2000:]}")
+    res = json.loads(line[len("BENCH_JSON "):])
+    res["server_cpu_s"] = (c1 - c0) / TICK
+    res["wall_s"] = wall
+    return res
+
+
+class Target:
+    def __init__(self, name: str, url: str, pid: int, script: str, args: list[str], admin: int | None = None) -> None:
+        self.name, self.url, self.pid, self.script, self.args = name, url, pid, script, args
+        self.admin = admin  # Envoy's admin port: count new downstream connections (keep-alive check)
+
+
+def downstream_connections(admin: int) -> int:
+    _, _, body = http("GET", f"http://127.0.0.1:{admin}/stats?filter=^http\\.ingress_http\\.downstream_cx_total$")
+    m = re.search(r": (\d+)", body.decode())
+    return int(m.group(1)) if m else 0
+
+
+def measure(t: Target, conns: int, duration: int, cpu: int | None, status_errors_ok: bool = False) -> dict:
+    cx0 = downstream_connections(t.admin) if t.admin else 0
+    r = run_wrk(t.url, t.script, t.args, conns, duration, cpu, t.pid)
+    new_cx = downstream_connections(t.admin) - cx0 if t.admin else None
+    n = r["requests"]
+    # wrk opens one connection more than -c: its address check (wrk.connect in wrk.lua) at start.
+    if new_cx is not None and new_cx > conns + 1:
+        raise BenchError(f"{t.name} c{conns}: {new_cx} connections opened for {conns}: Envoy closed connections "
+                         f"(keep-alive lost), the numbers would not be comparable")
+    errs = sum(r["errors"].values()) - (r["errors"]["status"] if status_errors_ok else 0)
+    if errs or (status_errors_ok and r["errors"]["status"] != n):
+        raise BenchError(f"{t.name} c{conns}: {errs} errors {r['errors']} of {n} requests")
+    return {
+        "target": t.name, "conns": conns, "requests": n,
+        "rps": n / (r["duration_us"] / 1e6),
+        "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
+        "mean_ms": r["latency_us"]["mean"] / 1000, "max_ms": r["latency_us"]["max"] / 1000,
+        "cpu_us": r["server_cpu_s"] * 1e6 / max(n, 1), "new_connections": new_cx,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes: every target must answer a real token before it is measured.
+
+def probe_token(url: str, path: str, auth: str) -> dict:
+    st, hd, body = http("POST", url + path, TOKEN_BODY.encode(),
+                        {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})
+    if st != 200:
+        raise BenchError(f"{url}{path}: {st} {body[:300]!r}")
+    j = json.loads(body)
+    return {"status": st, "body_bytes": len(body), "alg": jwt_header(j["access_token"])["alg"],
+            "scope": j.get("scope"), "token_bytes": len(j["access_token"])}
+
+
+def make_codes(envoy: Envoy, n: int, mode: str, out: Path, cpu: int | None, conns: int = 8) -> dict:
+    r = run_wrk(envoy.url, "codes.lua",
+                [mode, str(out), str(n), basic(WEB_ID, WEB_SECRET), WEB_ID, REDIRECT_URI, CHALLENGE, USER],
+                conns, max(30, n // 500), cpu, envoy.pid)
+    made = sum(1 for _ in open(out))
+    if made < n:
+        raise BenchError(f"{envoy.name}: made {made} of {n} codes ({mode}); failures {r.get('failures')}, "
+                         f"errors {r['errors']}")
+    return {"codes": made, "elapsed_s": r["elapsed_s"], "failures": r["failures"],
+            "failures_4xx": r["failures_4xx"], "failures_5xx": r["failures_5xx"],
+            "failures_redirect": r["failures_redirect"],
+            # elapsed_s is taken when the n-th code arrives (a few more come in while wrk stops)
+            "per_s": n / r["elapsed_s"] if r["elapsed_s"] else None, "server_cpu_s": r["server_cpu_s"]}
+
+
+def redeem(envoy: Envoy, codes_file: Path, rt_out: Path, conns: int, cpu: int | None) -> dict:
+    pool = sum(1 for _ in open(codes_file))
+    r = run_wrk(envoy.url + "/oauth/token", "redeem.lua",
+                [str(codes_file), basic(WEB_ID, WEB_SECRET), REDIRECT_URI, VERIFIER, str(rt_out), "64"],
+                conns, max(30, pool // 300), cpu, envoy.pid)
+    if r["failures"] or r["ok"] != pool:
+        raise BenchError(f"{envoy.name} redeem c{conns}: {r['ok']} ok, {r['failures']} failed of {pool}")
+    return {
+        "conns": conns, "requests": pool, "rps": pool / r["elapsed_s"],
+        "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
+        "cpu_us": r["server_cpu_s"] * 1e6 / pool,
+    }
+
+
+def refresh(envoy: Envoy, rt_file: Path, conns: int, duration: int, cpu: int | None) -> dict:
+    r = run_wrk(envoy.url + "/oauth/token", "refresh.lua", [str(rt_file), basic(WEB_ID, WEB_SECRET)],
+                conns, duration, cpu, envoy.pid)
+    n = r["requests"]
+    if r["failures"] or r["errors"]["status"]:
+        raise BenchError(f"{envoy.name} refresh c{conns}: {r['failures']} failures, {r['errors']}")
+    return {
+        "conns": conns, "requests": n, "rps": r["ok"] / (r["duration_us"] / 1e6),
+        "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
+        "cpu_us": r["server_cpu_s"] * 1e6 / max(n, 1), "starved": r["starved"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine and versions
+
+def machine() -> dict:
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    hyp = re.search(r"Hypervisor vendor:\s*(.+)", lscpu)
+
+    def ver(cmd: list[str]) -> str:
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+
+    envoy_v = ver([str(ENVOY), "--version"])
+    m = re.search(r"version: [0-9a-f]+/([^/]+)/", envoy_v)
+    oidc = json.loads((BENCH / "node_modules" / "oidc-provider" / "package.json").read_text())["version"]
+    git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
+                         text=True).stdout.strip()
+    return {
+        "nproc": os.cpu_count(), "cpu_model": model, "hypervisor": hyp.group(1).strip() if hyp else None,
+        "mem_bytes": mem, "kernel": platform.release(),
+        "envoy": m.group(1) if m else envoy_v, "wrk": ver(["wrk", "-v"]).split(" [")[0],
+        "node": ver([str(NODE), "--version"]), "oidc_provider": oidc, "git": git,
+        "wasm_bytes": WASM.stat().st_size,
+        "wasm_sha256": hashlib.sha256(WASM.read_bytes()).hexdigest()[:16],
+        "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=5, help="rounds of the client_credentials/ceiling/peer runs")
+    ap.add_argument("--duration", type=int, default=5, help="seconds per client_credentials run")
+    ap.add_argument("--code-rounds", type=int, default=3, help="rounds of code redemption and refresh (0: skip)")
+    ap.add_argument("--code-duration", type=int, default=3, help="about this many seconds per code/refresh run")
+    ap.add_argument("--codes", type=int, default=100_000, help="outstanding codes for the memory figure (0: skip)")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target (not recorded)")
+    ap.add_argument("--quick", action="store_true", help="1 round of 1 s everything, 10,000 codes (development)")
+    ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.rounds, a.duration, a.code_rounds, a.code_duration, a.codes, a.warmup = 1, 1, 1, 1, 10_000, 1
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    out = Path(a.out)
+    work = out / "run"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for need in (ENVOY, WASM, NODE):
+        if not need.exists():
+            raise BenchError(f"{need} is missing: run `make bench` (it builds and installs what is needed)")
+    if not shutil.which("wrk"):
+        raise BenchError("wrk is missing: run `make bench` (apt-get install -y wrk)")
+
+    ncpu = os.cpu_count() or 1
+    server_cpu, load_cpu = (0, 1) if ncpu >= 2 else (None, None)
+    if server_cpu is None:
+        say("one core only: no pinning, the load generator competes with the server")
+
+    try:
+        return run(a, out, work, server_cpu, load_cpu)
+    finally:
+        PROCS.stop_all()
+
+
+def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
+    results: dict[str, Any] = {"machine": machine(), "params": vars(a), "runs": [], "codes": [], "refresh": []}
+    m = results["machine"]
+    say(f"{m['nproc']} cores ({m['cpu_model']}), load {' '.join(m['loadavg_start'])}; wasm {m['wasm_bytes']} bytes")
+
+    keys = {}
+    for alg, kid in (("EdDSA", "bench-eddsa"), ("ES256", "bench-es256")):
+        r = subprocess.run(["cargo", "run", "--release", "--quiet", "--bin", "oauth-edge-keygen", "--",
+                            "--alg", alg, "--kid", kid], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BenchError(f"keygen {alg}: {r.stderr}")
+        keys[alg] = work / f"key-{alg}.json"
+        keys[alg].write_text(r.stdout)
+        os.chmod(keys[alg], 0o600)
+
+    # Rings big enough for the code and refresh runs (each redemption starts a refresh family).
+    perf_cfg = plugin_config(code_slots=131072, family_slots=262144, lifetimes={"code": "60s", "refresh_token": "2m"})
+    say("starting Envoy es256, then eddsa (with the ceiling route sized like its token answer)")
+    es = Envoy("es256", work, keys["ES256"], perf_cfg, 1, server_cpu)
+    es_probe = probe_token(es.url, "/oauth/token", basic(CLIENT_ID, CLIENT_SECRET))
+    ed = Envoy("eddsa", work, keys["EdDSA"], perf_cfg, es_probe["body_bytes"], server_cpu)
+    ed_probe = probe_token(ed.url, "/oauth/token", basic(CLIENT_ID, CLIENT_SECRET))
+    st, hd, body = http("POST", ed.url + "/ceiling", TOKEN_BODY.encode(),
+                        {"Authorization": basic(CLIENT_ID, CLIENT_SECRET),
+                         "Content-Type": "application/x-www-form-urlencoded"})
+    if st != 200:
+        raise BenchError(f"ceiling: {st}")
+    peer_port = free_ports(1)[0]
+    env = dict(os.environ, NODE_ENV="production")
+    peer_proc = PROCS.spawn("peer", taskset(server_cpu) + [str(NODE), str(PEER), str(peer_port)], BENCH,
+                            work / "peer.log", env=env)
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            peer_probe = probe_token(peer_url, "/token", basic(CLIENT_ID, CLIENT_SECRET))
+            break
+        except (OSError, BenchError):
+            if peer_proc.poll() is not None or time.time() > deadline:
+                raise BenchError("the peer did not start: " + (work / "peer.log").read_text()[-2000:])
+            time.sleep(0.1)
+    results["probes"] = {"eddsa": ed_probe, "es256": es_probe, "peer": peer_probe,
+                         "ceiling_body_bytes": len(body)}
+    if ed_probe["alg"] != "EdDSA" or es_probe["alg"] != "ES256" or peer_probe["alg"] != "ES256":
+        raise BenchError(f"unexpected algorithms: {results['probes']}")
+    say(f"token answers: eddsa {ed_probe['body_bytes']} B, es256 {es_probe['body_bytes']} B, "
+        f"peer {peer_probe['body_bytes']} B, ceiling {len(body)} B")
+
+    auth = basic(CLIENT_ID, CLIENT_SECRET)
+    targets = [
+        Target("ceiling", ed.url + "/ceiling", ed.pid, "fixed.lua", ["POST", TOKEN_BODY, auth], ed.admin),
+        Target("eddsa", ed.url + "/oauth/token", ed.pid, "fixed.lua", ["POST", TOKEN_BODY, auth], ed.admin),
+        Target("es256", es.url + "/oauth/token", es.pid, "fixed.lua", ["POST", TOKEN_BODY, auth], es.admin),
+        Target("peer", peer_url + "/token", peer_proc.pid, "fixed.lua", ["POST", TOKEN_BODY, auth]),
+    ]
+    say(f"warm-up {a.warmup} s per target")
+    for t in targets:
+        run_wrk(t.url, t.script, t.args, 32, a.warmup, load_cpu, t.pid)
+
+    envoys = {"eddsa": ed, "es256": es}
+    for rnd in range(1, a.rounds + 1):
+        this_round: dict[tuple[str, int], dict] = {}
+        for conns in CONNS:
+            for t in targets:
+                r = measure(t, conns, a.duration, load_cpu)
+                r["round"] = rnd
+                results["runs"].append(r)
+                this_round[(t.name, conns)] = r
+                say(f"round {rnd} c{conns:<2} {t.name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                    f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+        if rnd <= a.code_rounds:
+            for conns in CONNS:
+                files = {}
+                for alg, e in envoys.items():
+                    # A pool a little larger than a client_credentials run of code-duration would
+                    # use: redemption does more work, so it lasts at least that long.
+                    n = int(min(60_000, max(500, this_round[(alg, conns)]["rps"] * a.code_duration)))
+                    f = work / f"codes-{alg}-r{rnd}-c{conns}.txt"
+                    g = make_codes(e, n, "plain", f, load_cpu)
+                    files[alg] = f
+                    say(f"round {rnd} c{conns:<2} {alg:8} made {g['codes']} codes ({g['per_s']:.0f}/s)")
+                for alg, e in envoys.items():
+                    rt = work / f"rt-{alg}-r{rnd}-c{conns}.txt"
+                    r = redeem(e, files[alg], rt, conns, load_cpu)
+                    r.update(round=rnd, target=alg)
+                    results["codes"].append(r)
+                    say(f"round {rnd} c{conns:<2} {alg:8} code   {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                        f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+                for alg, e in envoys.items():
+                    rt = work / f"rt-{alg}-r{rnd}-c{conns}.txt"
+                    r = refresh(e, rt, conns, a.code_duration, load_cpu)
+                    r.update(round=rnd, target=alg)
+                    results["refresh"].append(r)
+                    say(f"round {rnd} c{conns:<2} {alg:8} refresh{r['rps']:8.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                        f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+    # Where the time goes inside Envoy: one round at 32 connections of cheaper and cheaper requests
+    # to the same Envoy (eddsa); the differences in CPU per request are the costs of each step.
+    ladder = [
+        ("GET / (direct_response; the filter only looks at the path)",
+         Target("get-direct", ed.url + "/", ed.pid, "fixed.lua", ["GET"], ed.admin), False),
+        ("GET /oauth/jwks (the filter answers on the headers)",
+         Target("get-jwks", ed.url + "/oauth/jwks", ed.pid, "fixed.lua", ["GET"], ed.admin), False),
+        ("POST /ceiling (buffer filter + direct_response, token-sized body)", targets[0], False),
+        ("POST /oauth/token, scope=admin: body read, form, client auth, 400 invalid_scope",
+         Target("cc-400", ed.url + "/oauth/token", ed.pid, "fixed.lua",
+                ["POST", "grant_type=client_credentials&scope=admin", auth], ed.admin), True),
+        ("POST /oauth/token client_credentials EdDSA (+ claims, signature, 200)", targets[1], False),
+        ("POST /oauth/token client_credentials ES256 (other Envoy)", targets[2], False),
+    ]
+    results["ladder"] = []
+    for label, t, st_ok in ladder:
+        r = measure(t, 32, a.duration, load_cpu, status_errors_ok=st_ok)
+        r["label"] = label
+        results["ladder"].append(r)
+        say(f"ladder c32 {t.name:10} {r['rps']:9.0f} req/s  {r['cpu_us']:.1f} µs CPU/req")
+    results["stats_eddsa"] = ed.stats("oauth_edge")
+    results["memory_perf_end"] = {"eddsa": ed.memory(), "es256": es.memory()}
+    PROCS.stop(peer_proc)
+    es.stop()
+    ed.stop()
+    results["vm_perf"] = {"eddsa": ed.vm_start(), "es256": es.vm_start()}
+
+    # VM start and memory with the default store.
+    say("Envoy default (default store): VM start and memory")
+    de = Envoy("default", work, keys["EdDSA"], plugin_config(), None, server_cpu)
+    probe_token(de.url, "/oauth/token", auth)
+    mem = de.memory()
+    de.stop()
+    results["default"] = {"vm": de.vm_start(), "memory": mem}
+
+    if a.codes:
+        say(f"Envoy mem (code_slots 131072, lifetimes.code 600s): memory with 0 and {a.codes} codes")
+        mem_cfg = plugin_config(code_slots=131072, lifetimes={"code": "600s", "request_uri": "1s"})
+        me = Envoy("mem", work, keys["EdDSA"], mem_cfg, None, server_cpu)
+        probe_token(me.url, "/oauth/token", auth)
+        m0 = me.memory()
+        g = make_codes(me, a.codes, "par", work / "codes-mem.txt", load_cpu)
+        m1 = me.memory()
+        extra = max(1000, a.codes // 10)
+        g2 = make_codes(me, extra, "par", work / "codes-mem-extra.txt", load_cpu)
+        m2 = me.memory()
+        # One of the codes still works (the store kept it): redeem the first.
+        first = open(work / "codes-mem.txt").readline().strip()
+        st, _, body = http("POST", me.url + "/oauth/token",
+                           f"grant_type=authorization_code&code={first}&redirect_uri={REDIRECT_URI}"
+                           f"&code_verifier={VERIFIER}".encode(),
+                           {"Authorization": basic(WEB_ID, WEB_SECRET),
+                            "Content-Type": "application/x-www-form-urlencoded"})
+        me.stop()
+        # make_codes may overshoot a little (answers in flight when it stops): count what was made.
+        results["memory_codes"] = {"codes": g["codes"], "extra": g2["codes"], "m0": m0, "m1": m1, "m2": m2,
+                                   "make": g, "make_extra": g2, "vm": me.vm_start(),
+                                   "first_code_redeemed": st == 200}
+
+    results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    report = render_report(results)
+    (out / "report.md").write_text(report)
+    print(report)
+    say(f"written {out / 'report.md'} and {out / 'results.json'}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+def summarize(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    keys = sorted({(r["target"], r["conns"]) for r in rows})
+    out = {}
+    for k in keys:
+        rs = [r for r in rows if (r["target"], r["conns"]) == k]
+        out[k] = {f: median([r[f] for r in rs]) for f in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+        out[k]["n"] = len(rs)
+        out[k]["rps_min"] = min(r["rps"] for r in rs)
+        out[k]["rps_max"] = max(r["rps"] for r in rs)
+    return out
+
+
+def ratio_range(rows: list[dict], a: str, b: str, conns: int) -> tuple[float, float, float]:
+    """Median, min and max of the per-round ratios a/b (same round, same connections)."""
+    by = {(r["round"], r["target"]): r["rps"] for r in rows if r["conns"] == conns}
+    rs = [by[(n, a)] / by[(n, b)] for (n, t) in by if t == a and (n, b) in by]
+    return median(rs), min(rs), max(rs)
+
+
+def fmt_bytes(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def render_report(res: dict) -> str:
+    m = res["machine"]
+    s = summarize(res["runs"])
+    L = []
+    L.append(f"Machine: {m['nproc']} cores, {m['cpu_model']}" + (f" ({m['hypervisor']} guest)" if m["hypervisor"] else "")
+             + f", {m['mem_bytes'] / 2**30:.1f} GiB RAM, Linux {m['kernel']}; load average at start "
+             f"{' '.join(m['loadavg_start'])}, at end {' '.join(m.get('loadavg_end', []))}.")
+    L.append(f"Envoy {m['envoy']} (--concurrency 1, pinned to core 0), {m['wrk']} (1 thread, pinned to core 1), "
+             f"node {m['node']} with oidc-provider {m['oidc_provider']} (pinned to core 0). oauth-edge {m['git']}, "
+             f".wasm {m['wasm_bytes']:,} bytes (sha256 {m['wasm_sha256']}…).")
+    p = res["params"]
+    L.append(f"{p['rounds']} rounds × {p['duration']} s per target and connection count, interleaved; medians. "
+             f"Token answers: {res['probes']['eddsa']['body_bytes']} B (oauth-edge), "
+             f"{res['probes']['peer']['body_bytes']} B (peer); ceiling body {res['probes']['ceiling_body_bytes']} B.")
+    L.append("")
+    L.append("| target | conns | req/s (median) | min–max | p50 ms | p99 ms | server CPU µs/req |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    names = {"ceiling": "ceiling (Envoy direct_response + buffer)", "eddsa": "oauth-edge client_credentials EdDSA",
+             "es256": "oauth-edge client_credentials ES256", "peer": "peer: node-oidc-provider ES256"}
+    for conns in CONNS:
+        for t in ("ceiling", "eddsa", "es256", "peer"):
+            x = s.get((t, conns))
+            if x:
+                L.append(f"| {names[t]} | {conns} | {x['rps']:,.0f} | {x['rps_min']:,.0f}–{x['rps_max']:,.0f} | "
+                         f"{x['p50_ms']:.3f} | {x['p99_ms']:.3f} | {x['cpu_us']:.1f} |")
+    for label, rows in (("authorization_code redemption", res["codes"]), ("refresh rotation", res["refresh"])):
+        for k, x in summarize(rows).items():
+            L.append(f"| oauth-edge {label} {k[0].replace('eddsa', 'EdDSA').replace('es256', 'ES256')} | {k[1]} | "
+                     f"{x['rps']:,.0f} | {x['rps_min']:,.0f}–{x['rps_max']:,.0f} | {x['p50_ms']:.3f} | "
+                     f"{x['p99_ms']:.3f} | {x['cpu_us']:.1f} |")
+    L.append("")
+    L.append("Ratios of throughput (median of the per-round ratios, min–max):")
+    L.append("")
+    L.append("| ratio | 1 conn | 32 conns |")
+    L.append("| --- | ---: | ---: |")
+    for a_, b_ in (("eddsa", "ceiling"), ("es256", "ceiling"), ("eddsa", "peer"), ("es256", "peer")):
+        cells = []
+        for conns in CONNS:
+            md, lo, hi = ratio_range(res["runs"], a_, b_, conns)
+            cells.append(f"{md:.2f}× ({lo:.2f}–{hi:.2f})")
+        L.append(f"| {a_}/{b_} | {cells[0]} | {cells[1]} |")
+    L.append("")
+    if res.get("ladder"):
+        L.append("Where Envoy's time goes (32 connections, one run each, same Envoy; CPU of the whole Envoy process "
+                 "per request):")
+        L.append("")
+        L.append("| request | req/s | server CPU µs/req |")
+        L.append("| --- | ---: | ---: |")
+        for r in res["ladder"]:
+            L.append(f"| {r['label']} | {r['rps']:,.0f} | {r['cpu_us']:.1f} |")
+        L.append("")
+    # Targets
+    L.append("Targets (throughput ratios at 32 connections):")
+    L.append("")
+    L.append("| target | measured | verdict |")
+    L.append("| --- | ---: | --- |")
+
+    def verdict(ok: bool, miss: str) -> str:
+        return "met" if ok else f"missed ({miss})"
+
+    for alg, vs_ceiling, vs_peer in (("eddsa", 0.30, 3.0), ("es256", 0.15, 1.5)):
+        rc = ratio_range(res["runs"], alg, "ceiling", 32)[0]
+        rp = ratio_range(res["runs"], alg, "peer", 32)[0]
+        L.append(f"| {alg} ≥ {vs_ceiling:.2f}× ceiling | {rc:.2f}× | "
+                 f"{verdict(rc >= vs_ceiling, f'{rc / vs_ceiling - 1:+.0%} of the target, short by {vs_ceiling - rc:.2f}×')} |")
+        L.append(f"| {alg} ≥ {vs_peer:.1f}× peer | {rp:.2f}× | "
+                 f"{verdict(rp >= vs_peer, f'{rp / vs_peer - 1:+.0%} of the target, short by {vs_peer - rp:.2f}×')} |")
+    for alg in ("eddsa", "es256"):
+        p99 = s[(alg, 32)]["p99_ms"]
+        L.append(f"| {alg} p99 at 32 conns ≤ 3 ms | {p99:.3f} ms | {verdict(p99 <= 3.0, f'{p99 - 3.0:.2f} ms over')} |")
+    c50 = s[("ceiling", 1)]["p50_ms"]
+    for alg in ("eddsa", "es256"):
+        d = s[(alg, 1)]["p50_ms"] - c50
+        L.append(f"| {alg} p50 at 1 conn ≤ ceiling + 0.3 ms | +{d:.3f} ms | {verdict(d <= 0.3, f'{d - 0.3:.3f} ms over')} |")
+    L.append("")
+    # VM start and memory
+    d = res["default"]
+    vm = d["vm"]
+    L.append("VM start (Envoy log timestamps, wasm:debug; one worker):")
+    L.append("")
+    L.append("| store | V8 compile (main) | on_configure per VM on main (incl. ring keys) | worker VM ready "
+             "(created → first answer) | Envoy spawn → first answer |")
+    L.append("| --- | ---: | ---: | ---: | ---: |")
+
+    def vm_row(label: str, v: dict) -> str:
+        cfgs = ", ".join(f"{x * 1000:.0f}" for x in v["main_vm_configure_s"])
+        return (f"| {label} | {v['compile_s'] * 1000:.0f} ms | {cfgs} ms | {v['worker_vm_start_s'] * 1000:.0f} ms | "
+                f"{v['spawn_to_first_answer_s'] * 1000:.0f} ms |")
+
+    L.append(vm_row("default (16,384 + 16,384 + 65,536 slots)", vm))
+    L.append(vm_row("bench perf Envoys (16,384 + 131,072 + 262,144)", res["vm_perf"]["eddsa"]))
+    if "memory_codes" in res:
+        L.append(vm_row("mem Envoy (16,384 + 131,072 + 65,536)", res["memory_codes"]["vm"]))
+    L.append("")
+    L.append("Memory (admin /memory: `allocated` is Envoy's heap incl. shared data; RSS adds V8's wasm memory):")
+    L.append("")
+    L.append("| Envoy | state | allocated | heap_size | RSS |")
+    L.append("| --- | --- | ---: | ---: | ---: |")
+    dm = d["memory"]
+    L.append(f"| default store | after start | {fmt_bytes(dm['allocated'])} | {fmt_bytes(dm['heap_size'])} | {fmt_bytes(dm['rss'])} |")
+    if "memory_codes" in res:
+        mc = res["memory_codes"]
+        for label, mm in (("0 codes", mc["m0"]), (f"{mc['codes']:,} codes (PAR + authorize)", mc["m1"]),
+                          (f"+{mc['extra']:,} more codes", mc["m2"])):
+            L.append(f"| code_slots 131072, code 600s | {label} | {fmt_bytes(mm['allocated'])} | "
+                     f"{fmt_bytes(mm['heap_size'])} | {fmt_bytes(mm['rss'])} |")
+        per = (mc["m2"]["allocated"] - mc["m1"]["allocated"]) / mc["extra"]
+        tot = (mc["m1"]["allocated"] - mc["m0"]["allocated"]) / mc["codes"]
+        L.append("")
+        L.append(f"Per outstanding code: {tot:,.0f} B allocated averaged over the first {mc['codes']:,} "
+                 f"(this includes the request_uri ring filling up: each PAR leaves a record, expired after 1 s but kept until its slot is reused, in up to 16,384 slots), "
+                 f"{per:,.0f} B for the next {mc['extra']:,} (request_uri ring already full: codes only). "
+                 f"Codes were made at {mc['make']['per_s']:,.0f}/s (PAR + authorize, 8 connections); "
+                 f"the first one still redeemed afterwards: {mc['first_code_redeemed']}. "
+                 + "Failed PAR or authorize answers: " + ", then ".join(
+                     f"{g_['failures']:.0f} ({g_['failures_5xx']:.0f} 5xx, {g_['failures_4xx']:.0f} 4xx, "
+                     f"{g_['failures_redirect']:.0f} error redirects)" for g_ in (mc['make'], mc['make_extra'])) + ".")
+        e = res["default"]["memory"]["allocated"]
+        L.append(f"Empty slots: the mem Envoy (114,688 more code slots than the default) starts at "
+                 f"{fmt_bytes(mc['m0']['allocated'])} allocated vs {fmt_bytes(e)}: "
+                 f"{(mc['m0']['allocated'] - e) / 114688:,.0f} B per empty slot.")
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        say(f"error: {e}")
+        sys.exit(1)
