@@ -10,7 +10,7 @@ use std::rc::Rc;
 use crate::config::Config;
 use crate::endpoints;
 use crate::error::OAuthError;
-use crate::flow::{Answer, Ctx, Interrupt, Journal, Lookup, Need, Now, Request};
+use crate::flow::{Answer, Ctx, Interrupt, Journal, Lookup, Need, Now, Request, SyncStore};
 use crate::http::{Headers, Outcome, Response};
 use crate::metadata;
 use crate::random::Random;
@@ -194,38 +194,64 @@ impl Engine {
         (size > self.config.max_body_bytes).then(|| OAuthError::payload_too_large().into())
     }
 
-    /// A complete request (headers, the whole body, the gateway's user if any).
+    /// A complete request (headers, the whole body, the gateway's user if any). Every store
+    /// operation comes back as a [`Need`].
     pub fn start(&self, ep: Endpoint, req: Request, now: Now, rng: &mut dyn Random) -> Step {
+        self.start_with(ep, req, now, rng, None)
+    }
+
+    /// As [`Engine::start`], with a store that answers at once (Envoy's shared data): its
+    /// operations run inline, without stopping and rerunning the flow.
+    pub fn start_with(
+        &self,
+        ep: Endpoint,
+        req: Request,
+        now: Now,
+        rng: &mut dyn Random,
+        store: Option<&mut dyn SyncStore>,
+    ) -> Step {
         if req.body.len() > self.config.max_body_bytes {
             return Step::Done(OAuthError::payload_too_large().into());
         }
-        self.run(
-            Pending {
-                ep,
-                req,
-                now,
-                journal: Journal::default(),
-            },
-            rng,
-        )
+        let p = Pending {
+            ep,
+            req,
+            now,
+            journal: Journal::default(),
+        };
+        self.run(p, rng, store)
     }
 
     /// The host's answer to the last [`Need`].
-    pub fn resume(&self, mut p: Pending, answer: Answer, rng: &mut dyn Random) -> Step {
+    pub fn resume(&self, p: Pending, answer: Answer, rng: &mut dyn Random) -> Step {
+        self.resume_with(p, answer, rng, None)
+    }
+
+    /// As [`Engine::resume`], with a store that answers at once.
+    pub fn resume_with(
+        &self,
+        mut p: Pending,
+        answer: Answer,
+        rng: &mut dyn Random,
+        store: Option<&mut dyn SyncStore>,
+    ) -> Step {
         match &answer {
             Answer::Client(Lookup::NotFound) => self.bump(|e| e.registry_not_found += 1),
             Answer::Client(Lookup::Unavailable(_)) => self.bump(|e| e.registry_failures += 1),
             _ => {}
         }
         p.journal.answers.push(answer);
-        self.run(p, rng)
+        self.run(p, rng, store)
     }
 
-    fn run(&self, mut p: Pending, rng: &mut dyn Random) -> Step {
+    fn run(&self, mut p: Pending, rng: &mut dyn Random, store: Option<&mut dyn SyncStore>) -> Step {
         let now = p.now;
         let local = |id: &str| self.local_client(id, now);
         let result = {
             let mut ctx = Ctx::new(p.now, rng, &mut p.journal, &local);
+            if let Some(s) = store {
+                ctx = ctx.with_store(s);
+            }
             match p.ep {
                 Endpoint::Token => endpoints::token::handle(self, &p.req, &mut ctx),
                 Endpoint::Refresh => endpoints::refresh::handle(self, &p.req, &mut ctx),

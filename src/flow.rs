@@ -81,6 +81,12 @@ pub enum StoreResult {
     Failed,
 }
 
+/// A store that answers at once (Envoy's shared data). With one, store operations run inline
+/// and are journaled like any answer; without, each one stops the flow with a [`Need`].
+pub trait SyncStore {
+    fn run(&mut self, op: &StoreOp) -> StoreResult;
+}
+
 /// What a client lookup came to.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -136,6 +142,7 @@ pub struct Ctx<'a> {
     next_random: usize,
     /// Resolves a client without the host (static clients, the worker cache).
     local_client: &'a dyn Fn(&str) -> Option<Lookup>,
+    sync_store: Option<&'a mut dyn SyncStore>,
 }
 
 impl<'a> Ctx<'a> {
@@ -152,7 +159,14 @@ impl<'a> Ctx<'a> {
             next_answer: 0,
             next_random: 0,
             local_client,
+            sync_store: None,
         }
+    }
+
+    /// Runs store operations inline on a store that answers at once.
+    pub fn with_store(mut self, store: &'a mut dyn SyncStore) -> Self {
+        self.sync_store = Some(store);
+        self
     }
 
     fn next(&mut self) -> Option<Answer> {
@@ -184,7 +198,15 @@ impl<'a> Ctx<'a> {
         match self.next() {
             Some(Answer::Store(r)) => Ok(r),
             Some(Answer::Client(_)) => Err(internal("journal out of order")),
-            None => Err(Interrupt::Need(Need::Store(op))),
+            None => match self.sync_store.as_mut() {
+                Some(s) => {
+                    let r = s.run(&op);
+                    self.journal.answers.push(Answer::Store(r.clone()));
+                    self.next_answer += 1;
+                    Ok(r)
+                }
+                None => Err(Interrupt::Need(Need::Store(op))),
+            },
         }
     }
 

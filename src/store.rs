@@ -258,6 +258,12 @@ fn keyed(id: &str) -> (u64, String) {
     (u64::from_be_bytes(seed), B64.encode(digest))
 }
 
+fn starts_with_h(v: &[u8], h: &str) -> bool {
+    v.strip_prefix(b"{\"h\":\"")
+        .and_then(|rest| rest.strip_prefix(h.as_bytes()))
+        .is_some_and(|rest| rest.first() == Some(&b'"'))
+}
+
 /// The live record for `id`, the first in its probe sequence. Every probe is read when there is
 /// none (a slot before the record may have been freed since it was written).
 pub fn find_keyed<T: DeserializeOwned>(
@@ -269,10 +275,12 @@ pub fn find_keyed<T: DeserializeOwned>(
     for i in 0..PROBES {
         let slot = probe(seed, i, ring.size.max(1));
         match ctx.get(&ring.key(slot))? {
+            // Records serialise `h` first: compare that prefix before parsing anything. (The
+            // id is a random secret; which slots hold it is not worth hiding from timing.)
             StoreResult::Value {
                 value: Some(v),
                 cas,
-            } if !v.is_empty() => {
+            } if starts_with_h(&v, &h) => {
                 if let Ok(record) = serde_json::from_slice::<Record<T>>(&v) {
                     let same = bool::from(record.h.as_bytes().ct_eq(h.as_bytes()));
                     if same && record.exp > ctx.now.unix_ms {

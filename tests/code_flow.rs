@@ -964,3 +964,80 @@ fn after_a_restart_an_old_refresh_token_is_still_single_use() {
     let code = code_for(&e2, &mut h2, &ru);
     assert_eq!(redeem(&e2, &mut h2, &code, VERIFIER).status, 200);
 }
+
+#[test]
+fn the_inline_store_runs_the_same_flow() {
+    let (e, mut h) = setup(json!({}));
+    let body = format!("response_type=code&client_id=web&redirect_uri={CB}&scope=openid+read&state=xyz&code_challenge={CHALLENGE}&code_challenge_method=S256");
+    let r = h.request_inline(
+        &e,
+        "POST",
+        "/oauth/pushed-authorization",
+        &web_auth(),
+        body.as_bytes(),
+        None,
+    );
+    assert_eq!(r.status, 201);
+    let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+    let r = h.request_inline(
+        &e,
+        "GET",
+        &format!("/oauth/authorize?client_id=web&request_uri={}", enc(&ru)),
+        &Headers::default(),
+        b"",
+        user(),
+    );
+    let (_, p) = location_params(&r);
+    let body = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={VERIFIER}",
+        param(&p, "code").unwrap(),
+        enc(CB)
+    );
+    let r = h.request_inline(
+        &e,
+        "POST",
+        "/oauth/token",
+        &web_auth(),
+        body.as_bytes(),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rt = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+    let first = format!("grant_type=refresh_token&refresh_token={rt}");
+    let r = h.request_inline(
+        &e,
+        "POST",
+        "/oauth/token",
+        &web_auth(),
+        first.as_bytes(),
+        None,
+    );
+    assert_eq!(r.status, 200);
+    let rt2 = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+    let second = format!("grant_type=refresh_token&refresh_token={rt2}");
+    assert_eq!(
+        h.request_inline(
+            &e,
+            "POST",
+            "/oauth/token",
+            &web_auth(),
+            second.as_bytes(),
+            None
+        )
+        .status,
+        200
+    );
+    // Two generations back: reuse, whatever the reuse interval.
+    assert_error(
+        &h.request_inline(
+            &e,
+            "POST",
+            "/oauth/token",
+            &web_auth(),
+            first.as_bytes(),
+            None,
+        ),
+        400,
+        "invalid_grant",
+    );
+}

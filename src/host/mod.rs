@@ -17,7 +17,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Stat
 
 use crate::config::Config;
 use crate::engine::{Endpoint, Engine, HeadAction, Pending, Step};
-use crate::flow::{Answer, Lookup, Need, Now, Request, StoreOp, StoreResult};
+use crate::flow::{Answer, Lookup, Need, Now, Request, StoreOp, StoreResult, SyncStore};
 use crate::http::{Headers, Response};
 use crate::random::SystemRandom;
 
@@ -174,7 +174,12 @@ impl Context for Stream {
                 );
             }
         }
-        let step = engine.resume(pending, Answer::Client(lookup), &mut SystemRandom);
+        let step = engine.resume_with(
+            pending,
+            Answer::Client(lookup),
+            &mut SystemRandom,
+            Some(&mut SharedData),
+        );
         self.drive(&engine, step);
     }
 }
@@ -295,7 +300,7 @@ impl Stream {
             body,
             user,
         };
-        let step = engine.start(ep, req, now(), &mut SystemRandom);
+        let step = engine.start_with(ep, req, now(), &mut SystemRandom, Some(&mut SharedData));
         self.drive(engine, step);
     }
 
@@ -308,20 +313,36 @@ impl Stream {
                     return;
                 }
                 Step::Need(Need::Store(op), p) => {
-                    let answer = store_op(op);
-                    step = engine.resume(p, Answer::Store(answer), &mut SystemRandom);
+                    // Not reached with the inline store; kept so a Need is always answered.
+                    let answer = SharedData.run(&op);
+                    step = engine.resume_with(
+                        p,
+                        Answer::Store(answer),
+                        &mut SystemRandom,
+                        Some(&mut SharedData),
+                    );
                 }
                 Step::Need(Need::Client(client_id), p) => {
                     let key = crate::registry::shared_key(&client_id);
                     if let Ok((Some(entry), _)) = hostcalls::get_shared_data(&key) {
                         if let Some(lookup) = engine.client_from_shared(&client_id, &entry, now()) {
-                            step = engine.resume(p, Answer::Client(lookup), &mut SystemRandom);
+                            step = engine.resume_with(
+                                p,
+                                Answer::Client(lookup),
+                                &mut SystemRandom,
+                                Some(&mut SharedData),
+                            );
                             continue;
                         }
                     }
                     let Some(call) = engine.registry_call(&client_id) else {
                         let (lookup, _) = engine.client_from_registry(&client_id, None, &[], now());
-                        step = engine.resume(p, Answer::Client(lookup), &mut SystemRandom);
+                        step = engine.resume_with(
+                            p,
+                            Answer::Client(lookup),
+                            &mut SystemRandom,
+                            Some(&mut SharedData),
+                        );
                         continue;
                     };
                     if let Some(m) = &self.metrics {
@@ -350,7 +371,12 @@ impl Stream {
                             );
                             let (lookup, _) =
                                 engine.client_from_registry(&client_id, None, &[], now());
-                            step = engine.resume(p, Answer::Client(lookup), &mut SystemRandom);
+                            step = engine.resume_with(
+                                p,
+                                Answer::Client(lookup),
+                                &mut SystemRandom,
+                                Some(&mut SharedData),
+                            );
                         }
                     }
                 }
@@ -374,39 +400,50 @@ impl Stream {
     }
 }
 
-/// A store operation on Envoy's shared data (answers at once).
-fn store_op(op: StoreOp) -> StoreResult {
-    match op {
-        StoreOp::Get { key } => match hostcalls::get_shared_data(&key) {
-            Ok((value, cas)) => StoreResult::Value {
-                value,
-                cas: cas.unwrap_or(0),
-            },
-            Err(_) => StoreResult::Failed,
-        },
-        StoreOp::Cas { key, value, cas } => {
-            // cas 0 would be an unconditional write; the core never asks for one.
-            if cas == 0 {
-                return StoreResult::Failed;
-            }
-            match hostcalls::set_shared_data(&key, Some(&value), Some(cas)) {
-                Ok(()) => StoreResult::Written,
-                Err(Status::CasMismatch) => StoreResult::Conflict,
+/// Envoy's shared data as the core's store: it answers at once, so flows run its operations
+/// inline.
+struct SharedData;
+
+impl SyncStore for SharedData {
+    fn run(&mut self, op: &StoreOp) -> StoreResult {
+        match op {
+            StoreOp::Get { key } => match hostcalls::get_shared_data(key) {
+                Ok((value, cas)) => StoreResult::Value {
+                    value,
+                    cas: cas.unwrap_or(0),
+                },
                 Err(_) => StoreResult::Failed,
+            },
+            StoreOp::Cas { key, value, cas } => {
+                // cas 0 would be an unconditional write; the core never asks for one.
+                if *cas == 0 {
+                    return StoreResult::Failed;
+                }
+                match hostcalls::set_shared_data(key, Some(value), Some(*cas)) {
+                    Ok(()) => StoreResult::Written,
+                    Err(Status::CasMismatch) => StoreResult::Conflict,
+                    Err(_) => StoreResult::Failed,
+                }
             }
         }
     }
 }
 
 /// Creates every ring key once (empty), so each has a version to compare-and-swap on.
-/// Envoy configures the main thread's VM before the workers start.
+/// Envoy configures the main thread's VM before the workers start; a marker per ring and size
+/// lets the workers' VMs skip the walk.
 fn create_ring_keys(engine: &Engine) {
     for ring in engine.rings() {
+        let marker = format!("oauth_edge.{}.created.{}", ring.name, ring.size);
+        if let Ok((Some(_), _)) = hostcalls::get_shared_data(&marker) {
+            continue;
+        }
         for key in ring.keys() {
             if let Ok((_, None)) = hostcalls::get_shared_data(&key) {
                 let _ = hostcalls::set_shared_data(&key, Some(&[]), None);
             }
         }
+        let _ = hostcalls::set_shared_data(&marker, Some(b"1"), None);
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use oauth_edge::engine::{Endpoint, Engine, HeadAction, Pending, Step};
-use oauth_edge::flow::{Answer, Need, Now, Request, StoreOp, StoreResult, User};
+use oauth_edge::flow::{Answer, Need, Now, Request, StoreOp, StoreResult, SyncStore, User};
 use oauth_edge::http::{Headers, Response};
 use oauth_edge::random::SystemRandom;
 
@@ -51,6 +51,30 @@ impl SharedData {
     }
 }
 
+/// The fake shared data as an inline store, as the adapter runs it.
+impl SyncStore for SharedData {
+    fn run(&mut self, op: &StoreOp) -> StoreResult {
+        match op {
+            StoreOp::Get { key } => {
+                let (value, cas) = self.get(key);
+                StoreResult::Value {
+                    value,
+                    cas: cas.unwrap_or(0),
+                }
+            }
+            StoreOp::Cas { key, value, cas } => {
+                if *cas == 0 {
+                    return StoreResult::Failed;
+                }
+                match self.set(key, value, *cas) {
+                    Ok(()) => StoreResult::Written,
+                    Err(()) => StoreResult::Conflict,
+                }
+            }
+        }
+    }
+}
+
 pub type Registry = Box<dyn FnMut(&str) -> (Option<u16>, Vec<u8>)>;
 
 pub struct Host {
@@ -88,21 +112,43 @@ impl Host {
     }
 
     pub fn store(&mut self, op: StoreOp) -> StoreResult {
-        match op {
-            StoreOp::Get { key } => {
-                let (value, cas) = self.shared.get(&key);
-                StoreResult::Value {
-                    value,
-                    cas: cas.unwrap_or(0),
-                }
-            }
-            StoreOp::Cas { key, value, cas } => {
-                if cas == 0 {
-                    return StoreResult::Failed;
-                }
-                match self.shared.set(&key, &value, cas) {
-                    Ok(()) => StoreResult::Written,
-                    Err(()) => StoreResult::Conflict,
+        self.shared.run(&op)
+    }
+
+    /// A whole request with the store answering inline (how the adapter runs shared data).
+    pub fn request_inline(
+        &mut self,
+        e: &Engine,
+        method: &str,
+        path: &str,
+        headers: &Headers,
+        body: &[u8],
+        user: Option<User>,
+    ) -> Response {
+        let ep = e.route(path).expect("an OAuth path");
+        match e.on_headers(ep, method, headers) {
+            HeadAction::Respond(r) => r,
+            HeadAction::ReadBody | HeadAction::Start => {
+                let req = Request {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: headers.clone(),
+                    body: body.to_vec(),
+                    user,
+                };
+                let mut step =
+                    e.start_with(ep, req, NOW, &mut SystemRandom, Some(&mut self.shared));
+                loop {
+                    match step {
+                        Step::Done(r) => return r,
+                        Step::Need(Need::Store(_), _) => {
+                            panic!("the inline store answers every store operation")
+                        }
+                        Step::Need(n, p) => {
+                            let a = self.answer(e, n, NOW);
+                            step = e.resume_with(p, a, &mut SystemRandom, Some(&mut self.shared));
+                        }
+                    }
                 }
             }
         }
