@@ -13,6 +13,10 @@ use serde_json::{json, Map, Value};
 pub enum Alg {
     EdDSA,
     ES256,
+    /// For relying parties that only know RSA. A 2048-bit RSA signature costs milliseconds in
+    /// V8: an order of magnitude slower than EdDSA, so never the default.
+    RS256,
+    PS256,
 }
 
 impl Alg {
@@ -20,6 +24,8 @@ impl Alg {
         match self {
             Alg::EdDSA => "EdDSA",
             Alg::ES256 => "ES256",
+            Alg::RS256 => "RS256",
+            Alg::PS256 => "PS256",
         }
     }
 }
@@ -27,6 +33,8 @@ impl Alg {
 enum Signer {
     Ed25519(Box<ed25519_dalek::SigningKey>),
     P256(Box<p256::ecdsa::SigningKey>),
+    Rs256(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>),
+    Ps256(Box<rsa::pss::SigningKey<sha2::Sha256>>),
 }
 
 pub struct SigningKey {
@@ -49,36 +57,40 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    pub fn sign(&self, input: &[u8]) -> Vec<u8> {
+    /// `None` only if PSS could not get randomness for its salt.
+    pub fn sign(&self, input: &[u8]) -> Option<Vec<u8>> {
         use ed25519_dalek::Signer as _;
+        use rsa::signature::SignatureEncoding;
         match &self.signer {
-            Signer::Ed25519(k) => k.sign(input).to_bytes().to_vec(),
+            Signer::Ed25519(k) => Some(k.sign(input).to_bytes().to_vec()),
             Signer::P256(k) => {
                 let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(&**k, input);
-                sig.to_bytes().to_vec()
+                Some(sig.to_bytes().to_vec())
             }
+            Signer::Rs256(k) => k.try_sign(input).ok().map(|s| s.to_vec()),
+            Signer::Ps256(k) => k.try_sign(input).ok().map(|s| s.to_vec()),
         }
     }
 
     /// A compact JWS of `claims` with this key and the given pre-encoded header.
-    fn jws(&self, header_b64: &str, claims: &[u8]) -> String {
-        let mut out = String::with_capacity(header_b64.len() + claims.len() * 4 / 3 + 100);
+    fn jws(&self, header_b64: &str, claims: &[u8]) -> Option<String> {
+        let mut out = String::with_capacity(header_b64.len() + claims.len() * 4 / 3 + 400);
         out.push_str(header_b64);
         out.push('.');
         B64.encode_string(claims, &mut out);
-        let sig = self.sign(out.as_bytes());
+        let sig = self.sign(out.as_bytes())?;
         out.push('.');
         B64.encode_string(sig, &mut out);
-        out
+        Some(out)
     }
 
     /// An RFC 9068 access token (`typ: at+jwt`).
-    pub fn sign_access_token(&self, claims: &[u8]) -> String {
+    pub fn sign_access_token(&self, claims: &[u8]) -> Option<String> {
         self.jws(&self.at_jwt_header, claims)
     }
 
     /// An OpenID Connect ID token (`typ: JWT`).
-    pub fn sign_id_token(&self, claims: &[u8]) -> String {
+    pub fn sign_id_token(&self, claims: &[u8]) -> Option<String> {
         self.jws(&self.id_token_header, claims)
     }
 }
@@ -269,13 +281,65 @@ fn parse_jwk(v: &Value) -> Result<ParsedJwk, String> {
                 public,
             })
         }
-        ("RSA", _, _) => Err(format!(
-            "key {kid:?}: RSA signing keys are not supported yet (use EdDSA or ES256)"
-        )),
+        ("RSA", _, "RS256" | "PS256") => parse_rsa(o, kid, alg, d),
         _ => Err(format!(
-            "key {kid:?}: unsupported key {kty}/{crv} with alg {alg} (use OKP/Ed25519 with EdDSA or EC/P-256 with ES256)"
+            "key {kid:?}: unsupported key {kty}/{crv} with alg {alg} (use OKP/Ed25519 with EdDSA, EC/P-256 with ES256, or RSA with RS256/PS256)"
         )),
     }
+}
+
+/// RFC 7518 §6.3: n, e; a private key also needs d, p and q (the CRT form signs fast).
+fn parse_rsa(
+    o: &Map<String, Value>,
+    kid: String,
+    alg: &str,
+    d: Option<Vec<u8>>,
+) -> Result<ParsedJwk, String> {
+    use rsa::BoxedUint;
+    let n = b64_field(o, "n")?.ok_or_else(|| format!("key {kid:?}: n is required"))?;
+    let e = b64_field(o, "e")?.ok_or_else(|| format!("key {kid:?}: e is required"))?;
+    let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+    if !(2048..=8192).contains(&bits) {
+        return Err(format!("key {kid:?}: RSA keys must have 2048 to 8192 bits"));
+    }
+    let alg_e = if alg == "RS256" {
+        Alg::RS256
+    } else {
+        Alg::PS256
+    };
+    let signer = match d {
+        None => None,
+        Some(d) => {
+            let p = b64_field(o, "p")?
+                .ok_or_else(|| format!("key {kid:?}: p and q are required with d"))?;
+            let q = b64_field(o, "q")?
+                .ok_or_else(|| format!("key {kid:?}: p and q are required with d"))?;
+            let key = rsa::PrivateKey::from_components(
+                BoxedUint::from_be_slice_vartime(&n),
+                BoxedUint::from_be_slice_vartime(&e),
+                BoxedUint::from_be_slice_vartime(&d),
+                vec![
+                    BoxedUint::from_be_slice_vartime(&p),
+                    BoxedUint::from_be_slice_vartime(&q),
+                ],
+            )
+            .map_err(|_| format!("key {kid:?}: n, e, d, p, q do not form an RSA key"))?;
+            let s = match alg_e {
+                Alg::RS256 => Signer::Rs256(Box::new(
+                    rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key),
+                )),
+                _ => Signer::Ps256(Box::new(rsa::pss::SigningKey::<sha2::Sha256>::new(key))),
+            };
+            Some((s, sealing_key(&d)))
+        }
+    };
+    let public =
+        json!({"kty":"RSA","n":B64.encode(&n),"e":B64.encode(&e),"kid":kid,"alg":alg,"use":"sig"});
+    Ok(ParsedJwk {
+        signer: signer.map(|(s, k)| make_signer(&kid, alg_e, s, k)),
+        kid,
+        public,
+    })
 }
 
 fn make_signer(kid: &str, alg: Alg, signer: Signer, sealing_key: [u8; 32]) -> SigningKey {
@@ -317,6 +381,7 @@ pub fn generate_jwk(
                 "x": B64.encode(sk.verifying_key().to_bytes()), "d": B64.encode(seed)}),
             )
         }
+        Alg::RS256 | Alg::PS256 => Err("generate RSA keys with openssl or a JOSE library".into()),
         Alg::ES256 => loop {
             rng.fill(&mut seed).map_err(|_| "no randomness")?;
             if let Ok(sk) = p256::ecdsa::SigningKey::from_slice(&seed) {
@@ -351,7 +416,7 @@ mod tests {
         let jwk = generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap();
         let ks = KeySet::from_jwks(std::slice::from_ref(&jwk), None).unwrap();
         let k = ks.active().unwrap();
-        let jws = k.sign_access_token(br#"{"sub":"a"}"#);
+        let jws = k.sign_access_token(br#"{"sub":"a"}"#).unwrap();
         let (h, c, sig) = split(&jws);
         assert_eq!(h, json!({"alg":"EdDSA","kid":"k1","typ":"at+jwt"}));
         assert_eq!(c["sub"], "a");
@@ -375,7 +440,7 @@ mod tests {
     fn p256_signs_verifiably() {
         let jwk = generate_jwk(Alg::ES256, "e1", &mut SystemRandom).unwrap();
         let ks = KeySet::from_jwks(std::slice::from_ref(&jwk), Some("e1")).unwrap();
-        let jws = ks.active().unwrap().sign_access_token(b"{}");
+        let jws = ks.active().unwrap().sign_access_token(b"{}").unwrap();
         let (h, _, sig) = split(&jws);
         assert_eq!(h["alg"], "ES256");
         assert_eq!(sig.len(), 64);
@@ -388,6 +453,51 @@ mod tests {
         assert!(vk
             .verify(jws.rsplit_once('.').unwrap().0.as_bytes(), &sig)
             .is_ok());
+    }
+
+    /// A 2048-bit key made with Python's `cryptography` (a test fixture, never used elsewhere).
+    const RSA_JWK: &str = r#"{"kty": "RSA", "kid": "r1", "alg": "RS256", "n": "qmzhDy4tdbZW2dyAKJpTqk3155ENPSquloXmqheNIsv4fV0UDK98UNJa8mFu-_nd0I-uR6FN8PIYUpsSBAxk381ahFrAlJ8nvP5IDuY7TY6zq-H-CrAwJPARoRMO20pMee1sxCN3kFUBVRDtQphjjF80t399hd2BzooNTZnF_nP2rrNuDp3yYmxAqTyWnljPzOqnPkwc4RmpMA8YDJwUmZzXgNadap2uq6J5RdZKT87hhNAS1w0E_tX3AQcRQpZAKNaYENLHCO0-SI8XtU-i2vaZojF9eWEQuxEsU_0b0stPANO45NGGEBMiULwkv9tMURjcDEK1vvXcwV0IO6E9iQ", "e": "AQAB", "d": "DIxEsjxWDrphdA8ta0MY0UuF-GOwXYyn2x-G9FOuMBD9iqY3EWU9GkRKrvLoKLd-eScpdhuul4Sm45oh5ItqRL7woOZMeWtFRT-7Qkf56mpAP1g92KXQfaYkkVjL-YhjnH_HLm_M4CMdT7KV2kpKQuEVpBCuemDTRS5AvLILdAJEaRGHExU4q5ZM91NCCNL6pk7Llak8QEeoZcX37wXGmMxrxH1A-woZYIOwxPOZXBT__IojJPoZDRrKHQyLJER_XAxRmeGlQaXxdtaNWnC4V3DQpDmO6SORi1G6jq_cQNs-N7c_y619FgryUaCVurhKkV4MbdEc2-jr8_z2FyjnOw", "p": "0hUbpX9K5VjavN9n043iUDsswIyF6GorRZEHd6KunIvIhcL6WiholDNgbny7o1OZPtnyowWhJhKHNTzCbpDOuBV3N6_ZRyM4tUQgz5t4H6Qa4Wf4rZIJ3i5gRS2UZJ-FhS1z6pquNRxvsMSSW5XjbzJCrj89GOHfnRmkbJsu-mc", "q": "z6zOkzQE69X_GCmMnyc44hXdRa8gNF-ihge6Tkgl18DusbBPMc3neW9mVOuqOxyzpRm645oH9AnPA2Rdfzo7QDZHGg-5x7SvAaFtKaSp3xWK-Q03a5RL-OF_sQosRPgv2MSNhCq3D-PquoDHF6FOXPdU_PC0IPzC0CV5Oc4i8o8", "dp": "d3_4RPCeis07R5qQ9b7MkDTI5RJKDYVu7dhsdfn89yFwQ95ACE7aBgsffFnJZkNkdWMGaQMHwp9hd8ADHV-TpxTWxr9pidSYKkwBmfZmoyD3BWbeBuV-ZXrd2hvuQDqZecL8H-Qy2hU910BJvH0LbTIaygFA4MmDKFrws7KmS1s", "dq": "iM65IwXgvA-0RZGRfoLTGTT4GGC-oWHi6dKLa-hhbZk-ZTXVZeTTuQ6m5gh9kwVcXsXtdORSmvQfOIfUg-yzfaCEBGoZo7Kmmzdhd05vTXOeomSPfsIpriG3AcTG1wR8WJta8pdFEyW8yvHstedgfSO-DAbxUs3P9FjLXEYshYc", "qi": "jRh3zfLQyIMzxZSWEqw4W0XegBDWWnLM8AeYUKdeudKPj5wQ2vmD57xk4_b49krjoo_17DpH6PSVJUHnnqfSv40Pxx8V_8t2Ls_U-brlsoPUGZAtmYGjO5FURJ8QA2hJFDBWK8VL5cZ6znVDL_YEOk83tgPOF7ze2674jAXBACQ"}"#;
+
+    #[test]
+    fn rsa_signs_rs256_and_ps256_verifiably() {
+        use rsa::signature::Verifier;
+        for alg in ["RS256", "PS256"] {
+            let mut jwk: Value = serde_json::from_str(RSA_JWK).unwrap();
+            jwk["alg"] = json!(alg);
+            let ks = KeySet::from_jwks(std::slice::from_ref(&jwk), None).unwrap();
+            let k = ks.active().unwrap();
+            let jws = k.sign_access_token(br#"{"sub":"a"}"#).unwrap();
+            let (h, _, sig) = split(&jws);
+            assert_eq!(h["alg"], alg);
+            let n = rsa::BoxedUint::from_be_slice_vartime(
+                &B64.decode(jwk["n"].as_str().unwrap()).unwrap(),
+            );
+            let e = rsa::BoxedUint::from_be_slice_vartime(
+                &B64.decode(jwk["e"].as_str().unwrap()).unwrap(),
+            );
+            let public = rsa::PublicKey::new(n, e).unwrap();
+            let input = jws.rsplit_once('.').unwrap().0.as_bytes();
+            if alg == "RS256" {
+                let vk = rsa::pkcs1v15::VerifyingKey::<sha2::Sha256>::new(public);
+                let sig = rsa::pkcs1v15::Signature::try_from(sig.as_slice()).unwrap();
+                assert!(vk.verify(input, &sig).is_ok());
+            } else {
+                let vk = rsa::pss::VerifyingKey::<sha2::Sha256>::new(public);
+                let sig = rsa::pss::Signature::try_from(sig.as_slice()).unwrap();
+                assert!(vk.verify(input, &sig).is_ok());
+            }
+            let published: Value = serde_json::from_slice(ks.jwks_json()).unwrap();
+            assert!(
+                published["keys"][0].get("d").is_none() && published["keys"][0].get("p").is_none()
+            );
+            assert_eq!(published["keys"][0]["n"], jwk["n"]);
+        }
+        // d without p and q is refused (the CRT form is what signs fast).
+        let mut jwk: Value = serde_json::from_str(RSA_JWK).unwrap();
+        jwk.as_object_mut().unwrap().remove("p");
+        assert!(KeySet::from_jwks(&[jwk], None)
+            .unwrap_err()
+            .contains("p and q"));
     }
 
     #[test]

@@ -24,10 +24,11 @@ pub struct IdTokenClaims<'a> {
 }
 
 /// §3.1.3.6: the left half of the hash of the access token's ASCII octets, with the hash of
-/// the ID token's algorithm: SHA-256 for ES256; SHA-512 for EdDSA with Ed25519 (errata set 2).
+/// the ID token's algorithm: SHA-256 for ES256, RS256, PS256; SHA-512 for EdDSA with Ed25519
+/// (errata set 2).
 pub fn at_hash(alg: Alg, access_token: &str) -> String {
     match alg {
-        Alg::ES256 => {
+        Alg::ES256 | Alg::RS256 | Alg::PS256 => {
             let h = Sha256::digest(access_token.as_bytes());
             B64.encode(h.get(..16).unwrap_or_default())
         }
@@ -41,7 +42,8 @@ pub fn at_hash(alg: Alg, access_token: &str) -> String {
 pub fn sign(key: &SigningKey, claims: &IdTokenClaims<'_>) -> Result<String, OAuthError> {
     let json =
         serde_json::to_vec(claims).map_err(|_| OAuthError::server_error("internal error"))?;
-    Ok(key.sign_id_token(&json))
+    key.sign_id_token(&json)
+        .ok_or_else(|| OAuthError::server_error("internal error"))
 }
 
 #[cfg(test)]

@@ -58,7 +58,8 @@ pub fn sign_access_token(
 ) -> Result<String, OAuthError> {
     let json =
         serde_json::to_vec(claims).map_err(|_| OAuthError::server_error("internal error"))?;
-    Ok(key.sign_access_token(&json))
+    key.sign_access_token(&json)
+        .ok_or_else(|| OAuthError::server_error("internal error"))
 }
 
 /// A successful token answer (flat JSON, `no-store`).
