@@ -9,7 +9,7 @@ RUN_DIR := .run
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
 
-.PHONY: all wasm run test unit integration lint fmt envoy clean bench
+.PHONY: all wasm run test unit integration lint fmt envoy clean bench fuzz
 
 all: wasm
 
@@ -66,6 +66,22 @@ bench: wasm envoy
 		|| [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then \
 		cd bench && npm ci --no-audit --no-fund; fi
 	python3 bench/bench.py $(BENCH_ARGS)
+
+## Fuzz every network-facing parser and the endpoints (cargo-fuzz, libFuzzer, stable Rust with
+## no sanitizer). FUZZ_SECONDS per target; findings land in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := parsers config endpoints
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cargo fuzz build -s none -O
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		cargo fuzz run -s none -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -print_final_stats=1 2>&1 \
+			| grep -E "^(Done|stat::number_of_executed_units|==|SUMMARY)|panicked|ERROR" || exit 1; \
+		test -z "$$(ls fuzz/artifacts/$$t 2>/dev/null)" || { echo "fuzz/artifacts/$$t has findings"; exit 1; }; \
+	done
 
 lint:
 	cargo fmt --check

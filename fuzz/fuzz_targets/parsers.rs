@@ -1,0 +1,41 @@
+//! Every parser the network reaches, on the same bytes: form bodies, JSON PAR bodies, Basic
+//! headers, registry answers and cache entries, request_uri / code handles, sealed refresh
+//! tokens. Nothing may panic.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use oauth_edge::authz::RawAuthz;
+use oauth_edge::client_auth;
+use oauth_edge::form::Form;
+use oauth_edge::http::Headers;
+use oauth_edge::keys::{generate_jwk, Alg, KeySet};
+use oauth_edge::random::SystemRandom;
+use oauth_edge::{registry, sealed, store};
+
+fn keys() -> &'static KeySet {
+    static K: OnceLock<KeySet> = OnceLock::new();
+    K.get_or_init(|| {
+        let jwk = generate_jwk(Alg::EdDSA, "k", &mut SystemRandom).expect("key");
+        KeySet::from_jwks(&[jwk], None).expect("keyset")
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(f) = Form::parse(data) {
+        let _ = RawAuthz::from_form(&f);
+        let text = String::from_utf8_lossy(data).into_owned();
+        let h = Headers(vec![("authorization".into(), text)]);
+        let _ = client_auth::extract(&h, &f);
+    }
+    let _ = RawAuthz::from_json(data);
+    let _ = registry::classify("c", Some(200), data);
+    let _ = registry::decode_entry("c", data, 0);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = store::Handle::decode(s);
+        let _ = sealed::open(keys(), s);
+        let _ = oauth_edge::duration::parse(s);
+        let _ = oauth_edge::scope::parse(s);
+    }
+});
