@@ -9,7 +9,7 @@
 use crate::engine::{self, Engine};
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Interrupt, Request};
-use crate::grants::issue::{issue, refresh_cookie, Issue};
+use crate::grants::issue::refresh_cookie;
 use crate::grants::refresh_token;
 use crate::grants::REFRESH_TOKEN;
 use crate::http::Response;
@@ -61,29 +61,8 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
         return Err(OAuthError::invalid_request("Origin is not allowed for this client").into());
     }
     let next = refresh_token::rotate(engine, &client, claims, ctx)?;
-    let (sub, scope, auth_time, ad, res) = (
-        next.sub.clone(),
-        next.scope.clone(),
-        next.auth_time,
-        next.ad.clone(),
-        next.res.clone(),
-    );
-    issue(
-        engine,
-        Issue {
-            client: &client,
-            sub: &sub,
-            scope: &scope,
-            auth_time,
-            nonce: None,
-            id_token: false,
-            authorization_details: ad.as_ref(),
-            resources: &res,
-            refresh: Some(next),
-        },
-        REFRESH_TOKEN,
-        ctx,
-    )
+    let scope = next.scope.clone();
+    refresh_token::issue_rotated(engine, &client, next, scope, ctx)
 }
 
 /// The value of one cookie from the Cookie header(s) (RFC 6265 §5.4).

@@ -73,6 +73,18 @@ pub fn handle(
         }
     };
     let next = rotate(engine, client, claims, ctx)?;
+    issue_rotated(engine, client, next, scope, ctx)
+}
+
+/// The tokens of a rotation: a new access token (with `scope`, which may be narrower than the
+/// grant's) and the successor refresh token.
+pub fn issue_rotated(
+    engine: &Engine,
+    client: &Client,
+    next: RefreshClaims,
+    scope: String,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
     let sub = next.sub.clone();
     let auth_time = next.auth_time;
     let ad = next.ad.clone();
