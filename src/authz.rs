@@ -26,6 +26,8 @@ pub struct RawAuthz {
     pub resources: Vec<String>,
     pub request_uri: Option<String>,
     pub has_request_object: bool,
+    /// RFC 9449 §10: the thumbprint of the DPoP key the code is to be bound to.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A validated request: what a code will be bound to. Stored in a PAR record.
@@ -44,6 +46,8 @@ pub struct AuthzRequest {
     pub authorization_details: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
 }
 
 /// A validation failure, and whether it may be sent to the redirect_uri (only once the client
@@ -86,6 +90,7 @@ impl RawAuthz {
             resources: f.get_all("resource").map(str::to_string).collect(),
             request_uri: s("request_uri"),
             has_request_object: f.get("request").is_some(),
+            dpop_jkt: s("dpop_jkt"),
         })
     }
 
@@ -188,6 +193,18 @@ impl RawAuthz {
             rar::check_details(d, client).map_err(redirected)?;
         }
         rar::check_resources(&self.resources).map_err(redirected)?;
+        if let Some(j) = &self.dpop_jkt {
+            // A SHA-256 thumbprint: 43 base64url characters.
+            if j.len() != 43
+                || !j
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(redirected(OAuthError::invalid_request(
+                    "dpop_jkt must be a JWK SHA-256 thumbprint",
+                )));
+            }
+        }
         Ok(AuthzRequest {
             client_id: client.client_id.clone(),
             redirect_uri,
@@ -197,6 +214,7 @@ impl RawAuthz {
             code_challenge,
             authorization_details: self.authorization_details.clone(),
             resources: self.resources.clone(),
+            dpop_jkt: self.dpop_jkt.clone(),
         })
     }
 }

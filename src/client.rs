@@ -2,14 +2,21 @@
 //! and the registry's answers use the same names. A client's secret is only ever held as a
 //! SHA-256 hash (`"client_secret": "sha256:<hex>"`): the filter never sees a stored plaintext.
 
+use std::rc::Rc;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::jwk::JwkSet;
+use crate::keys::Alg;
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523 §2.2: a JWT signed with one of the client's registered keys.
+    PrivateKeyJwt,
     /// A public client (RFC 7591 `none`).
     None,
 }
@@ -19,9 +26,10 @@ impl AuthMethod {
         match s {
             "client_secret_basic" => Ok(AuthMethod::ClientSecretBasic),
             "client_secret_post" => Ok(AuthMethod::ClientSecretPost),
+            "private_key_jwt" => Ok(AuthMethod::PrivateKeyJwt),
             "none" => Ok(AuthMethod::None),
             other => Err(format!(
-                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, none)"
+                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, private_key_jwt, none)"
             )),
         }
     }
@@ -46,6 +54,7 @@ pub const KNOWN_METADATA: &[&str] = &[
     "scope",
     "jwks",
     "jwks_uri",
+    "token_endpoint_auth_signing_alg",
     "dpop_bound_access_tokens",
     "authorization_details_types",
     "require_pushed_authorization_requests",
@@ -76,6 +85,8 @@ struct Metadata {
     #[serde(default)]
     jwks_uri: Option<String>,
     #[serde(default)]
+    token_endpoint_auth_signing_alg: Option<String>,
+    #[serde(default)]
     dpop_bound_access_tokens: bool,
     #[serde(default)]
     authorization_details_types: Vec<String>,
@@ -100,8 +111,12 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     /// Allowed scope tokens.
     pub scope: Vec<String>,
-    pub jwks: Option<serde_json::Value>,
+    /// Registered keys (`jwks`), parsed once.
+    pub jwks: Option<Rc<JwkSet>>,
     pub jwks_uri: Option<String>,
+    /// The one algorithm this client signs its assertions with, if it registered one.
+    pub token_endpoint_auth_signing_alg: Option<Alg>,
+    /// RFC 9449 §5.2: every token request of this client must carry a DPoP proof.
     pub dpop_bound_access_tokens: bool,
     pub authorization_details_types: Vec<String>,
     /// RFC 9126 §6: this client must use PAR.
@@ -178,6 +193,39 @@ impl Client {
                 "client {id:?}: a public client (none) must not have a client_secret"
             ));
         }
+        let jwks = match &m.jwks {
+            None => None,
+            Some(v) => Some(Rc::new(
+                JwkSet::parse(v).map_err(|e| format!("client {id:?}: jwks: {e}"))?,
+            )),
+        };
+        if let Some(u) = &m.jwks_uri {
+            if !(u.starts_with("https://") || u.starts_with("http://"))
+                || u.contains('#')
+                || u.len() > 2048
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!("client {id:?}: jwks_uri must be an absolute URL"));
+            }
+        }
+        if auth_method == AuthMethod::PrivateKeyJwt {
+            if jwks.is_some() == m.jwks_uri.is_some() {
+                return Err(format!(
+                    "client {id:?}: private_key_jwt needs exactly one of jwks and jwks_uri"
+                ));
+            }
+            if secret_sha256.is_some() {
+                return Err(format!(
+                    "client {id:?}: a private_key_jwt client must not have a client_secret"
+                ));
+            }
+        }
+        let token_endpoint_auth_signing_alg = match m.token_endpoint_auth_signing_alg.as_deref() {
+            None => None,
+            Some(a) => Some(Alg::parse(a).ok_or_else(|| {
+                format!("client {id:?}: token_endpoint_auth_signing_alg {a:?} is not supported")
+            })?),
+        };
         let mut scope = Vec::new();
         if let Some(s) = m.scope.as_deref() {
             for t in s.split(' ').filter(|t| !t.is_empty()) {
@@ -199,8 +247,9 @@ impl Client {
             response_types: m.response_types.unwrap_or_else(|| vec!["code".to_string()]),
             redirect_uris: m.redirect_uris,
             scope,
-            jwks: m.jwks,
+            jwks,
             jwks_uri: m.jwks_uri,
+            token_endpoint_auth_signing_alg,
             dpop_bound_access_tokens: m.dpop_bound_access_tokens,
             authorization_details_types: m.authorization_details_types,
             require_par: m.require_pushed_authorization_requests,
@@ -215,8 +264,9 @@ impl Client {
         self.grant_types.iter().any(|g| g == grant_type)
     }
 
+    /// A client that authenticates (with a secret or a key), as opposed to a public one.
     pub fn is_confidential(&self) -> bool {
-        self.auth_method.uses_secret()
+        self.auth_method != AuthMethod::None
     }
 
     /// Exact string comparison (RFC 9700 §4.1.3: no pattern, no normalisation).

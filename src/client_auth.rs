@@ -1,6 +1,8 @@
 //! Client authentication at the endpoints that take it (RFC 6749 §2.3): HTTP Basic
-//! (`client_secret_basic`), secret in the body (`client_secret_post`), or a public client naming
-//! itself (`none`). Exactly one method per request (RFC 6749 §2.3: "MUST NOT use more than one").
+//! (`client_secret_basic`), secret in the body (`client_secret_post`), a signed JWT
+//! (`private_key_jwt`, RFC 7523; verified in [`crate::client_assertion`]), or a public client
+//! naming itself (`none`). Exactly one method per request (RFC 6749 §2.3: "MUST NOT use more
+//! than one").
 
 use base64::Engine as _;
 
@@ -12,9 +14,21 @@ use crate::http::Headers;
 /// What the request presented, before the client record is known.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Presented {
-    Basic { client_id: String, secret: String },
-    Post { client_id: String, secret: String },
-    Public { client_id: String },
+    Basic {
+        client_id: String,
+        secret: String,
+    },
+    Post {
+        client_id: String,
+        secret: String,
+    },
+    Assertion {
+        client_id: String,
+        assertion: String,
+    },
+    Public {
+        client_id: String,
+    },
 }
 
 // Never print a secret.
@@ -23,6 +37,7 @@ impl std::fmt::Debug for Presented {
         match self {
             Presented::Basic { client_id, .. } => write!(f, "Basic({client_id:?})"),
             Presented::Post { client_id, .. } => write!(f, "Post({client_id:?})"),
+            Presented::Assertion { client_id, .. } => write!(f, "Assertion({client_id:?})"),
             Presented::Public { client_id } => write!(f, "Public({client_id:?})"),
         }
     }
@@ -33,6 +48,7 @@ impl Presented {
         match self {
             Presented::Basic { client_id, .. }
             | Presented::Post { client_id, .. }
+            | Presented::Assertion { client_id, .. }
             | Presented::Public { client_id } => client_id,
         }
     }
@@ -58,12 +74,35 @@ pub fn extract(headers: &Headers, form: &Form) -> Result<Presented, OAuthError> 
     };
     let body_id = form.get("client_id");
     let body_secret = form.get("client_secret");
-    if form.get("client_assertion").is_some() || form.get("client_assertion_type").is_some() {
-        // private_key_jwt is not offered yet (not advertised in the metadata either).
-        return Err(
-            OAuthError::invalid_client("client assertion authentication is not supported")
-                .with_basic_challenge(basic.is_some()),
-        );
+    let assertion = form.get("client_assertion");
+    let assertion_type = form.get("client_assertion_type");
+    if assertion.is_some() || assertion_type.is_some() {
+        let challenge = basic.is_some();
+        if basic.is_some() || body_secret.is_some() {
+            return Err(OAuthError::invalid_client(
+                "more than one client authentication method used",
+            )
+            .with_basic_challenge(challenge));
+        }
+        if assertion_type != Some(crate::client_assertion::JWT_BEARER) {
+            return Err(OAuthError::invalid_client(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ));
+        }
+        let assertion =
+            assertion.ok_or_else(|| OAuthError::invalid_client("client_assertion is missing"))?;
+        let client_id = crate::client_assertion::claimed_client_id(assertion)
+            .ok_or_else(|| OAuthError::invalid_client("the client assertion is malformed"))?;
+        // RFC 7521 §4.2: a client_id beside the assertion must name the same client.
+        if body_id.is_some_and(|b| b != client_id) {
+            return Err(OAuthError::invalid_client(
+                "client_id does not match the client assertion",
+            ));
+        }
+        return Ok(Presented::Assertion {
+            client_id,
+            assertion: assertion.to_string(),
+        });
     }
     match (basic, body_secret) {
         (Some(_), Some(_)) => Err(OAuthError::invalid_client(
@@ -123,7 +162,9 @@ fn parse_basic(value: &str) -> Result<Option<(String, String)>, OAuthError> {
     Ok(Some((id, secret)))
 }
 
-/// Checks what was presented against the registered client.
+/// Checks a presented secret (or a public client's lack of one) against the registered client.
+/// An assertion is checked by [`crate::client_assertion::verify`] instead (it needs the store
+/// and maybe the network); here it never passes.
 /// A client registered for a secret may send it either way (Basic or body); a public client
 /// may not send a secret, and a confidential client may not skip it.
 pub fn authenticate(client: &Client, presented: &Presented) -> Result<(), OAuthError> {

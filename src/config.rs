@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::duration;
-use crate::keys::KeySet;
+use crate::keys::{Alg, KeySet};
 use crate::store::Ring;
 
 #[derive(Deserialize)]
@@ -49,6 +49,68 @@ struct Raw {
     refresh_cookie: RawCookie,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    profile: Option<String>,
+    #[serde(default)]
+    jwks_fetch: Option<RawJwksFetch>,
+    #[serde(default)]
+    client_assertion: RawAssertion,
+    #[serde(default)]
+    dpop: RawDpop,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwksFetch {
+    cluster: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    cache_ttl: Option<String>,
+    #[serde(default)]
+    refetch_cooldown: Option<String>,
+    #[serde(default = "default_true")]
+    require_https: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAssertion {
+    #[serde(default)]
+    max_lifetime: Option<String>,
+    #[serde(default)]
+    clock_skew: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDpop {
+    #[serde(default)]
+    proof_lifetime: Option<String>,
+    #[serde(default)]
+    clock_skew: Option<String>,
+    #[serde(default)]
+    require_nonce: bool,
+    #[serde(default)]
+    nonce_lifetime: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    #[serde(default)]
+    per_client: Option<RawLimit>,
+    #[serde(default)]
+    per_address: Option<RawLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    requests: u32,
+    window: String,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +163,10 @@ struct RawStore {
     code_slots: Option<u32>,
     #[serde(default)]
     refresh_family_slots: Option<u32>,
+    #[serde(default)]
+    jti_slots: Option<u32>,
+    #[serde(default)]
+    rate_limit_slots: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -236,6 +302,64 @@ pub struct Config {
     pub login_url: Option<String>,
     pub refresh_cookie_name: String,
     pub rings: Rings,
+    pub profile: Profile,
+    /// Algorithms accepted in client assertions and DPoP proofs.
+    pub verify_algs: Vec<Alg>,
+    pub jwks_fetch: Option<JwksFetchConfig>,
+    pub assertion: AssertionConfig,
+    pub dpop: DpopConfig,
+    pub rate_limits: RateLimits,
+    /// The token and PAR endpoint URLs as DPoP `htu` is compared (normalised).
+    pub token_htu: String,
+    pub par_htu: String,
+}
+
+/// `profile`: one word for a set of stricter defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Default,
+    /// FAPI 2.0 Security Profile: PAR, PKCE S256, private_key_jwt, DPoP-bound tokens, strict
+    /// assertion audience, PS256/ES256/EdDSA only, codes and request_uris of at most 60 s.
+    Fapi2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksFetchConfig {
+    pub cluster: String,
+    pub timeout: Duration,
+    pub cache_ttl: Duration,
+    /// A kid missing from the cached set refetches it, at most once per cooldown.
+    pub refetch_cooldown: Duration,
+    pub require_https: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssertionConfig {
+    pub max_lifetime: Duration,
+    pub clock_skew: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    pub proof_lifetime: Duration,
+    pub clock_skew: Duration,
+    pub require_nonce: bool,
+    pub nonce_lifetime: Duration,
+    /// HMAC key of the stateless nonces, derived from the active signing key so every worker
+    /// and every instance with the same configuration agrees on them.
+    pub nonce_key: [u8; 32],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub requests: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RateLimits {
+    pub per_client: Option<Limit>,
+    pub per_address: Option<Limit>,
 }
 
 /// Where the gateway puts the authenticated user (never a place a client can write).
@@ -258,6 +382,10 @@ pub struct Rings {
     pub request_uris: Ring,
     pub codes: Ring,
     pub families: Ring,
+    /// Replay cache of assertion and DPoP proof `jti`s.
+    pub jtis: Ring,
+    /// Rate limit counters (created only when a limit is configured).
+    pub rate_limits: Ring,
 }
 
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -335,15 +463,23 @@ impl Config {
             clients.insert(client.client_id.clone(), Rc::new(client));
         }
 
+        let profile = match raw.profile.as_deref() {
+            None | Some("default") => Profile::Default,
+            Some("fapi2") => Profile::Fapi2,
+            Some(p) => return Err(format!("profile {p:?} is unknown (default, fapi2)")),
+        };
+        let fapi = profile == Profile::Fapi2;
+        // FAPI 2.0 §5.3.2.1: codes live at most 60 s; request_uris as briefly.
+        let short_max = if fapi { 60 } else { 600 };
         let lt = &raw.lifetimes;
         let id_token_ttl = lifetime("lifetimes.id_token", lt.id_token.as_deref(), 300, 1, 86_400)?;
-        let code_ttl = lifetime("lifetimes.code", lt.code.as_deref(), 60, 1, 600)?;
+        let code_ttl = lifetime("lifetimes.code", lt.code.as_deref(), 60, 1, short_max)?;
         let request_uri_ttl = lifetime(
             "lifetimes.request_uri",
             lt.request_uri.as_deref(),
-            90,
+            if fapi { 60 } else { 90 },
             1,
-            600,
+            short_max,
         )?;
         let refresh_token_ttl = lifetime(
             "lifetimes.refresh_token",
@@ -407,6 +543,101 @@ impl Config {
                 raw.store.refresh_family_slots,
                 65_536,
             )?,
+            jtis: ring("jti", "jti_slots", raw.store.jti_slots, 65_536)?,
+            rate_limits: ring("rl", "rate_limit_slots", raw.store.rate_limit_slots, 4_096)?,
+        };
+        let verify_algs = if fapi {
+            vec![Alg::EdDSA, Alg::ES256, Alg::PS256]
+        } else {
+            vec![Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256]
+        };
+        if fapi && keys.active().is_some_and(|k| !verify_algs.contains(&k.alg)) {
+            return Err(
+                "profile fapi2 signs with PS256, ES256 or EdDSA only: the active key is RS256"
+                    .into(),
+            );
+        }
+        let jwks_fetch = match raw.jwks_fetch {
+            None => None,
+            Some(j) => Some(jwks_fetch(j)?),
+        };
+        let opt = |name: &str, v: Option<&str>, default: Duration, min: Duration, max: Duration| {
+            v.map_or(Ok(default), |s| bounded(name, s, min, max))
+        };
+        let secs = Duration::from_secs;
+        let assertion = AssertionConfig {
+            max_lifetime: opt(
+                "client_assertion.max_lifetime",
+                raw.client_assertion.max_lifetime.as_deref(),
+                secs(300),
+                secs(1),
+                secs(3_600),
+            )?,
+            clock_skew: opt(
+                "client_assertion.clock_skew",
+                raw.client_assertion.clock_skew.as_deref(),
+                secs(30),
+                Duration::ZERO,
+                secs(300),
+            )?,
+        };
+        let nonce_key = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(b"oauth-edge/dpop-nonce/v1\0");
+            if let Some(k) = keys.sealing_keys().next() {
+                h.update(k);
+            }
+            h.finalize().into()
+        };
+        let dpop = DpopConfig {
+            proof_lifetime: opt(
+                "dpop.proof_lifetime",
+                raw.dpop.proof_lifetime.as_deref(),
+                secs(60),
+                secs(1),
+                secs(600),
+            )?,
+            clock_skew: opt(
+                "dpop.clock_skew",
+                raw.dpop.clock_skew.as_deref(),
+                secs(10),
+                Duration::ZERO,
+                secs(300),
+            )?,
+            require_nonce: raw.dpop.require_nonce,
+            nonce_lifetime: opt(
+                "dpop.nonce_lifetime",
+                raw.dpop.nonce_lifetime.as_deref(),
+                secs(300),
+                secs(1),
+                secs(86_400),
+            )?,
+            nonce_key,
+        };
+        let limit = |name: &str, l: Option<RawLimit>| -> Result<Option<Limit>, String> {
+            match l {
+                None => Ok(None),
+                Some(l) => {
+                    if l.requests == 0 {
+                        return Err(format!("rate_limits.{name}.requests must be at least 1"));
+                    }
+                    let window = bounded(
+                        &format!("rate_limits.{name}.window"),
+                        &l.window,
+                        Duration::from_millis(100),
+                        secs(86_400),
+                    )?;
+                    Ok(Some(Limit {
+                        requests: l.requests,
+                        window,
+                    }))
+                }
+            }
+        };
+        let rate_limits = RateLimits {
+            per_client: limit("per_client", raw.rate_limits.per_client)?,
+            per_address: limit("per_address", raw.rate_limits.per_address)?,
         };
 
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
@@ -414,7 +645,13 @@ impl Config {
             return Err("limits.max_body_bytes must be between 256 and 1048576".into());
         }
 
+        let token_htu = crate::dpop::normalize_htu(&format!("{origin}{token_path}"))
+            .ok_or("the token endpoint URL cannot be normalised")?;
+        let par_htu = crate::dpop::normalize_htu(&format!("{origin}{par_path}"))
+            .ok_or("the PAR endpoint URL cannot be normalised")?;
         Ok(Config {
+            token_htu,
+            par_htu,
             token_endpoint: format!("{origin}{token_path}"),
             jwks_uri: format!("{origin}{jwks_path}"),
             issuer,
@@ -438,12 +675,18 @@ impl Config {
             code_ttl,
             request_uri_ttl,
             refresh_token_ttl,
-            require_par: raw.require_pushed_authorization_requests,
-            require_pkce: raw.require_pkce,
+            require_par: raw.require_pushed_authorization_requests || fapi,
+            require_pkce: raw.require_pkce || fapi,
             user,
             login_url,
             refresh_cookie_name: cookie,
             rings,
+            profile,
+            verify_algs,
+            jwks_fetch,
+            assertion,
+            dpop,
+            rate_limits,
         })
     }
 }
@@ -490,6 +733,41 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
         timeout,
         cache_ttl,
         negative_cache_ttl,
+    })
+}
+
+fn jwks_fetch(j: RawJwksFetch) -> Result<JwksFetchConfig, String> {
+    if j.cluster.is_empty() {
+        return Err("jwks_fetch.cluster must name an Envoy cluster".into());
+    }
+    let d = |name: &str, v: Option<&str>, default: Duration, min: Duration, max: Duration| {
+        v.map_or(Ok(default), |s| bounded(name, s, min, max))
+    };
+    Ok(JwksFetchConfig {
+        cluster: j.cluster,
+        // Never 0: the host reads a zero timeout as "no timeout".
+        timeout: d(
+            "jwks_fetch.timeout",
+            j.timeout.as_deref(),
+            Duration::from_secs(1),
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?,
+        cache_ttl: d(
+            "jwks_fetch.cache_ttl",
+            j.cache_ttl.as_deref(),
+            Duration::from_secs(600),
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+        )?,
+        refetch_cooldown: d(
+            "jwks_fetch.refetch_cooldown",
+            j.refetch_cooldown.as_deref(),
+            Duration::from_secs(10),
+            Duration::ZERO,
+            Duration::from_secs(3_600),
+        )?,
+        require_https: j.require_https,
     })
 }
 

@@ -10,8 +10,11 @@ use std::rc::Rc;
 use crate::config::Config;
 use crate::endpoints;
 use crate::error::OAuthError;
-use crate::flow::{Answer, Ctx, Interrupt, Journal, Lookup, Need, Now, Request, SyncStore};
+use crate::flow::{
+    Answer, Ctx, Interrupt, Journal, JwksLookup, Local, Lookup, Need, Now, Request, SyncStore,
+};
 use crate::http::{Headers, Outcome, Response};
+use crate::jwks_fetch::{self, JwksCache};
 use crate::metadata;
 use crate::random::Random;
 use crate::registry::{self, Call, LocalCache};
@@ -89,6 +92,7 @@ pub struct Engine {
     as_metadata: Vec<u8>,
     oidc_metadata: Vec<u8>,
     cache: RefCell<LocalCache>,
+    jwks_cache: RefCell<JwksCache>,
     events: Cell<Events>,
 }
 
@@ -105,17 +109,20 @@ impl Engine {
             as_metadata,
             oidc_metadata,
             cache: RefCell::new(LocalCache::default()),
+            jwks_cache: RefCell::new(JwksCache::default()),
             events: Cell::new(Events::default()),
         }
     }
 
     /// The store rings whose keys the adapter creates at start.
-    pub fn rings(&self) -> [Ring; 3] {
-        [
-            self.config.rings.request_uris,
-            self.config.rings.codes,
-            self.config.rings.families,
-        ]
+    pub fn rings(&self) -> Vec<Ring> {
+        let r = &self.config.rings;
+        let mut out = vec![r.request_uris, r.codes, r.families, r.jtis];
+        let l = &self.config.rate_limits;
+        if l.per_client.is_some() || l.per_address.is_some() {
+            out.push(r.rate_limits);
+        }
+        out
     }
 
     /// Which endpoint a request path (query string included or not) belongs to.
@@ -245,27 +252,68 @@ impl Engine {
     }
 
     fn run(&self, mut p: Pending, rng: &mut dyn Random, store: Option<&mut dyn SyncStore>) -> Step {
-        let now = p.now;
-        let local = |id: &str| self.local_client(id, now);
+        let local = LocalAnswers {
+            engine: self,
+            now: p.now,
+        };
         let result = {
             let mut ctx = Ctx::new(p.now, rng, &mut p.journal, &local);
             if let Some(s) = store {
                 ctx = ctx.with_store(s);
             }
-            match p.ep {
-                Endpoint::Token => endpoints::token::handle(self, &p.req, &mut ctx),
-                Endpoint::Refresh => endpoints::refresh::handle(self, &p.req, &mut ctx),
-                Endpoint::PushedAuthorization => endpoints::par::handle(self, &p.req, &mut ctx),
-                Endpoint::Authorize => endpoints::authorize::handle(self, &p.req, &mut ctx),
-                _ => Err(Interrupt::Error(
-                    OAuthError::invalid_request("not found").with_status(404),
-                )),
+            match self.per_address_limit(p.ep, &p.req, &mut ctx) {
+                Err(e) => Err(e),
+                Ok(()) => self.dispatch(p.ep, &p.req, &mut ctx),
             }
         };
         match result {
             Ok(r) => Step::Done(r),
             Err(Interrupt::Error(e)) => Step::Done(e.into()),
             Err(Interrupt::Need(n)) => Step::Need(n, p),
+        }
+    }
+
+    /// Counts the request against its source address's limit (the POST endpoints: the ones
+    /// that cost signatures and store writes).
+    fn per_address_limit(
+        &self,
+        ep: Endpoint,
+        req: &Request,
+        ctx: &mut Ctx<'_>,
+    ) -> crate::flow::FlowResult<()> {
+        let (Some(limit), Some(addr)) = (self.config.rate_limits.per_address, &req.source) else {
+            return Ok(());
+        };
+        if !matches!(
+            ep,
+            Endpoint::Token | Endpoint::Refresh | Endpoint::PushedAuthorization
+        ) {
+            return Ok(());
+        }
+        crate::rate_limit::hit(
+            ctx,
+            self.config.rings.rate_limits,
+            &format!("address\0{addr}"),
+            limit,
+        )
+    }
+
+    fn dispatch(
+        &self,
+        ep: Endpoint,
+        req: &Request,
+        ctx: &mut Ctx<'_>,
+    ) -> crate::flow::FlowResult<Response> {
+        {
+            match ep {
+                Endpoint::Token => endpoints::token::handle(self, req, ctx),
+                Endpoint::Refresh => endpoints::refresh::handle(self, req, ctx),
+                Endpoint::PushedAuthorization => endpoints::par::handle(self, req, ctx),
+                Endpoint::Authorize => endpoints::authorize::handle(self, req, ctx),
+                _ => Err(Interrupt::Error(
+                    OAuthError::invalid_request("not found").with_status(404),
+                )),
+            }
         }
     }
 
@@ -282,6 +330,34 @@ impl Engine {
             self.bump(|e| e.cache_hits += 1);
             found.map_or(Lookup::NotFound, Lookup::Found)
         })
+    }
+
+    /// The call to dispatch for a client's `jwks_uri`; `Err` (resume with it) when it cannot be
+    /// made (no `jwks_fetch` configured, a plain-http URL where https is required, ...).
+    pub fn jwks_call(&self, url: &str) -> Result<Call, JwksLookup> {
+        let Some(cfg) = &self.config.jwks_fetch else {
+            return Err(JwksLookup::Unavailable(
+                "jwks_uri needs the jwks_fetch configuration".into(),
+            ));
+        };
+        jwks_fetch::call(cfg, url).map_err(|e| JwksLookup::Unavailable(e.into()))
+    }
+
+    /// The answer to a `jwks_uri` fetch (`status` `None` for a reset or a failed dispatch).
+    pub fn jwks_from_fetch(
+        &self,
+        url: &str,
+        status: Option<u16>,
+        body: &[u8],
+        now: Now,
+    ) -> JwksLookup {
+        let lookup = jwks_fetch::classify(status, body);
+        if let JwksLookup::Found(set) = &lookup {
+            self.jwks_cache
+                .borrow_mut()
+                .put(url, set.clone(), now.unix_ms);
+        }
+        lookup
     }
 
     /// A shared-data entry for a client: the lookup if it was fresh.
@@ -356,6 +432,26 @@ impl Engine {
 impl Pending {
     pub fn endpoint(&self) -> Endpoint {
         self.ep
+    }
+}
+
+/// What the engine answers without the host, for one run of a flow.
+struct LocalAnswers<'e> {
+    engine: &'e Engine,
+    now: Now,
+}
+
+impl Local for LocalAnswers<'_> {
+    fn client(&self, client_id: &str) -> Option<Lookup> {
+        self.engine.local_client(client_id, self.now)
+    }
+
+    fn jwks(&self, url: &str, refresh: bool) -> Option<JwksLookup> {
+        let cfg = self.engine.config.jwks_fetch.as_ref()?;
+        self.engine
+            .jwks_cache
+            .borrow()
+            .get(cfg, url, refresh, self.now.unix_ms)
     }
 }
 

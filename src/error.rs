@@ -25,10 +25,14 @@ pub enum ErrorCode {
     /// RFC 6749 §4.1.2.1 (authorization endpoint).
     UnsupportedResponseType,
     AccessDenied,
+    /// RFC 9449 §5: the DPoP proof is missing where required, or invalid.
+    InvalidDpopProof,
+    /// RFC 9449 §8: the proof must carry the server nonce sent in `DPoP-Nonce`.
+    UseDpopNonce,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidClient,
         ErrorCode::InvalidGrant,
@@ -42,6 +46,8 @@ impl ErrorCode {
         ErrorCode::InvalidTarget,
         ErrorCode::UnsupportedResponseType,
         ErrorCode::AccessDenied,
+        ErrorCode::InvalidDpopProof,
+        ErrorCode::UseDpopNonce,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +65,8 @@ impl ErrorCode {
             ErrorCode::InvalidTarget => "invalid_target",
             ErrorCode::UnsupportedResponseType => "unsupported_response_type",
             ErrorCode::AccessDenied => "access_denied",
+            ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
+            ErrorCode::UseDpopNonce => "use_dpop_nonce",
         }
     }
 
@@ -88,6 +96,10 @@ pub struct OAuthError {
     pub basic_challenge: bool,
     /// For 405 answers: the methods the endpoint takes.
     pub allow: Option<&'static str>,
+    /// For 429 answers: seconds until the client may try again (RFC 9110 §10.2.3).
+    pub retry_after: Option<u64>,
+    /// A fresh DPoP server nonce for the client to use (RFC 9449 §8).
+    pub dpop_nonce: Option<String>,
 }
 
 impl OAuthError {
@@ -98,6 +110,8 @@ impl OAuthError {
             status: code.default_status(),
             basic_challenge: false,
             allow: None,
+            retry_after: None,
+            dpop_nonce: None,
         }
     }
 
@@ -121,6 +135,29 @@ impl OAuthError {
     }
     pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidGrant, d)
+    }
+    pub fn invalid_dpop_proof(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidDpopProof, d)
+    }
+
+    /// 429 with `Retry-After` (seed 000).
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut e = Self::new(
+            ErrorCode::RateLimitExceeded,
+            "Request rate too high, please retry later",
+        );
+        e.retry_after = Some(retry_after.max(1));
+        e
+    }
+
+    /// `use_dpop_nonce` with the nonce to use.
+    pub fn use_dpop_nonce(nonce: String) -> Self {
+        let mut e = Self::new(
+            ErrorCode::UseDpopNonce,
+            "the DPoP proof must carry the server nonce from the DPoP-Nonce header",
+        );
+        e.dpop_nonce = Some(nonce);
+        e
     }
 
     /// 413 for a body over the configured limit (still an OAuth error body, not Envoy's text).
@@ -165,6 +202,12 @@ impl OAuthError {
         }
         if let Some(allow) = self.allow {
             resp.headers.push(("allow", allow.to_string()));
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers.push(("retry-after", secs.to_string()));
+        }
+        if let Some(nonce) = self.dpop_nonce {
+            resp.headers.push(("dpop-nonce", nonce));
         }
         resp
     }
@@ -221,6 +264,10 @@ mod tests {
         assert_eq!((r.status, header(&r, "allow")), (405, Some("POST")));
         assert_eq!(OAuthError::server_error("x").into_response().status, 500);
         assert_eq!(ErrorCode::RateLimitExceeded.default_status(), 429);
+        let r = OAuthError::rate_limited(0).into_response();
+        assert_eq!((r.status, header(&r, "retry-after")), (429, Some("1")));
+        let r = OAuthError::use_dpop_nonce("n1".into()).into_response();
+        assert_eq!((r.status, header(&r, "dpop-nonce")), (400, Some("n1")));
     }
 
     #[test]

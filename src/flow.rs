@@ -14,6 +14,7 @@ use std::rc::Rc;
 use crate::client::Client;
 use crate::error::OAuthError;
 use crate::http::Headers;
+use crate::jwk::JwkSet;
 use crate::random::Random;
 
 /// The clock, read once per request by the adapter.
@@ -45,6 +46,9 @@ pub struct Request {
     pub headers: Headers,
     pub body: Vec<u8>,
     pub user: Option<User>,
+    /// The downstream address Envoy saw (its `source.address`, without the port): for
+    /// per-address rate limits. Never taken from a header.
+    pub source: Option<String>,
 }
 
 impl Request {
@@ -96,12 +100,22 @@ pub enum Lookup {
     Unavailable(String),
 }
 
+/// What fetching a JWK Set came to.
+#[derive(Debug, Clone)]
+pub enum JwksLookup {
+    Found(Rc<JwkSet>),
+    /// Unreachable, not 200, or not a JWK Set; the reason is for the log only.
+    Unavailable(String),
+}
+
 /// Something only the host can provide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Need {
     /// This client's record: shared-data cache first, then the registry.
     Client(String),
     Store(StoreOp),
+    /// The JWK Set at this URL (a client's `jwks_uri`), fetched now.
+    Jwks(String),
 }
 
 /// The answer to a [`Need`], as recorded for reruns.
@@ -109,6 +123,15 @@ pub enum Need {
 pub enum Answer {
     Client(Lookup),
     Store(StoreResult),
+    Jwks(JwksLookup),
+}
+
+/// Answers the core can get without the host: static clients and the worker's caches.
+pub trait Local {
+    fn client(&self, client_id: &str) -> Option<Lookup>;
+    /// A cached JWK Set. `refresh`: the caller missed a kid in the cached set and wants it
+    /// fetched again; the cache still answers if it was fetched too recently to refetch.
+    fn jwks(&self, url: &str, refresh: bool) -> Option<JwksLookup>;
 }
 
 /// Why a flow stopped before answering.
@@ -140,8 +163,8 @@ pub struct Ctx<'a> {
     journal: &'a mut Journal,
     next_answer: usize,
     next_random: usize,
-    /// Resolves a client without the host (static clients, the worker cache).
-    local_client: &'a dyn Fn(&str) -> Option<Lookup>,
+    /// Resolves what it can without the host (static clients, the worker caches).
+    local: &'a dyn Local,
     sync_store: Option<&'a mut dyn SyncStore>,
 }
 
@@ -150,7 +173,7 @@ impl<'a> Ctx<'a> {
         now: Now,
         rng: &'a mut dyn Random,
         journal: &'a mut Journal,
-        local_client: &'a dyn Fn(&str) -> Option<Lookup>,
+        local: &'a dyn Local,
     ) -> Self {
         Ctx {
             now,
@@ -158,7 +181,7 @@ impl<'a> Ctx<'a> {
             journal,
             next_answer: 0,
             next_random: 0,
-            local_client,
+            local,
             sync_store: None,
         }
     }
@@ -182,8 +205,8 @@ impl<'a> Ctx<'a> {
     pub fn client(&mut self, client_id: &str) -> FlowResult<Lookup> {
         match self.next() {
             Some(Answer::Client(l)) => Ok(l),
-            Some(Answer::Store(_)) => Err(internal("journal out of order")),
-            None => match (self.local_client)(client_id) {
+            Some(_) => Err(internal("journal out of order")),
+            None => match self.local.client(client_id) {
                 Some(l) => {
                     self.journal.answers.push(Answer::Client(l.clone()));
                     self.next_answer += 1;
@@ -197,7 +220,7 @@ impl<'a> Ctx<'a> {
     pub fn store(&mut self, op: StoreOp) -> FlowResult<StoreResult> {
         match self.next() {
             Some(Answer::Store(r)) => Ok(r),
-            Some(Answer::Client(_)) => Err(internal("journal out of order")),
+            Some(_) => Err(internal("journal out of order")),
             None => match self.sync_store.as_mut() {
                 Some(s) => {
                     let r = s.run(&op);
@@ -206,6 +229,22 @@ impl<'a> Ctx<'a> {
                     Ok(r)
                 }
                 None => Err(Interrupt::Need(Need::Store(op))),
+            },
+        }
+    }
+
+    /// A JWK Set by URL: the worker cache, else fetched by the host. Journaled like a client.
+    pub fn jwks(&mut self, url: &str, refresh: bool) -> FlowResult<JwksLookup> {
+        match self.next() {
+            Some(Answer::Jwks(l)) => Ok(l),
+            Some(_) => Err(internal("journal out of order")),
+            None => match self.local.jwks(url, refresh) {
+                Some(l) => {
+                    self.journal.answers.push(Answer::Jwks(l.clone()));
+                    self.next_answer += 1;
+                    Ok(l)
+                }
+                None => Err(Interrupt::Need(Need::Jwks(url.to_string()))),
             },
         }
     }

@@ -20,6 +20,18 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// The JWS `alg` names this server signs or verifies with; anything else (`none`, HMAC, …)
+    /// is `None`.
+    pub fn parse(s: &str) -> Option<Alg> {
+        match s {
+            "EdDSA" => Some(Alg::EdDSA),
+            "ES256" => Some(Alg::ES256),
+            "RS256" => Some(Alg::RS256),
+            "PS256" => Some(Alg::PS256),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Alg::EdDSA => "EdDSA",

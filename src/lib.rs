@@ -16,8 +16,10 @@
 
 pub mod authz;
 pub mod client;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod config;
+pub mod dpop;
 pub mod duration;
 pub mod endpoints;
 pub mod engine;
@@ -26,12 +28,16 @@ pub mod flow;
 pub mod form;
 pub mod grants;
 pub mod http;
+pub mod jwk;
+pub mod jwks_fetch;
+pub mod jws;
 pub mod keys;
 pub mod metadata;
 pub mod oidc;
 pub mod pkce;
 pub mod random;
 pub mod rar;
+pub mod rate_limit;
 pub mod registry;
 pub mod scope;
 pub mod sealed;

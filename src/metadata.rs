@@ -3,13 +3,26 @@
 
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use crate::config::{Config, Profile};
 use crate::grants;
 
-pub const TOKEN_AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+pub const TOKEN_AUTH_METHODS: &[&str] = &[
+    "client_secret_basic",
+    "client_secret_post",
+    "private_key_jwt",
+    "none",
+];
+
+/// FAPI 2.0: private_key_jwt only (mTLS client authentication is not offered).
+pub const FAPI2_AUTH_METHODS: &[&str] = &["private_key_jwt"];
 
 /// RFC 8414 §2 authorization server metadata (+ RFC 9126 §5, RFC 9207 §3, RFC 9396 §10).
 pub fn authorization_server(cfg: &Config) -> Value {
+    let auth_methods = match cfg.profile {
+        Profile::Fapi2 => FAPI2_AUTH_METHODS,
+        Profile::Default => TOKEN_AUTH_METHODS,
+    };
+    let verify_algs: Vec<&str> = cfg.verify_algs.iter().map(|a| a.as_str()).collect();
     json!({
         "issuer": cfg.issuer,
         "authorization_endpoint": cfg.authorize_endpoint,
@@ -21,7 +34,11 @@ pub fn authorization_server(cfg: &Config) -> Value {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": verify_algs,
+        // RFC 9126 §2 and RFC 8414 §2: PAR authenticates clients as the token endpoint does.
+        "pushed_authorization_request_endpoint_auth_methods_supported": auth_methods,
+        "dpop_signing_alg_values_supported": verify_algs,
         "scopes_supported": scopes(cfg),
         "authorization_response_iss_parameter_supported": true,
         "authorization_details_types_supported": details_types(cfg),

@@ -35,6 +35,9 @@ pub struct RefreshClaims {
     pub ad: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub res: Vec<String>,
+    /// RFC 9449 §5: a public client's refresh token is bound to its DPoP key (thumbprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 pub fn seal(keys: &KeySet, claims: &RefreshClaims, ctx: &mut Ctx<'_>) -> FlowResult<String> {

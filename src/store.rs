@@ -380,6 +380,58 @@ pub fn update_keyed<T: Serialize>(
     }
 }
 
+/// Probes of a replay-cache insert: few, because every request with a jti pays them (a jti is
+/// looked up where it would have been written, not searched for across the ring).
+pub const ONCE_PROBES: u32 = 4;
+
+/// A replay cache (assertion and DPoP proof `jti`s): records `id` as seen until `exp_ms`.
+/// `Ok(true)` the first time, `Ok(false)` while an earlier sighting is live. Of concurrent
+/// callers with the same id, one wins: they all read the same probe slots and CAS the first
+/// free one, so the losers re-read and find the winner's record.
+pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> FlowResult<bool> {
+    let (seed, h) = keyed(id);
+    let now = ctx.now.unix_ms;
+    for _ in 0..3 {
+        let mut free: Option<(String, u32)> = None;
+        for i in 0..ONCE_PROBES {
+            let key = ring.key(probe(seed, i, ring.size.max(1)));
+            match ctx.get(&key)? {
+                StoreResult::Value { value, cas } => {
+                    if let Some(v) = value.as_deref() {
+                        if starts_with_h(v, &h) && !reusable(Some(v), now) {
+                            return Ok(false);
+                        }
+                    }
+                    if free.is_none() && cas != 0 && reusable(value.as_deref(), now) {
+                        free = Some((key, cas));
+                    }
+                }
+                _ => return Err(unavailable()),
+            }
+        }
+        let Some((key, cas)) = free else {
+            // Every slot this id may use holds a live record: fail closed rather than let a
+            // replay through.
+            return Err(Interrupt::Error(OAuthError::server_error(
+                "the authorization server is busy, try again",
+            )));
+        };
+        let rec = Record {
+            h: h.clone(),
+            exp: exp_ms.max(now.saturating_add(1)),
+            used: true,
+            data: (),
+        };
+        let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
+        match ctx.cas(&key, bytes, cas)? {
+            StoreResult::Written => return Ok(true),
+            StoreResult::Conflict => continue,
+            _ => return Err(unavailable()),
+        }
+    }
+    Err(unavailable())
+}
+
 impl<T> Record<T> {
     pub fn expires_at_ms(&self) -> u64 {
         self.exp

@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::dpop::Proof;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::http::{Outcome, Response};
@@ -44,6 +45,21 @@ pub struct AccessTokenClaims<'a> {
     /// RFC 9396 §9.1: granted authorization details travel in the token.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<&'a Value>,
+    /// RFC 9449 §6.1: the DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Cnf<'a>>,
+}
+
+/// RFC 7800 confirmation claim with the RFC 9449 §6.1 member.
+#[derive(Serialize, Clone, Copy)]
+pub struct Cnf<'a> {
+    pub jkt: &'a str,
+}
+
+impl<'a> Cnf<'a> {
+    pub fn of(proof: Option<&'a Proof>) -> Option<Cnf<'a>> {
+        proof.map(|p| Cnf { jkt: &p.jkt })
+    }
 }
 
 /// A fresh jti: 128 random bits.
@@ -76,6 +92,27 @@ pub struct TokenAnswer<'a> {
     pub id_token: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_details: Option<&'a Value>,
+    /// Seed 000: the access token is DPoP-bound, and with which proof algorithm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_access_token_bound: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dpop_signing_alg: Option<&'a str>,
+}
+
+impl<'a> TokenAnswer<'a> {
+    /// `token_type` and the seed's DPoP fields for tokens issued with or without a proof
+    /// (RFC 9449 §5: `token_type` is `DPoP` for a bound token).
+    pub fn bound(mut self, proof: Option<&'a Proof>) -> Self {
+        match proof {
+            Some(p) => {
+                self.token_type = "DPoP";
+                self.dpop_access_token_bound = Some(true);
+                self.dpop_signing_alg = Some(p.alg.as_str());
+            }
+            None => self.token_type = "Bearer",
+        }
+        self
+    }
 }
 
 impl TokenAnswer<'_> {
@@ -95,16 +132,16 @@ impl TokenAnswer<'_> {
 pub fn token_response(
     grant_type: &'static str,
     access_token: &str,
-    token_type: &str,
+    proof: Option<&Proof>,
     expires_in: u64,
     scope: &str,
 ) -> Response {
     TokenAnswer {
         access_token,
-        token_type,
         expires_in,
         scope,
         ..Default::default()
     }
+    .bound(proof)
     .into_response(grant_type)
 }

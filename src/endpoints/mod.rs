@@ -8,16 +8,21 @@ pub mod token;
 
 use std::rc::Rc;
 
-use crate::client::{valid_client_id, Client};
-use crate::client_auth;
+use crate::client::{valid_client_id, AuthMethod, Client};
+use crate::client_auth::{self, Presented};
+use crate::config::{Config, Profile};
+use crate::dpop::Proof;
 use crate::engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
 use crate::http::Headers;
+use crate::{client_assertion, rate_limit};
 
-/// Authenticates the client of a back-channel request (token, PAR) by the one method it used.
+/// Authenticates the client of a back-channel request (token, PAR) by the one method it used,
+/// then counts it against the per-client rate limit.
 pub fn authenticate_client(
+    cfg: &Config,
     ctx: &mut Ctx<'_>,
     headers: &Headers,
     form: &Form,
@@ -27,10 +32,43 @@ pub fn authenticate_client(
     if !valid_client_id(presented.client_id()) {
         return Err(failed().into());
     }
+    // FAPI 2.0 §5.3.2.1: only private_key_jwt (mTLS client auth is not offered).
+    if cfg.profile == Profile::Fapi2 && !matches!(presented, Presented::Assertion { .. }) {
+        return Err(presented
+            .failed("the FAPI 2.0 profile requires private_key_jwt client authentication")
+            .into());
+    }
     let lookup = ctx.client(presented.client_id())?;
     let client = engine::found(lookup, failed())?;
-    client_auth::authenticate(&client, &presented)?;
+    match &presented {
+        Presented::Assertion { assertion, .. } => {
+            if client.auth_method != AuthMethod::PrivateKeyJwt {
+                return Err(failed().into());
+            }
+            client_assertion::verify(cfg, &client, assertion, ctx)?;
+        }
+        _ => client_auth::authenticate(&client, &presented)?,
+    }
+    if let Some(limit) = cfg.rate_limits.per_client {
+        rate_limit::hit(
+            ctx,
+            cfg.rings.rate_limits,
+            &format!("client\0{}", client.client_id),
+            limit,
+        )?;
+    }
     Ok(client)
+}
+
+/// RFC 9449 §5.2: clients registered with `dpop_bound_access_tokens`, and every client under
+/// the FAPI 2.0 profile (sender-constrained tokens only), must send a proof.
+pub fn require_proof(cfg: &Config, client: &Client, proof: Option<&Proof>) -> FlowResult<()> {
+    if proof.is_none() && (client.dpop_bound_access_tokens || cfg.profile == Profile::Fapi2) {
+        return Err(
+            OAuthError::invalid_dpop_proof("a DPoP proof is required for this client").into(),
+        );
+    }
+    Ok(())
 }
 
 /// The MIME type of a request, lower case, without parameters; `Err` if the header repeats.

@@ -10,7 +10,7 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
 use crate::http::{Outcome, Response};
-use crate::store;
+use crate::{dpop, store};
 
 use super::{authenticate_client, mime, FORM, JSON};
 
@@ -37,10 +37,23 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             OAuthError::invalid_request("request_uri is not allowed in a pushed request").into(),
         );
     }
-    let client = authenticate_client(ctx, &req.headers, &form)?;
+    // RFC 9449 §10.1: a DPoP proof at PAR binds the code to its key, like dpop_jkt.
+    let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.par_htu, ctx)?;
+    let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
     // Everything the authorization endpoint would check, checked now (§2.1); every refusal is
     // a direct answer here, nothing is redirected.
-    let authz = raw.validate(cfg, &client).map_err(|r| r.error)?;
+    let mut authz = raw.validate(cfg, &client).map_err(|r| r.error)?;
+    if let Some(p) = &proof {
+        match &authz.dpop_jkt {
+            Some(j) if *j != p.jkt => {
+                return Err(OAuthError::invalid_dpop_proof(
+                    "dpop_jkt does not match the key of the DPoP proof",
+                )
+                .into())
+            }
+            _ => authz.dpop_jkt = Some(p.jkt.clone()),
+        }
+    }
     let ttl = cfg.request_uri_ttl;
     let handle = store::allocate(
         ctx,

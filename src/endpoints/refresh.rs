@@ -60,9 +60,20 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
     if !client.allows_origin(origin) {
         return Err(OAuthError::invalid_request("Origin is not allowed for this client").into());
     }
+    // Sender-constrained grants are refreshed at the token endpoint with a DPoP proof, never
+    // with a cookie alone.
+    if claims.jkt.is_some()
+        || client.dpop_bound_access_tokens
+        || cfg.profile == crate::config::Profile::Fapi2
+    {
+        return Err(OAuthError::invalid_grant(
+            "this refresh token needs a DPoP proof at the token endpoint",
+        )
+        .into());
+    }
     let next = refresh_token::rotate(engine, &client, claims, ctx)?;
     let scope = next.scope.clone();
-    refresh_token::issue_rotated(engine, &client, next, scope, ctx)
+    refresh_token::issue_rotated(engine, &client, next, scope, None, ctx)
 }
 
 /// The value of one cookie from the Cookie header(s) (RFC 6265 §5.4).

@@ -7,7 +7,9 @@ use crate::form::Form;
 use crate::grants;
 use crate::http::Response;
 
-use super::{authenticate_client, mime, FORM};
+use crate::dpop;
+
+use super::{authenticate_client, mime, require_proof, FORM};
 
 pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     if mime(&req.headers)? != FORM {
@@ -25,15 +27,27 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     if !grants::SUPPORTED.contains(&grant_type) {
         return Err(OAuthError::unsupported_grant_type("grant_type is not supported").into());
     }
-    let client = authenticate_client(ctx, &req.headers, &form)?;
-    match grant_type {
+    let cfg = &engine.config;
+    // The DPoP proof before client authentication: a nonce challenge (the usual first answer
+    // when nonces are on) then costs no assertion verification and burns no assertion jti.
+    let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.token_htu, ctx)?;
+    let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
+    require_proof(cfg, &client, proof.as_ref())?;
+    let proof = proof.as_ref();
+    let mut resp = match grant_type {
         grants::CLIENT_CREDENTIALS => {
-            grants::client_credentials::handle(&engine.config, &client, &form, ctx)
+            grants::client_credentials::handle(cfg, &client, &form, proof, ctx)
         }
         grants::AUTHORIZATION_CODE => {
-            grants::authorization_code::handle(engine, &client, &form, ctx)
+            grants::authorization_code::handle(engine, &client, &form, proof, ctx)
         }
-        grants::REFRESH_TOKEN => grants::refresh_token::handle(engine, &client, &form, ctx),
+        grants::REFRESH_TOKEN => grants::refresh_token::handle(engine, &client, &form, proof, ctx),
         _ => Err(OAuthError::unsupported_grant_type("grant_type is not supported").into()),
+    }?;
+    // RFC 9449 §8.2: a fresh nonce with the answer, so clients follow its rotation.
+    if cfg.dpop.require_nonce && proof.is_some() {
+        resp.headers
+            .push(("dpop-nonce", dpop::current_nonce(cfg, ctx.now.unix_ms)));
     }
+    Ok(resp)
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::authz::AuthzRequest;
 use crate::client::Client;
+use crate::dpop::Proof;
 use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
@@ -40,6 +41,7 @@ pub fn handle(
     engine: &Engine,
     client: &Client,
     form: &Form,
+    proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     let cfg = &engine.config;
@@ -75,6 +77,24 @@ pub fn handle(
         form.get("code_verifier"),
         data.req.code_challenge.as_deref(),
     )?;
+    // RFC 9449 §10: a code bound to a key (dpop_jkt, or a proof at PAR) needs a proof by it.
+    if let Some(jkt) = &data.req.dpop_jkt {
+        match proof {
+            None => {
+                return Err(OAuthError::invalid_dpop_proof(
+                    "this authorization code needs a DPoP proof",
+                )
+                .into())
+            }
+            Some(p) if p.jkt != *jkt => {
+                return Err(OAuthError::invalid_grant(
+                    "the DPoP key does not match the one the code is bound to",
+                )
+                .into())
+            }
+            Some(_) => {}
+        }
+    }
 
     // The refresh family id is drawn before the code is consumed so the used code can name it:
     // a later replay of the code then revokes the family (even if it wins the race to write it).
@@ -121,6 +141,12 @@ pub fn handle(
                 auth_time: data.auth_time,
                 ad: data.req.authorization_details.clone(),
                 res: data.req.resources.clone(),
+                // RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
+                jkt: if client.is_confidential() {
+                    None
+                } else {
+                    proof.map(|p| p.jkt.clone())
+                },
             })
         }
         None => None,
@@ -138,6 +164,7 @@ pub fn handle(
             authorization_details: data.req.authorization_details.as_ref(),
             resources: &data.req.resources,
             refresh,
+            proof,
         },
         AUTHORIZATION_CODE,
         ctx,

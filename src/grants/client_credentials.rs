@@ -10,12 +10,13 @@
 
 use crate::client::Client;
 use crate::config::Config;
+use crate::dpop::Proof;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
 use crate::http::Response;
 use crate::scope;
-use crate::token::{self, AccessTokenClaims, Aud};
+use crate::token::{self, AccessTokenClaims, Aud, Cnf};
 
 use super::CLIENT_CREDENTIALS;
 
@@ -23,6 +24,7 @@ pub fn handle(
     cfg: &Config,
     client: &Client,
     form: &Form,
+    proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     if !client.is_confidential() {
@@ -61,12 +63,13 @@ pub fn handle(
             jti: &jti,
             auth_time: None,
             authorization_details: None,
+            cnf: Cnf::of(proof),
         },
     )?;
     Ok(token::token_response(
         CLIENT_CREDENTIALS,
         &at,
-        "Bearer",
+        proof,
         ttl,
         &granted,
     ))

@@ -5,13 +5,14 @@
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::dpop::Proof;
 use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::http::Response;
 use crate::oidc::{self, IdTokenClaims};
 use crate::sealed::{self, RefreshClaims};
-use crate::token::{self, AccessTokenClaims, Aud, TokenAnswer};
+use crate::token::{self, AccessTokenClaims, Aud, Cnf, TokenAnswer};
 
 pub struct Issue<'a> {
     pub client: &'a Client,
@@ -25,6 +26,8 @@ pub struct Issue<'a> {
     pub resources: &'a [String],
     /// The refresh token to seal, if one is issued.
     pub refresh: Option<RefreshClaims>,
+    /// The DPoP proof of the request: the access token is bound to its key.
+    pub proof: Option<&'a Proof>,
 }
 
 pub fn issue(
@@ -54,6 +57,7 @@ pub fn issue(
             jti: &jti,
             auth_time: g.auth_time,
             authorization_details: g.authorization_details,
+            cnf: Cnf::of(g.proof),
         },
     )?;
     let id_token = if g.id_token {
@@ -81,7 +85,7 @@ pub fn issue(
     let in_cookie = g.client.refresh_token_cookie;
     let mut resp = TokenAnswer {
         access_token: &access_token,
-        token_type: "Bearer",
+        token_type: "",
         expires_in: ttl,
         scope: g.scope,
         refresh_token: if in_cookie {
@@ -91,7 +95,9 @@ pub fn issue(
         },
         id_token: id_token.as_deref(),
         authorization_details: g.authorization_details,
+        ..Default::default()
     }
+    .bound(g.proof)
     .into_response(grant_type);
     if let (true, Some((rt, exp))) = (in_cookie, &refresh) {
         resp.headers.push((

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
+use crate::dpop::Proof;
 use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
@@ -44,6 +45,7 @@ pub fn handle(
     engine: &Engine,
     client: &Client,
     form: &Form,
+    proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     let token = form
@@ -72,8 +74,25 @@ pub fn handle(
             scope::grant(Some(req), &allowed)?
         }
     };
+    // RFC 9449 §5: a bound refresh token needs a proof by the same key.
+    if let Some(jkt) = &claims.jkt {
+        match proof {
+            None => {
+                return Err(
+                    OAuthError::invalid_dpop_proof("this refresh token needs a DPoP proof").into(),
+                )
+            }
+            Some(p) if p.jkt != *jkt => {
+                return Err(OAuthError::invalid_grant(
+                    "the DPoP key does not match the one the refresh token is bound to",
+                )
+                .into())
+            }
+            Some(_) => {}
+        }
+    }
     let next = rotate(engine, client, claims, ctx)?;
-    issue_rotated(engine, client, next, scope, ctx)
+    issue_rotated(engine, client, next, scope, proof, ctx)
 }
 
 /// The tokens of a rotation: a new access token (with `scope`, which may be narrower than the
@@ -83,6 +102,7 @@ pub fn issue_rotated(
     client: &Client,
     next: RefreshClaims,
     scope: String,
+    proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     let sub = next.sub.clone();
@@ -101,6 +121,7 @@ pub fn issue_rotated(
             authorization_details: ad.as_ref(),
             resources: &res,
             refresh: Some(next),
+            proof,
         },
         REFRESH_TOKEN,
         ctx,

@@ -110,6 +110,14 @@ impl RootContext for Root {
     }
 }
 
+/// What a dispatched call was for.
+enum Waiting {
+    /// The registry, about this client id.
+    Client(String),
+    /// A client's jwks_uri.
+    Jwks(String),
+}
+
 struct Stream {
     id: u32,
     /// `None` only if configuration failed (then Envoy refuses the filter anyway): pass through.
@@ -119,8 +127,8 @@ struct Stream {
     method: String,
     path: String,
     headers: Headers,
-    /// A request waiting for the registry's answer about this client id.
-    pending: Option<(Pending, String)>,
+    /// A request waiting for a dispatched call's answer.
+    pending: Option<(Pending, Waiting)>,
     answered: bool,
 }
 
@@ -132,7 +140,7 @@ impl Context for Stream {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        let Some((pending, client_id)) = self.pending.take() else {
+        let Some((pending, waiting)) = self.pending.take() else {
             return;
         };
         let Some(engine) = self.engine.clone() else {
@@ -154,6 +162,26 @@ impl Context for Stream {
                 .unwrap_or_default()
         } else {
             Vec::new()
+        };
+        let client_id = match waiting {
+            Waiting::Client(id) => id,
+            Waiting::Jwks(url) => {
+                let lookup = engine.jwks_from_fetch(&url, status, &body, now());
+                if let crate::flow::JwksLookup::Unavailable(why) = &lookup {
+                    log(
+                        LogLevel::Warn,
+                        &format!("oauth-edge[{}]: jwks_uri fetch failed: {why}", self.id),
+                    );
+                }
+                let step = engine.resume_with(
+                    pending,
+                    Answer::Jwks(lookup),
+                    &mut SystemRandom,
+                    Some(&mut SharedData),
+                );
+                self.drive(&engine, step);
+                return;
+            }
         };
         let (lookup, write) = engine.client_from_registry(&client_id, status, &body, now());
         if let Lookup::Unavailable(why) = &lookup {
@@ -293,12 +321,18 @@ impl Stream {
         } else {
             None
         };
+        let source = if engine.config.rate_limits.per_address.is_some() {
+            source_address()
+        } else {
+            None
+        };
         let req = Request {
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
             headers: std::mem::take(&mut self.headers),
             body,
             user,
+            source,
         };
         let step = engine.start_with(ep, req, now(), &mut SystemRandom, Some(&mut SharedData));
         self.drive(engine, step);
@@ -321,6 +355,57 @@ impl Stream {
                         &mut SystemRandom,
                         Some(&mut SharedData),
                     );
+                }
+                Step::Need(Need::Jwks(url), p) => {
+                    let call = match engine.jwks_call(&url) {
+                        Ok(c) => c,
+                        Err(lookup) => {
+                            log(
+                                LogLevel::Warn,
+                                &format!(
+                                    "oauth-edge[{}]: cannot fetch a jwks_uri: {lookup:?}",
+                                    self.id
+                                ),
+                            );
+                            step = engine.resume_with(
+                                p,
+                                Answer::Jwks(lookup),
+                                &mut SystemRandom,
+                                Some(&mut SharedData),
+                            );
+                            continue;
+                        }
+                    };
+                    let headers: Vec<(&str, &str)> =
+                        call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    match hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        None,
+                        vec![],
+                        call.timeout,
+                    ) {
+                        Ok(_token) => {
+                            self.pending = Some((p, Waiting::Jwks(url)));
+                            return;
+                        }
+                        Err(e) => {
+                            log(
+                                LogLevel::Error,
+                                &format!(
+                                    "oauth-edge[{}]: cannot call the jwks_fetch cluster {:?}: {e:?}",
+                                    self.id, call.cluster
+                                ),
+                            );
+                            let lookup = engine.jwks_from_fetch(&url, None, &[], now());
+                            step = engine.resume_with(
+                                p,
+                                Answer::Jwks(lookup),
+                                &mut SystemRandom,
+                                Some(&mut SharedData),
+                            );
+                        }
+                    }
                 }
                 Step::Need(Need::Client(client_id), p) => {
                     let key = crate::registry::shared_key(&client_id);
@@ -358,7 +443,7 @@ impl Stream {
                         call.timeout,
                     ) {
                         Ok(_token) => {
-                            self.pending = Some((p, client_id));
+                            self.pending = Some((p, Waiting::Client(client_id)));
                             return;
                         }
                         Err(e) => {
@@ -445,6 +530,25 @@ fn create_ring_keys(engine: &Engine) {
         }
         let _ = hostcalls::set_shared_data(&marker, Some(b"1"), None);
     }
+}
+
+/// The downstream peer's address as Envoy sees it (`source.address`, "ip:port"), without the
+/// port. Behind trusted proxies, Envoy's `xff_num_trusted_hops` decides what this is; a client
+/// cannot set it with a header of its own.
+fn source_address() -> Option<String> {
+    let raw = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()?;
+    let s = String::from_utf8(raw).ok()?;
+    let host = match s.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => s.as_str(),
+    };
+    Some(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
 }
 
 fn header(map: MapType, name: &str) -> Option<String> {

@@ -81,6 +81,11 @@ pub struct Host {
     pub shared: SharedData,
     pub registry: Registry,
     pub registry_calls: usize,
+    /// JWK Sets served at jwks_uri URLs (status, body), and how often each was fetched.
+    pub jwks: HashMap<String, (Option<u16>, Vec<u8>)>,
+    pub jwks_calls: HashMap<String, usize>,
+    /// The downstream address requests come from.
+    pub source: Option<String>,
 }
 
 pub const NOW: Now = Now {
@@ -93,6 +98,9 @@ impl Host {
             shared: SharedData::default(),
             registry,
             registry_calls: 0,
+            jwks: HashMap::new(),
+            jwks_calls: HashMap::new(),
+            source: Some("192.0.2.7".into()),
         }
     }
 
@@ -135,6 +143,7 @@ impl Host {
                     headers: headers.clone(),
                     body: body.to_vec(),
                     user,
+                    source: self.source.clone(),
                 };
                 let mut step =
                     e.start_with(ep, req, NOW, &mut SystemRandom, Some(&mut self.shared));
@@ -174,6 +183,15 @@ impl Host {
                 }
                 Answer::Client(l)
             }
+            Need::Jwks(url) => match e.jwks_call(&url) {
+                Err(l) => Answer::Jwks(l),
+                Ok(_call) => {
+                    *self.jwks_calls.entry(url.clone()).or_default() += 1;
+                    let (status, body) =
+                        self.jwks.get(&url).cloned().unwrap_or((Some(404), vec![]));
+                    Answer::Jwks(e.jwks_from_fetch(&url, status, &body, now))
+                }
+            },
         }
     }
 
@@ -212,6 +230,7 @@ impl Host {
                     headers: headers.clone(),
                     body: body.to_vec(),
                     user,
+                    source: self.source.clone(),
                 };
                 let s = e.start(ep, req, now, &mut SystemRandom);
                 self.drive(e, s, now)

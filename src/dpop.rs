@@ -1,0 +1,302 @@
+//! DPoP proofs at the token and PAR endpoints (RFC 9449).
+//!
+//! [`check`] follows the RFC 9449 §4.3 checklist; each step is marked with its number:
+//!  1. there is not more than one `DPoP` HTTP request header field;
+//!  2. the DPoP header value is a single well-formed JWT;
+//!  3. all required claims per §4.2 are contained in the JWT;
+//!  4. the `typ` JOSE header parameter has the value `dpop+jwt`;
+//!  5. the `alg` JOSE header parameter indicates a registered asymmetric digital signature
+//!     algorithm, is not `none`, is supported by the application, and is acceptable per local
+//!     policy;
+//!  6. the JWT signature verifies with the public key contained in the `jwk` JOSE header;
+//!  7. the `jwk` JOSE header parameter does not contain a private key;
+//!  8. the `htm` claim matches the HTTP method of the current request;
+//!  9. the `htu` claim matches the HTTP URI value for the HTTP request in which the JWT was
+//!     received, ignoring any query and fragment parts;
+//! 10. if the server provided a nonce value to the client, the `nonce` claim matches it;
+//! 11. the creation time of the JWT, as determined by `iat`, is within an acceptable window;
+//! 12. (resource servers only: `ath`) — not at the token endpoint;
+//! 13. (resource servers only: the key of the access token) — not here.
+//!
+//! Plus §11.1: a `jti` is accepted once within the window (a replay cache in shared data).
+//!
+//! The `htu` compared is our own configured endpoint URL (from the issuer), never one rebuilt
+//! from a Host header a client chose.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::config::Config;
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult};
+use crate::http::Headers;
+use crate::jwk::PublicJwk;
+use crate::jws::{Alg, Untrusted};
+use crate::store;
+
+/// A proof that passed every check: the key the tokens get bound to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proof {
+    /// RFC 7638 thumbprint of the proof's key (`cnf.jkt`).
+    pub jkt: String,
+    pub alg: Alg,
+}
+
+/// Longest `jti` accepted (the RFC asks for 96 random bits; UUIDs and base64 fit easily).
+const MAX_JTI: usize = 256;
+
+#[derive(Deserialize)]
+struct Claims {
+    jti: String,
+    htm: String,
+    htu: String,
+    iat: serde_json::Number,
+    #[serde(default)]
+    nonce: Option<String>,
+}
+
+fn bad(why: &'static str) -> OAuthError {
+    OAuthError::invalid_dpop_proof(why)
+}
+
+/// Checks the request's DPoP proof, if it has one, for `method` at the endpoint whose
+/// normalised URL is `htu`. `Ok(None)`: no proof was sent (whether one was required is the
+/// caller's decision).
+pub fn check(
+    cfg: &Config,
+    headers: &Headers,
+    method: &str,
+    htu: &str,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Option<Proof>> {
+    // 1. exactly one header: read all values, a single-value getter would hide a second one.
+    let mut all = headers.all("dpop");
+    let Some(value) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(bad("more than one DPoP header").into());
+    }
+    // 2, 5. one JWS with an allowed asymmetric algorithm.
+    let jws = Untrusted::parse(value.trim(), &cfg.verify_algs)
+        .map_err(|_| bad("the DPoP proof is malformed or uses an unaccepted algorithm"))?;
+    // 4. typ (media types compare case-insensitively, RFC 7515 §4.1.9).
+    if !jws
+        .header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt"))
+    {
+        return Err(bad("the DPoP proof's typ must be dpop+jwt").into());
+    }
+    // 7. the key is public (PublicJwk refuses any private member) and fits alg.
+    let jwk = jws
+        .header
+        .jwk
+        .as_ref()
+        .ok_or_else(|| bad("the DPoP proof has no jwk header"))?;
+    let key = PublicJwk::parse(jwk)
+        .map_err(|_| bad("the DPoP proof's jwk is not an acceptable public key"))?;
+    let alg = jws.alg;
+    // 6. signature with that key.
+    let verified = jws
+        .verify(&key)
+        .map_err(|_| bad("the DPoP proof's signature does not verify"))?;
+    // 3. required claims.
+    let claims: Claims = verified
+        .claims()
+        .map_err(|_| bad("the DPoP proof lacks jti, htm, htu or iat"))?;
+    if claims.jti.is_empty() || claims.jti.len() > MAX_JTI {
+        return Err(bad("the DPoP proof's jti is empty or too long").into());
+    }
+    // 8. htm, exact (methods are case-sensitive, RFC 9110 §9.1).
+    if claims.htm != method {
+        return Err(bad("htm does not match the request method").into());
+    }
+    // 9. htu, normalised, without query and fragment.
+    if normalize_htu(&claims.htu).as_deref() != Some(htu) {
+        return Err(bad("htu does not match the endpoint URL").into());
+    }
+    // 11. iat within [now - lifetime - skew, now + skew].
+    let now_ms = ctx.now.unix_ms;
+    let iat_ms = claims
+        .iat
+        .as_f64()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| (v * 1000.0) as u64)
+        .ok_or_else(|| bad("iat is not a time"))?;
+    let skew = crate::duration::millis(cfg.dpop.clock_skew);
+    let lifetime = crate::duration::millis(cfg.dpop.proof_lifetime);
+    if iat_ms > now_ms.saturating_add(skew) {
+        return Err(bad("the DPoP proof is issued in the future").into());
+    }
+    if iat_ms.saturating_add(lifetime).saturating_add(skew) < now_ms {
+        return Err(bad("the DPoP proof is too old").into());
+    }
+    // 10. the server nonce, when nonces are on.
+    if cfg.dpop.require_nonce {
+        let ok = claims
+            .nonce
+            .as_deref()
+            .is_some_and(|n| nonce_valid(cfg, n, now_ms));
+        if !ok {
+            return Err(OAuthError::use_dpop_nonce(current_nonce(cfg, now_ms)).into());
+        }
+    }
+    // §11.1: jti once per key within the window (until the proof could no longer be accepted).
+    let id = format!("dpop\0{}\0{}", key.thumbprint, claims.jti);
+    let until = iat_ms
+        .saturating_add(lifetime)
+        .saturating_add(skew.saturating_mul(2));
+    if !store::remember_once(ctx, cfg.rings.jtis, &id, until)? {
+        return Err(bad("the DPoP proof's jti has been used before").into());
+    }
+    Ok(Some(Proof {
+        jkt: key.thumbprint,
+        alg,
+    }))
+}
+
+/// An endpoint URL as `htu` is compared (RFC 9449 §4.3 check 9 and RFC 3986 §6.2.2–6.2.3):
+/// scheme and host lower case, the scheme's default port dropped, percent-encodings of
+/// unreserved characters decoded and the others upper case, an empty path as `/`, query and
+/// fragment removed. `None` for anything that is not an absolute http(s) URL.
+pub fn normalize_htu(url: &str) -> Option<String> {
+    let url = url.split(['#', '?']).next().unwrap_or("");
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (rest.get(..i)?, rest.get(i..)?),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let authority = authority.to_ascii_lowercase();
+    let authority = match authority.rsplit_once(':') {
+        // Not the colon of an IPv6 literal without port.
+        Some((host, port)) if !port.contains(']') => {
+            if port == default_port || port.is_empty() {
+                host.to_string()
+            } else {
+                authority.clone()
+            }
+        }
+        _ => authority.clone(),
+    };
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&scheme);
+    out.push_str("://");
+    out.push_str(&authority);
+    if path.is_empty() {
+        out.push('/');
+        return Some(out);
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let s = std::str::from_utf8(hex).ok()?;
+            let v = u8::from_str_radix(s, 16).ok()?;
+            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
+                out.push(char::from(v));
+            } else {
+                out.push('%');
+                out.push_str(&s.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            if b.is_ascii_control() || b == b' ' || !b.is_ascii() {
+                return None;
+            }
+            out.push(char::from(b));
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// Nonces are stateless: `base64url(period ‖ HMAC(key, period)[..16])`, where the period is the
+/// current time divided by the nonce lifetime. The current and the previous period are valid,
+/// so a nonce lives between one and two lifetimes, then rotates — on every worker and every
+/// instance at once, without shared state.
+fn nonce_for(cfg: &Config, period: u64) -> String {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&period.to_be_bytes());
+    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&cfg.dpop.nonce_key) {
+        mac.update(b"dpop-nonce");
+        mac.update(&period.to_be_bytes());
+        let tag = mac.finalize().into_bytes();
+        for (d, s) in b[8..].iter_mut().zip(tag.iter()) {
+            *d = *s;
+        }
+    }
+    B64.encode(b)
+}
+
+fn period(cfg: &Config, now_ms: u64) -> u64 {
+    now_ms / crate::duration::millis(cfg.dpop.nonce_lifetime).max(1)
+}
+
+/// The nonce to hand out now.
+pub fn current_nonce(cfg: &Config, now_ms: u64) -> String {
+    nonce_for(cfg, period(cfg, now_ms))
+}
+
+fn nonce_valid(cfg: &Config, nonce: &str, now_ms: u64) -> bool {
+    use subtle::ConstantTimeEq;
+    let p = period(cfg, now_ms);
+    [p, p.saturating_sub(1)]
+        .iter()
+        .any(|q| bool::from(nonce_for(cfg, *q).as_bytes().ct_eq(nonce.as_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn htu_normalisation() {
+        let n = |s: &str| normalize_htu(s);
+        assert_eq!(
+            n("https://AS.example.com:443/oauth/token?x=1#f").as_deref(),
+            Some("https://as.example.com/oauth/token")
+        );
+        assert_eq!(
+            n("HTTP://127.0.0.1:80/o%61uth/%2ftoken").as_deref(),
+            Some("http://127.0.0.1/oauth/%2Ftoken")
+        );
+        assert_eq!(
+            n("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080/")
+        );
+        assert_eq!(
+            n("http://[::1]:443/x").as_deref(),
+            Some("http://[::1]:443/x")
+        );
+        assert_eq!(n("https://[::1]:443/x").as_deref(), Some("https://[::1]/x"));
+        assert_eq!(n("http://[::1]/x").as_deref(), Some("http://[::1]/x"));
+        for bad in [
+            "",
+            "/oauth/token",
+            "ftp://x/y",
+            "https://",
+            "https://u@h/x",
+            "https://h/%zz",
+            "https://h/%4",
+            "https://h/a b",
+            "https://h/é",
+        ] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
+    }
+}
