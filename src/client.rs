@@ -220,12 +220,17 @@ impl Client {
                 ));
             }
         }
-        let token_endpoint_auth_signing_alg = match m.token_endpoint_auth_signing_alg.as_deref() {
-            None => None,
-            Some(a) => Some(Alg::parse(a).ok_or_else(|| {
-                format!("client {id:?}: token_endpoint_auth_signing_alg {a:?} is not supported")
-            })?),
-        };
+        let token_endpoint_auth_signing_alg =
+            match m.token_endpoint_auth_signing_alg.as_deref() {
+                None => None,
+                Some(a) => Some(crate::jws::verify_alg(a).map(|(alg, _)| alg).ok_or_else(
+                    || {
+                        format!(
+                            "client {id:?}: token_endpoint_auth_signing_alg {a:?} is not supported"
+                        )
+                    },
+                )?),
+            };
         let mut scope = Vec::new();
         if let Some(s) = m.scope.as_deref() {
             for t in s.split(' ').filter(|t| !t.is_empty()) {

@@ -34,7 +34,7 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::http::Headers;
 use crate::jwk::PublicJwk;
-use crate::jws::{Alg, Untrusted};
+use crate::jws::Untrusted;
 use crate::store;
 
 /// A proof that passed every check: the key the tokens get bound to.
@@ -42,7 +42,8 @@ use crate::store;
 pub struct Proof {
     /// RFC 7638 thumbprint of the proof's key (`cnf.jkt`).
     pub jkt: String,
-    pub alg: Alg,
+    /// The proof's `alg` as sent (the seed's `dpop_signing_alg`).
+    pub alg: &'static str,
 }
 
 /// Longest `jti` accepted (the RFC asks for 96 random bits; UUIDs and base64 fit easily).
@@ -100,7 +101,7 @@ pub fn check(
         .ok_or_else(|| bad("the DPoP proof has no jwk header"))?;
     let key = PublicJwk::parse(jwk)
         .map_err(|_| bad("the DPoP proof's jwk is not an acceptable public key"))?;
-    let alg = jws.alg;
+    let alg = jws.alg_name;
     // 6. signature with that key.
     let verified = jws
         .verify(&key)

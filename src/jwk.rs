@@ -78,7 +78,7 @@ impl PublicJwk {
         }
         let alg = match o.get("alg") {
             None => None,
-            Some(Value::String(s)) => Some(Alg::parse(s).ok_or("unsupported alg")?),
+            Some(Value::String(s)) => Some(crate::jws::verify_alg(s).ok_or("unsupported alg")?.0),
             Some(_) => return Err("alg must be a string"),
         };
         let kty = str_member(o, "kty")?.ok_or("kty is required")?;

@@ -36,10 +36,22 @@ pub struct Header {
     crit: Option<Value>,
 }
 
+/// An `alg` name of a signature to verify: ours, plus RFC 9864's fully-specified `Ed25519`
+/// (the same signature as `EdDSA` over Ed25519, which RFC 9864 deprecates). Returns the
+/// algorithm and its canonical name as sent.
+pub fn verify_alg(name: &str) -> Option<(Alg, &'static str)> {
+    match name {
+        "Ed25519" => Some((Alg::EdDSA, "Ed25519")),
+        other => Alg::parse(other).map(|a| (a, a.as_str())),
+    }
+}
+
 /// A parsed, not yet verified compact JWS.
 pub struct Untrusted<'a> {
     pub header: Header,
     pub alg: Alg,
+    /// The header's `alg` as sent (`Ed25519` or one of [`Alg`]'s names).
+    pub alg_name: &'static str,
     signing_input: &'a str,
     payload: Vec<u8>,
     signature: Vec<u8>,
@@ -80,8 +92,8 @@ impl<'a> Untrusted<'a> {
         if header.crit.is_some() {
             return Err(JwsError::Critical);
         }
-        let alg = Alg::parse(&header.alg)
-            .filter(|a| allowed.contains(a))
+        let (alg, alg_name) = verify_alg(&header.alg)
+            .filter(|(a, _)| allowed.contains(a))
             .ok_or(JwsError::Alg)?;
         let payload = B64.decode(p).map_err(|_| JwsError::Malformed)?;
         let signature = B64.decode(s).map_err(|_| JwsError::Malformed)?;
@@ -91,6 +103,7 @@ impl<'a> Untrusted<'a> {
         Ok(Untrusted {
             header,
             alg,
+            alg_name,
             signing_input,
             payload,
             signature,
@@ -222,6 +235,27 @@ pub mod tests {
                 JwsError::Signature
             );
         }
+    }
+
+    #[test]
+    fn rfc9864_ed25519_is_eddsa() {
+        let jwk = generate_jwk(Alg::EdDSA, "t1", &mut SystemRandom).unwrap();
+        let ks = KeySet::from_jwks(std::slice::from_ref(&jwk), None).unwrap();
+        let input = format!(
+            "{}.{}",
+            B64.encode(json!({"alg": "Ed25519"}).to_string()),
+            B64.encode("{}")
+        );
+        let sig = ks.active().unwrap().sign(input.as_bytes()).unwrap();
+        let t = format!("{input}.{}", B64.encode(sig));
+        let mut public = jwk.clone();
+        public.as_object_mut().unwrap().remove("d");
+        let key = PublicJwk::parse(&public).unwrap();
+        let u = Untrusted::parse(&t, &ALL).unwrap();
+        assert_eq!((u.alg, u.alg_name), (Alg::EdDSA, "Ed25519"));
+        assert!(u.verify(&key).is_ok());
+        assert!(Untrusted::parse(&t, &[Alg::ES256]).is_err());
+        assert_eq!(verify_alg("Ed448"), None);
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub fn authorization_server(cfg: &Config) -> Value {
         Profile::Fapi2 => FAPI2_AUTH_METHODS,
         Profile::Default => TOKEN_AUTH_METHODS,
     };
-    let verify_algs: Vec<&str> = cfg.verify_algs.iter().map(|a| a.as_str()).collect();
+    let mut verify_algs: Vec<&str> = cfg.verify_algs.iter().map(|a| a.as_str()).collect();
+    // RFC 9864's fully-specified name for the same Ed25519 signatures.
+    verify_algs.push("Ed25519");
     json!({
         "issuer": cfg.issuer,
         "authorization_endpoint": cfg.authorize_endpoint,

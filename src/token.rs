@@ -107,7 +107,7 @@ impl<'a> TokenAnswer<'a> {
             Some(p) => {
                 self.token_type = "DPoP";
                 self.dpop_access_token_bound = Some(true);
-                self.dpop_signing_alg = Some(p.alg.as_str());
+                self.dpop_signing_alg = Some(p.alg);
             }
             None => self.token_type = "Bearer",
         }

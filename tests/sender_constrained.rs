@@ -834,7 +834,7 @@ fn fapi2_profile_is_strict() {
     );
     assert_eq!(
         m["dpop_signing_alg_values_supported"],
-        json!(["EdDSA", "ES256", "PS256"])
+        json!(["EdDSA", "ES256", "PS256", "Ed25519"])
     );
     // Lifetimes over 60 s and RS256 signing are refused with the profile.
     let base = |extra: Value| {

@@ -51,7 +51,11 @@ fn make_engine() -> Engine {
     let cfg = serde_json::json!({
         "issuer": "https://as.example.com",
         "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).expect("key")],
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64},
+        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
+                  "jti_slots": 64, "rate_limit_slots": 16},
+        "rate_limits": {"per_client": {"requests": 1000000, "window": "1s"},
+                        "per_address": {"requests": 1000000, "window": "1s"}},
+        "dpop": {"require_nonce": false},
         "clients": [
             {"client_id": "web", "client_secret": oauth_edge::client::hash_secret("s"),
              "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
@@ -59,8 +63,14 @@ fn make_engine() -> Engine {
              "authorization_details_types": ["a"]},
             {"client_id": "spa", "token_endpoint_auth_method": "none",
              "grant_types": ["authorization_code", "refresh_token"], "scope": "read",
-             "redirect_uris": ["https://spa.example.com/cb"], "refresh_token_cookie": true}
-        ]
+             "redirect_uris": ["https://spa.example.com/cb"], "refresh_token_cookie": true},
+            {"client_id": "pk", "token_endpoint_auth_method": "private_key_jwt",
+             "jwks": {"keys": [{"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]},
+             "grant_types": ["client_credentials"], "scope": "read", "dpop_bound_access_tokens": true},
+            {"client_id": "pkuri", "token_endpoint_auth_method": "private_key_jwt",
+             "jwks_uri": "https://rp.example.com/jwks", "grant_types": ["client_credentials"]}
+        ],
+        "jwks_fetch": {"cluster": "jwks"}
     });
     Engine::new(Config::from_json(cfg.to_string().as_bytes()).expect("config"))
 }
@@ -120,7 +130,8 @@ fuzz_target!(|data: &[u8]| {
     let r = match e.on_headers(ep, method, &headers) {
         HeadAction::Respond(r) => r,
         HeadAction::ReadBody | HeadAction::Start => {
-            let req = Request { method: method.into(), path, headers, body: body.to_vec(), user };
+            let source = Some("192.0.2.1".to_string());
+            let req = Request { method: method.into(), path, headers, body: body.to_vec(), user, source };
             let mut st = shared().borrow_mut();
             let mut step = e.start_with(ep, req, now, &mut SystemRandom, Some(&mut *st));
             loop {
@@ -128,6 +139,11 @@ fuzz_target!(|data: &[u8]| {
                     Step::Done(r) => break r,
                     Step::Need(Need::Client(_), p) => {
                         step = e.resume_with(p, Answer::Client(Lookup::NotFound), &mut SystemRandom, Some(&mut *st));
+                    }
+                    Step::Need(Need::Jwks(url), p) => {
+                        // The fuzz input's tail, as the client's JWK Set.
+                        let l = e.jwks_from_fetch(&url, Some(200), body, now);
+                        step = e.resume_with(p, Answer::Jwks(l), &mut SystemRandom, Some(&mut *st));
                     }
                     Step::Need(Need::Store(op), p) => {
                         let a = st.run(&op);

@@ -1,6 +1,7 @@
 //! Every parser the network reaches, on the same bytes: form bodies, JSON PAR bodies, Basic
 //! headers, registry answers and cache entries, request_uri / code handles, sealed refresh
-//! tokens. Nothing may panic.
+//! tokens, JWS (client assertions, DPoP proofs), JWKs and JWK Sets (DPoP headers, jwks_uri
+//! answers), DPoP htu URLs. Nothing may panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -37,5 +38,20 @@ fuzz_target!(|data: &[u8]| {
         let _ = sealed::open(keys(), s);
         let _ = oauth_edge::duration::parse(s);
         let _ = oauth_edge::scope::parse(s);
+        let all = [Alg::EdDSA, Alg::ES256, Alg::RS256, Alg::PS256];
+        if let Ok(u) = oauth_edge::jws::Untrusted::parse(s, &all) {
+            if let Some(Ok(k)) = u.header.jwk.as_ref().map(oauth_edge::jwk::PublicJwk::parse) {
+                if let Ok(v) = u.verify(&k) {
+                    let _ = v.claims::<serde_json::Value>();
+                }
+            }
+        }
+        let _ = oauth_edge::client_assertion::claimed_client_id(s);
+        let _ = oauth_edge::dpop::normalize_htu(s);
     }
+    if let Ok(set) = oauth_edge::jwk::JwkSet::from_slice(data) {
+        let _ = set.select(None, Alg::EdDSA);
+        let _ = set.select(Some("a"), Alg::RS256);
+    }
+    let _ = oauth_edge::jwks_fetch::classify(Some(200), data);
 });
