@@ -64,7 +64,10 @@ struct Raw {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJwksFetch {
-    cluster: String,
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    clusters: HashMap<String, String>,
     #[serde(default)]
     timeout: Option<String>,
     #[serde(default)]
@@ -325,7 +328,10 @@ pub enum Profile {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwksFetchConfig {
-    pub cluster: String,
+    /// The cluster for a jwks_uri whose authority is not in `clusters`.
+    pub cluster: Option<String>,
+    /// Cluster per jwks_uri authority (`host` or `host:port`, lower case).
+    pub clusters: HashMap<String, String>,
     pub timeout: Duration,
     pub cache_ttl: Duration,
     /// A kid missing from the cached set refetches it, at most once per cooldown.
@@ -737,14 +743,24 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
 }
 
 fn jwks_fetch(j: RawJwksFetch) -> Result<JwksFetchConfig, String> {
-    if j.cluster.is_empty() {
-        return Err("jwks_fetch.cluster must name an Envoy cluster".into());
+    if j.cluster.as_deref().is_some_and(str::is_empty)
+        || j.clusters.values().any(String::is_empty)
+        || (j.cluster.is_none() && j.clusters.is_empty())
+    {
+        return Err(
+            "jwks_fetch needs cluster (and/or clusters per authority) naming Envoy clusters".into(),
+        );
     }
     let d = |name: &str, v: Option<&str>, default: Duration, min: Duration, max: Duration| {
         v.map_or(Ok(default), |s| bounded(name, s, min, max))
     };
     Ok(JwksFetchConfig {
         cluster: j.cluster,
+        clusters: j
+            .clusters
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect(),
         // Never 0: the host reads a zero timeout as "no timeout".
         timeout: d(
             "jwks_fetch.timeout",

@@ -31,8 +31,13 @@ pub fn call(cfg: &JwksFetchConfig, url: &str) -> Result<Call, &'static str> {
     if authority.is_empty() || authority.contains('@') {
         return Err("jwks_uri has no host");
     }
+    let cluster = cfg
+        .clusters
+        .get(&authority.to_ascii_lowercase())
+        .or(cfg.cluster.as_ref())
+        .ok_or("no jwks_fetch cluster for this jwks_uri's host")?;
     Ok(Call {
-        cluster: cfg.cluster.clone(),
+        cluster: cluster.clone(),
         headers: vec![
             (":method", "GET".into()),
             (":path", path.to_string()),
@@ -111,7 +116,8 @@ mod tests {
 
     fn cfg() -> JwksFetchConfig {
         JwksFetchConfig {
-            cluster: "jwks".into(),
+            cluster: Some("jwks".into()),
+            clusters: [("keys.rp.example".to_string(), "rp_keys".to_string())].into(),
             timeout: Duration::from_secs(1),
             cache_ttl: Duration::from_secs(600),
             refetch_cooldown: Duration::from_secs(10),
@@ -133,6 +139,13 @@ mod tests {
         assert!(call(&plain, "http://127.0.0.1:9/k").is_ok());
         assert!(call(&plain, "ftp://x/k").is_err());
         assert!(call(&plain, "http:///k").is_err());
+        assert_eq!(
+            call(&cfg(), "https://Keys.RP.example/k").unwrap().cluster,
+            "rp_keys"
+        );
+        let mut only_map = cfg();
+        only_map.cluster = None;
+        assert!(call(&only_map, "https://other.example/k").is_err());
         assert_eq!(
             call(&cfg(), "https://rp.example").unwrap().headers[1].1,
             "/"
