@@ -61,6 +61,7 @@ pub const KNOWN_METADATA: &[&str] = &[
     "refresh_token_cookie",
     "allowed_origins",
     "refresh_token_reuse_interval",
+    "token_exchange_audiences",
 ];
 
 #[derive(Deserialize)]
@@ -98,6 +99,8 @@ struct Metadata {
     allowed_origins: Vec<String>,
     #[serde(default)]
     refresh_token_reuse_interval: u64,
+    #[serde(default)]
+    token_exchange_audiences: Vec<String>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -129,6 +132,8 @@ pub struct Client {
     /// Seconds during which the previous refresh token may be used again (a lost answer
     /// retried, FAPI 2.0 §5.3.2.1) without revoking the family. 0: never.
     pub refresh_token_reuse_interval: u64,
+    /// Audiences and resources this client may ask for in a token exchange (RFC 8693 policy).
+    pub token_exchange_audiences: Vec<String>,
 }
 
 // The hash is not a secret in the strict sense, but it never goes to a log either.
@@ -261,6 +266,7 @@ impl Client {
             refresh_token_cookie: m.refresh_token_cookie,
             allowed_origins: m.allowed_origins,
             refresh_token_reuse_interval: m.refresh_token_reuse_interval.min(300),
+            token_exchange_audiences: m.token_exchange_audiences,
             client_id: m.client_id,
         })
     }

@@ -66,6 +66,23 @@ pub fn claimed_client_id(assertion: &str) -> Option<String> {
     who.sub.or(who.iss)
 }
 
+/// A JWT's `iss`, read before its signature is checked: only to pick the issuer whose keys
+/// to check it with.
+pub fn claimed_issuer(token: &str) -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    if token.len() > crate::jws::MAX_JWS_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = B64.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+}
+
 fn failed(why: &'static str) -> OAuthError {
     OAuthError::invalid_client(why)
 }

@@ -59,6 +59,61 @@ struct Raw {
     dpop: RawDpop,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    #[serde(default)]
+    device: Option<RawDevice>,
+    #[serde(default)]
+    token_exchange: Option<RawTokenExchange>,
+    #[serde(default)]
+    password_grant: Option<RawPassword>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    #[serde(default)]
+    lifetime: Option<String>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    user_code_length: Option<usize>,
+    #[serde(default)]
+    verification_uri: Option<String>,
+    #[serde(default)]
+    attempts: Option<RawLimit>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenExchange {
+    #[serde(default)]
+    trusted_issuers: Vec<RawTrustedIssuer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrustedIssuer {
+    issuer: String,
+    jwks_uri: String,
+    #[serde(default)]
+    audience: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default = "default_password_path")]
+    path: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    failures: Option<RawLimit>,
+}
+
+fn default_password_path() -> String {
+    "/verify".into()
 }
 
 #[derive(Deserialize)]
@@ -170,6 +225,10 @@ struct RawStore {
     jti_slots: Option<u32>,
     #[serde(default)]
     rate_limit_slots: Option<u32>,
+    #[serde(default)]
+    device_slots: Option<u32>,
+    #[serde(default)]
+    revoked_slots: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -189,6 +248,27 @@ struct RawEndpoints {
     authorize: String,
     #[serde(default = "default_refresh_path")]
     refresh: String,
+    #[serde(default = "default_revocation_path")]
+    revocation: String,
+    #[serde(default = "default_introspection_path")]
+    introspection: String,
+    #[serde(default = "default_device_authorization_path")]
+    device_authorization: String,
+    #[serde(default = "default_device_verification_path")]
+    device_verification: String,
+}
+
+fn default_revocation_path() -> String {
+    "/oauth/revoke".into()
+}
+fn default_introspection_path() -> String {
+    "/oauth/introspect".into()
+}
+fn default_device_authorization_path() -> String {
+    "/oauth/device_authorization".into()
+}
+fn default_device_verification_path() -> String {
+    "/oauth/device".into()
 }
 
 impl Default for RawEndpoints {
@@ -199,6 +279,10 @@ impl Default for RawEndpoints {
             pushed_authorization: default_par_path(),
             authorize: default_authorize_path(),
             refresh: default_refresh_path(),
+            revocation: default_revocation_path(),
+            introspection: default_introspection_path(),
+            device_authorization: default_device_authorization_path(),
+            device_verification: default_device_verification_path(),
         }
     }
 }
@@ -315,6 +399,53 @@ pub struct Config {
     /// The token and PAR endpoint URLs as DPoP `htu` is compared (normalised).
     pub token_htu: String,
     pub par_htu: String,
+    /// Our own published keys, to read back our access tokens.
+    pub own_keys: crate::jwk::JwkSet,
+    pub revocation_path: String,
+    pub introspection_path: String,
+    pub device_authorization_path: String,
+    pub device_verification_path: String,
+    pub revocation_endpoint: String,
+    pub introspection_endpoint: String,
+    pub device_authorization_endpoint: String,
+    pub device: Option<DeviceConfig>,
+    pub token_exchange: Option<TokenExchangeConfig>,
+    pub password_grant: Option<PasswordConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceConfig {
+    pub lifetime: Duration,
+    pub interval: Duration,
+    pub user_code_length: usize,
+    /// Where users are sent (a UI that calls the verification endpoint); the verification
+    /// endpoint itself by default.
+    pub verification_uri: String,
+    /// Verification attempts per user and window (user_code guessing).
+    pub attempts: Limit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    pub issuer: String,
+    pub jwks_uri: String,
+    /// The `aud` its tokens must carry to be exchanged here (default: our issuer).
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenExchangeConfig {
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout: Duration,
+    /// Failed attempts per username, and per client, and window.
+    pub failures: Limit,
 }
 
 /// `profile`: one word for a set of stricter defaults.
@@ -390,8 +521,12 @@ pub struct Rings {
     pub families: Ring,
     /// Replay cache of assertion and DPoP proof `jti`s.
     pub jtis: Ring,
-    /// Rate limit counters (created only when a limit is configured).
+    /// Rate limit counters (created only when a limit or a feature that throttles is on).
     pub rate_limits: Ring,
+    /// Device authorization requests.
+    pub devices: Ring,
+    /// Revoked access token `jti`s, until the tokens expire.
+    pub revoked: Ring,
 }
 
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
@@ -419,6 +554,17 @@ impl Config {
         )?;
         let authorize_path = endpoint_path("endpoints.authorize", &raw.endpoints.authorize)?;
         let refresh_path = endpoint_path("endpoints.refresh", &raw.endpoints.refresh)?;
+        let revocation_path = endpoint_path("endpoints.revocation", &raw.endpoints.revocation)?;
+        let introspection_path =
+            endpoint_path("endpoints.introspection", &raw.endpoints.introspection)?;
+        let device_authorization_path = endpoint_path(
+            "endpoints.device_authorization",
+            &raw.endpoints.device_authorization,
+        )?;
+        let device_verification_path = endpoint_path(
+            "endpoints.device_verification",
+            &raw.endpoints.device_verification,
+        )?;
         let as_metadata_path = format!("/.well-known/oauth-authorization-server{issuer_path}");
         let oidc_metadata_path = format!("{issuer_path}/.well-known/openid-configuration");
         let paths = [
@@ -427,6 +573,10 @@ impl Config {
             &par_path,
             &authorize_path,
             &refresh_path,
+            &revocation_path,
+            &introspection_path,
+            &device_authorization_path,
+            &device_verification_path,
             &as_metadata_path,
             &oidc_metadata_path,
         ];
@@ -551,6 +701,8 @@ impl Config {
             )?,
             jtis: ring("jti", "jti_slots", raw.store.jti_slots, 65_536)?,
             rate_limits: ring("rl", "rate_limit_slots", raw.store.rate_limit_slots, 4_096)?,
+            devices: ring("dev", "device_slots", raw.store.device_slots, 4_096)?,
+            revoked: ring("rev", "revoked_slots", raw.store.revoked_slots, 65_536)?,
         };
         let verify_algs = if fapi {
             vec![Alg::EdDSA, Alg::ES256, Alg::PS256]
@@ -651,6 +803,98 @@ impl Config {
             return Err("limits.max_body_bytes must be between 256 and 1048576".into());
         }
 
+        let own_keys = crate::jwk::JwkSet::from_slice(keys.jwks_json())
+            .map_err(|e| format!("signing_keys: {e}"))?;
+        let device = match raw.device {
+            None => None,
+            Some(d) => Some(DeviceConfig {
+                lifetime: opt(
+                    "device.lifetime",
+                    d.lifetime.as_deref(),
+                    secs(600),
+                    secs(30),
+                    secs(3_600),
+                )?,
+                interval: opt(
+                    "device.interval",
+                    d.interval.as_deref(),
+                    secs(5),
+                    secs(1),
+                    secs(60),
+                )?,
+                user_code_length: match d.user_code_length {
+                    None => 8,
+                    Some(n) if (8..=12).contains(&n) => n,
+                    Some(_) => return Err("device.user_code_length must be 8 to 12".into()),
+                },
+                verification_uri: match d.verification_uri {
+                    None => format!("{origin}{device_verification_path}"),
+                    Some(u) if u.starts_with("https://") || u.starts_with("http://") => u,
+                    Some(_) => return Err("device.verification_uri must be an absolute URL".into()),
+                },
+                attempts: limit("device.attempts", d.attempts)?.unwrap_or(Limit {
+                    requests: 10,
+                    window: secs(300),
+                }),
+            }),
+        };
+        let token_exchange = match raw.token_exchange {
+            None => None,
+            Some(t) => {
+                let mut trusted = Vec::new();
+                for (i, ti) in t.trusted_issuers.into_iter().enumerate() {
+                    if ti.issuer.is_empty() || ti.issuer == issuer {
+                        return Err(format!(
+                            "token_exchange.trusted_issuers[{i}].issuer must be another issuer"
+                        ));
+                    }
+                    if !(ti.jwks_uri.starts_with("https://") || ti.jwks_uri.starts_with("http://"))
+                    {
+                        return Err(format!(
+                            "token_exchange.trusted_issuers[{i}].jwks_uri must be an absolute URL"
+                        ));
+                    }
+                    trusted.push(TrustedIssuer {
+                        issuer: ti.issuer,
+                        jwks_uri: ti.jwks_uri,
+                        audience: ti.audience.unwrap_or_else(|| issuer.clone()),
+                    });
+                }
+                if !trusted.is_empty() && jwks_fetch.is_none() {
+                    return Err(
+                        "token_exchange.trusted_issuers needs jwks_fetch to reach their keys"
+                            .into(),
+                    );
+                }
+                Some(TokenExchangeConfig {
+                    trusted_issuers: trusted,
+                })
+            }
+        };
+        let password_grant = match raw.password_grant {
+            None => None,
+            Some(p) => {
+                if p.cluster.is_empty() || !p.path.starts_with('/') {
+                    return Err("password_grant needs a cluster and a path starting with /".into());
+                }
+                Some(PasswordConfig {
+                    authority: p.authority.unwrap_or_else(|| p.cluster.clone()),
+                    timeout: opt(
+                        "password_grant.timeout",
+                        p.timeout.as_deref(),
+                        secs(1),
+                        Duration::from_millis(1),
+                        secs(60),
+                    )?,
+                    failures: limit("password_grant.failures", p.failures)?.unwrap_or(Limit {
+                        requests: 5,
+                        window: secs(300),
+                    }),
+                    cluster: p.cluster,
+                    path: p.path,
+                })
+            }
+        };
         let token_htu = crate::dpop::normalize_htu(&format!("{origin}{token_path}"))
             .ok_or("the token endpoint URL cannot be normalised")?;
         let par_htu = crate::dpop::normalize_htu(&format!("{origin}{par_path}"))
@@ -658,6 +902,17 @@ impl Config {
         Ok(Config {
             token_htu,
             par_htu,
+            own_keys,
+            revocation_endpoint: format!("{origin}{revocation_path}"),
+            introspection_endpoint: format!("{origin}{introspection_path}"),
+            device_authorization_endpoint: format!("{origin}{device_authorization_path}"),
+            revocation_path,
+            introspection_path,
+            device_authorization_path,
+            device_verification_path,
+            device,
+            token_exchange,
+            password_grant,
             token_endpoint: format!("{origin}{token_path}"),
             jwks_uri: format!("{origin}{jwks_path}"),
             issuer,

@@ -30,6 +30,10 @@ pub enum Endpoint {
     Jwks,
     AuthorizationServerMetadata,
     OpenIdConfiguration,
+    Revocation,
+    Introspection,
+    DeviceAuthorization,
+    DeviceVerification,
 }
 
 impl Endpoint {
@@ -41,6 +45,10 @@ impl Endpoint {
             Endpoint::Authorize => "authorize",
             Endpoint::Jwks => "jwks",
             Endpoint::AuthorizationServerMetadata | Endpoint::OpenIdConfiguration => "metadata",
+            Endpoint::Revocation => "revocation",
+            Endpoint::Introspection => "introspection",
+            Endpoint::DeviceAuthorization => "device_authorization",
+            Endpoint::DeviceVerification => "device_verification",
         }
     }
 }
@@ -65,6 +73,9 @@ pub struct Pending {
     journal: Journal,
 }
 
+// A step lives for one hop and is moved, never stored in bulk: boxing the pending request
+// would only add an allocation per hop.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step {
     Done(Response),
@@ -117,10 +128,18 @@ impl Engine {
     /// The store rings whose keys the adapter creates at start.
     pub fn rings(&self) -> Vec<Ring> {
         let r = &self.config.rings;
-        let mut out = vec![r.request_uris, r.codes, r.families, r.jtis];
-        let l = &self.config.rate_limits;
-        if l.per_client.is_some() || l.per_address.is_some() {
+        let c = &self.config;
+        let mut out = vec![r.request_uris, r.codes, r.families, r.jtis, r.revoked];
+        let l = &c.rate_limits;
+        if l.per_client.is_some()
+            || l.per_address.is_some()
+            || c.device.is_some()
+            || c.password_grant.is_some()
+        {
             out.push(r.rate_limits);
+        }
+        if c.device.is_some() {
+            out.push(r.devices);
         }
         out
     }
@@ -137,17 +156,41 @@ impl Engine {
             (&c.jwks_path, Endpoint::Jwks),
             (&c.as_metadata_path, Endpoint::AuthorizationServerMetadata),
             (&c.oidc_metadata_path, Endpoint::OpenIdConfiguration),
+            (&c.revocation_path, Endpoint::Revocation),
+            (&c.introspection_path, Endpoint::Introspection),
+            (&c.device_authorization_path, Endpoint::DeviceAuthorization),
+            (&c.device_verification_path, Endpoint::DeviceVerification),
         ]
         .into_iter()
         .find(|(p, _)| p.as_str() == path)
         .map(|(_, e)| e)
+        // The device endpoints exist only when the device flow is configured.
+        .filter(|e| {
+            c.device.is_some()
+                || !matches!(
+                    e,
+                    Endpoint::DeviceAuthorization | Endpoint::DeviceVerification
+                )
+        })
     }
 
     /// Decides what to do with a request to one of our endpoints once its headers are in.
     pub fn on_headers(&self, ep: Endpoint, method: &str, headers: &Headers) -> HeadAction {
         match ep {
-            Endpoint::Token | Endpoint::Refresh | Endpoint::PushedAuthorization => {
+            Endpoint::DeviceVerification if method == "GET" => HeadAction::Start,
+            Endpoint::Token
+            | Endpoint::Refresh
+            | Endpoint::PushedAuthorization
+            | Endpoint::Revocation
+            | Endpoint::Introspection
+            | Endpoint::DeviceAuthorization
+            | Endpoint::DeviceVerification => {
                 if method != "POST" {
+                    if ep == Endpoint::DeviceVerification {
+                        return HeadAction::Respond(
+                            OAuthError::method_not_allowed("GET, POST").into(),
+                        );
+                    }
                     return HeadAction::Respond(OAuthError::method_not_allowed("POST").into());
                 }
                 // Refuse an announced oversized body before reading it.
@@ -286,7 +329,13 @@ impl Engine {
         };
         if !matches!(
             ep,
-            Endpoint::Token | Endpoint::Refresh | Endpoint::PushedAuthorization
+            Endpoint::Token
+                | Endpoint::Refresh
+                | Endpoint::PushedAuthorization
+                | Endpoint::Revocation
+                | Endpoint::Introspection
+                | Endpoint::DeviceAuthorization
+                | Endpoint::DeviceVerification
         ) {
             return Ok(());
         }
@@ -310,6 +359,14 @@ impl Engine {
                 Endpoint::Refresh => endpoints::refresh::handle(self, req, ctx),
                 Endpoint::PushedAuthorization => endpoints::par::handle(self, req, ctx),
                 Endpoint::Authorize => endpoints::authorize::handle(self, req, ctx),
+                Endpoint::Revocation => endpoints::revocation::handle(self, req, ctx),
+                Endpoint::Introspection => endpoints::introspection::handle(self, req, ctx),
+                Endpoint::DeviceAuthorization => {
+                    endpoints::device_authorization::handle(self, req, ctx)
+                }
+                Endpoint::DeviceVerification => {
+                    endpoints::device_verification::handle(self, req, ctx)
+                }
                 _ => Err(Interrupt::Error(
                     OAuthError::invalid_request("not found").with_status(404),
                 )),

@@ -29,10 +29,16 @@ pub enum ErrorCode {
     InvalidDpopProof,
     /// RFC 9449 §8: the proof must carry the server nonce sent in `DPoP-Nonce`.
     UseDpopNonce,
+    /// RFC 8628 §3.5: the user has not decided yet.
+    AuthorizationPending,
+    /// RFC 8628 §3.5: polling too fast; the interval grows by 5 s.
+    SlowDown,
+    /// RFC 8628 §3.5: the device code expired.
+    ExpiredToken,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidClient,
         ErrorCode::InvalidGrant,
@@ -48,6 +54,9 @@ impl ErrorCode {
         ErrorCode::AccessDenied,
         ErrorCode::InvalidDpopProof,
         ErrorCode::UseDpopNonce,
+        ErrorCode::AuthorizationPending,
+        ErrorCode::SlowDown,
+        ErrorCode::ExpiredToken,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +76,9 @@ impl ErrorCode {
             ErrorCode::AccessDenied => "access_denied",
             ErrorCode::InvalidDpopProof => "invalid_dpop_proof",
             ErrorCode::UseDpopNonce => "use_dpop_nonce",
+            ErrorCode::AuthorizationPending => "authorization_pending",
+            ErrorCode::SlowDown => "slow_down",
+            ErrorCode::ExpiredToken => "expired_token",
         }
     }
 

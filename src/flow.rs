@@ -116,6 +116,36 @@ pub enum Need {
     Store(StoreOp),
     /// The JWK Set at this URL (a client's `jwks_uri`), fetched now.
     Jwks(String),
+    /// An HTTP call to an Envoy cluster (the password grant's credential check).
+    Http(HttpCall),
+}
+
+/// A call for the adapter to dispatch as it is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpCall {
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+// The body may hold credentials: never printed.
+impl std::fmt::Debug for HttpCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "HttpCall({}, {} body bytes)",
+            self.cluster,
+            self.body.len()
+        )
+    }
+}
+
+/// What a dispatched call came back with (`status` `None`: reset, timeout or no answer).
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
 }
 
 /// The answer to a [`Need`], as recorded for reruns.
@@ -124,6 +154,7 @@ pub enum Answer {
     Client(Lookup),
     Store(StoreResult),
     Jwks(JwksLookup),
+    Http(HttpAnswer),
 }
 
 /// Answers the core can get without the host: static clients and the worker's caches.
@@ -246,6 +277,15 @@ impl<'a> Ctx<'a> {
                 }
                 None => Err(Interrupt::Need(Need::Jwks(url.to_string()))),
             },
+        }
+    }
+
+    /// An HTTP call through the host, answered in a later callback. Journaled.
+    pub fn http(&mut self, call: HttpCall) -> FlowResult<HttpAnswer> {
+        match self.next() {
+            Some(Answer::Http(a)) => Ok(a),
+            Some(_) => Err(internal("journal out of order")),
+            None => Err(Interrupt::Need(Need::Http(call))),
         }
     }
 

@@ -169,7 +169,7 @@ impl Verified {
 }
 
 /// `aud` as RFC 7519 §4.1.3 allows it: one string or an array of strings.
-#[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Deserialize, serde::Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Audience {
     One(String),

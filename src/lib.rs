@@ -14,6 +14,7 @@
     )
 )]
 
+pub mod access_token;
 pub mod authz;
 pub mod client;
 pub mod client_assertion;

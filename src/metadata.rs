@@ -25,6 +25,39 @@ pub fn authorization_server(cfg: &Config) -> Value {
     let mut verify_algs: Vec<&str> = cfg.verify_algs.iter().map(|a| a.as_str()).collect();
     // RFC 9864's fully-specified name for the same Ed25519 signatures.
     verify_algs.push("Ed25519");
+    let mut v = base(cfg, auth_methods, &verify_algs);
+    if let Some(o) = v.as_object_mut() {
+        // RFC 7009 §2 / RFC 8414 §2, RFC 7662 §4 / RFC 8414 §2.
+        o.insert("revocation_endpoint".into(), json!(cfg.revocation_endpoint));
+        o.insert(
+            "revocation_endpoint_auth_methods_supported".into(),
+            json!(auth_methods),
+        );
+        o.insert(
+            "introspection_endpoint".into(),
+            json!(cfg.introspection_endpoint),
+        );
+        let confidential: Vec<&str> = auth_methods
+            .iter()
+            .copied()
+            .filter(|m| *m != "none")
+            .collect();
+        o.insert(
+            "introspection_endpoint_auth_methods_supported".into(),
+            json!(confidential),
+        );
+        if cfg.device.is_some() {
+            // RFC 8628 §4.
+            o.insert(
+                "device_authorization_endpoint".into(),
+                json!(cfg.device_authorization_endpoint),
+            );
+        }
+    }
+    v
+}
+
+fn base(cfg: &Config, auth_methods: &[&str], verify_algs: &[&str]) -> Value {
     json!({
         "issuer": cfg.issuer,
         "authorization_endpoint": cfg.authorize_endpoint,
@@ -32,7 +65,7 @@ pub fn authorization_server(cfg: &Config) -> Value {
         "jwks_uri": cfg.jwks_uri,
         "pushed_authorization_request_endpoint": cfg.par_endpoint,
         "require_pushed_authorization_requests": cfg.require_par,
-        "grant_types_supported": grants::SUPPORTED,
+        "grant_types_supported": grants::supported(cfg),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "code_challenge_methods_supported": ["S256"],

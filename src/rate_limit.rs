@@ -27,14 +27,47 @@ struct Counter {
     n: u32,
 }
 
-/// Counts one request for `what` (e.g. `client:<id>`); `Err` with a 429 once over the limit.
-pub fn hit(ctx: &mut Ctx<'_>, ring: Ring, what: &str, limit: Limit) -> FlowResult<()> {
+/// Where `what` is counted: the slot's key and the counter's own tag.
+fn place(ring: Ring, what: &str) -> (String, String) {
     let digest = Sha256::digest(what.as_bytes());
     let mut seed = [0u8; 8];
     seed.copy_from_slice(digest.get(..8).unwrap_or(&[0u8; 8]));
     let slot = (u64::from_be_bytes(seed) % u64::from(ring.size.max(1))) as u32;
-    let k = B64.encode(digest.get(..12).unwrap_or(&[]));
-    let key = ring.key(slot);
+    (ring.key(slot), B64.encode(digest.get(..12).unwrap_or(&[])))
+}
+
+/// Seconds until the window of `now` ends (at least 1).
+fn retry_after(w: u64, window_ms: u64, now: u64) -> u64 {
+    let window_end = w.saturating_add(1).saturating_mul(window_ms);
+    window_end.saturating_sub(now).div_ceil(1000).max(1)
+}
+
+/// Whether `what` is already over its limit in this window, without counting: `Some(retry
+/// after)` if so.
+pub fn exceeded(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    what: &str,
+    limit: Limit,
+) -> FlowResult<Option<u64>> {
+    let (key, k) = place(ring, what);
+    let window_ms = crate::duration::millis(limit.window).max(1);
+    let now = ctx.now.unix_ms;
+    let w = now / window_ms;
+    let n = match ctx.get(&key)? {
+        StoreResult::Value { value, .. } => value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice::<Counter>(v).ok())
+            .filter(|c| c.w == w && c.k == k)
+            .map_or(0, |c| c.n),
+        _ => 0,
+    };
+    Ok((n >= limit.requests).then(|| retry_after(w, window_ms, now)))
+}
+
+/// Counts one request for `what` (e.g. `client:<id>`); `Err` with a 429 once over the limit.
+pub fn hit(ctx: &mut Ctx<'_>, ring: Ring, what: &str, limit: Limit) -> FlowResult<()> {
+    let (key, k) = place(ring, what);
     let window_ms = crate::duration::millis(limit.window).max(1);
     let now = ctx.now.unix_ms;
     let w = now / window_ms;
@@ -51,9 +84,7 @@ pub fn hit(ctx: &mut Ctx<'_>, ring: Ring, what: &str, limit: Limit) -> FlowResul
             _ => return Ok(()),
         };
         if n >= limit.requests {
-            let window_end = w.saturating_add(1).saturating_mul(window_ms);
-            let retry = window_end.saturating_sub(now).div_ceil(1000);
-            return Err(OAuthError::rate_limited(retry).into());
+            return Err(OAuthError::rate_limited(retry_after(w, window_ms, now)).into());
         }
         let bytes = match serde_json::to_vec(&Counter {
             k: k.clone(),

@@ -14,7 +14,7 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::keys::KeySet;
 
-const PREFIX: &str = "rt1.";
+pub const PREFIX: &str = "rt1.";
 const AAD: &[u8] = b"oauth-edge refresh token v1";
 
 /// What a refresh token carries.

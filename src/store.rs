@@ -67,6 +67,31 @@ impl std::fmt::Debug for Handle {
 }
 
 impl Handle {
+    /// A new handle for `slot` with a fresh secret.
+    pub fn fresh(ctx: &mut Ctx<'_>, slot: u32) -> FlowResult<Handle> {
+        let mut secret = [0u8; 16];
+        ctx.random(&mut secret)?;
+        Ok(Handle { slot, secret })
+    }
+
+    /// The same secret at another slot (when the slot is only known once the record is written).
+    pub fn at_slot(&self, slot: u32) -> Handle {
+        Handle {
+            slot,
+            secret: self.secret,
+        }
+    }
+
+    /// SHA-256 of the secret, base64url: what a record keeps to recognise the handle.
+    pub fn fingerprint(&self) -> String {
+        self.secret_hash()
+    }
+
+    /// Constant-time comparison with a stored [`Handle::fingerprint`].
+    pub fn has_fingerprint(&self, hash: &str) -> bool {
+        self.matches(hash)
+    }
+
     pub fn encode(&self) -> String {
         let mut b = [0u8; 20];
         b[..4].copy_from_slice(&self.slot.to_be_bytes());
@@ -296,14 +321,14 @@ pub fn find_keyed<T: DeserializeOwned>(
 }
 
 /// Finds the live record for `id`, or writes `data` into the first free slot of its probe
-/// sequence. `Ok(Err(found))` when a record already existed.
+/// sequence and returns that slot. `Ok(Err(found))` when a record already existed.
 pub fn find_or_insert_keyed<T: Serialize + DeserializeOwned>(
     ctx: &mut Ctx<'_>,
     ring: Ring,
     id: &str,
     ttl_ms: u64,
     data: &T,
-) -> FlowResult<Result<(), Found<T>>> {
+) -> FlowResult<Result<u32, Found<T>>> {
     // A lost CAS means a concurrent insert or reuse of that slot: look again from the start.
     for _ in 0..3 {
         if let Some(found) = find_keyed::<T>(ctx, ring, id)? {
@@ -339,7 +364,7 @@ pub fn find_or_insert_keyed<T: Serialize + DeserializeOwned>(
                     };
                     let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
                     match ctx.cas(&key, bytes, cas)? {
-                        StoreResult::Written => return Ok(Ok(())),
+                        StoreResult::Written => return Ok(Ok(slot)),
                         StoreResult::Conflict => {
                             conflict = true;
                             break;
@@ -432,7 +457,36 @@ pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> Fl
     Err(unavailable())
 }
 
+/// Whether `id` was remembered by [`remember_once`] and has not expired (a deny-list lookup).
+pub fn seen(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
+    let (seed, h) = keyed(id);
+    let now = ctx.now.unix_ms;
+    for i in 0..ONCE_PROBES {
+        let key = ring.key(probe(seed, i, ring.size.max(1)));
+        match ctx.get(&key)? {
+            StoreResult::Value { value: Some(v), .. }
+                if starts_with_h(&v, &h) && !reusable(Some(&v), now) =>
+            {
+                return Ok(true)
+            }
+            StoreResult::Value { .. } => {}
+            _ => return Err(unavailable()),
+        }
+    }
+    Ok(false)
+}
+
 impl<T> Record<T> {
+    /// The same record (hash, expiry, used mark) with other data.
+    pub fn with_data<U>(&self, data: U) -> Record<U> {
+        Record {
+            h: self.h.clone(),
+            exp: self.exp,
+            used: self.used,
+            data,
+        }
+    }
+
     pub fn expires_at_ms(&self) -> u64 {
         self.exp
     }

@@ -48,6 +48,9 @@ pub struct AccessTokenClaims<'a> {
     /// RFC 9449 §6.1: the DPoP key the token is bound to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cnf: Option<Cnf<'a>>,
+    /// RFC 8693 §4.1: who acts on the subject's behalf (token exchange).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act: Option<&'a Value>,
 }
 
 /// RFC 7800 confirmation claim with the RFC 9449 §6.1 member.
@@ -97,6 +100,9 @@ pub struct TokenAnswer<'a> {
     pub dpop_access_token_bound: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dpop_signing_alg: Option<&'a str>,
+    /// RFC 8693 §2.2.1 (token exchange only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'a str>,
 }
 
 impl<'a> TokenAnswer<'a> {

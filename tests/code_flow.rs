@@ -26,7 +26,7 @@ fn config(extra: Value) -> Value {
         "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
         "user": {"metadata_namespace": "envoy.filters.http.jwt_authn", "metadata_key": "user"},
         "login_url": "https://login.example.com/login",
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64, "jti_slots": 64},
+        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64, "jti_slots": 64, "revoked_slots": 64},
         "clients": [
             {"client_id": "web", "client_secret": hash_secret("web-secret"),
              "grant_types": ["authorization_code", "refresh_token"], "scope": "openid profile read",
@@ -872,7 +872,7 @@ fn memory_is_bounded_under_churn() {
 #[test]
 fn a_full_ring_is_a_clean_server_error() {
     let (e, mut h) = setup(
-        json!({"store": {"request_uri_slots": 16, "code_slots": 16, "refresh_family_slots": 16, "jti_slots": 16}}),
+        json!({"store": {"request_uri_slots": 16, "code_slots": 16, "refresh_family_slots": 16, "jti_slots": 16, "revoked_slots": 16}}),
     );
     let body = format!("response_type=code&client_id=web&redirect_uri={CB}&code_challenge={CHALLENGE}&code_challenge_method=S256");
     let mut created = 0;
@@ -914,7 +914,7 @@ fn challenge_is_sha256_of_verifier() {
 #[test]
 fn after_a_restart_an_old_refresh_token_is_still_single_use() {
     let cfg = config(
-        json!({"store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 16, "jti_slots": 16}}),
+        json!({"store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 16, "jti_slots": 16, "revoked_slots": 16}}),
     );
     let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
     let mut h = Host::without_registry();

@@ -145,6 +145,10 @@ fuzz_target!(|data: &[u8]| {
                         let l = e.jwks_from_fetch(&url, Some(200), body, now);
                         step = e.resume_with(p, Answer::Jwks(l), &mut SystemRandom, Some(&mut *st));
                     }
+                    Step::Need(Need::Http(_), p) => {
+                        let a = oauth_edge::flow::HttpAnswer { status: Some(200), body: body.to_vec() };
+                        step = e.resume_with(p, Answer::Http(a), &mut SystemRandom, Some(&mut *st));
+                    }
                     Step::Need(Need::Store(op), p) => {
                         let a = st.run(&op);
                         step = e.resume_with(p, Answer::Store(a), &mut SystemRandom, Some(&mut *st));

@@ -2,8 +2,12 @@
 //! over to the grant or the front-channel logic.
 
 pub mod authorize;
+pub mod device_authorization;
+pub mod device_verification;
+pub mod introspection;
 pub mod par;
 pub mod refresh;
+pub mod revocation;
 pub mod token;
 
 use std::rc::Rc;

@@ -64,6 +64,7 @@ pub fn handle(
             auth_time: None,
             authorization_details: None,
             cnf: Cnf::of(proof),
+            act: None,
         },
     )?;
     Ok(token::token_response(

@@ -58,6 +58,7 @@ pub fn issue(
             auth_time: g.auth_time,
             authorization_details: g.authorization_details,
             cnf: Cnf::of(g.proof),
+            act: None,
         },
     )?;
     let id_token = if g.id_token {

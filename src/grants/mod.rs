@@ -3,13 +3,32 @@
 
 pub mod authorization_code;
 pub mod client_credentials;
+pub mod device_code;
 pub mod issue;
+pub mod password;
 pub mod refresh_token;
+pub mod token_exchange;
 
 /// `grant_type` values.
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";
 pub const AUTHORIZATION_CODE: &str = "authorization_code";
 pub const REFRESH_TOKEN: &str = "refresh_token";
+pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+pub const PASSWORD: &str = "password";
 
-/// The grants this build answers, as advertised in the metadata.
-pub const SUPPORTED: &[&str] = &[AUTHORIZATION_CODE, CLIENT_CREDENTIALS, REFRESH_TOKEN];
+/// The grants this configuration answers, as advertised in the metadata: the device flow,
+/// token exchange and the password grant only when configured.
+pub fn supported(cfg: &crate::config::Config) -> Vec<&'static str> {
+    let mut g = vec![AUTHORIZATION_CODE, CLIENT_CREDENTIALS, REFRESH_TOKEN];
+    if cfg.device.is_some() {
+        g.push(DEVICE_CODE);
+    }
+    if cfg.token_exchange.is_some() {
+        g.push(TOKEN_EXCHANGE);
+    }
+    if cfg.password_grant.is_some() {
+        g.push(PASSWORD);
+    }
+    g
+}

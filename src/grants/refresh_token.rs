@@ -157,7 +157,7 @@ pub fn rotate(
             };
             match store::find_or_insert_keyed(ctx, ring, &claims.fam, family_exp_ms - now_ms, &fd)?
             {
-                Ok(()) => return Ok(RefreshClaims { gen, ..claims }),
+                Ok(_) => return Ok(RefreshClaims { gen, ..claims }),
                 Err(_) => continue,
             }
         };
@@ -229,7 +229,7 @@ pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> F
     };
     let ttl = crate::duration::millis(engine.config.refresh_token_ttl);
     match store::find_or_insert_keyed(ctx, ring, fam, ttl, &tombstone)? {
-        Ok(()) => Ok(()),
+        Ok(_) => Ok(()),
         Err(found) => revoke_found(ctx, ring, fam, found),
     }
 }

@@ -10,12 +10,17 @@ use crate::http::Outcome;
 
 /// What `Outcome::Issued` names: grant types at the token endpoint, and the front-channel
 /// artefacts (pushed requests, codes).
-pub const ISSUED: &[&str] = &[
-    "client_credentials",
-    "authorization_code",
-    "refresh_token",
-    "pushed_authorization",
-    "authorization_code_issued",
+/// (what the core says, the stat name's last segment): URN grant types get short names.
+pub const ISSUED: &[(&str, &str)] = &[
+    ("client_credentials", "client_credentials"),
+    ("authorization_code", "authorization_code"),
+    ("refresh_token", "refresh_token"),
+    ("pushed_authorization", "pushed_authorization"),
+    ("authorization_code_issued", "authorization_code_issued"),
+    ("device_authorization", "device_authorization"),
+    (crate::grants::DEVICE_CODE, "device_code"),
+    (crate::grants::TOKEN_EXCHANGE, "token_exchange"),
+    (crate::grants::PASSWORD, "password"),
 ];
 
 const ENDPOINTS: &[Endpoint] = &[
@@ -25,6 +30,10 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint::Authorize,
     Endpoint::Jwks,
     Endpoint::AuthorizationServerMetadata,
+    Endpoint::Revocation,
+    Endpoint::Introspection,
+    Endpoint::DeviceAuthorization,
+    Endpoint::DeviceVerification,
 ];
 
 pub struct Metrics {
@@ -65,7 +74,7 @@ impl Metrics {
                 .collect(),
             issued: ISSUED
                 .iter()
-                .map(|g| (*g, counter(&format!("oauth_edge.tokens_issued.{g}"))))
+                .map(|(g, name)| (*g, counter(&format!("oauth_edge.tokens_issued.{name}"))))
                 .collect(),
             errors: ErrorCode::ALL
                 .iter()

@@ -116,6 +116,8 @@ enum Waiting {
     Client(String),
     /// A client's jwks_uri.
     Jwks(String),
+    /// A call the core asked for as it is.
+    Http,
 }
 
 struct Stream {
@@ -165,6 +167,17 @@ impl Context for Stream {
         };
         let client_id = match waiting {
             Waiting::Client(id) => id,
+            Waiting::Http => {
+                let answer = crate::flow::HttpAnswer { status, body };
+                let step = engine.resume_with(
+                    pending,
+                    Answer::Http(answer),
+                    &mut SystemRandom,
+                    Some(&mut SharedData),
+                );
+                self.drive(&engine, step);
+                return;
+            }
             Waiting::Jwks(url) => {
                 let lookup = engine.jwks_from_fetch(&url, status, &body, now());
                 if let crate::flow::JwksLookup::Unavailable(why) = &lookup {
@@ -316,7 +329,7 @@ impl HttpContext for Stream {
 impl Stream {
     fn start(&mut self, engine: &Rc<Engine>, body: Vec<u8>) {
         let Some(ep) = self.endpoint else { return };
-        let user = if ep == Endpoint::Authorize {
+        let user = if matches!(ep, Endpoint::Authorize | Endpoint::DeviceVerification) {
             user::read(&engine.config)
         } else {
             None
@@ -355,6 +368,45 @@ impl Stream {
                         &mut SystemRandom,
                         Some(&mut SharedData),
                     );
+                }
+                Step::Need(Need::Http(call), p) => {
+                    let headers: Vec<(&str, &str)> = call
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    let timeout = std::time::Duration::from_millis(call.timeout_ms);
+                    match hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        Some(&call.body),
+                        vec![],
+                        timeout,
+                    ) {
+                        Ok(_token) => {
+                            self.pending = Some((p, Waiting::Http));
+                            return;
+                        }
+                        Err(e) => {
+                            log(
+                                LogLevel::Error,
+                                &format!(
+                                    "oauth-edge[{}]: cannot call the cluster {:?}: {e:?}",
+                                    self.id, call.cluster
+                                ),
+                            );
+                            let answer = crate::flow::HttpAnswer {
+                                status: None,
+                                body: Vec::new(),
+                            };
+                            step = engine.resume_with(
+                                p,
+                                Answer::Http(answer),
+                                &mut SystemRandom,
+                                Some(&mut SharedData),
+                            );
+                        }
+                    }
                 }
                 Step::Need(Need::Jwks(url), p) => {
                     let call = match engine.jwks_call(&url) {

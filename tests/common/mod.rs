@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use oauth_edge::engine::{Endpoint, Engine, HeadAction, Pending, Step};
-use oauth_edge::flow::{Answer, Need, Now, Request, StoreOp, StoreResult, SyncStore, User};
+use oauth_edge::flow::{
+    Answer, HttpAnswer, HttpCall, Need, Now, Request, StoreOp, StoreResult, SyncStore, User,
+};
 use oauth_edge::http::{Headers, Response};
 use oauth_edge::random::SystemRandom;
 
@@ -86,6 +88,9 @@ pub struct Host {
     pub jwks_calls: HashMap<String, usize>,
     /// The downstream address requests come from.
     pub source: Option<String>,
+    /// Other dispatched calls (the password grant's credential check), and how many were made.
+    pub http: Box<dyn FnMut(&HttpCall) -> HttpAnswer>,
+    pub http_calls: usize,
 }
 
 pub const NOW: Now = Now {
@@ -101,6 +106,11 @@ impl Host {
             jwks: HashMap::new(),
             jwks_calls: HashMap::new(),
             source: Some("192.0.2.7".into()),
+            http: Box::new(|_: &HttpCall| HttpAnswer {
+                status: None,
+                body: vec![],
+            }),
+            http_calls: 0,
         }
     }
 
@@ -182,6 +192,10 @@ impl Host {
                     let _ = self.shared.set(&w.key, &w.value, 0);
                 }
                 Answer::Client(l)
+            }
+            Need::Http(call) => {
+                self.http_calls += 1;
+                Answer::Http((self.http)(&call))
             }
             Need::Jwks(url) => match e.jwks_call(&url) {
                 Err(l) => Answer::Jwks(l),

@@ -1,0 +1,82 @@
+//! Reading back the access tokens this server issued (for introspection, revocation and token
+//! exchange): the signature against our own published keys (retired ones included), our
+//! `iss`, `typ` `at+jwt`, not expired, and not on the revocation deny-list.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::flow::{Ctx, FlowResult};
+use crate::jws::{Alg, Audience, Untrusted};
+use crate::store;
+
+/// The claims of one of our access tokens (RFC 9068 §2.2 and what we add).
+#[derive(Deserialize, Debug, Clone)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    pub client_id: String,
+    #[serde(default)]
+    pub scope: String,
+    pub iat: u64,
+    pub exp: u64,
+    pub jti: String,
+    #[serde(default)]
+    pub auth_time: Option<u64>,
+    #[serde(default)]
+    pub authorization_details: Option<Value>,
+    #[serde(default)]
+    pub cnf: Option<Value>,
+    #[serde(default)]
+    pub act: Option<Value>,
+}
+
+const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
+
+/// The claims if `token` is one of ours, correctly signed and unexpired (not checking the
+/// deny-list: see [`is_revoked`]).
+pub fn verify(cfg: &Config, token: &str, now_ms: u64) -> Option<Claims> {
+    let jws = Untrusted::parse(token, &ALL).ok()?;
+    if !jws
+        .header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
+        return None;
+    }
+    let key = cfg
+        .own_keys
+        .select(jws.header.kid.as_deref(), jws.alg)?
+        .clone();
+    let claims: Claims = jws.verify(&key).ok()?.claims().ok()?;
+    (claims.iss == cfg.issuer && claims.exp.saturating_mul(1000) > now_ms).then_some(claims)
+}
+
+fn deny_id(jti: &str) -> String {
+    format!("revoked-at\0{jti}")
+}
+
+pub fn is_revoked(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResult<bool> {
+    store::seen(ctx, cfg.rings.revoked, &deny_id(&claims.jti))
+}
+
+/// Puts the token on the deny-list until it expires anyway.
+pub fn revoke(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResult<()> {
+    store::remember_once(
+        ctx,
+        cfg.rings.revoked,
+        &deny_id(&claims.jti),
+        claims.exp.saturating_mul(1000),
+    )?;
+    Ok(())
+}
+
+/// Verified, unexpired and not revoked.
+pub fn active(cfg: &Config, ctx: &mut Ctx<'_>, token: &str) -> FlowResult<Option<Claims>> {
+    match verify(cfg, token, ctx.now.unix_ms) {
+        Some(c) => Ok((!is_revoked(cfg, ctx, &c)?).then_some(c)),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,115 @@
+//! `POST /oauth/introspect` (RFC 7662): a resource server asks whether a token is active.
+//!
+//! - only authenticated confidential clients may ask (§2.1: "the endpoint MUST also require
+//!   some form of authorization"; a public client cannot prove who it is): else 401;
+//! - `{"active": false}` and nothing else for anything expired, revoked, rotated, unknown,
+//!   malformed or not ours (§2.2);
+//! - an active access token: its claims, `token_type` `Bearer` or `DPoP`, and `cnf` for a bound
+//!   token (RFC 9449 §6.2); an active refresh token: who and what it is for.
+
+use serde_json::{json, Map, Value};
+
+use crate::access_token;
+use crate::engine::Engine;
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult, Request};
+use crate::form::Form;
+use crate::grants::refresh_token::FamilyData;
+use crate::http::{Outcome, Response};
+use crate::{sealed, store};
+
+use super::{authenticate_client, mime, FORM};
+
+pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    if mime(&req.headers)? != FORM {
+        return Err(OAuthError::invalid_request(
+            "Content-Type must be application/x-www-form-urlencoded",
+        )
+        .into());
+    }
+    let form = Form::parse(&req.body)?;
+    let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
+    if !client.is_confidential() {
+        return Err(OAuthError::invalid_client(
+            "introspection needs an authenticated (confidential) client",
+        )
+        .into());
+    }
+    let token = form
+        .get("token")
+        .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
+    let answer = if token.starts_with(sealed::PREFIX) {
+        refresh(engine, ctx, token)?
+    } else {
+        match access_token::active(cfg, ctx, token)? {
+            Some(c) => {
+                let mut o = Map::new();
+                o.insert("active".into(), json!(true));
+                o.insert("iss".into(), json!(c.iss));
+                o.insert("sub".into(), json!(c.sub));
+                o.insert(
+                    "aud".into(),
+                    serde_json::to_value(&c.aud).unwrap_or(Value::Null),
+                );
+                o.insert("client_id".into(), json!(c.client_id));
+                if !c.scope.is_empty() {
+                    o.insert("scope".into(), json!(c.scope));
+                }
+                o.insert("iat".into(), json!(c.iat));
+                o.insert("exp".into(), json!(c.exp));
+                o.insert("jti".into(), json!(c.jti));
+                let token_type = if c.cnf.is_some() { "DPoP" } else { "Bearer" };
+                o.insert("token_type".into(), json!(token_type));
+                for (k, v) in [
+                    ("cnf", c.cnf),
+                    ("act", c.act),
+                    ("authorization_details", c.authorization_details),
+                    ("auth_time", c.auth_time.map(|t| json!(t))),
+                ] {
+                    if let Some(v) = v {
+                        o.insert(k.into(), v);
+                    }
+                }
+                Value::Object(o)
+            }
+            None => inactive(),
+        }
+    };
+    let body =
+        serde_json::to_vec(&answer).map_err(|_| OAuthError::server_error("internal error"))?;
+    let mut r = Response::json(200, body, Outcome::Served);
+    r.no_store();
+    Ok(r)
+}
+
+fn inactive() -> Value {
+    json!({"active": false})
+}
+
+/// A refresh token is active while its family is live, not revoked, and it is the newest
+/// generation (an older one would revoke the family if used).
+fn refresh(engine: &Engine, ctx: &mut Ctx<'_>, token: &str) -> FlowResult<Value> {
+    let cfg = &engine.config;
+    let Ok(claims) = sealed::open(&cfg.keys, token) else {
+        return Ok(inactive());
+    };
+    if claims.exp.saturating_mul(1000) <= ctx.now.unix_ms {
+        return Ok(inactive());
+    }
+    if let Some(found) = store::find_keyed::<FamilyData>(ctx, cfg.rings.families, &claims.fam)? {
+        let d = &found.record.data;
+        if d.revoked || claims.gen < d.gen {
+            return Ok(inactive());
+        }
+    }
+    Ok(json!({
+        "active": true,
+        "token_type": "refresh_token",
+        "iss": cfg.issuer,
+        "sub": claims.sub,
+        "client_id": claims.cid,
+        "scope": claims.scope,
+        "exp": claims.exp,
+    }))
+}

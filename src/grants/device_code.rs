@@ -1,0 +1,242 @@
+//! Device authorization grant (RFC 8628): the record a device request keeps, and polling at
+//! the token endpoint (§3.4, §3.5).
+//!
+//! A request lives in the devices ring, addressed by its user_code (the user types that, so the
+//! verification endpoint must find the record from it) — the record's key is derived from the
+//! normalised user_code, the way refresh families are found. The device_code is a handle:
+//! `base64url(slot ‖ 128-bit secret)`; the record keeps the secret's SHA-256.
+//!
+//! Polling, per §3.5:
+//! - `authorization_pending` while the user has not decided;
+//! - `slow_down` when polled faster than the interval, which then grows by 5 s for good;
+//! - `access_denied` once denied, `expired_token` once expired;
+//! - tokens exactly once (a CAS from approved to issued); any later poll: `invalid_grant`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::Client;
+use crate::dpop::Proof;
+use crate::engine::Engine;
+use crate::error::{ErrorCode, OAuthError};
+use crate::flow::{internal, Ctx, FlowResult, StoreResult};
+use crate::form::Form;
+use crate::http::Response;
+use crate::sealed::RefreshClaims;
+use crate::store::{Handle, Record};
+
+use super::issue::{issue, Issue};
+use super::refresh_token::FamilyData;
+use super::{DEVICE_CODE, REFRESH_TOKEN};
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Approved,
+    Denied,
+    Issued,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct DeviceData {
+    /// SHA-256 of the device_code's secret.
+    pub dc: String,
+    pub client_id: String,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    pub status: Status,
+    /// Seconds between polls; grows by 5 with every slow_down.
+    pub interval: u64,
+    /// When the device last polled (ms).
+    #[serde(default)]
+    pub last_poll: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<u64>,
+}
+
+/// The user_code alphabet of RFC 8628 §6.1: consonants only (no vowels, so no words; no
+/// look-alikes like 0/O, 1/I).
+pub const ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// What users type may carry dashes, spaces and lower case (§6.1): compare without them.
+pub fn normalize_user_code(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// The id a user_code's record is found by.
+pub fn record_id(user_code: &str) -> String {
+    format!("device\0{}", normalize_user_code(user_code))
+}
+
+pub fn handle(
+    engine: &Engine,
+    client: &Client,
+    form: &Form,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let ring = cfg.rings.devices;
+    if !client.allows_grant(DEVICE_CODE) {
+        return Err(
+            OAuthError::unauthorized_client("client is not allowed the device_code grant").into(),
+        );
+    }
+    let code = form
+        .get("device_code")
+        .ok_or_else(|| OAuthError::invalid_request("device_code is missing"))?;
+    let invalid = || OAuthError::invalid_grant("device_code is invalid");
+    let h = Handle::decode(code).ok_or_else(invalid)?;
+    if h.slot >= ring.size {
+        return Err(invalid().into());
+    }
+    let key = ring.key(h.slot);
+    let now = ctx.now.unix_ms;
+    for _ in 0..3 {
+        let (rec, cas) = match ctx.get(&key)? {
+            StoreResult::Value {
+                value: Some(v),
+                cas,
+            } => match serde_json::from_slice::<Record<DeviceData>>(&v) {
+                Ok(r) if h.has_fingerprint(&r.data.dc) => (r, cas),
+                _ => return Err(invalid().into()),
+            },
+            StoreResult::Value { .. } => return Err(invalid().into()),
+            _ => {
+                return Err(
+                    OAuthError::server_error("the authorization server cannot store state").into(),
+                )
+            }
+        };
+        let d = &rec.data;
+        if d.client_id != client.client_id {
+            return Err(invalid().into());
+        }
+        if rec.expires_at_ms() <= now {
+            return Err(
+                OAuthError::new(ErrorCode::ExpiredToken, "the device_code has expired").into(),
+            );
+        }
+        let next = match d.status {
+            Status::Denied => {
+                return Err(
+                    OAuthError::new(ErrorCode::AccessDenied, "the user denied the request").into(),
+                )
+            }
+            Status::Issued => {
+                return Err(OAuthError::invalid_grant("the device_code was already used").into())
+            }
+            Status::Pending => {
+                let too_fast = now < d.last_poll.saturating_add(d.interval.saturating_mul(1000));
+                DeviceData {
+                    interval: if too_fast { d.interval + 5 } else { d.interval },
+                    last_poll: now,
+                    ..d.clone()
+                }
+            }
+            Status::Approved => DeviceData {
+                status: Status::Issued,
+                last_poll: now,
+                ..d.clone()
+            },
+        };
+        let bytes =
+            serde_json::to_vec(&rec.with_data(next.clone())).map_err(|_| internal("encode"))?;
+        match ctx.cas(&key, bytes, cas)? {
+            StoreResult::Written => {}
+            StoreResult::Conflict => continue,
+            _ => {
+                return Err(
+                    OAuthError::server_error("the authorization server cannot store state").into(),
+                )
+            }
+        }
+        match d.status {
+            Status::Pending if next.interval > d.interval => {
+                return Err(OAuthError::new(
+                    ErrorCode::SlowDown,
+                    "polling too fast: wait the interval (now 5 s longer)",
+                )
+                .into())
+            }
+            Status::Pending => {
+                return Err(OAuthError::new(
+                    ErrorCode::AuthorizationPending,
+                    "the user has not decided yet",
+                )
+                .into())
+            }
+            _ => return tokens(engine, client, d, proof, ctx),
+        }
+    }
+    Err(OAuthError::server_error("the authorization server is busy, try again").into())
+}
+
+fn tokens(
+    engine: &Engine,
+    client: &Client,
+    d: &DeviceData,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let sub = d
+        .sub
+        .clone()
+        .ok_or_else(|| internal("approved without a user"))?;
+    let now_ms = ctx.now.unix_ms;
+    let family_ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
+    let refresh = if client.allows_grant(REFRESH_TOKEN) {
+        let fam = ctx.random_id()?;
+        let fd = FamilyData {
+            fam: fam.clone(),
+            gen: 0,
+            revoked: false,
+            rotated_at: now_ms,
+            cid: client.client_id.clone(),
+        };
+        let _ =
+            crate::store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, family_ttl_ms, &fd)?;
+        Some(RefreshClaims {
+            fam,
+            gen: 0,
+            cid: client.client_id.clone(),
+            sub: sub.clone(),
+            scope: d.scope.clone(),
+            exp: now_ms.saturating_add(family_ttl_ms) / 1000,
+            auth_time: d.auth_time,
+            ad: None,
+            res: d.resources.clone(),
+            jkt: if client.is_confidential() {
+                None
+            } else {
+                proof.map(|p| p.jkt.clone())
+            },
+        })
+    } else {
+        None
+    };
+    issue(
+        engine,
+        Issue {
+            client,
+            sub: &sub,
+            scope: &d.scope,
+            auth_time: d.auth_time,
+            nonce: None,
+            id_token: d.scope.split(' ').any(|s| s == "openid"),
+            authorization_details: None,
+            resources: &d.resources,
+            refresh,
+            proof,
+        },
+        DEVICE_CODE,
+        ctx,
+    )
+}

@@ -1,0 +1,154 @@
+//! Resource owner password credentials (RFC 6749 §4.3, seed 003). OAuth 2.1 drops this grant:
+//! it is off unless `password_grant` is configured, and then only for clients that list
+//! `password` in their `grant_types`.
+//!
+//! The filter never checks or keeps passwords itself: it asks a configured upstream,
+//! `POST {password_grant.path}` on `password_grant.cluster` with
+//! `{"username","password","client_id"}`, which answers `200 {"sub": …}` for good credentials
+//! and 401/403/404 for bad ones; anything else (5xx, a reset, a timeout, garbage) is a clean
+//! `server_error`. Failures are counted per username and per client in the rate-limit ring;
+//! past `password_grant.failures` the grant answers 429 without asking the upstream.
+
+use serde::Deserialize;
+
+use crate::client::Client;
+use crate::dpop::Proof;
+use crate::engine::Engine;
+use crate::error::OAuthError;
+use crate::flow::{Ctx, FlowResult, HttpCall};
+use crate::form::Form;
+use crate::http::Response;
+use crate::sealed::RefreshClaims;
+use crate::{rate_limit, scope};
+
+use super::issue::{issue, Issue};
+use super::refresh_token::FamilyData;
+use super::{PASSWORD, REFRESH_TOKEN};
+
+pub fn handle(
+    engine: &Engine,
+    client: &Client,
+    form: &Form,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let Some(pw) = &cfg.password_grant else {
+        return Err(OAuthError::unsupported_grant_type("grant_type is not supported").into());
+    };
+    if !client.allows_grant(PASSWORD) {
+        return Err(
+            OAuthError::unauthorized_client("client is not allowed the password grant").into(),
+        );
+    }
+    let username = form
+        .get("username")
+        .filter(|u| !u.is_empty() && u.len() <= 256)
+        .ok_or_else(|| OAuthError::invalid_request("username is missing"))?;
+    let password = form
+        .get("password")
+        .filter(|p| p.len() <= 1024)
+        .ok_or_else(|| OAuthError::invalid_request("password is missing"))?;
+    let granted = scope::grant(form.get("scope"), &client.scope)?;
+    let ring = cfg.rings.rate_limits;
+    let by_user = format!("password-user\0{username}");
+    let by_client = format!("password-client\0{}", client.client_id);
+    for what in [&by_user, &by_client] {
+        if let Some(retry) = rate_limit::exceeded(ctx, ring, what, pw.failures)? {
+            return Err(OAuthError::rate_limited(retry).into());
+        }
+    }
+    let body = serde_json::to_vec(&serde_json::json!({
+        "username": username,
+        "password": password,
+        "client_id": client.client_id,
+    }))
+    .map_err(|_| OAuthError::server_error("internal error"))?;
+    let answer = ctx.http(HttpCall {
+        cluster: pw.cluster.clone(),
+        headers: vec![
+            (":method".into(), "POST".into()),
+            (":path".into(), pw.path.clone()),
+            (":authority".into(), pw.authority.clone()),
+            ("content-type".into(), "application/json".into()),
+            ("user-agent".into(), "oauth-edge".into()),
+        ],
+        body,
+        timeout_ms: crate::duration::millis(pw.timeout),
+    })?;
+    #[derive(Deserialize)]
+    struct Verdict {
+        sub: String,
+        #[serde(default)]
+        auth_time: Option<u64>,
+    }
+    let verdict = match answer.status {
+        Some(200) => serde_json::from_slice::<Verdict>(&answer.body)
+            .ok()
+            .filter(|v| !v.sub.is_empty() && v.sub.len() <= 255)
+            .ok_or_else(|| {
+                OAuthError::server_error("the credential service answered something unreadable")
+            })?,
+        Some(401 | 403 | 404) => {
+            for what in [&by_user, &by_client] {
+                // Counting only: the 429 comes on the next attempt.
+                if let Err(crate::flow::Interrupt::Need(n)) =
+                    rate_limit::hit(ctx, ring, what, pw.failures)
+                {
+                    return Err(crate::flow::Interrupt::Need(n));
+                }
+            }
+            return Err(OAuthError::invalid_grant("the username or password is wrong").into());
+        }
+        _ => return Err(OAuthError::server_error("the credential service is unavailable").into()),
+    };
+    let now_ms = ctx.now.unix_ms;
+    let family_ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
+    let refresh = if client.allows_grant(REFRESH_TOKEN) {
+        let fam = ctx.random_id()?;
+        let fd = FamilyData {
+            fam: fam.clone(),
+            gen: 0,
+            revoked: false,
+            rotated_at: now_ms,
+            cid: client.client_id.clone(),
+        };
+        let _ =
+            crate::store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, family_ttl_ms, &fd)?;
+        Some(RefreshClaims {
+            fam,
+            gen: 0,
+            cid: client.client_id.clone(),
+            sub: verdict.sub.clone(),
+            scope: granted.clone(),
+            exp: now_ms.saturating_add(family_ttl_ms) / 1000,
+            auth_time: verdict.auth_time,
+            ad: None,
+            res: Vec::new(),
+            jkt: if client.is_confidential() {
+                None
+            } else {
+                proof.map(|p| p.jkt.clone())
+            },
+        })
+    } else {
+        None
+    };
+    issue(
+        engine,
+        Issue {
+            client,
+            sub: &verdict.sub,
+            scope: &granted,
+            auth_time: verdict.auth_time,
+            nonce: None,
+            id_token: false,
+            authorization_details: None,
+            resources: &[],
+            refresh,
+            proof,
+        },
+        PASSWORD,
+        ctx,
+    )
+}

@@ -1,0 +1,274 @@
+//! Token exchange (RFC 8693, seed 003): a client trades a subject token (and, for delegation,
+//! an actor token) for a narrower access token.
+//!
+//! - the client is confidential and registered for the grant (`grant_types`);
+//! - `subject_token` is an access token this server issued (active: signed, unexpired, not
+//!   revoked), or a JWT from a configured trusted issuer (its JWKS fetched through `jwks_fetch`
+//!   and cached; `aud` must name this server, `exp` in the future); anything else is
+//!   `invalid_request` (§2.2.2);
+//! - `subject_token_type` / `actor_token_type`: `…:access_token` or `…:jwt`;
+//! - `actor_token` (optional, with its type) is read the same way: the new token's `act` is
+//!   `{"sub": actor}` with the subject token's own `act` nested inside (§4.1: the chain of
+//!   delegation, newest first);
+//! - targets: every `audience` and `resource` must be in the client's
+//!   `token_exchange_audiences` (oauth-edge metadata), else `invalid_target` (§2.2.2); none
+//!   requested → the configured default audience;
+//! - `scope`: within the subject token's scope and the client's; none → their intersection;
+//! - `requested_token_type`: only access tokens are issued (`…:access_token`, or `…:jwt`,
+//!   which ours are); the answer says `issued_token_type` (§2.2.1). No refresh token.
+//! - the new token never outlives the subject token.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::access_token;
+use crate::client::Client;
+use crate::config::{Config, TrustedIssuer};
+use crate::dpop::Proof;
+use crate::error::{ErrorCode, OAuthError};
+use crate::flow::{Ctx, FlowResult, JwksLookup};
+use crate::form::Form;
+use crate::http::Response;
+use crate::jws::{Alg, Audience, Untrusted};
+use crate::scope;
+use crate::token::{self, AccessTokenClaims, Aud, Cnf, TokenAnswer};
+
+use super::TOKEN_EXCHANGE;
+
+pub const TYPE_ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// What a subject or actor token says, once checked.
+struct Party {
+    iss: String,
+    sub: String,
+    scope: Vec<String>,
+    exp: u64,
+    act: Option<Value>,
+}
+
+pub fn handle(
+    cfg: &Config,
+    client: &Client,
+    form: &Form,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let Some(tx) = &cfg.token_exchange else {
+        return Err(OAuthError::unsupported_grant_type("grant_type is not supported").into());
+    };
+    if !client.is_confidential() || !client.allows_grant(TOKEN_EXCHANGE) {
+        return Err(OAuthError::unauthorized_client(
+            "client is not allowed the token-exchange grant",
+        )
+        .into());
+    }
+    let subject_token = form
+        .get("subject_token")
+        .ok_or_else(|| OAuthError::invalid_request("subject_token is missing"))?;
+    let subject_type = form
+        .get("subject_token_type")
+        .ok_or_else(|| OAuthError::invalid_request("subject_token_type is missing"))?;
+    match form.get("requested_token_type") {
+        None | Some(TYPE_ACCESS_TOKEN) | Some(TYPE_JWT) => {}
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "only access tokens can be requested (requested_token_type)",
+            )
+            .into())
+        }
+    }
+    let subject = party(
+        cfg,
+        &tx.trusted_issuers,
+        subject_token,
+        subject_type,
+        ctx,
+        "subject_token",
+    )?;
+    let actor = match (form.get("actor_token"), form.get("actor_token_type")) {
+        (None, None) => None,
+        (Some(t), Some(ty)) => Some(party(cfg, &tx.trusted_issuers, t, ty, ctx, "actor_token")?),
+        _ => {
+            return Err(
+                OAuthError::invalid_request("actor_token and actor_token_type go together").into(),
+            )
+        }
+    };
+
+    // Targets, under the client's policy.
+    let mut targets: Vec<String> = form.get_all("audience").map(str::to_string).collect();
+    let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
+    crate::rar::check_resources(&resources)?;
+    targets.extend(resources);
+    if targets
+        .iter()
+        .any(|t| !client.token_exchange_audiences.iter().any(|a| a == t))
+    {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "an audience or resource is outside this client's token exchange policy",
+        )
+        .into());
+    }
+    // Scope: never more than the subject had and the client may have.
+    let allowed: Vec<String> = subject
+        .scope
+        .iter()
+        .filter(|s| client.scope.iter().any(|c| c == *s))
+        .cloned()
+        .collect();
+    let granted = scope::grant(form.get("scope"), &allowed)?;
+
+    let act = actor.as_ref().map(|a| {
+        let mut o = serde_json::Map::new();
+        o.insert("sub".into(), json!(a.sub));
+        if a.iss != cfg.issuer {
+            o.insert("iss".into(), json!(a.iss));
+        }
+        if let Some(prior) = &subject.act {
+            o.insert("act".into(), prior.clone());
+        }
+        Value::Object(o)
+    });
+    let key = cfg
+        .keys
+        .active()
+        .ok_or_else(|| OAuthError::server_error("internal error"))?;
+    let now = ctx.now.secs();
+    let exp = now
+        .saturating_add(cfg.access_token_ttl.as_secs())
+        .min(subject.exp);
+    let jti = token::new_jti(ctx)?;
+    let at = token::sign_access_token(
+        key,
+        &AccessTokenClaims {
+            iss: &cfg.issuer,
+            sub: &subject.sub,
+            aud: Aud::of(&targets, &cfg.access_token_audience),
+            client_id: &client.client_id,
+            scope: &granted,
+            iat: now,
+            exp,
+            jti: &jti,
+            auth_time: None,
+            authorization_details: None,
+            cnf: Cnf::of(proof),
+            act: act.as_ref(),
+        },
+    )?;
+    Ok(TokenAnswer {
+        access_token: &at,
+        expires_in: exp.saturating_sub(now),
+        scope: &granted,
+        issued_token_type: Some(TYPE_ACCESS_TOKEN),
+        ..Default::default()
+    }
+    .bound(proof)
+    .into_response(TOKEN_EXCHANGE))
+}
+
+fn bad(which: &'static str) -> OAuthError {
+    OAuthError::invalid_request(match which {
+        "actor_token" => "actor_token is invalid, expired, revoked or from an untrusted issuer",
+        _ => "subject_token is invalid, expired, revoked or from an untrusted issuer",
+    })
+}
+
+fn party(
+    cfg: &Config,
+    trusted: &[TrustedIssuer],
+    token: &str,
+    token_type: &str,
+    ctx: &mut Ctx<'_>,
+    which: &'static str,
+) -> FlowResult<Party> {
+    if token_type != TYPE_ACCESS_TOKEN && token_type != TYPE_JWT {
+        return Err(OAuthError::invalid_request(
+            "token types must be urn:ietf:params:oauth:token-type:access_token or :jwt",
+        )
+        .into());
+    }
+    // One of ours?
+    if let Some(c) = access_token::verify(cfg, token, ctx.now.unix_ms) {
+        if access_token::is_revoked(cfg, ctx, &c)? {
+            return Err(bad(which).into());
+        }
+        return Ok(Party {
+            iss: c.iss,
+            sub: c.sub,
+            scope: c
+                .scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            exp: c.exp,
+            act: c.act,
+        });
+    }
+    // A trusted issuer's?
+    #[derive(Deserialize)]
+    struct Foreign {
+        iss: String,
+        sub: String,
+        aud: Audience,
+        exp: u64,
+        #[serde(default)]
+        scope: Option<String>,
+        #[serde(default)]
+        nbf: Option<u64>,
+        #[serde(default)]
+        act: Option<Value>,
+    }
+    const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
+    let jws = Untrusted::parse(token, &ALL).map_err(|_| bad(which))?;
+    let iss = crate::client_assertion::claimed_issuer(token).ok_or_else(|| bad(which))?;
+    let ti = trusted
+        .iter()
+        .find(|t| t.issuer == iss)
+        .ok_or_else(|| bad(which))?;
+    let kid = jws.header.kid.clone();
+    let alg = jws.alg;
+    let set = match ctx.jwks(&ti.jwks_uri, false)? {
+        JwksLookup::Found(s) => s,
+        JwksLookup::Unavailable(_) => return Err(bad(which).into()),
+    };
+    let key = match set.select(kid.as_deref(), alg) {
+        Some(k) => k.clone(),
+        None => match ctx.jwks(&ti.jwks_uri, true)? {
+            JwksLookup::Found(s) => s
+                .select(kid.as_deref(), alg)
+                .cloned()
+                .ok_or_else(|| bad(which))?,
+            JwksLookup::Unavailable(_) => return Err(bad(which).into()),
+        },
+    };
+    let f: Foreign = jws
+        .verify(&key)
+        .map_err(|_| bad(which))?
+        .claims()
+        .map_err(|_| bad(which))?;
+    let now = ctx.now.secs();
+    if f.iss != ti.issuer
+        || !f.aud.contains(&ti.audience)
+        || f.exp <= now
+        || f.nbf.is_some_and(|n| n > now.saturating_add(30))
+        || f.sub.is_empty()
+    {
+        return Err(bad(which).into());
+    }
+    Ok(Party {
+        iss: f.iss,
+        sub: f.sub,
+        scope: f
+            .scope
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        exp: f.exp,
+        act: f.act,
+    })
+}
