@@ -42,6 +42,9 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             grants::authorization_code::handle(engine, &client, &form, proof, ctx)
         }
         grants::REFRESH_TOKEN => grants::refresh_token::handle(engine, &client, &form, proof, ctx),
+        grants::DEVICE_CODE => grants::device_code::handle(engine, &client, &form, proof, ctx),
+        grants::TOKEN_EXCHANGE => grants::token_exchange::handle(cfg, &client, &form, proof, ctx),
+        grants::PASSWORD => grants::password::handle(engine, &client, &form, proof, ctx),
         _ => Err(OAuthError::unsupported_grant_type("grant_type is not supported").into()),
     }?;
     // RFC 9449 §8.2: a fresh nonce with the answer, so clients follow its rotation.

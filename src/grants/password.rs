@@ -6,8 +6,9 @@
 //! `POST {password_grant.path}` on `password_grant.cluster` with
 //! `{"username","password","client_id"}`, which answers `200 {"sub": …}` for good credentials
 //! and 401/403/404 for bad ones; anything else (5xx, a reset, a timeout, garbage) is a clean
-//! `server_error`. Failures are counted per username and per client in the rate-limit ring;
-//! past `password_grant.failures` the grant answers 429 without asking the upstream.
+//! `server_error`. Failures are counted per username (`password_grant.failures`) and per
+//! client (ten times that) in the rate-limit ring; past either the grant answers 429 without
+//! asking the upstream.
 
 use serde::Deserialize;
 
@@ -53,8 +54,14 @@ pub fn handle(
     let ring = cfg.rings.rate_limits;
     let by_user = format!("password-user\0{username}");
     let by_client = format!("password-client\0{}", client.client_id);
-    for what in [&by_user, &by_client] {
-        if let Some(retry) = rate_limit::exceeded(ctx, ring, what, pw.failures)? {
+    // A client (one app, many users) may fail ten times as often as one username.
+    let per_client = crate::config::Limit {
+        requests: pw.failures.requests.saturating_mul(10),
+        window: pw.failures.window,
+    };
+    let limits = [(&by_user, pw.failures), (&by_client, per_client)];
+    for (what, limit) in limits {
+        if let Some(retry) = rate_limit::exceeded(ctx, ring, what, limit)? {
             return Err(OAuthError::rate_limited(retry).into());
         }
     }
@@ -90,10 +97,10 @@ pub fn handle(
                 OAuthError::server_error("the credential service answered something unreadable")
             })?,
         Some(401 | 403 | 404) => {
-            for what in [&by_user, &by_client] {
+            for (what, limit) in limits {
                 // Counting only: the 429 comes on the next attempt.
                 if let Err(crate::flow::Interrupt::Need(n)) =
-                    rate_limit::hit(ctx, ring, what, pw.failures)
+                    rate_limit::hit(ctx, ring, what, limit)
                 {
                     return Err(crate::flow::Interrupt::Need(n));
                 }
