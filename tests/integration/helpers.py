@@ -14,7 +14,7 @@ import socket
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import jwt
 import requests
@@ -470,3 +470,404 @@ def prom_value(text: str, name: str, labels: dict[str, str] | None = None) -> fl
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- private_key_jwt and DPoP
+# Client assertions (RFC 7523 §2.2/§3) and DPoP proofs (RFC 9449 §4) are signed with joserfc (and
+# Authlib, which signs with joserfc too); thumbprints (RFC 7638) are computed here from the JWK's
+# JSON, independently of both libraries and of the filter.
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+VERIFY_ALGS = ("EdDSA", "ES256", "PS256", "RS256")  # assertions and proofs, default profile
+FAPI2_ALGS = ("EdDSA", "ES256", "PS256")  # profile fapi2: no RS256
+# The metadata also lists RFC 9864's fully-specified name for the same Ed25519 signatures.
+ADVERTISED_ALGS = VERIFY_ALGS + ("Ed25519",)
+FAPI2_ADVERTISED_ALGS = FAPI2_ALGS + ("Ed25519",)
+
+# RFC 7638 §3.2: the required members of each key type, the only ones a thumbprint hashes.
+_THUMBPRINT_MEMBERS = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x"), "RSA": ("e", "kty", "n")}
+
+
+def jwk_thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 §3: SHA-256 over the required members in lexicographic order, no whitespace,
+    base64url without padding."""
+    names = _THUMBPRINT_MEMBERS[jwk["kty"]]
+    assert list(names) == sorted(names)
+    canonical = "{" + ",".join(f"{json.dumps(n)}:{json.dumps(jwk[n], ensure_ascii=False)}" for n in names) + "}"
+    assert " " not in canonical
+    return b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+class ClientKey:
+    """A client's key pair (joserfc) with the kid and, optionally, the "alg" its published JWK
+    carries. The joserfc key object itself has no alg, so it can sign with any algorithm of its
+    type (to try what the registered alg forbids)."""
+
+    def __init__(self, alg: str, kid: str | None, *, jwk_alg: bool = False) -> None:
+        from joserfc.jwk import ECKey, OKPKey, RSAKey
+
+        params = {"kid": kid} if kid else {}
+        if alg == "ES256":
+            self.key: Any = ECKey.generate_key("P-256", parameters=params, private=True)
+        elif alg == "EdDSA":
+            self.key = OKPKey.generate_key("Ed25519", parameters=params, private=True)
+        elif alg in ("PS256", "RS256"):
+            self.key = RSAKey.generate_key(2048, parameters=params, private=True)
+        else:
+            raise ValueError(alg)
+        self.alg = alg
+        self.kid = kid
+        self.jwk_alg = jwk_alg
+
+    @property
+    def kty(self) -> str:
+        return self.public_jwk()["kty"]
+
+    def public_jwk(self) -> dict[str, Any]:
+        jwk = dict(self.key.as_dict(private=False))
+        assert "d" not in jwk
+        if self.jwk_alg:
+            jwk["alg"] = self.alg
+        jwk.setdefault("use", "sig")
+        return jwk
+
+    def private_jwk(self) -> dict[str, Any]:
+        return dict(self.key.as_dict(private=True))
+
+    def thumbprint(self) -> str:
+        return jwk_thumbprint(self.public_jwk())
+
+    def pem_public(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self.key.public_key.public_bytes(serialization.Encoding.PEM,
+                                                serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def jwks_of(*keys: ClientKey) -> dict[str, Any]:
+    return {"keys": [k.public_jwk() for k in keys]}
+
+
+def sign_jws(header: dict[str, Any], claims: dict[str, Any], key: Any, alg: str, *,
+             typ: str | None = None, registry: Any = None) -> str:
+    """A compact JWS by joserfc (jwt.encode): `header` as given plus alg (and typ if given; no
+    typ at all if None and header has none). `key` a joserfc key (or OctKey for HS256; None for
+    alg none)."""
+    from joserfc import jwt as jose_jwt
+
+    h = dict(header, alg=alg)
+    if typ is not None:
+        h["typ"] = typ
+    return jose_jwt.encode(h, claims, key, algorithms=[alg], default_type=None, registry=registry)
+
+
+def crit_registry(alg: str, name: str) -> Any:
+    """A joserfc JWS registry that knows the extension header `name`, so a token can list it in
+    `crit` (RFC 7515 §4.1.11): a receiver that does not understand it must refuse the JWS."""
+    from joserfc.jws import JWSRegistry
+    from joserfc.registry import HeaderParameter
+
+    return JWSRegistry(header_registry={name: HeaderParameter("test extension", "str")}, algorithms=[alg])
+
+
+def lax_registry(alg: str, *names: str) -> Any:
+    """A joserfc JWS registry that signs whatever value the header parameters `names` hold (e.g.
+    a `jwk` that is not an object): the token is properly signed, its header is what is wrong."""
+    from joserfc.jws import JWSRegistry
+    from joserfc.registry import HeaderParameter
+
+    return JWSRegistry(header_registry={n: HeaderParameter("anything", lambda v: None) for n in names},
+                       algorithms=[alg])
+
+
+def new_jti() -> str:
+    return b64url(os.urandom(18))
+
+
+def client_assertion(key: ClientKey, client_id: str, aud: Any, *, alg: str | None = None,
+                     kid: Any = "key", iss: Any = "client", sub: Any = "client", lifetime: int = 60,
+                     exp: Any = "auto", iat: Any = "auto", jti: Any = "auto", sign_with: Any = None,
+                     header: dict[str, Any] | None = None, registry: Any = None, **claims: Any) -> str:
+    """An RFC 7523 §3 client assertion signed by `key` (or by `sign_with`, a joserfc key, keeping
+    `key`'s kid). Defaults: iss = sub = client_id, iat now, exp now + lifetime, a fresh jti, the
+    header kid of `key`. A claim or the kid passed as None is left out."""
+    now = int(time.time())
+    body: dict[str, Any] = {
+        "iss": client_id if iss == "client" else iss,
+        "sub": client_id if sub == "client" else sub,
+        "aud": aud,
+        "iat": now if iat == "auto" else iat,
+        "exp": now + lifetime if exp == "auto" else exp,
+        "jti": new_jti() if jti == "auto" else jti,
+        **claims,
+    }
+    body = {k: v for k, v in body.items() if v is not None}
+    h = dict(header or {})
+    k = key.kid if kid == "key" else kid
+    if k is not None:
+        h["kid"] = k
+    return sign_jws(h, body, sign_with if sign_with is not None else key.key, alg or key.alg, typ="JWT",
+                    registry=registry)
+
+
+def dpop_proof(key: ClientKey, htu: str, *, htm: str = "POST", alg: str | None = None,
+               typ: str | None = "dpop+jwt", jwk: Any = "key", iat: Any = "auto", jti: Any = "auto",
+               nonce: str | None = None, sign_with: Any = None, header: dict[str, Any] | None = None,
+               registry: Any = None, **claims: Any) -> str:
+    """An RFC 9449 §4.2 DPoP proof: header typ dpop+jwt, alg, jwk (the public key); claims jti,
+    htm, htu, iat (and nonce if given). A claim passed as None is left out; jwk=None leaves the
+    jwk out; sign_with signs with another joserfc key while the header shows `key`."""
+    body: dict[str, Any] = {
+        "jti": new_jti() if jti == "auto" else jti,
+        "htm": htm,
+        "htu": htu,
+        "iat": int(time.time()) if iat == "auto" else iat,
+        **claims,
+    }
+    if nonce is not None:
+        body["nonce"] = nonce
+    body = {k: v for k, v in body.items() if v is not None}
+    h: dict[str, Any] = dict(header or {})
+    j = key.public_jwk() if jwk == "key" else jwk
+    if j is not None:
+        h["jwk"] = j
+    return sign_jws(h, body, sign_with if sign_with is not None else key.key, alg or key.alg, typ=typ,
+                    registry=registry)
+
+
+def unsigned_jws(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """A JWS with alg none (nothing is signed: there is no signing to leave to a library)."""
+    head = b64url(json.dumps(dict(header, alg="none")).encode())
+    return f"{head}.{b64url(json.dumps(claims).encode())}.{b64url(signature)}"
+
+
+def hmac_jws(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
+    """HS256 by joserfc with an arbitrary byte string as the HMAC key: the key confusion attack
+    uses the public key's PEM, which joserfc's OctKey.import_key refuses to take, so the OctKey is
+    built directly."""
+    from joserfc.jwk import OctKey
+
+    return sign_jws(header, claims, OctKey(secret, secret), "HS256")
+
+
+def jws_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(header, claims) of a compact JWS, unverified (for building variants in tests)."""
+    def part(s: str) -> dict[str, Any]:
+        return json.loads(base64.urlsafe_b64decode(s + "=" * (-len(s) % 4)))
+
+    h, c, _ = token.split(".")
+    return part(h), part(c)
+
+
+def metadata(envoy: Any) -> dict[str, Any]:
+    r = requests.get(envoy.base_url + "/.well-known/oauth-authorization-server", timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def endpoint_urls(envoy: Any) -> dict[str, str]:
+    """The endpoint URLs as the metadata names them (what `htu` and an assertion `aud` use; for
+    the https issuer of the authorization code Envoys they are not where the test connects)."""
+    m = metadata(envoy)
+    return {"issuer": m["issuer"], "token": m["token_endpoint"],
+            "par": m["pushed_authorization_request_endpoint"]}
+
+
+def assertion_form(assertion: str, client_id: str | None = None) -> dict[str, str]:
+    form = {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}
+    if client_id is not None:
+        form["client_id"] = client_id
+    return form
+
+
+def post_form(url: str, form: dict[str, str] | list[tuple[str, str]], *, dpop: str | list[str] | None = None,
+              basic: Client | None = None, headers: dict[str, str] | None = None,
+              session: requests.Session | None = None, timeout: float = 10) -> requests.Response:
+    """POST a form; `dpop` one proof (a DPoP header) or None. Several DPoP header lines need
+    raw_post (requests keeps one value per header name)."""
+    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
+    if basic is not None:
+        hdrs["Authorization"] = basic_auth(basic.client_id, basic.secret or "")
+    if dpop is not None:
+        assert isinstance(dpop, str), "one DPoP header only; use raw_post for more"
+        hdrs["DPoP"] = dpop
+    hdrs.update(headers or {})
+    body = urllib.parse.urlencode(form)
+    return (session or requests).post(url, data=body, headers=hdrs, timeout=timeout)
+
+
+def raw_post(envoy: Any, path: str, form: dict[str, str], header_lines: list[tuple[str, str]]) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """POST with http.client, where a header name may repeat (e.g. two DPoP lines): (status,
+    lower-case headers, JSON body)."""
+    import http.client
+
+    body = urllib.parse.urlencode(form).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10)
+    try:
+        conn.putrequest("POST", path)
+        conn.putheader("Content-Type", FORM)
+        conn.putheader("Content-Length", str(len(body)))
+        for name, value in header_lines:
+            conn.putheader(name, value)
+        conn.endheaders(body)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(data or b"null")
+    finally:
+        conn.close()
+
+
+def assert_dpop_token_response(r: requests.Response, envoy: Any, key: ClientKey, *, client_id: str,
+                               scope: str, sub: str | None = None, alg: str | None = None) -> dict[str, Any]:
+    """RFC 9449 §5: token_type DPoP, dpop_access_token_bound, dpop_signing_alg; the access
+    token (verified with PyJWT against the JWKS) carries cnf.jkt = the RFC 7638 thumbprint of
+    the proof's key, computed here. Returns the access token's claims."""
+    assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+    assert_no_store_json(r)
+    body = r.json()
+    assert body.get("token_type") == "DPoP", body
+    assert body.get("dpop_access_token_bound") is True, body
+    assert body.get("dpop_signing_alg") == (alg or key.alg), body
+    _, claims = verify_access_token(body["access_token"], envoy, client_id=client_id, scope=scope,
+                                    lifetime=ACCESS_TOKEN_LIFETIME, sub=sub)
+    assert claims.get("cnf") == {"jkt": key.thumbprint()}, claims
+    return claims
+
+
+def assert_bearer_token_response(r: requests.Response, envoy: Any, *, client_id: str, scope: str,
+                                 sub: str | None = None) -> dict[str, Any]:
+    """No DPoP proof: a plain Bearer token, no cnf, no dpop_* members."""
+    assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+    assert_no_store_json(r)
+    body = r.json()
+    assert body.get("token_type") == "Bearer", body
+    assert not [k for k in body if k.startswith("dpop")], body
+    _, claims = verify_access_token(body["access_token"], envoy, client_id=client_id, scope=scope,
+                                    lifetime=ACCESS_TOKEN_LIFETIME, sub=sub)
+    assert "cnf" not in claims, claims
+    return claims
+
+
+class ClientKeys:
+    """The keys of the static private_key_jwt clients, made once per session (the public halves
+    go into the test Envoys' plugin configuration)."""
+
+    def __init__(self) -> None:
+        # pk-client: two EC keys (so an ES256 assertion must name its kid), one Ed25519 key (the
+        # only OKP key: EdDSA without kid is fine), an RSA key without alg (RS256 and PS256) and
+        # an RSA key whose JWK says PS256 (RS256 refused).
+        self.pk_es = ClientKey("ES256", "pk-es-1", jwk_alg=True)
+        self.pk_es2 = ClientKey("ES256", "pk-es-2")
+        self.pk_ed = ClientKey("EdDSA", "pk-ed-1")
+        self.pk_rsa = ClientKey("RS256", "pk-rsa-1")
+        self.pk_rsa_ps = ClientKey("PS256", "pk-rsa-ps", jwk_alg=True)
+        # pk-pinned: token_endpoint_auth_signing_alg PS256, RSA key without alg.
+        self.pinned_rsa = ClientKey("PS256", "pinned-rsa")
+        # fapi-client (profile fapi2): EC and RSA.
+        self.fapi_es = ClientKey("ES256", "fapi-es-1")
+        self.fapi_rsa = ClientKey("PS256", "fapi-rsa-1")
+
+    def pk_client_jwks(self) -> dict[str, Any]:
+        return jwks_of(self.pk_es, self.pk_es2, self.pk_ed, self.pk_rsa, self.pk_rsa_ps)
+
+
+# Static clients of the private_key_jwt / DPoP Envoys (conftest adds their jwks).
+PK_REDIRECT = "https://pk.example.test/cb"
+PK_CLIENT = Client("pk-client", None, auth_method="private_key_jwt",
+                   grant_types=("client_credentials", "authorization_code", "refresh_token"),
+                   scope="openid read write", extra={"redirect_uris": [PK_REDIRECT]})
+PK_PINNED_CLIENT = Client("pk-pinned", None, auth_method="private_key_jwt", scope="read",
+                          extra={"token_endpoint_auth_signing_alg": "PS256"})
+# A confidential client whose access tokens must be DPoP-bound (RFC 9449 §5.2).
+DPOP_BOUND_CLIENT = Client("dpop-bound", "dpop-bound-secret", scope="read",
+                           extra={"dpop_bound_access_tokens": True})
+# A public client whose refresh token comes in the token answer (no cookie): bound to the DPoP key.
+DPOP_PUBLIC_REDIRECT = "https://dpop-public.example.test/cb"
+DPOP_PUBLIC_CLIENT = Client("dpop-public", None, auth_method="none",
+                            grant_types=("authorization_code", "refresh_token"), scope="openid read",
+                            extra={"redirect_uris": [DPOP_PUBLIC_REDIRECT]})
+# profile fapi2
+FAPI_REDIRECT = "https://fapi.example.test/cb"
+FAPI_CLIENT = Client("fapi-client", None, auth_method="private_key_jwt",
+                     grant_types=("authorization_code", "refresh_token"), scope="openid read",
+                     extra={"redirect_uris": [FAPI_REDIRECT]})
+
+
+def pk_metadata(c: Client, jwks: dict[str, Any] | None = None, jwks_uri: str | None = None) -> dict[str, Any]:
+    m = client_metadata(c)
+    if jwks is not None:
+        m["jwks"] = jwks
+    if jwks_uri is not None:
+        m["jwks_uri"] = jwks_uri
+    return m
+
+
+def pushed_code(envoy: Any, login_jwt: str, client: Client, *, form_auth: Callable[[], dict[str, str]] | None = None,
+                dpop: Callable[[], str] | None = None, scope: str = "openid read",
+                session: requests.Session | None = None, **params: str) -> tuple[str, str]:
+    """PAR (PKCE S256) then authorize as the login JWT's user: (code, code_verifier).
+    form_auth() gives the client authentication form fields (e.g. a fresh client assertion);
+    without it Basic for a client with a secret, client_id in the form for a public client.
+    dpop() gives a DPoP proof for the PAR request."""
+    verifier, challenge = pkce_pair()
+    redirect_uri = client.extra["redirect_uris"][0]
+    form = {"response_type": "code", "redirect_uri": redirect_uri, "scope": scope, "state": "st",
+            "code_challenge": challenge, "code_challenge_method": "S256", **params}
+    basic = None
+    if form_auth is not None:
+        form.update(form_auth())
+    elif client.secret is not None:
+        basic = client
+    else:
+        form["client_id"] = client.client_id
+    r = post_form(envoy.par_url, form, basic=basic, dpop=dpop() if dpop else None, session=session)
+    assert r.status_code == 201, f"PAR failed: {r.status_code} {r.text[:300]}"
+    q = authorize_request(envoy, {"client_id": client.client_id, "request_uri": r.json()["request_uri"]},
+                          login_jwt=login_jwt, session=session)
+    p = redirect_params(q, redirect_uri)
+    assert "code" in p and p.get("state") == "st" and p.get("iss") == envoy.issuer, p
+    return p["code"], verifier
+
+
+def code_form(client: Client, code: str, verifier: str | None) -> dict[str, str]:
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": client.extra["redirect_uris"][0]}
+    if verifier is not None:
+        form["code_verifier"] = verifier
+    return form
+
+
+def authlib_private_key_jwt(aud: str, key: ClientKey, *, alg: str | None = None, lifetime: int = 60) -> Any:
+    """Authlib's private_key_jwt client authentication (authlib.oauth2.rfc7523.PrivateKeyJWT,
+    registered on an OAuth2Session) with `aud` as the assertion audience (Authlib calls it the
+    token endpoint) and the key's kid in the header. Authlib's own signing function builds and
+    signs every assertion (iss = sub = client_id, iat, a fresh jti); only its fixed lifetime of
+    3600 s, far beyond a 5 minute max_lifetime, is shortened to `lifetime` (the stock class
+    cannot be told, see test_rfc7523_s3_authlib_default_one_hour_assertion_is_too_long)."""
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+    from authlib.oauth2.rfc7523.assertion import private_key_jwt_sign
+
+    class ShortLivedPrivateKeyJWT(PrivateKeyJWT):
+        def sign(self, auth: Any, token_endpoint: str) -> str:
+            return private_key_jwt_sign(auth.client_secret, client_id=auth.client_id,
+                                        token_endpoint=token_endpoint, alg=self.alg,
+                                        header=dict(self.headers or {}), expires_in=lifetime)
+
+    return ShortLivedPrivateKeyJWT(aud, headers={"kid": key.kid} if key.kid else None, alg=alg or key.alg)
+
+
+def authlib_session(client: Client, key: ClientKey, aud: str, *, alg: str | None = None,
+                    scope: str | None = None, **kw: Any) -> Any:
+    """An Authlib OAuth2Session authenticating `client` with private_key_jwt (`key`, audience `aud`)."""
+    from authlib.integrations.requests_client import OAuth2Session
+
+    s = OAuth2Session(client.client_id, key.key, token_endpoint_auth_method="private_key_jwt",
+                      scope=scope if scope is not None else client.scope, **kw)
+    s.register_client_auth_method(authlib_private_key_jwt(aud, key, alg=alg))
+    return s
+
+
+# Clients of the rate limit Envoys (client_secret_basic, client_credentials).
+RATE_CLIENTS = tuple(Client(f"rl-{n}", f"rl-{n}-secret", scope="read") for n in "abcdefgh")
+# A rate limit client that also pushes authorization requests (PAR and token count together).
+RATE_PAR_REDIRECT = "https://rl.example.test/cb"
+RATE_PAR_CLIENT = Client("rl-par", "rl-par-secret", grant_types=("client_credentials", "authorization_code"),
+                         scope="read", extra={"redirect_uris": [RATE_PAR_REDIRECT]})
