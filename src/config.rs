@@ -212,9 +212,33 @@ fn default_cookie_name() -> String {
     "oauth_edge_rt".into()
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    cluster: String,
+    #[serde(default)]
+    authority: Option<String>,
+    #[serde(default = "default_etcd_prefix")]
+    prefix: String,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+fn default_etcd_prefix() -> String {
+    "/oauth-edge/".into()
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawStore {
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    etcd: Option<RawEtcd>,
     #[serde(default)]
     request_uri_slots: Option<u32>,
     #[serde(default)]
@@ -411,6 +435,8 @@ pub struct Config {
     pub device: Option<DeviceConfig>,
     pub token_exchange: Option<TokenExchangeConfig>,
     pub password_grant: Option<PasswordConfig>,
+    /// The remote store for short-lived state; `None`: this process's shared data.
+    pub etcd: Option<EtcdConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,6 +481,29 @@ pub enum Profile {
     /// FAPI 2.0 Security Profile: PAR, PKCE S256, private_key_jwt, DPoP-bound tokens, strict
     /// assertion audience, PS256/ES256/EdDSA only, codes and request_uris of at most 60 s.
     Fapi2,
+}
+
+/// etcd through its v3 JSON gateway (`store.backend: "etcd"`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    pub cluster: String,
+    pub authority: String,
+    /// Every key starts with it (an etcd role can be limited to it).
+    pub prefix: String,
+    pub timeout: Duration,
+    /// etcd authentication (`/v3/auth/authenticate`), if on.
+    pub credentials: Option<(String, String)>,
+}
+
+// The password never goes to a log.
+impl std::fmt::Debug for EtcdConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdConfig")
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("user", &self.credentials.as_ref().map(|(u, _)| u))
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -683,9 +732,26 @@ impl Config {
             if !(16..=4_194_304).contains(&size) {
                 return Err(format!("store.{field} must be between 16 and 4194304"));
             }
-            Ok(Ring { name, size })
+            Ok(Ring {
+                name,
+                size,
+                remote: false,
+            })
         };
-        let rings = Rings {
+        let etcd = match (raw.store.backend.as_deref(), raw.store.etcd) {
+            (None | Some("shared_data"), None) => None,
+            (Some("etcd"), Some(e)) => Some(etcd(e)?),
+            (Some("etcd"), None) => return Err("store.backend etcd needs store.etcd".into()),
+            (None | Some("shared_data"), Some(_)) => {
+                return Err("store.etcd is set but store.backend is not \"etcd\"".into())
+            }
+            (Some(b), _) => {
+                return Err(format!(
+                    "store.backend {b:?} is unknown (shared_data, etcd)"
+                ))
+            }
+        };
+        let mut rings = Rings {
             request_uris: ring(
                 "par",
                 "request_uri_slots",
@@ -704,6 +770,19 @@ impl Config {
             devices: ring("dev", "device_slots", raw.store.device_slots, 4_096)?,
             revoked: ring("rev", "revoked_slots", raw.store.revoked_slots, 65_536)?,
         };
+        if etcd.is_some() {
+            // State lives in etcd; only the rate-limit counters stay in shared data.
+            for r in [
+                &mut rings.request_uris,
+                &mut rings.codes,
+                &mut rings.families,
+                &mut rings.jtis,
+                &mut rings.devices,
+                &mut rings.revoked,
+            ] {
+                *r = Ring::remote(r.name);
+            }
+        }
         let verify_algs = if fapi {
             vec![Alg::EdDSA, Alg::ES256, Alg::PS256]
         } else {
@@ -913,6 +992,7 @@ impl Config {
             device,
             token_exchange,
             password_grant,
+            etcd,
             token_endpoint: format!("{origin}{token_path}"),
             jwks_uri: format!("{origin}{jwks_path}"),
             issuer,
@@ -994,6 +1074,35 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
         timeout,
         cache_ttl,
         negative_cache_ttl,
+    })
+}
+
+fn etcd(e: RawEtcd) -> Result<EtcdConfig, String> {
+    if e.cluster.is_empty() {
+        return Err("store.etcd.cluster must name an Envoy cluster".into());
+    }
+    if !e.prefix.starts_with('/') || e.prefix.len() < 2 || !e.prefix.ends_with('/') {
+        return Err("store.etcd.prefix must look like /oauth-edge/".into());
+    }
+    let credentials = match (e.username, e.password) {
+        (None, None) => None,
+        (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
+        _ => return Err("store.etcd needs both username and password, or neither".into()),
+    };
+    Ok(EtcdConfig {
+        authority: e.authority.unwrap_or_else(|| e.cluster.clone()),
+        cluster: e.cluster,
+        prefix: e.prefix,
+        timeout: match e.timeout.as_deref() {
+            None => Duration::from_millis(500),
+            Some(s) => bounded(
+                "store.etcd.timeout",
+                s,
+                Duration::from_millis(1),
+                Duration::from_secs(10),
+            )?,
+        },
+        credentials,
     })
 }
 

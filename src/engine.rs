@@ -11,7 +11,8 @@ use crate::config::Config;
 use crate::endpoints;
 use crate::error::OAuthError;
 use crate::flow::{
-    Answer, Ctx, Interrupt, Journal, JwksLookup, Local, Lookup, Need, Now, Request, SyncStore,
+    Answer, Ctx, Interrupt, Journal, JwksLookup, Local, Lookup, Need, Now, Request, StoreOp,
+    StoreResult, SyncStore,
 };
 use crate::http::{Headers, Outcome, Response};
 use crate::jwks_fetch::{self, JwksCache};
@@ -104,6 +105,9 @@ pub struct Engine {
     oidc_metadata: Vec<u8>,
     cache: RefCell<LocalCache>,
     jwks_cache: RefCell<JwksCache>,
+    /// etcd login token and leases (remote store only).
+    etcd_token: RefCell<Option<String>>,
+    leases: RefCell<crate::etcd::LeaseCache>,
     events: Cell<Events>,
 }
 
@@ -121,6 +125,8 @@ impl Engine {
             oidc_metadata,
             cache: RefCell::new(LocalCache::default()),
             jwks_cache: RefCell::new(JwksCache::default()),
+            etcd_token: RefCell::new(None),
+            leases: RefCell::new(crate::etcd::LeaseCache::default()),
             events: Cell::new(Events::default()),
         }
     }
@@ -130,6 +136,10 @@ impl Engine {
         let r = &self.config.rings;
         let c = &self.config;
         let mut out = vec![r.request_uris, r.codes, r.families, r.jtis, r.revoked];
+        if c.etcd.is_some() {
+            // The state lives in etcd: no ring keys to create here.
+            out.clear();
+        }
         let l = &c.rate_limits;
         if l.per_client.is_some()
             || l.per_address.is_some()
@@ -400,6 +410,49 @@ impl Engine {
         jwks_fetch::call(cfg, url).map_err(|e| JwksLookup::Unavailable(e.into()))
     }
 
+    /// The call for a store operation when the state lives in etcd (`None` with shared data).
+    pub fn store_call(&self, op: &StoreOp, now: Now) -> Option<Call> {
+        let cfg = self.config.etcd.as_ref()?;
+        let lease = match op {
+            StoreOp::Cas { expires_at_ms, .. } => self.leases.borrow().get(
+                crate::etcd::class_for(*expires_at_ms, now.unix_ms),
+                now.unix_ms,
+            ),
+            _ => None,
+        };
+        let token = self.etcd_token.borrow().clone();
+        Some(crate::etcd::call(cfg, op, lease, token.as_deref()))
+    }
+
+    /// etcd's answer to a store operation; keeps logins and leases for what follows.
+    pub fn store_answer(
+        &self,
+        op: &StoreOp,
+        status: Option<u16>,
+        body: &[u8],
+        now: Now,
+    ) -> StoreResult {
+        use crate::etcd::Parsed;
+        match crate::etcd::parse(op, status, body) {
+            Parsed::Result(r) => r,
+            Parsed::Lease(id) => {
+                if let StoreOp::Lease { ttl_s } = op {
+                    let class = ttl_s.saturating_sub(crate::etcd::LEASE_REUSE_S + 5);
+                    self.leases.borrow_mut().put(class, id, now.unix_ms);
+                }
+                StoreResult::Lease
+            }
+            Parsed::Token(t) => {
+                *self.etcd_token.borrow_mut() = Some(t);
+                StoreResult::Authenticated
+            }
+            Parsed::Unauthenticated => {
+                *self.etcd_token.borrow_mut() = None;
+                StoreResult::Failed
+            }
+        }
+    }
+
     /// The answer to a `jwks_uri` fetch (`status` `None` for a reset or a failed dispatch).
     pub fn jwks_from_fetch(
         &self,
@@ -501,6 +554,32 @@ struct LocalAnswers<'e> {
 impl Local for LocalAnswers<'_> {
     fn client(&self, client_id: &str) -> Option<Lookup> {
         self.engine.local_client(client_id, self.now)
+    }
+
+    fn remote(&self) -> bool {
+        self.engine.config.etcd.is_some()
+    }
+
+    fn remote_prerequisite(&self, op: &StoreOp) -> Option<StoreOp> {
+        let cfg = self.engine.config.etcd.as_ref()?;
+        if cfg.credentials.is_some() && self.engine.etcd_token.borrow().is_none() {
+            return Some(StoreOp::Authenticate);
+        }
+        if let StoreOp::Cas { expires_at_ms, .. } = op {
+            let class = crate::etcd::class_for(*expires_at_ms, self.now.unix_ms);
+            if self
+                .engine
+                .leases
+                .borrow()
+                .get(class, self.now.unix_ms)
+                .is_none()
+            {
+                return Some(StoreOp::Lease {
+                    ttl_s: class + crate::etcd::LEASE_REUSE_S + 5,
+                });
+            }
+        }
+        None
     }
 
     fn jwks(&self, url: &str, refresh: bool) -> Option<JwksLookup> {

@@ -58,7 +58,9 @@ impl Request {
 }
 
 /// An operation on the short-lived store. Semantics are those of proxy-wasm shared data:
-/// `cas` is the version a `Get` returned; a write with a stale version is refused.
+/// `cas` is the version a `Get` returned; a write with a stale version is refused. A remote
+/// store (etcd) answers a missing key with the version [`ABSENT`], and a write at that version
+/// creates the key only if it still does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreOp {
     Get {
@@ -67,22 +69,37 @@ pub enum StoreOp {
     Cas {
         key: String,
         value: Vec<u8>,
-        cas: u32,
+        cas: u64,
+        /// When the record may be dropped: a remote store attaches a lease that outlives it.
+        expires_at_ms: u64,
     },
+    /// Remote store only: a lease for records that must live `ttl_s` seconds.
+    Lease {
+        ttl_s: u64,
+    },
+    /// Remote store only: log in (etcd authentication).
+    Authenticate,
 }
+
+/// The version of a key a remote store does not hold: writable only by creating it.
+pub const ABSENT: u64 = u64::MAX;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreResult {
     /// The value (`None` if the key was never written) and its version.
     Value {
         value: Option<Vec<u8>>,
-        cas: u32,
+        cas: u64,
     },
     Written,
     /// Somebody wrote the key since it was read.
     Conflict,
     /// The store could not be reached or refused the operation.
     Failed,
+    /// A lease was granted (remote store; the engine keeps it for the writes that follow).
+    Lease,
+    /// Logged in (remote store; the engine keeps the token).
+    Authenticated,
 }
 
 /// A store that answers at once (Envoy's shared data). With one, store operations run inline
@@ -163,6 +180,11 @@ pub trait Local {
     /// A cached JWK Set. `refresh`: the caller missed a kid in the cached set and wants it
     /// fetched again; the cache still answers if it was fetched too recently to refetch.
     fn jwks(&self, url: &str, refresh: bool) -> Option<JwksLookup>;
+    /// For a remote store: what must happen before `op` can be sent (log in, get a lease), if
+    /// anything. `None` for the shared-data store.
+    fn remote_prerequisite(&self, op: &StoreOp) -> Option<StoreOp>;
+    /// Whether the short-lived state lives in a remote store (answers in later callbacks).
+    fn remote(&self) -> bool;
 }
 
 /// Why a flow stopped before answering.
@@ -248,7 +270,40 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// An operation on the short-lived state: inline on shared data, or a remote store's
+    /// answer (after logging in or getting a lease if needed; one retry of a failed operation,
+    /// which reaches another member of the store's cluster).
     pub fn store(&mut self, op: StoreOp) -> FlowResult<StoreResult> {
+        if !self.local.remote() {
+            return self.local_store(op);
+        }
+        // Replays what the journal holds; live, asks for what is missing. Login and lease
+        // answers are prerequisites (the engine keeps them); the first failure is retried.
+        let mut failures = 0;
+        let mut prerequisites = 0;
+        loop {
+            let r = match self.next() {
+                Some(Answer::Store(r)) => r,
+                Some(_) => return Err(internal("journal out of order")),
+                None => {
+                    let ask = match self.local.remote_prerequisite(&op) {
+                        Some(pre) if prerequisites < 4 => pre,
+                        _ => op.clone(),
+                    };
+                    return Err(Interrupt::Need(Need::Store(ask)));
+                }
+            };
+            match r {
+                StoreResult::Lease | StoreResult::Authenticated => prerequisites += 1,
+                StoreResult::Failed if failures == 0 => failures += 1,
+                r => return Ok(r),
+            }
+        }
+    }
+
+    /// An operation on this process's shared data whatever the state store (rate-limit
+    /// counters stay per instance).
+    pub fn local_store(&mut self, op: StoreOp) -> FlowResult<StoreResult> {
         match self.next() {
             Some(Answer::Store(r)) => Ok(r),
             Some(_) => Err(internal("journal out of order")),
@@ -295,12 +350,39 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    pub fn cas(&mut self, key: &str, value: Vec<u8>, cas: u32) -> FlowResult<StoreResult> {
+    /// Writes a record that may be dropped after `expires_at_ms`.
+    pub fn cas(
+        &mut self,
+        key: &str,
+        value: Vec<u8>,
+        cas: u64,
+        expires_at_ms: u64,
+    ) -> FlowResult<StoreResult> {
         self.store(StoreOp::Cas {
             key: key.to_string(),
             value,
             cas,
+            expires_at_ms,
         })
+    }
+
+    pub fn local_get(&mut self, key: &str) -> FlowResult<StoreResult> {
+        self.local_store(StoreOp::Get {
+            key: key.to_string(),
+        })
+    }
+
+    pub fn local_cas(&mut self, key: &str, value: Vec<u8>, cas: u64) -> FlowResult<StoreResult> {
+        self.local_store(StoreOp::Cas {
+            key: key.to_string(),
+            value,
+            cas,
+            expires_at_ms: 0,
+        })
+    }
+
+    pub fn remote(&self) -> bool {
+        self.local.remote()
     }
 
     /// Random bytes, the same ones on every rerun.

@@ -49,6 +49,7 @@ pub fn call(cfg: &JwksFetchConfig, url: &str) -> Result<Call, &'static str> {
             ("user-agent", "oauth-edge".into()),
         ],
         timeout: cfg.timeout,
+        body: None,
     })
 }
 

@@ -25,6 +25,7 @@ pub mod duration;
 pub mod endpoints;
 pub mod engine;
 pub mod error;
+pub mod etcd;
 pub mod flow;
 pub mod form;
 pub mod grants;

@@ -54,7 +54,7 @@ pub fn exceeded(
     let window_ms = crate::duration::millis(limit.window).max(1);
     let now = ctx.now.unix_ms;
     let w = now / window_ms;
-    let n = match ctx.get(&key)? {
+    let n = match ctx.local_get(&key)? {
         StoreResult::Value { value, .. } => value
             .as_deref()
             .and_then(|v| serde_json::from_slice::<Counter>(v).ok())
@@ -72,7 +72,7 @@ pub fn hit(ctx: &mut Ctx<'_>, ring: Ring, what: &str, limit: Limit) -> FlowResul
     let now = ctx.now.unix_ms;
     let w = now / window_ms;
     for _ in 0..4 {
-        let (n, cas) = match ctx.get(&key)? {
+        let (n, cas) = match ctx.local_get(&key)? {
             StoreResult::Value { value, cas } if cas != 0 => {
                 let n = value
                     .as_deref()
@@ -94,7 +94,7 @@ pub fn hit(ctx: &mut Ctx<'_>, ring: Ring, what: &str, limit: Limit) -> FlowResul
             Ok(b) => b,
             Err(_) => return Ok(()),
         };
-        match ctx.cas(&key, bytes, cas)? {
+        match ctx.local_cas(&key, bytes, cas)? {
             StoreResult::Written => return Ok(()),
             StoreResult::Conflict => continue,
             _ => return Ok(()),

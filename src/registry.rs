@@ -29,6 +29,14 @@ pub struct Call {
     pub cluster: String,
     pub headers: Vec<(&'static str, String)>,
     pub timeout: Duration,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Call {
+    pub fn with_body(mut self, body: Vec<u8>) -> Call {
+        self.body = Some(body);
+        self
+    }
 }
 
 pub fn call(cfg: &RegistryConfig, client_id: &str) -> Call {
@@ -47,6 +55,7 @@ pub fn call(cfg: &RegistryConfig, client_id: &str) -> Call {
             ("user-agent", "oauth-edge".into()),
         ],
         timeout: cfg.timeout,
+        body: None,
     }
 }
 

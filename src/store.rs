@@ -40,9 +40,42 @@ fn probe(seed: u64, i: u32, size: u32) -> u32 {
 pub struct Ring {
     pub name: &'static str,
     pub size: u32,
+    /// In a remote store (etcd): keys are created on demand and expire with leases, so the
+    /// "ring" spans every u32 slot and a record is looked for where it would be written, with
+    /// few probes (each one is a network round trip).
+    pub remote: bool,
 }
 
+/// Probes of an allocation or keyed search in a remote ring: with 2^32 slots, the first is
+/// free unless astronomically unlucky; the second covers that.
+pub const REMOTE_PROBES: u32 = 2;
+
 impl Ring {
+    /// A remote ring over all u32 slots (the size given is ignored).
+    pub fn remote(name: &'static str) -> Ring {
+        Ring {
+            name,
+            size: u32::MAX,
+            remote: true,
+        }
+    }
+
+    fn probes(&self) -> u32 {
+        if self.remote {
+            REMOTE_PROBES
+        } else {
+            PROBES
+        }
+    }
+
+    fn once_probes(&self) -> u32 {
+        if self.remote {
+            1
+        } else {
+            ONCE_PROBES
+        }
+    }
+
     pub fn key(&self, slot: u32) -> String {
         format!("oauth_edge.{}.{}", self.name, slot)
     }
@@ -166,7 +199,7 @@ pub fn allocate<T: Serialize>(
     let mut secret = [0u8; 16];
     ctx.random(&mut secret)?;
     let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
-    for i in 0..PROBES {
+    for i in 0..ring.probes() {
         let slot = probe(seed, i, ring.size);
         let key = ring.key(slot);
         match ctx.get(&key)? {
@@ -184,7 +217,7 @@ pub fn allocate<T: Serialize>(
                     data,
                 };
                 let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-                match ctx.cas(&key, bytes, cas)? {
+                match ctx.cas(&key, bytes, cas, exp)? {
                     StoreResult::Written => return Ok(handle),
                     StoreResult::Conflict => continue,
                     _ => return Err(unavailable()),
@@ -214,7 +247,7 @@ pub fn peek<T: DeserializeOwned>(
     ctx: &mut Ctx<'_>,
     ring: Ring,
     h: &Handle,
-) -> FlowResult<Option<(Record<T>, u32)>> {
+) -> FlowResult<Option<(Record<T>, u64)>> {
     if h.slot >= ring.size {
         return Ok(None);
     }
@@ -256,7 +289,7 @@ pub fn consume<T: Serialize + DeserializeOwned + Clone>(
             data: data.clone(),
         };
         let bytes = serde_json::to_vec(&used).map_err(|_| internal("encode"))?;
-        match ctx.cas(&ring.key(h.slot), bytes, cas)? {
+        match ctx.cas(&ring.key(h.slot), bytes, cas, used.exp)? {
             StoreResult::Written => return Ok(Consumed::Fresh(data)),
             StoreResult::Conflict => continue,
             _ => return Err(unavailable()),
@@ -269,7 +302,7 @@ pub fn consume<T: Serialize + DeserializeOwned + Clone>(
 #[derive(Debug)]
 pub struct Found<T> {
     pub slot: u32,
-    pub cas: u32,
+    pub cas: u64,
     pub record: Record<T>,
 }
 
@@ -297,7 +330,7 @@ pub fn find_keyed<T: DeserializeOwned>(
     id: &str,
 ) -> FlowResult<Option<Found<T>>> {
     let (seed, h) = keyed(id);
-    for i in 0..PROBES {
+    for i in 0..ring.probes() {
         let slot = probe(seed, i, ring.size.max(1));
         match ctx.get(&ring.key(slot))? {
             // Records serialise `h` first: compare that prefix before parsing anything. (The
@@ -337,7 +370,7 @@ pub fn find_or_insert_keyed<T: Serialize + DeserializeOwned>(
         let (seed, h) = keyed(id);
         let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
         let mut conflict = false;
-        for i in 0..PROBES {
+        for i in 0..ring.probes() {
             let slot = probe(seed, i, ring.size.max(1));
             let key = ring.key(slot);
             match ctx.get(&key)? {
@@ -363,7 +396,7 @@ pub fn find_or_insert_keyed<T: Serialize + DeserializeOwned>(
                         data,
                     };
                     let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-                    match ctx.cas(&key, bytes, cas)? {
+                    match ctx.cas(&key, bytes, cas, exp)? {
                         StoreResult::Written => return Ok(Ok(slot)),
                         StoreResult::Conflict => {
                             conflict = true;
@@ -398,7 +431,7 @@ pub fn update_keyed<T: Serialize>(
         data,
     };
     let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-    match ctx.cas(&ring.key(found.slot), bytes, found.cas)? {
+    match ctx.cas(&ring.key(found.slot), bytes, found.cas, rec.exp)? {
         StoreResult::Written => Ok(true),
         StoreResult::Conflict => Ok(false),
         _ => Err(unavailable()),
@@ -417,8 +450,8 @@ pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> Fl
     let (seed, h) = keyed(id);
     let now = ctx.now.unix_ms;
     for _ in 0..3 {
-        let mut free: Option<(String, u32)> = None;
-        for i in 0..ONCE_PROBES {
+        let mut free: Option<(String, u64)> = None;
+        for i in 0..ring.once_probes() {
             let key = ring.key(probe(seed, i, ring.size.max(1)));
             match ctx.get(&key)? {
                 StoreResult::Value { value, cas } => {
@@ -448,7 +481,7 @@ pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> Fl
             data: (),
         };
         let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-        match ctx.cas(&key, bytes, cas)? {
+        match ctx.cas(&key, bytes, cas, rec.exp)? {
             StoreResult::Written => return Ok(true),
             StoreResult::Conflict => continue,
             _ => return Err(unavailable()),
@@ -461,7 +494,7 @@ pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> Fl
 pub fn seen(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
     let (seed, h) = keyed(id);
     let now = ctx.now.unix_ms;
-    for i in 0..ONCE_PROBES {
+    for i in 0..ring.once_probes() {
         let key = ring.key(probe(seed, i, ring.size.max(1)));
         match ctx.get(&key)? {
             StoreResult::Value { value: Some(v), .. }

@@ -22,12 +22,13 @@ impl SyncStore for Shared {
     fn run(&mut self, op: &StoreOp) -> StoreResult {
         match op {
             StoreOp::Get { key } => match self.map.get(key) {
-                Some((v, c)) => StoreResult::Value { value: Some(v.clone()), cas: *c },
+                Some((v, c)) => StoreResult::Value { value: Some(v.clone()), cas: u64::from(*c) },
                 None => StoreResult::Value { value: None, cas: 0 },
             },
-            StoreOp::Cas { key, value, cas } => {
+            StoreOp::Lease { .. } | StoreOp::Authenticate => StoreResult::Failed,
+            StoreOp::Cas { key, value, cas, .. } => {
                 if let Some((_, c)) = self.map.get(key) {
-                    if *cas != 0 && cas != c {
+                    if *cas != 0 && *cas != u64::from(*c) {
                         return StoreResult::Conflict;
                     }
                 }
@@ -81,7 +82,7 @@ fn shared() -> &'static std::cell::RefCell<Shared> {
             let s = Box::leak(Box::new(std::cell::RefCell::new(Shared::default())));
             for ring in engine().rings() {
                 for key in ring.keys() {
-                    s.borrow_mut().run(&StoreOp::Cas { key: key.clone(), value: vec![], cas: 0 });
+                    s.borrow_mut().run(&StoreOp::Cas { key: key.clone(), value: vec![], cas: 0, expires_at_ms: 0 });
                 }
             }
             s

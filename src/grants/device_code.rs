@@ -148,7 +148,7 @@ pub fn handle(
         };
         let bytes =
             serde_json::to_vec(&rec.with_data(next.clone())).map_err(|_| internal("encode"))?;
-        match ctx.cas(&key, bytes, cas)? {
+        match ctx.cas(&key, bytes, cas, rec.expires_at_ms())? {
             StoreResult::Written => {}
             StoreResult::Conflict => continue,
             _ => {

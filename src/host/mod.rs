@@ -118,6 +118,8 @@ enum Waiting {
     Jwks(String),
     /// A call the core asked for as it is.
     Http,
+    /// A store operation on etcd.
+    Store(StoreOp),
 }
 
 struct Stream {
@@ -167,6 +169,26 @@ impl Context for Stream {
         };
         let client_id = match waiting {
             Waiting::Client(id) => id,
+            Waiting::Store(op) => {
+                let result = engine.store_answer(&op, status, &body, now());
+                if result == StoreResult::Failed {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "oauth-edge[{}]: etcd operation failed (status {status:?})",
+                            self.id
+                        ),
+                    );
+                }
+                let step = engine.resume_with(
+                    pending,
+                    Answer::Store(result),
+                    &mut SystemRandom,
+                    Some(&mut SharedData),
+                );
+                self.drive(&engine, step);
+                return;
+            }
             Waiting::Http => {
                 let answer = crate::flow::HttpAnswer { status, body };
                 let step = engine.resume_with(
@@ -360,14 +382,46 @@ impl Stream {
                     return;
                 }
                 Step::Need(Need::Store(op), p) => {
-                    // Not reached with the inline store; kept so a Need is always answered.
-                    let answer = SharedData.run(&op);
-                    step = engine.resume_with(
-                        p,
-                        Answer::Store(answer),
-                        &mut SystemRandom,
-                        Some(&mut SharedData),
-                    );
+                    let Some(call) = engine.store_call(&op, now()) else {
+                        // Shared data answers inline; kept so a Need is always answered.
+                        let answer = SharedData.run(&op);
+                        step = engine.resume_with(
+                            p,
+                            Answer::Store(answer),
+                            &mut SystemRandom,
+                            Some(&mut SharedData),
+                        );
+                        continue;
+                    };
+                    let headers: Vec<(&str, &str)> =
+                        call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    match hostcalls::dispatch_http_call(
+                        &call.cluster,
+                        headers,
+                        call.body.as_deref(),
+                        vec![],
+                        call.timeout,
+                    ) {
+                        Ok(_token) => {
+                            self.pending = Some((p, Waiting::Store(op)));
+                            return;
+                        }
+                        Err(e) => {
+                            log(
+                                LogLevel::Error,
+                                &format!(
+                                    "oauth-edge[{}]: cannot call the etcd cluster {:?}: {e:?}",
+                                    self.id, call.cluster
+                                ),
+                            );
+                            step = engine.resume_with(
+                                p,
+                                Answer::Store(StoreResult::Failed),
+                                &mut SystemRandom,
+                                Some(&mut SharedData),
+                            );
+                        }
+                    }
                 }
                 Step::Need(Need::Http(call), p) => {
                     let headers: Vec<(&str, &str)> = call
@@ -547,16 +601,22 @@ impl SyncStore for SharedData {
             StoreOp::Get { key } => match hostcalls::get_shared_data(key) {
                 Ok((value, cas)) => StoreResult::Value {
                     value,
-                    cas: cas.unwrap_or(0),
+                    cas: u64::from(cas.unwrap_or(0)),
                 },
                 Err(_) => StoreResult::Failed,
             },
-            StoreOp::Cas { key, value, cas } => {
+            StoreOp::Lease { .. } | StoreOp::Authenticate => StoreResult::Failed,
+            StoreOp::Cas {
+                key, value, cas, ..
+            } => {
                 // cas 0 would be an unconditional write; the core never asks for one.
-                if *cas == 0 {
+                let Ok(cas) = u32::try_from(*cas) else {
+                    return StoreResult::Failed;
+                };
+                if cas == 0 {
                     return StoreResult::Failed;
                 }
-                match hostcalls::set_shared_data(key, Some(value), Some(*cas)) {
+                match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
                     Ok(()) => StoreResult::Written,
                     Err(Status::CasMismatch) => StoreResult::Conflict,
                     Err(_) => StoreResult::Failed,

@@ -2,6 +2,8 @@
 //! registry as a closure, and the same stepping the proxy-wasm adapter does.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::collections::HashMap;
 
 use oauth_edge::engine::{Endpoint, Engine, HeadAction, Pending, Step};
@@ -61,14 +63,20 @@ impl SyncStore for SharedData {
                 let (value, cas) = self.get(key);
                 StoreResult::Value {
                     value,
-                    cas: cas.unwrap_or(0),
+                    cas: u64::from(cas.unwrap_or(0)),
                 }
             }
-            StoreOp::Cas { key, value, cas } => {
-                if *cas == 0 {
+            StoreOp::Lease { .. } | StoreOp::Authenticate => StoreResult::Failed,
+            StoreOp::Cas {
+                key, value, cas, ..
+            } => {
+                let Ok(cas) = u32::try_from(*cas) else {
+                    return StoreResult::Failed;
+                };
+                if cas == 0 {
                     return StoreResult::Failed;
                 }
-                match self.set(key, value, *cas) {
+                match self.set(key, value, cas) {
                     Ok(()) => StoreResult::Written,
                     Err(()) => StoreResult::Conflict,
                 }
@@ -91,6 +99,8 @@ pub struct Host {
     /// Other dispatched calls (the password grant's credential check), and how many were made.
     pub http: Box<dyn FnMut(&HttpCall) -> HttpAnswer>,
     pub http_calls: usize,
+    /// The etcd the engine's remote store operations go to (shared between hosts = replicas).
+    pub etcd: Option<std::rc::Rc<std::cell::RefCell<etcd::FakeEtcd>>>,
 }
 
 pub const NOW: Now = Now {
@@ -111,6 +121,7 @@ impl Host {
                 body: vec![],
             }),
             http_calls: 0,
+            etcd: None,
         }
     }
 
@@ -160,7 +171,7 @@ impl Host {
                 loop {
                     match step {
                         Step::Done(r) => return r,
-                        Step::Need(Need::Store(_), _) => {
+                        Step::Need(Need::Store(_), _) if self.etcd.is_none() => {
                             panic!("the inline store answers every store operation")
                         }
                         Step::Need(n, p) => {
@@ -176,7 +187,13 @@ impl Host {
     /// One need, answered as the adapter would.
     pub fn answer(&mut self, e: &Engine, need: Need, now: Now) -> Answer {
         match need {
-            Need::Store(op) => Answer::Store(self.store(op)),
+            Need::Store(op) => match (e.store_call(&op, now), &self.etcd) {
+                (Some(call), Some(etcd)) => {
+                    let (status, body) = etcd.borrow_mut().handle(&call, now.unix_ms / 1000);
+                    Answer::Store(e.store_answer(&op, status, &body, now))
+                }
+                _ => Answer::Store(self.store(op)),
+            },
             Need::Client(id) => {
                 let key = oauth_edge::registry::shared_key(&id);
                 if let (Some(entry), _) = self.shared.get(&key) {

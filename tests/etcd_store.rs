@@ -1,0 +1,271 @@
+//! The short-lived state in etcd (`store.backend: "etcd"`): two engines with the same
+//! configuration are two gateway replicas sharing one etcd (the JSON-gateway stand-in in
+//! common/etcd.rs; the real etcd cluster runs in the integration tests).
+
+mod common;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use common::etcd::FakeEtcd;
+use common::*;
+use oauth_edge::client::hash_secret;
+use oauth_edge::config::Config;
+use oauth_edge::engine::Engine;
+use oauth_edge::flow::{Now, User};
+use oauth_edge::http::{Headers, Response};
+use oauth_edge::keys::{generate_jwk, Alg, KeySet};
+use oauth_edge::random::SystemRandom;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const ISS: &str = "https://as.example.com";
+const CB: &str = "https://rp.example/cb";
+const VERIFIER: &str = "verifier-verifier-verifier-verifier-verifier-1";
+
+struct Replica {
+    e: Engine,
+    h: Host,
+}
+
+fn replicas(auth: bool) -> (Replica, Replica, Rc<RefCell<FakeEtcd>>) {
+    let key = generate_jwk(Alg::EdDSA, "as1", &mut SystemRandom).unwrap();
+    let mut etcd_cfg = json!({"cluster": "etcd", "prefix": "/oe/"});
+    let etcd = Rc::new(RefCell::new(FakeEtcd::default()));
+    if auth {
+        etcd_cfg["username"] = json!("oauth-edge");
+        etcd_cfg["password"] = json!("pw");
+        etcd.borrow_mut().auth = Some(("oauth-edge".into(), "pw".into()));
+    }
+    let cfg = json!({
+        "issuer": ISS,
+        "signing_keys": [key],
+        "store": {"backend": "etcd", "etcd": etcd_cfg, "rate_limit_slots": 16},
+        "clients": [
+            {"client_id": "web", "client_secret": hash_secret("w"),
+             "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
+             "redirect_uris": [CB], "scope": "read"}
+        ]
+    });
+    let make = || {
+        let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
+        let mut h = Host::without_registry();
+        h.init(&e);
+        h.etcd = Some(etcd.clone());
+        Replica { e, h }
+    };
+    let (a, b) = (make(), make());
+    assert_eq!(a.h.shared.len(), 0, "no ring keys in shared data with etcd");
+    (a, b, etcd)
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn web() -> Headers {
+    form_headers(&[("authorization", &basic("web", "w"))])
+}
+
+fn par(r: &mut Replica, at: Now) -> Response {
+    let challenge = B64.encode(Sha256::digest(VERIFIER.as_bytes()));
+    let body = format!(
+        "response_type=code&client_id=web&redirect_uri={}&scope=read&code_challenge={challenge}&code_challenge_method=S256",
+        enc(CB)
+    );
+    r.h.request_at(
+        &r.e,
+        "POST",
+        "/oauth/pushed-authorization",
+        &web(),
+        body.as_bytes(),
+        None,
+        at,
+    )
+}
+
+fn authorize(r: &mut Replica, request_uri: &str, at: Now) -> Response {
+    let user = Some(User {
+        sub: "alice".into(),
+        auth_time: Some(at.unix_ms / 1000),
+    });
+    let path = format!(
+        "/oauth/authorize?client_id=web&request_uri={}",
+        enc(request_uri)
+    );
+    r.h.request_at(&r.e, "GET", &path, &Headers::default(), b"", user, at)
+}
+
+fn redeem(r: &mut Replica, code: &str, at: Now) -> Response {
+    let body = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={VERIFIER}",
+        enc(code),
+        enc(CB)
+    );
+    r.h.request_at(
+        &r.e,
+        "POST",
+        "/oauth/token",
+        &web(),
+        body.as_bytes(),
+        None,
+        at,
+    )
+}
+
+fn refresh(r: &mut Replica, rt: &str, at: Now) -> Response {
+    let body = format!("grant_type=refresh_token&refresh_token={}", enc(rt));
+    r.h.request_at(
+        &r.e,
+        "POST",
+        "/oauth/token",
+        &web(),
+        body.as_bytes(),
+        None,
+        at,
+    )
+}
+
+fn code_of(r: &Response) -> String {
+    let loc = r.header("location").unwrap();
+    let code = loc
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    percent_encoding::percent_decode_str(code)
+        .decode_utf8()
+        .unwrap()
+        .to_string()
+}
+
+fn at(s: u64) -> Now {
+    Now {
+        unix_ms: NOW.unix_ms + s * 1000,
+    }
+}
+
+#[test]
+fn a_code_pushed_at_one_replica_is_redeemed_once_at_another() {
+    for auth in [false, true] {
+        let (mut a, mut b, etcd) = replicas(auth);
+        let r = par(&mut a, at(0));
+        assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+        let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+        let r = authorize(&mut b, &ru, at(1));
+        assert_eq!(r.status, 303, "{}", String::from_utf8_lossy(&r.body));
+        let code = code_of(&r);
+        // The request_uri is used up at B, for A too.
+        assert_eq!(authorize(&mut a, &ru, at(1)).status, 400);
+        let r = redeem(&mut a, &code, at(2));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let rt = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+        // Rotation at A; the old token replayed at B revokes the family everywhere.
+        let r = refresh(&mut a, &rt, at(4));
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let rt2 = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+        assert_error(&refresh(&mut b, &rt, at(5)), 400, "invalid_grant");
+        assert_error(&refresh(&mut a, &rt2, at(6)), 400, "invalid_grant");
+        // The code replayed at B.
+        assert_error(&redeem(&mut b, &code, at(7)), 400, "invalid_grant");
+        // Leases drop what expired: codes and request_uris are gone after their lifetimes,
+        // the families (24 h) remain.
+        let keys = etcd.borrow().keys();
+        assert!(keys >= 3, "{keys}");
+        etcd.borrow_mut().expire((at(0).unix_ms / 1000) + 400);
+        assert!(etcd.borrow().keys() < keys);
+        etcd.borrow_mut().expire((at(0).unix_ms / 1000) + 200_000);
+        assert_eq!(etcd.borrow().keys(), 0, "nothing outlives its lease");
+    }
+}
+
+#[test]
+fn dpop_and_assertion_replays_are_caught_across_replicas() {
+    let (mut a, mut b, _) = replicas(false);
+    let k = generate_jwk(Alg::ES256, "d", &mut SystemRandom).unwrap();
+    let mut public = k.clone();
+    public.as_object_mut().unwrap().remove("d");
+    public.as_object_mut().unwrap().remove("kid");
+    let input = format!(
+        "{}.{}",
+        B64.encode(json!({"alg":"ES256","typ":"dpop+jwt","jwk":public}).to_string()),
+        B64.encode(json!({"jti":"once","htm":"POST","htu":format!("{ISS}/oauth/token"),"iat":NOW.unix_ms/1000}).to_string())
+    );
+    let ks = KeySet::from_jwks(std::slice::from_ref(&k), None).unwrap();
+    let proof = format!(
+        "{input}.{}",
+        B64.encode(ks.active().unwrap().sign(input.as_bytes()).unwrap())
+    );
+    let hs = form_headers(&[("authorization", &basic("web", "w")), ("dpop", &proof)]);
+    let r = a.h.request_at(
+        &a.e,
+        "POST",
+        "/oauth/token",
+        &hs,
+        b"grant_type=client_credentials",
+        None,
+        NOW,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let r = b.h.request_at(
+        &b.e,
+        "POST",
+        "/oauth/token",
+        &hs,
+        b"grant_type=client_credentials",
+        None,
+        NOW,
+    );
+    assert_error(&r, 400, "invalid_dpop_proof");
+}
+
+#[test]
+fn etcd_down_fails_closed_and_recovers_without_a_restart() {
+    let (mut a, _b, etcd) = replicas(true);
+    assert_eq!(par(&mut a, at(0)).status, 201);
+    etcd.borrow_mut().down = true;
+    let r = par(&mut a, at(1));
+    assert_error(&r, 500, "server_error");
+    // client_credentials needs no state: still served.
+    let r = a.h.request_at(
+        &a.e,
+        "POST",
+        "/oauth/token",
+        &web(),
+        b"grant_type=client_credentials",
+        None,
+        at(1),
+    );
+    assert_eq!(r.status, 200);
+    etcd.borrow_mut().down = false;
+    // etcd restarted: the old token is refused, the filter logs in again by itself.
+    etcd.borrow_mut().token = Some("another".into());
+    let r = par(&mut a, at(2));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[test]
+fn configuration_of_the_etcd_store() {
+    let base = |store: Value| {
+        let c = json!({"issuer": ISS, "store": store,
+            "signing_keys": [generate_jwk(Alg::EdDSA, "k", &mut SystemRandom).unwrap()]});
+        Config::from_json(c.to_string().as_bytes())
+    };
+    assert!(base(json!({"backend": "etcd", "etcd": {"cluster": "etcd"}})).is_ok());
+    assert!(base(json!({"backend": "shared_data"})).is_ok());
+    for bad in [
+        json!({"backend": "etcd"}),
+        json!({"etcd": {"cluster": "etcd"}}),
+        json!({"backend": "redis"}),
+        json!({"backend": "etcd", "etcd": {"cluster": ""}}),
+        json!({"backend": "etcd", "etcd": {"cluster": "e", "prefix": "nope"}}),
+        json!({"backend": "etcd", "etcd": {"cluster": "e", "username": "u"}}),
+        json!({"backend": "etcd", "etcd": {"cluster": "e", "timeout": "0s"}}),
+    ] {
+        assert!(base(bad.clone()).is_err(), "{bad}");
+    }
+}
