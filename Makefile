@@ -6,10 +6,11 @@ PY := $(VENV)/bin/python
 ENVOY := $(VENV)/bin/envoy
 WASM := target/wasm32-wasip1/release/oauth_edge.wasm
 RUN_DIR := .run
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
 
-.PHONY: all wasm run test unit integration lint fmt envoy clean bench fuzz
+.PHONY: all wasm run test unit integration lint fmt envoy etcd clean bench fuzz
 
 all: wasm
 
@@ -53,8 +54,16 @@ test: unit integration
 unit:
 	cargo test --all-targets
 
-integration: wasm $(VENV)/.test-deps
+integration: wasm $(VENV)/.test-deps etcd
 	$(VENV)/bin/python -m pytest -c tests/pytest.ini tests/integration
+
+## etcd (Debian's etcd-server) for the multi-replica tests of the etcd store. Installed with apt
+## when possible; without it those tests are skipped with a reason.
+etcd:
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null || \
+		{ $(SUDO) apt-get install -y etcd-server etcd-client >/dev/null 2>&1 || \
+		  { $(SUDO) apt-get update >/dev/null 2>&1 && $(SUDO) apt-get install -y etcd-server etcd-client >/dev/null 2>&1; } || \
+		  echo "etcd could not be installed: the etcd store tests will be skipped"; }
 
 ## Benchmark (not a test, ~8 min): the filter in a real Envoy against Envoy's direct_response ceiling
 ## and node-oidc-provider, with wrk; see bench/README.md. Options: make bench BENCH_ARGS=--quick
