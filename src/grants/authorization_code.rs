@@ -18,11 +18,10 @@ use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
 use crate::http::Response;
 use crate::pkce;
-use crate::sealed::RefreshClaims;
 use crate::store::{self, Consumed, Handle};
 
 use super::issue::{issue, Issue};
-use super::refresh_token::{self, FamilyData};
+use super::refresh_token;
 use super::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 
 /// What a code is bound to.
@@ -98,8 +97,6 @@ pub fn handle(
 
     // The refresh family id is drawn before the code is consumed so the used code can name it:
     // a later replay of the code then revokes the family (even if it wins the race to write it).
-    let now_ms = ctx.now.unix_ms;
-    let family_ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
     let fam = if client.allows_grant(REFRESH_TOKEN) {
         Some(ctx.random_id()?)
     } else {
@@ -118,37 +115,20 @@ pub fn handle(
         Consumed::Invalid => return Err(invalid().into()),
     };
     let refresh = match fam {
-        Some(fam) => {
-            let fd = FamilyData {
-                fam: fam.clone(),
-                gen: 0,
-                revoked: false,
-                rotated_at: now_ms,
-                cid: client.client_id.clone(),
-            };
-            // A record already there is the revocation a concurrent replay of this code left:
-            // this redemption still won (exactly one does) and gets its tokens, but the refresh
-            // token is born revoked, as if the replay had come a moment later.
-            let _existing =
-                store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, family_ttl_ms, &fd)?;
-            Some(RefreshClaims {
-                fam,
-                gen: 0,
-                cid: client.client_id.clone(),
+        Some(fam) => Some(refresh_token::start_family(
+            engine,
+            ctx,
+            client,
+            fam,
+            refresh_token::Grant {
                 sub: data.sub.clone(),
                 scope: data.req.scope.clone(),
-                exp: now_ms.saturating_add(family_ttl_ms) / 1000,
                 auth_time: data.auth_time,
                 ad: data.req.authorization_details.clone(),
                 res: data.req.resources.clone(),
-                // RFC 9449 §5: a public client's refresh token is bound to its DPoP key.
-                jkt: if client.is_confidential() {
-                    None
-                } else {
-                    proof.map(|p| p.jkt.clone())
-                },
-            })
-        }
+            },
+            proof,
+        )?),
         None => None,
     };
     let openid = data.req.scope.split(' ').any(|s| s == "openid");

@@ -21,12 +21,11 @@ use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{internal, Ctx, FlowResult, StoreResult};
 use crate::form::Form;
 use crate::http::Response;
-use crate::sealed::RefreshClaims;
 use crate::store::{Handle, Record};
 
 use super::issue::{issue, Issue};
-use super::refresh_token::FamilyData;
-use super::{DEVICE_CODE, REFRESH_TOKEN};
+use super::refresh_token;
+use super::DEVICE_CODE;
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -185,43 +184,23 @@ fn tokens(
     proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let cfg = &engine.config;
     let sub = d
         .sub
         .clone()
         .ok_or_else(|| internal("approved without a user"))?;
-    let now_ms = ctx.now.unix_ms;
-    let family_ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
-    let refresh = if client.allows_grant(REFRESH_TOKEN) {
-        let fam = ctx.random_id()?;
-        let fd = FamilyData {
-            fam: fam.clone(),
-            gen: 0,
-            revoked: false,
-            rotated_at: now_ms,
-            cid: client.client_id.clone(),
-        };
-        let _ =
-            crate::store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, family_ttl_ms, &fd)?;
-        Some(RefreshClaims {
-            fam,
-            gen: 0,
-            cid: client.client_id.clone(),
+    let refresh = refresh_token::first_token(
+        engine,
+        ctx,
+        client,
+        refresh_token::Grant {
             sub: sub.clone(),
             scope: d.scope.clone(),
-            exp: now_ms.saturating_add(family_ttl_ms) / 1000,
             auth_time: d.auth_time,
             ad: None,
             res: d.resources.clone(),
-            jkt: if client.is_confidential() {
-                None
-            } else {
-                proof.map(|p| p.jkt.clone())
-            },
-        })
-    } else {
-        None
-    };
+        },
+        proof,
+    )?;
     issue(
         engine,
         Issue {

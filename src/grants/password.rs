@@ -19,12 +19,11 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, HttpCall};
 use crate::form::Form;
 use crate::http::Response;
-use crate::sealed::RefreshClaims;
 use crate::{rate_limit, scope};
 
 use super::issue::{issue, Issue};
-use super::refresh_token::FamilyData;
-use super::{PASSWORD, REFRESH_TOKEN};
+use super::refresh_token;
+use super::PASSWORD;
 
 pub fn handle(
     engine: &Engine,
@@ -109,38 +108,19 @@ pub fn handle(
         }
         _ => return Err(OAuthError::server_error("the credential service is unavailable").into()),
     };
-    let now_ms = ctx.now.unix_ms;
-    let family_ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
-    let refresh = if client.allows_grant(REFRESH_TOKEN) {
-        let fam = ctx.random_id()?;
-        let fd = FamilyData {
-            fam: fam.clone(),
-            gen: 0,
-            revoked: false,
-            rotated_at: now_ms,
-            cid: client.client_id.clone(),
-        };
-        let _ =
-            crate::store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, family_ttl_ms, &fd)?;
-        Some(RefreshClaims {
-            fam,
-            gen: 0,
-            cid: client.client_id.clone(),
+    let refresh = refresh_token::first_token(
+        engine,
+        ctx,
+        client,
+        refresh_token::Grant {
             sub: verdict.sub.clone(),
             scope: granted.clone(),
-            exp: now_ms.saturating_add(family_ttl_ms) / 1000,
             auth_time: verdict.auth_time,
             ad: None,
             res: Vec::new(),
-            jkt: if client.is_confidential() {
-                None
-            } else {
-                proof.map(|p| p.jkt.clone())
-            },
-        })
-    } else {
-        None
-    };
+        },
+        proof,
+    )?;
     issue(
         engine,
         Issue {

@@ -217,6 +217,70 @@ fn revoke_found(
 
 /// Revokes a family by id (a replayed code: RFC 6749 §4.1.2). If it has no record yet (the
 /// winner of a race has not written it), a revoked one is written first, so the winner finds it.
+/// What the first refresh token of a new grant is for.
+pub struct Grant {
+    pub sub: String,
+    pub scope: String,
+    pub auth_time: Option<u64>,
+    pub ad: Option<serde_json::Value>,
+    pub res: Vec<String>,
+}
+
+/// Starts the refresh-token family `fam` of a new grant: its record in the families ring, and
+/// the claims of its first token. A public client's token is bound to the DPoP key of the
+/// request, if it sent a proof (RFC 9449 §5).
+pub fn start_family(
+    engine: &Engine,
+    ctx: &mut Ctx<'_>,
+    client: &Client,
+    fam: String,
+    grant: Grant,
+    proof: Option<&crate::dpop::Proof>,
+) -> FlowResult<RefreshClaims> {
+    let cfg = &engine.config;
+    let now_ms = ctx.now.unix_ms;
+    let ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
+    let fd = FamilyData {
+        fam: fam.clone(),
+        gen: 0,
+        revoked: false,
+        rotated_at: now_ms,
+        cid: client.client_id.clone(),
+    };
+    let _existing = store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, ttl_ms, &fd)?;
+    Ok(RefreshClaims {
+        fam,
+        gen: 0,
+        cid: client.client_id.clone(),
+        sub: grant.sub,
+        scope: grant.scope,
+        exp: now_ms.saturating_add(ttl_ms) / 1000,
+        auth_time: grant.auth_time,
+        ad: grant.ad,
+        res: grant.res,
+        jkt: if client.is_confidential() {
+            None
+        } else {
+            proof.map(|p| p.jkt.clone())
+        },
+    })
+}
+
+/// [`start_family`] with a new family id, if the client may refresh at all.
+pub fn first_token(
+    engine: &Engine,
+    ctx: &mut Ctx<'_>,
+    client: &Client,
+    grant: Grant,
+    proof: Option<&crate::dpop::Proof>,
+) -> FlowResult<Option<RefreshClaims>> {
+    if !client.allows_grant(REFRESH_TOKEN) {
+        return Ok(None);
+    }
+    let fam = ctx.random_id()?;
+    start_family(engine, ctx, client, fam, grant, proof).map(Some)
+}
+
 pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
     let Some(fam) = fam else { return Ok(()) };
     let ring = engine.config.rings.families;
