@@ -53,7 +53,7 @@ fn make_engine() -> Engine {
         "issuer": "https://as.example.com",
         "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).expect("key")],
         "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
-                  "jti_slots": 64, "rate_limit_slots": 16},
+                  "jti_slots": 64, "rate_limit_slots": 16, "device_slots": 64, "revoked_slots": 64},
         "rate_limits": {"per_client": {"requests": 1000000, "window": "1s"},
                         "per_address": {"requests": 1000000, "window": "1s"}},
         "dpop": {"require_nonce": false},
@@ -68,10 +68,18 @@ fn make_engine() -> Engine {
             {"client_id": "pk", "token_endpoint_auth_method": "private_key_jwt",
              "jwks": {"keys": [{"kty":"OKP","crv":"Ed25519","kid":"a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]},
              "grant_types": ["client_credentials"], "scope": "read", "dpop_bound_access_tokens": true},
+            {"client_id": "tv", "token_endpoint_auth_method": "none", "scope": "read",
+             "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"]},
+            {"client_id": "gw", "client_secret": oauth_edge::client::hash_secret("s"), "scope": "read",
+             "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange", "password"],
+             "token_exchange_audiences": ["https://api.example"]},
             {"client_id": "pkuri", "token_endpoint_auth_method": "private_key_jwt",
              "jwks_uri": "https://rp.example.com/jwks", "grant_types": ["client_credentials"]}
         ],
-        "jwks_fetch": {"cluster": "jwks"}
+        "jwks_fetch": {"cluster": "jwks"},
+        "device": {"interval": "1s"},
+        "token_exchange": {"trusted_issuers": [{"issuer": "https://idp.example", "jwks_uri": "https://idp.example/jwks"}]},
+        "password_grant": {"cluster": "users"}
     });
     Engine::new(Config::from_json(cfg.to_string().as_bytes()).expect("config"))
 }
@@ -91,7 +99,7 @@ fn shared() -> &'static std::cell::RefCell<Shared> {
     S.with(|s| *s)
 }
 
-const PATHS: [&str; 7] = [
+const PATHS: [&str; 11] = [
     "/oauth/token",
     "/oauth/pushed-authorization",
     "/oauth/authorize",
@@ -99,6 +107,10 @@ const PATHS: [&str; 7] = [
     "/oauth/jwks",
     "/.well-known/oauth-authorization-server",
     "/.well-known/openid-configuration",
+    "/oauth/revoke",
+    "/oauth/introspect",
+    "/oauth/device_authorization",
+    "/oauth/device",
 ];
 const METHODS: [&str; 3] = ["POST", "GET", "PUT"];
 const TYPES: [&str; 3] = ["application/x-www-form-urlencoded", "application/json", "text/plain"];
@@ -113,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let head = String::from_utf8_lossy(head).into_owned();
     let mut path = PATHS[path_idx].to_string();
-    if path_idx == 2 {
+    if path_idx == 2 || path_idx == 10 {
         path.push('?');
         path.push_str(&String::from_utf8_lossy(body));
     }
