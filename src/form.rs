@@ -6,8 +6,9 @@ use percent_encoding::percent_decode;
 
 use crate::error::OAuthError;
 
-/// Parameters that may appear more than once (RFC 8707 §2: one `resource` per target).
-pub const REPEATABLE: &[&str] = &["resource"];
+/// Parameters that may appear more than once: one `resource` per target (RFC 8707 §2), one
+/// `audience` per target (RFC 8693 §2.1).
+pub const REPEATABLE: &[&str] = &["resource", "audience"];
 
 /// At most this many parameters; a token request has fewer than twenty.
 pub const MAX_PARAMS: usize = 64;

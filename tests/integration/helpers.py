@@ -249,12 +249,14 @@ class LoginService:
         return jwt.encode(payload, self.key if key is None else key, algorithm=alg,
                           headers={"kid": kid or self.kid})
 
-    def jwt_authn_filter(self, authorize_path: str = "/oauth/authorize") -> dict[str, Any]:
+    def jwt_authn_filter(self, authorize_path: str = "/oauth/authorize",
+                         extra_paths: Iterable[str] = ()) -> dict[str, Any]:
         """Envoy's jwt_authn as a production gateway would put it before the plugin: on the
         authorize endpoint a login JWT is optional (no JWT: the plugin sends the browser to the
         login page), but one that is present must verify (allow_missing, not
         allow_missing_or_failed: a forged token is refused with 401, not quietly ignored).
-        forward: false keeps the login JWT from going any further."""
+        forward: false keeps the login JWT from going any further. `extra_paths` get the same
+        rule (e.g. the device flow's verification endpoint, RFC 8628 §3.3)."""
         return {
             "name": "envoy.filters.http.jwt_authn",
             "typed_config": {
@@ -269,10 +271,10 @@ class LoginService:
                     },
                 },
                 "rules": [{
-                    "match": {"path": authorize_path},
+                    "match": {"path": path},
                     "requires": {"requires_any": {"requirements": [
                         {"provider_name": "login"}, {"allow_missing": {}}]}},
-                }],
+                } for path in (authorize_path, *extra_paths)],
             },
         }
 
@@ -871,3 +873,253 @@ RATE_CLIENTS = tuple(Client(f"rl-{n}", f"rl-{n}-secret", scope="read") for n in 
 RATE_PAR_REDIRECT = "https://rl.example.test/cb"
 RATE_PAR_CLIENT = Client("rl-par", "rl-par-secret", grant_types=("client_credentials", "authorization_code"),
                          scope="read", extra={"redirect_uris": [RATE_PAR_REDIRECT]})
+
+
+# --------------------------------------------------------------------------- more grants
+# Revocation (RFC 7009), introspection (RFC 7662), the device authorization grant (RFC 8628),
+# token exchange (RFC 8693) and the password grant: the clients of envoy_grants (conftest).
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
+TOKEN_TYPE_REFRESH = "urn:ietf:params:oauth:token-type:refresh_token"
+# RFC 8628 §6.1: the user_code alphabet (20 consonants).
+USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+
+# A TV app: public, device flow and refresh tokens (in the answer).
+TV_CLIENT = Client("tv", None, auth_method="none", grant_types=(DEVICE_CODE_GRANT, "refresh_token"),
+                   scope="openid read write", extra={"client_name": "Living-room TV"})
+# A kiosk: confidential (client_secret_post), device flow only: no refresh token.
+KIOSK_CLIENT = Client("kiosk", "kiosk-secret", auth_method="client_secret_post", grant_types=(DEVICE_CODE_GRANT,),
+                      scope="read", extra={"client_name": "Lobby kiosk"})
+# A gateway that exchanges tokens for narrower ones, for two downstream APIs.
+ORDERS_API = "https://orders.example.test"
+BILLING_API = "https://billing.example.test"
+GW_CLIENT = Client("gw", "gw-secret", grant_types=(TOKEN_EXCHANGE_GRANT,), scope="read write",
+                   extra={"token_exchange_audiences": [ORDERS_API, BILLING_API]})
+# Token exchange needs a confidential client: this public one lists the grant all the same.
+TX_PUBLIC_CLIENT = Client("tx-public", None, auth_method="none", grant_types=(TOKEN_EXCHANGE_GRANT,),
+                          scope="read", extra={"token_exchange_audiences": [ORDERS_API]})
+# Password grant clients: with refresh tokens, without, and one only the per-client limit uses.
+LEGACY_CLIENT = Client("legacy", "legacy-secret", grant_types=("password", "refresh_token"), scope="read write")
+LEGACY_NORT_CLIENT = Client("legacy-nort", "legacy-nort-secret", auth_method="client_secret_post",
+                            grant_types=("password",), scope="read")
+PW_BULK_CLIENT = Client("pw-bulk", "pw-bulk-secret", grant_types=("password",), scope="read")
+# A resource server: introspects, issues nothing of its own worth mentioning.
+RS_CLIENT = Client("rs", "rs-secret", grant_types=("client_credentials",), scope="")
+# The garbage burst's client: every grant (its password failures count against it alone).
+BURST_CLIENT = Client("burst", "burst-secret",
+                      grant_types=("client_credentials", "refresh_token", "password", DEVICE_CODE_GRANT,
+                                   TOKEN_EXCHANGE_GRANT),
+                      scope="read", extra={"token_exchange_audiences": [ORDERS_API]})
+GRANTS_CLIENTS = (TV_CLIENT, KIOSK_CLIENT, GW_CLIENT, TX_PUBLIC_CLIENT, LEGACY_CLIENT, LEGACY_NORT_CLIENT,
+                  PW_BULK_CLIENT, RS_CLIENT, BURST_CLIENT)
+
+# Trusted issuers of token exchange (their JWK Sets served by the registry fixture).
+PARTNER_ISSUER = "https://idp.partner.test"
+PARTNER2_ISSUER = "https://idp2.partner.test"
+PARTNER2_AUDIENCE = "urn:example:oauth-edge"  # trusted_issuers[1].audience (the first: our issuer)
+
+
+class PartnerIdp:
+    """A trusted issuer of token exchange: its key pair (joserfc), the JWK Set name the registry
+    serves it under, and its JWTs (signed with joserfc, helpers.sign_jws)."""
+
+    def __init__(self, issuer: str, jwks_name: str, alg: str, kid: str, audience: str) -> None:
+        self.issuer = issuer
+        self.jwks_name = jwks_name
+        self.audience = audience
+        self.key = ClientKey(alg, kid)
+
+    def jwks(self, *extra: ClientKey) -> dict[str, Any]:
+        return jwks_of(self.key, *extra)
+
+    def token(self, sub: str | None = "partner-user", *, lifetime: int = 120, aud: Any = "default",
+              iss: Any = "default", exp: Any = "auto", key: ClientKey | None = None, kid: Any = "key",
+              **claims: Any) -> str:
+        """A JWT of this issuer: iss, sub, aud (its configured audience), iat, exp = now + lifetime;
+        a claim passed as None is left out; `key` signs instead of the issuer's own key."""
+        now = int(time.time())
+        body: dict[str, Any] = {
+            "iss": self.issuer if iss == "default" else iss,
+            "sub": sub,
+            "aud": self.audience if aud == "default" else aud,
+            "iat": now,
+            "exp": now + lifetime if exp == "auto" else exp,
+            "jti": new_jti(),
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        k = key or self.key
+        header: dict[str, Any] = {}
+        kid_value = k.kid if kid == "key" else kid
+        if kid_value is not None:
+            header["kid"] = kid_value
+        return sign_jws(header, body, k.key, k.alg, typ="JWT")
+
+
+def form_post(url: str, form: dict[str, str] | list[tuple[str, str]], client: Client | None = None, *,
+              headers: dict[str, str] | None = None, session: requests.Session | None = None,
+              timeout: float = 10) -> requests.Response:
+    """POST a form, authenticating `client` by its registered method: client_secret_basic
+    (Authorization header), client_secret_post (id and secret in the form) or none (client_id
+    in the form). No client: no authentication at all."""
+    pairs = list(form.items()) if isinstance(form, dict) else list(form)
+    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
+    if client is not None:
+        if client.auth_method == "client_secret_basic":
+            hdrs["Authorization"] = basic_auth(client.client_id, client.secret or "")
+        elif client.auth_method == "client_secret_post":
+            pairs += [("client_id", client.client_id), ("client_secret", client.secret or "")]
+        else:
+            pairs.append(("client_id", client.client_id))
+    hdrs.update(headers or {})
+    return (session or requests).post(url, data=urllib.parse.urlencode(pairs), headers=hdrs, timeout=timeout)
+
+
+def authlib_client(client: Client) -> Any:
+    """An Authlib OAuth2Session for `client` (client_secret_basic / client_secret_post / none),
+    for its revoke_token and introspect_token (RFC 7009 / RFC 7662 requests built by Authlib)."""
+    from authlib.integrations.requests_client import OAuth2Session
+
+    return OAuth2Session(client.client_id, client.secret, token_endpoint_auth_method=client.auth_method,
+                         revocation_endpoint_auth_method=client.auth_method)
+
+
+def introspect(envoy: Any, token: str, client: Client = RS_CLIENT, **kw: Any) -> dict[str, Any]:
+    """RFC 7662 §2.1 by Authlib's introspect_token; asserts 200, no-store JSON; the answer."""
+    with authlib_client(client) as s:
+        r = s.introspect_token(envoy.introspection_url, token=token, **kw)
+    assert r.status_code == 200, f"introspection: {r.status_code} {r.text[:300]}"
+    assert_no_store_json(r)
+    return r.json()
+
+
+def revoke(envoy: Any, token: str, client: Client, **kw: Any) -> requests.Response:
+    """RFC 7009 §2.1 by Authlib's revoke_token (the client's own authentication method)."""
+    with authlib_client(client) as s:
+        return s.revoke_token(envoy.revocation_url, token=token, **kw)
+
+
+def assert_revoked_ok(r: requests.Response) -> None:
+    """RFC 7009 §2.2: 200 whatever happened (oauth-edge answers {} as JSON, no-store)."""
+    assert r.status_code == 200, f"{r.status_code}: {r.text[:300]}"
+    assert_no_store_json(r)
+    assert r.json() == {}, r.text
+
+
+def device_authorization(envoy: Any, client: Client = TV_CLIENT, scope: str | None = "read",
+                         **params: str) -> requests.Response:
+    """POST the device authorization endpoint (RFC 8628 §3.1)."""
+    form = dict(params)
+    if scope is not None:
+        form["scope"] = scope
+    return form_post(envoy.device_authorization_url, form, client)
+
+
+def start_device(envoy: Any, client: Client = TV_CLIENT, scope: str | None = "read", **params: str) -> dict[str, Any]:
+    r = device_authorization(envoy, client, scope, **params)
+    assert r.status_code == 200, f"device authorization: {r.status_code} {r.text[:300]}"
+    assert_no_store_json(r)
+    return r.json()
+
+
+def poll_device(envoy: Any, device_code: str, client: Client = TV_CLIENT, *,
+                session: requests.Session | None = None, headers: dict[str, str] | None = None) -> requests.Response:
+    """The device's poll at the token endpoint (RFC 8628 §3.4)."""
+    return form_post(envoy.token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}, client,
+                     session=session, headers=headers)
+
+
+def normalize_user_code(code: str) -> str:
+    return "".join(c for c in code if c.isalnum()).upper()
+
+
+def device_lookup(envoy: Any, user_code: str, login_jwt: str | None, *,
+                  headers: dict[str, str] | None = None) -> requests.Response:
+    """GET the verification endpoint as the user of `login_jwt` (RFC 8628 §3.3), no redirects."""
+    hdrs = dict(headers or {})
+    if login_jwt is not None:
+        hdrs.update(bearer(login_jwt))
+    return requests.get(envoy.device_verification_url, params={"user_code": user_code}, headers=hdrs,
+                        allow_redirects=False, timeout=10)
+
+
+def device_decide(envoy: Any, user_code: str, action: str, login_jwt: str | None, *,
+                  origin: str | None = "issuer", extra: dict[str, str] | None = None) -> requests.Response:
+    """POST the user's decision (approve / deny) with an Origin header: the issuer's origin by
+    default, None for none, or the given value."""
+    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
+    if origin == "issuer":
+        origin = issuer_origin(envoy)
+    if origin is not None:
+        hdrs["Origin"] = origin
+    if login_jwt is not None:
+        hdrs.update(bearer(login_jwt))
+    form = {"user_code": user_code, "action": action, **(extra or {})}
+    return requests.post(envoy.device_verification_url, data=urllib.parse.urlencode(form), headers=hdrs,
+                         allow_redirects=False, timeout=10)
+
+
+def issuer_origin(envoy: Any) -> str:
+    u = urllib.parse.urlsplit(envoy.issuer)
+    return f"{u.scheme}://{u.netloc}"
+
+
+def exchange(envoy: Any, subject_token: str, subject_token_type: str = TOKEN_TYPE_ACCESS, *,
+             client: Client = GW_CLIENT, dpop: str | None = None,
+             extra: list[tuple[str, str]] | dict[str, str] | None = None) -> requests.Response:
+    """POST a token exchange request (RFC 8693 §2.1)."""
+    form: list[tuple[str, str]] = [("grant_type", TOKEN_EXCHANGE_GRANT), ("subject_token", subject_token),
+                                   ("subject_token_type", subject_token_type)]
+    form += list(extra.items()) if isinstance(extra, dict) else list(extra or [])
+    return form_post(envoy.token_url, form, client, headers={"DPoP": dpop} if dpop else None)
+
+
+def password_request(envoy: Any, username: str, password: str, client: Client = LEGACY_CLIENT, *,
+                     scope: str | None = None, session: requests.Session | None = None) -> requests.Response:
+    form = {"grant_type": "password", "username": username, "password": password}
+    if scope is not None:
+        form["scope"] = scope
+    return form_post(envoy.token_url, form, client, session=session)
+
+
+def verify_our_jwt(token: str, envoy: Any, *, audience: Any = None) -> dict[str, Any]:
+    """PyJWT against the published JWKS: signature, iss, typ at+jwt, exp; `aud` if given (else
+    not checked). The claims."""
+    header = jwt.get_unverified_header(token)
+    assert header.get("typ", "").lower() == "at+jwt", header
+    assert header.get("alg") == envoy.active_alg and header.get("kid") == envoy.active_kid, header
+    jwks = jwt.PyJWKSet.from_dict(fetch_jwks(envoy))
+    key = next(k for k in jwks.keys if k.key_id == header["kid"])
+    return jwt.decode(token, key.key, algorithms=[envoy.active_alg], issuer=envoy.issuer, leeway=5,
+                      audience=audience, options={"verify_aud": audience is not None,
+                                                  "require": ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"]})
+
+
+def sleep_past_window_edge(window: float, margin: float) -> None:
+    """Fixed rate-limit windows are aligned to the clock (window n covers [n·w, (n+1)·w)): if
+    less than `margin` seconds of the current window remain, wait for the next one, so a test's
+    counting fits in one window."""
+    left = window - (time.time() % window)
+    if left < margin:
+        time.sleep(left + 0.05)
+
+
+def approve_device(envoy: Any, user_code: str, login_jwt: str) -> None:
+    """The user looks the user_code up and approves it (both must succeed)."""
+    r = device_lookup(envoy, user_code, login_jwt)
+    assert r.status_code == 200, f"lookup: {r.status_code} {r.text[:300]}"
+    r = device_decide(envoy, user_code, "approve", login_jwt)
+    assert r.status_code == 200 and r.json() == {"status": "approved"}, f"approve: {r.status_code} {r.text[:300]}"
+
+
+def device_flow_tokens(envoy: Any, login_jwt: str, client: Client = TV_CLIENT,
+                       scope: str = "read") -> dict[str, Any]:
+    """A whole device flow (RFC 8628 §3): device authorization, the user's approval, one poll
+    (approved: no interval to wait). The token answer."""
+    d = start_device(envoy, client, scope)
+    approve_device(envoy, d["user_code"], login_jwt)
+    r = poll_device(envoy, d["device_code"], client)
+    assert r.status_code == 200, f"poll after approval: {r.status_code} {r.text[:300]}"
+    return r.json()
