@@ -68,8 +68,10 @@ etcd:
 ## Benchmark (not a test, ~8 min): the filter in a real Envoy against Envoy's direct_response ceiling
 ## and node-oidc-provider, with wrk; see bench/README.md. Options: make bench BENCH_ARGS=--quick
 BENCH_ARGS ?=
-bench: wasm envoy
+bench: wasm envoy etcd
 	@command -v wrk >/dev/null || apt-get install -y wrk || { apt-get update && apt-get install -y wrk; }
+	@$(PY) -c 'import cryptography' 2>/dev/null || $(VENV)/bin/pip install --quiet --disable-pip-version-check \
+		"$$(grep '^cryptography==' tests/requirements.txt)"
 	@command -v npm >/dev/null || apt-get install -y npm || { apt-get update && apt-get install -y npm; }
 	@if [ ! -x bench/node_modules/.bin/node ] || [ ! -f bench/node_modules/oidc-provider/package.json ] \
 		|| [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then \

@@ -8,8 +8,14 @@ What runs (all on loopback, standard library only; `make bench` installs wrk and
   * Envoy "eddsa": the filter with an Ed25519 key, plus a `/ceiling` route: a direct_response
     whose body has the size of a token answer, behind Envoy's buffer filter so the POST body is
     read before the answer (an answer sent before the body makes Envoy close the connection);
-  * Envoy "es256": the same with a P-256 key;
+  * Envoy "es256": the same with a P-256 key (and without eddsa's DPoP replay-cache settings);
   * the peer: node-oidc-provider (bench/peer.mjs) issuing ES256 JWT access tokens;
+  * DPoP-bound client_credentials at the eddsa Envoy: every request carries a fresh DPoP proof
+    (ES256 by default) from a pool made just before each run by bench/proofs.py (run with the
+    project's .venv/bin/python, which has `cryptography`), each proof sent once (wrk/dpop.lua);
+  * with etcd installed: a single-member etcd (pinned with the servers) and Envoy "etcd"
+    (store.backend etcd, EdDSA key), for the code issue + redemption round trip measured beside
+    the eddsa Envoy's shared data;
   * later, Envoy "mem" (store.code_slots 131072, lifetimes.code 600s) for memory with 0 and
     100,000 outstanding codes, and Envoy "default" (the default store) for VM start and memory.
 Every Envoy runs with --concurrency 1 and, like the peer, is pinned to one core; wrk (one
@@ -17,7 +23,8 @@ thread) is pinned to the other. Targets are interleaved (A B C D, A B C D, ...) 
 medians and ratios come from the same run.
 
     python3 bench/bench.py [--rounds 5] [--duration 5] [--code-rounds 3] [--code-duration 3]
-                           [--codes 100000] [--quick] [--out target/bench]
+                           [--codes 100000] [--dpop-alg ES256] [--no-dpop] [--no-etcd]
+                           [--quick] [--out target/bench]
 
 Results: a Markdown report on stdout and in OUT/report.md, raw numbers in OUT/results.json, and
 every process's log in OUT/run/.
@@ -38,6 +45,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +60,8 @@ WASM = ROOT / "target" / "wasm32-wasip1" / "release" / "oauth_edge.wasm"
 RENDER = ROOT / "envoy" / "render.py"
 NODE = BENCH / "node_modules" / ".bin" / "node"
 PEER = BENCH / "peer.mjs"
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+PROOFS = BENCH / "proofs.py"
 
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"  # the peer's client too
 WEB_ID, WEB_SECRET = "bench-web", "bench-web-secret"
@@ -64,6 +74,11 @@ TOKEN_BODY = "grant_type=client_credentials&scope=read%20write"
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
 CONNS = (1, 32)
+# The eddsa Envoy's replay cache (DPoP jtis): slots are buckets of 8 entries and a jti goes into
+# the emptier of two (src/replay.rs); inserts keep succeeding up to about 4 live jtis per slot,
+# so 262,144 slots hold a few minutes of proofs at bench rates (the report gives the load).
+JTI_SLOTS = 262_144
+ETCD_PREFIX = "/oauth-edge/"
 
 LOG_FORMAT = "[%Y-%m-%d %T.%f][%t][%l][%n] %v"
 
@@ -111,6 +126,7 @@ class Procs:
 
 
 PROCS = Procs()
+TEMP_DIRS: list[Path] = []  # removed at exit (etcd's data dir)
 
 
 def _on_signal(signum, _frame):
@@ -184,9 +200,15 @@ def median(xs: list[float]) -> float:
 # Envoy
 
 def plugin_config(*, code_slots: int | None = None, family_slots: int | None = None,
-                  request_uri_slots: int | None = None, lifetimes: dict | None = None) -> dict:
-    store = {k: v for k, v in (("code_slots", code_slots), ("refresh_family_slots", family_slots),
-                               ("request_uri_slots", request_uri_slots)) if v is not None}
+                  request_uri_slots: int | None = None, jti_slots: int | None = None,
+                  lifetimes: dict | None = None, dpop: dict | None = None,
+                  etcd_cluster: str | None = None) -> dict:
+    store: dict[str, Any] = {k: v for k, v in (("code_slots", code_slots), ("refresh_family_slots", family_slots),
+                                               ("request_uri_slots", request_uri_slots),
+                                               ("jti_slots", jti_slots)) if v is not None}
+    if etcd_cluster:
+        # No etcd authentication: loopback only (production: see the README's etcd store section).
+        store.update(backend="etcd", etcd={"cluster": etcd_cluster, "prefix": ETCD_PREFIX, "timeout": "1s"})
     cfg: dict[str, Any] = {
         "issuer": ISSUER,
         "signing_keys": [],
@@ -206,6 +228,8 @@ def plugin_config(*, code_slots: int | None = None, family_slots: int | None = N
     }
     if store:
         cfg["store"] = store
+    if dpop:
+        cfg["dpop"] = dpop
     return cfg
 
 
@@ -243,9 +267,25 @@ def add_ceiling(yaml_text: str, body_size: int) -> str:
     return yaml_text[: m.start()] + f"{m.group('i')}- {json.dumps(buf)}\n" + yaml_text[m.start():]
 
 
+def add_cluster(yaml_text: str, name: str, port: int) -> str:
+    """Adds a STATIC cluster of one loopback endpoint (the etcd member) to the rendered bootstrap,
+    as the first item of `static_resources.clusters`."""
+    m = re.search(r"^(?P<i>[ ]*)clusters:[ ]*$", yaml_text, re.MULTILINE)
+    if not m:
+        raise BenchError("rendered envoy.yaml: no `clusters:` line to add a cluster to")
+    if f'"name": "{name}"' in yaml_text or re.search(rf"^[ ]*- name: {re.escape(name)}[ ]*$", yaml_text, re.MULTILINE):
+        raise BenchError(f"rendered envoy.yaml already has a cluster {name}")
+    cluster = {
+        "name": name, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+    }
+    return yaml_text[: m.end()] + f"\n{m.group('i')}- {json.dumps(cluster)}" + yaml_text[m.end():]
+
+
 class Envoy:
     def __init__(self, name: str, workdir: Path, key_file: Path, cfg: dict, ceiling_size: int | None,
-                 cpu: int | None) -> None:
+                 cpu: int | None, clusters: dict[str, int] | None = None) -> None:
         self.name = name
         self.dir = workdir / f"envoy-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +300,8 @@ class Envoy:
         yaml_path = self.dir / "envoy.yaml"
         if ceiling_size is not None:
             yaml_path.write_text(add_ceiling(yaml_path.read_text(), ceiling_size))
+        for cname, cport in (clusters or {}).items():
+            yaml_path.write_text(add_cluster(yaml_path.read_text(), cname, cport))
         shutil.copy(WASM, self.dir / "oauth_edge.wasm")
         self.log = self.dir / "envoy.log"
         self.log.unlink(missing_ok=True)
@@ -377,11 +419,14 @@ def downstream_connections(admin: int) -> int:
     return int(m.group(1)) if m else 0
 
 
-def measure(t: Target, conns: int, duration: int, cpu: int | None, status_errors_ok: bool = False) -> dict:
+def measure(t: Target, conns: int, duration: int, cpu: int | None, status_errors_ok: bool = False,
+            check=None) -> dict:
     cx0 = downstream_connections(t.admin) if t.admin else 0
     r = run_wrk(t.url, t.script, t.args, conns, duration, cpu, t.pid)
     new_cx = downstream_connections(t.admin) - cx0 if t.admin else None
     n = r["requests"]
+    if check:
+        check(r)  # the script's own counters (raises BenchError)
     # wrk opens one connection more than -c: its address check (wrk.connect in wrk.lua) at start.
     if new_cx is not None and new_cx > conns + 1:
         raise BenchError(f"{t.name} c{conns}: {new_cx} connections opened for {conns}: Envoy closed connections "
@@ -395,6 +440,7 @@ def measure(t: Target, conns: int, duration: int, cpu: int | None, status_errors
         "p50_ms": r["latency_us"]["p50"] / 1000, "p99_ms": r["latency_us"]["p99"] / 1000,
         "mean_ms": r["latency_us"]["mean"] / 1000, "max_ms": r["latency_us"]["max"] / 1000,
         "cpu_us": r["server_cpu_s"] * 1e6 / max(n, 1), "new_connections": new_cx,
+        **({"starved": r["starved"] > 0} if "starved" in r else {}),
     }
 
 
@@ -454,6 +500,177 @@ def refresh(envoy: Envoy, rt_file: Path, conns: int, duration: int, cpu: int | N
 
 
 # ---------------------------------------------------------------------------------------------
+# DPoP: proofs made in advance (bench/proofs.py), each sent once by wrk/dpop.lua.
+
+def dpop_available() -> str | None:
+    """None if proofs can be made, else why not."""
+    if not VENV_PY.exists():
+        return f"{VENV_PY} is missing"
+    r = subprocess.run([str(VENV_PY), "-c", "import cryptography"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"{VENV_PY} has no `cryptography` (`make bench` installs it)"
+    return None
+
+
+class ProofPools:
+    """Pools of DPoP proofs, one file per run, all signed by one key (made on first use). Keeps
+    the (time, size) of each pool to follow how full the filter's replay cache gets."""
+
+    def __init__(self, work: Path, htu: str, alg: str, window_s: float, slots: int, cpu: int | None) -> None:
+        self.work, self.htu, self.alg, self.cpu = work, htu, alg, cpu
+        self.window_s, self.slots = window_s, slots  # a jti's life in the cache: lifetime + 2 skews
+        self.key = work / f"dpop-key-{alg}.pem"
+        self.used: list[tuple[float, int]] = []  # (iat, proofs accepted)
+        self.n = 0
+
+    def make(self, count: int) -> Path:
+        self.n += 1
+        out = self.work / f"proofs-{self.n}.txt"
+        r = subprocess.run(taskset(self.cpu) + [str(VENV_PY), str(PROOFS), "--htu", self.htu, "--count", str(count),
+                                                "--out", str(out), "--alg", self.alg, "--key", str(self.key)],
+                           capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise BenchError(f"proofs.py: {r.stderr[-2000:]}")
+        self.last_iat = json.loads(r.stdout)["iat"]
+        return out
+
+    def live(self) -> int:
+        """jtis the replay cache still holds from earlier runs (the Envoy keeps each one until its
+        proof's iat + lifetime + 2 skews)."""
+        now = time.time()
+        return sum(n for t, n in self.used if t + self.window_s > now)
+
+    def record(self, accepted: int) -> None:
+        self.used.append((self.last_iat, accepted))
+
+
+def dpop_check(r: dict) -> None:
+    if r["failures"] or r["ok"] != r["requests"]:
+        raise BenchError(f"dpop: {r['ok']:.0f} DPoP tokens of {r['requests']} answers; failures: "
+                         f"{r['failures_5xx']:.0f} 5xx (a full replay cache answers 500), {r['failures_4xx']:.0f} 4xx, "
+                         f"{r['not_dpop']:.0f} 200 without token_type DPoP; wrk errors {r['errors']}")
+
+
+def measure_dpop(t: Target, pools: ProofPools, conns: int, duration: int, rate: float, cpu: int | None) -> dict:
+    """One DPoP run: a pool of proofs for `rate` req/s over `duration` (with a margin; if it runs
+    out, the run ends early and its rate still holds), then the run."""
+    count = int(rate * duration * 1.5) + 200
+    f = pools.make(count)
+    live0 = pools.live()
+    t.args[0] = str(f)
+    r = measure(t, conns, duration, cpu, check=dpop_check)
+    pools.record(r["requests"])
+    r.update(pool=count, jti_live_start=live0, jti_load=(live0 + r["requests"]) / pools.slots)
+    f.unlink(missing_ok=True)  # up to tens of MB each
+    return r
+
+
+def probe_dpop(envoy: "Envoy", pools: ProofPools, auth: str) -> dict:
+    proof = open(pools.make(2)).readline().strip()
+    hd = {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded", "DPoP": proof}
+    st, _, body = http("POST", envoy.url + "/oauth/token", TOKEN_BODY.encode(), hd)
+    if st != 200:
+        raise BenchError(f"DPoP probe: {st} {body[:300]!r}")
+    j = json.loads(body)
+    h = j["access_token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+    if j.get("token_type") != "DPoP" or "jkt" not in claims.get("cnf", {}):
+        raise BenchError(f"DPoP probe: token_type {j.get('token_type')!r}, cnf {claims.get('cnf')!r}")
+    st2, _, body2 = http("POST", envoy.url + "/oauth/token", TOKEN_BODY.encode(), hd)
+    if st2 != 400 or b"invalid_dpop_proof" not in body2:
+        raise BenchError(f"DPoP probe: a replayed proof got {st2} {body2[:300]!r}")
+    pools.record(1)
+    return {"status": st, "body_bytes": len(body), "token_type": j["token_type"], "proof_bytes": len(proof),
+            "alg": jwt_header(j["access_token"])["alg"], "proof_alg": pools.alg, "replay_status": st2}
+
+
+# ---------------------------------------------------------------------------------------------
+# etcd: one member on loopback, for Envoy "etcd" (store.backend etcd).
+
+class Etcd:
+    def __init__(self, work: Path, cpu: int | None) -> None:
+        self.client_port, self.peer_port = free_ports(2)
+        self.data = Path(tempfile.mkdtemp(prefix="oauth-edge-bench-etcd-"))
+        TEMP_DIRS.append(self.data)
+        self.url = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        self.log = work / "etcd.log"
+        self.proc = PROCS.spawn("etcd", taskset(cpu) + [
+            "etcd", "--name", "bench", "--data-dir", str(self.data),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"bench={peer}", "--initial-cluster-state", "new",
+            "--log-level", "warn"], work, self.log)
+        self.pid = self.proc.pid
+        deadline = time.time() + 60
+        while True:
+            try:
+                st, _, body = http("GET", self.url + "/health", timeout=2)
+                if st == 200 and json.loads(body).get("health") == "true":
+                    break
+            except (OSError, ValueError):
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise BenchError("etcd did not start: " + self.log.read_text(errors="replace")[-2000:])
+            time.sleep(0.1)
+        r = subprocess.run(["etcd", "--version"], capture_output=True, text=True)
+        self.version = (r.stdout.splitlines() or ["?"])[0].replace("etcd Version: ", "")
+
+    def stop(self) -> None:
+        PROCS.stop(self.proc)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+def etcd_requests(envoy: "Envoy") -> int:
+    """Requests the Envoy has sent to its etcd cluster (every store operation, lease and retry)."""
+    v = envoy.stats("^cluster\\.etcd\\.upstream_rq_total$").get("cluster.etcd.upstream_rq_total", "0")
+    return int(v) if v.isdigit() else 0
+
+
+def etcd_codes(et: "Envoy", etcd: Etcd, n: int, work: Path, tag: str, conns: int, cpu: int | None) -> dict:
+    """make_codes + redeem at the etcd Envoy, with etcd's CPU and the Envoy's etcd requests."""
+    f, rt = work / f"codes-etcd-{tag}.txt", work / f"rt-etcd-{tag}.txt"
+    q0, c0 = etcd_requests(et), cpu_ticks(etcd.pid)
+    g = make_codes(et, n, "plain", f, cpu)
+    q1, c1 = etcd_requests(et), cpu_ticks(etcd.pid)
+    r = redeem(et, f, rt, conns, cpu)
+    q2, c2 = etcd_requests(et), cpu_ticks(etcd.pid)
+    made = r["requests"]  # the whole file (make_codes may overshoot n a little)
+    g["etcd_cpu_s"] = (c1 - c0) / TICK
+    r.update(target="etcd", make=g, etcd_rq_per_code=(q1 - q0) / made, etcd_rq_per_redemption=(q2 - q1) / made,
+             etcd_cpu_us=(c2 - c1) / TICK * 1e6 / made)
+    return r
+
+
+def probe_code_flow(envoy: "Envoy") -> dict:
+    """PAR, authorize, token, then the same code again (refused): a whole round trip works."""
+    from urllib.parse import parse_qs, quote, urlsplit
+    auth = basic(WEB_ID, WEB_SECRET)
+    form = {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"}
+    q = (f"response_type=code&client_id={WEB_ID}&redirect_uri={quote(REDIRECT_URI, safe='')}&scope=read%20write"
+         f"&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256")
+    rq0 = etcd_requests(envoy)
+    st, _, body = http("POST", envoy.url + "/oauth/pushed-authorization", q.encode(), form)
+    if st != 201:
+        raise BenchError(f"{envoy.name} PAR: {st} {body[:300]!r}")
+    ru = json.loads(body)["request_uri"]
+    st, hd, body = http("GET", envoy.url + f"/oauth/authorize?client_id={WEB_ID}&request_uri={quote(ru, safe='')}",
+                        headers={"x-user": USER})
+    code = parse_qs(urlsplit(hd.get("location", "")).query).get("code", [None])[0]
+    if st != 303 or not code:
+        raise BenchError(f"{envoy.name} authorize: {st} {hd.get('location')} {body[:300]!r}")
+    redeem_body = (f"grant_type=authorization_code&code={quote(code, safe='')}"
+                   f"&redirect_uri={quote(REDIRECT_URI, safe='')}&code_verifier={VERIFIER}").encode()
+    st, _, body = http("POST", envoy.url + "/oauth/token", redeem_body, form)
+    if st != 200 or "refresh_token" not in json.loads(body):
+        raise BenchError(f"{envoy.name} token: {st} {body[:300]!r}")
+    st2, _, body2 = http("POST", envoy.url + "/oauth/token", redeem_body, form)
+    if st2 != 400 or b"invalid_grant" not in body2:
+        raise BenchError(f"{envoy.name} a redeemed code again: {st2} {body2[:300]!r}")
+    return {"ok": True, "etcd_requests": etcd_requests(envoy) - rq0}
+
+
+# ---------------------------------------------------------------------------------------------
 # Machine and versions
 
 def machine() -> dict:
@@ -505,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--code-duration", type=int, default=3, help="about this many seconds per code/refresh run")
     ap.add_argument("--codes", type=int, default=100_000, help="outstanding codes for the memory figure (0: skip)")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per target (not recorded)")
+    ap.add_argument("--dpop-alg", choices=("ES256", "EdDSA"), default="ES256", help="the DPoP proofs' algorithm")
+    ap.add_argument("--no-dpop", dest="dpop", action="store_false", help="skip the DPoP-bound client_credentials runs")
+    ap.add_argument("--no-etcd", dest="etcd", action="store_false", help="skip the etcd store runs")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s everything, 10,000 codes (development)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args(argv)
@@ -532,10 +752,13 @@ def main(argv: list[str] | None = None) -> int:
         return run(a, out, work, server_cpu, load_cpu)
     finally:
         PROCS.stop_all()
+        for d in TEMP_DIRS:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
-    results: dict[str, Any] = {"machine": machine(), "params": vars(a), "runs": [], "codes": [], "refresh": []}
+    results: dict[str, Any] = {"machine": machine(), "params": vars(a), "runs": [], "codes": [], "refresh": [],
+                               "makes": [], "etcd": [], "skipped": {}}
     m = results["machine"]
     say(f"{m['nproc']} cores ({m['cpu_model']}), load {' '.join(m['loadavg_start'])}; wasm {m['wasm_bytes']} bytes")
 
@@ -551,10 +774,16 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
 
     # Rings big enough for the code and refresh runs (each redemption starts a refresh family).
     perf_cfg = plugin_config(code_slots=131072, family_slots=262144, lifetimes={"code": "60s", "refresh_token": "2m"})
+    # The eddsa Envoy also serves the DPoP runs: a replay cache for their jtis (the only store
+    # setting in which it differs from es256), and a proof lifetime that covers a pool made just
+    # before its run and sent within `duration` seconds (60 s, the default, for runs up to 15 s).
+    dpop_lifetime = min(600, max(60, 2 * a.duration + 30))
+    ed_cfg = dict(perf_cfg, store=dict(perf_cfg["store"], jti_slots=JTI_SLOTS),
+                  dpop={"proof_lifetime": f"{dpop_lifetime}s"})
     say("starting Envoy es256, then eddsa (with the ceiling route sized like its token answer)")
     es = Envoy("es256", work, keys["ES256"], perf_cfg, 1, server_cpu)
     es_probe = probe_token(es.url, "/oauth/token", basic(CLIENT_ID, CLIENT_SECRET))
-    ed = Envoy("eddsa", work, keys["EdDSA"], perf_cfg, es_probe["body_bytes"], server_cpu)
+    ed = Envoy("eddsa", work, keys["EdDSA"], ed_cfg, es_probe["body_bytes"], server_cpu)
     ed_probe = probe_token(ed.url, "/oauth/token", basic(CLIENT_ID, CLIENT_SECRET))
     st, hd, body = http("POST", ed.url + "/ceiling", TOKEN_BODY.encode(),
                         {"Authorization": basic(CLIENT_ID, CLIENT_SECRET),
@@ -589,9 +818,61 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
         Target("es256", es.url + "/oauth/token", es.pid, "fixed.lua", ["POST", TOKEN_BODY, auth], es.admin),
         Target("peer", peer_url + "/token", peer_proc.pid, "fixed.lua", ["POST", TOKEN_BODY, auth]),
     ]
+
+    # DPoP-bound client_credentials at the eddsa Envoy: proofs for its token_endpoint (htu).
+    dpop_t, pools = None, None
+    why = dpop_available() if a.dpop else "--no-dpop"
+    if why:
+        results["skipped"]["dpop"] = why
+        say(f"DPoP runs skipped: {why}")
+    else:
+        st, _, body = http("GET", ed.url + "/.well-known/oauth-authorization-server")
+        htu = json.loads(body)["token_endpoint"]
+        # A jti stays in the replay cache until its proof's iat + lifetime + 2 × clock_skew (10 s).
+        pools = ProofPools(work, htu, a.dpop_alg, dpop_lifetime + 20, JTI_SLOTS, load_cpu)
+        results["probes"]["dpop"] = probe_dpop(ed, pools, auth)
+        results["probes"]["dpop"].update(htu=htu, proof_lifetime_s=dpop_lifetime, jti_slots=JTI_SLOTS)
+        dpop_t = Target("dpop", ed.url + "/oauth/token", ed.pid, "dpop.lua", ["", auth, TOKEN_BODY], ed.admin)
+        say(f"DPoP ({a.dpop_alg} proofs, htu {htu}): {results['probes']['dpop']['body_bytes']} B answers, "
+            f"a replayed proof gets {results['probes']['dpop']['replay_status']}")
+
+    # The etcd store: one member, and an Envoy (EdDSA) whose state lives there.
+    et, etcd = None, None
+    why = None if a.etcd else "--no-etcd"
+    if not why and not shutil.which("etcd"):
+        why = "etcd is not installed (`make etcd`: Debian's etcd-server)"
+    if not why and a.code_rounds < 1:
+        why = "--code-rounds 0"
+    if why:
+        results["skipped"]["etcd"] = why
+        say(f"etcd runs skipped: {why}")
+    else:
+        say("starting etcd (one member, pinned with the servers) and Envoy etcd (store.backend etcd)")
+        etcd = Etcd(work, server_cpu)
+        et_cfg = plugin_config(lifetimes={"code": "60s", "refresh_token": "2m"}, etcd_cluster="etcd")
+        et = Envoy("etcd", work, keys["EdDSA"], et_cfg, None, server_cpu, clusters={"etcd": etcd.client_port})
+        results["probes"]["etcd"] = probe_code_flow(et)
+        results["machine"]["etcd"] = etcd.version
+        say(f"etcd {etcd.version}: PAR + authorize + token + a replay took "
+            f"{results['probes']['etcd']['etcd_requests']} etcd requests")
+
     say(f"warm-up {a.warmup} s per target")
+    warm_rate = 1000.0
     for t in targets:
-        run_wrk(t.url, t.script, t.args, 32, a.warmup, load_cpu, t.pid)
+        w = run_wrk(t.url, t.script, t.args, 32, a.warmup, load_cpu, t.pid)
+        if t.name == "eddsa":
+            warm_rate = w["requests"] / (w["duration_us"] / 1e6)
+    dpop_rate: dict[int, float] = {}
+    if dpop_t:
+        # Plain EdDSA's rate bounds the pool: a proof only adds work.
+        w = measure_dpop(dpop_t, pools, 32, a.warmup, warm_rate, load_cpu)
+        dpop_rate = {c: w["rps"] for c in CONNS}
+    etcd_rate: dict[int, float] = {}
+    if et:
+        for conns in CONNS:
+            f = work / f"codes-etcd-warmup-c{conns}.txt"
+            make_codes(et, 300, "plain", f, load_cpu)
+            etcd_rate[conns] = redeem(et, f, work / f"rt-etcd-warmup-c{conns}.txt", conns, load_cpu)["rps"]
 
     envoys = {"eddsa": ed, "es256": es}
     for rnd in range(1, a.rounds + 1):
@@ -604,6 +885,14 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
                 this_round[(t.name, conns)] = r
                 say(f"round {rnd} c{conns:<2} {t.name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
                     f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+            if dpop_t:
+                r = measure_dpop(dpop_t, pools, conns, a.duration, dpop_rate[conns], load_cpu)
+                r["round"] = rnd
+                results["runs"].append(r)
+                dpop_rate[conns] = r["rps"]
+                say(f"round {rnd} c{conns:<2} dpop     {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                    f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req  (replay cache {r['jti_load']:.2f} jtis per slot"
+                    + (", pool ran out: run ended early" if r.get("starved") else "") + ")")
         if rnd <= a.code_rounds:
             for conns in CONNS:
                 files = {}
@@ -613,6 +902,7 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
                     n = int(min(60_000, max(500, this_round[(alg, conns)]["rps"] * a.code_duration)))
                     f = work / f"codes-{alg}-r{rnd}-c{conns}.txt"
                     g = make_codes(e, n, "plain", f, load_cpu)
+                    results["makes"].append(dict(g, target=alg, round=rnd, for_conns=conns))
                     files[alg] = f
                     say(f"round {rnd} c{conns:<2} {alg:8} made {g['codes']} codes ({g['per_s']:.0f}/s)")
                 for alg, e in envoys.items():
@@ -629,6 +919,17 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
                     results["refresh"].append(r)
                     say(f"round {rnd} c{conns:<2} {alg:8} refresh{r['rps']:8.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
                         f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+                if et:
+                    # The same code making and redemption with the state in etcd.
+                    n = int(min(60_000, max(300, etcd_rate[conns] * a.code_duration)))
+                    r = etcd_codes(et, etcd, n, work, f"r{rnd}-c{conns}", conns, load_cpu)
+                    r["round"] = rnd
+                    results["etcd"].append(r)
+                    etcd_rate[conns] = r["rps"]
+                    say(f"round {rnd} c{conns:<2} etcd     made {r['make']['codes']} codes ({r['make']['per_s']:.0f}/s), "
+                        f"code {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+                        f"{r['cpu_us']:.1f} µs Envoy + {r['etcd_cpu_us']:.1f} µs etcd CPU/req, "
+                        f"{r['etcd_rq_per_code']:.2f} + {r['etcd_rq_per_redemption']:.2f} etcd requests")
     # Where the time goes inside Envoy: one round at 32 connections of cheaper and cheaper requests
     # to the same Envoy (eddsa); the differences in CPU per request are the costs of each step.
     ladder = [
@@ -650,6 +951,10 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
         results["ladder"].append(r)
         say(f"ladder c32 {t.name:10} {r['rps']:9.0f} req/s  {r['cpu_us']:.1f} µs CPU/req")
     results["stats_eddsa"] = ed.stats("oauth_edge")
+    if et:
+        results["stats_etcd"] = et.stats("oauth_edge")
+        et.stop()
+        etcd.stop()
     results["memory_perf_end"] = {"eddsa": ed.memory(), "es256": es.memory()}
     PROCS.stop(peer_proc)
     es.stop()
@@ -720,6 +1025,98 @@ def ratio_range(rows: list[dict], a: str, b: str, conns: int) -> tuple[float, fl
     return median(rs), min(rs), max(rs)
 
 
+def per_round(rows: list[dict], a: str, b: str, conns: int, field: str, op) -> list[float]:
+    by = {(r["round"], r["target"]): r[field] for r in rows if r["conns"] == conns}
+    return [op(by[(n, a)], by[(n, b)]) for (n, t) in by if t == a and (n, b) in by]
+
+
+def render_dpop(res: dict, s: dict) -> list[str]:
+    dp = res["probes"]["dpop"]
+    L = [f"DPoP: every request of the dpop rows is the eddsa row's plus a `DPoP` header, a {dp['proof_alg']} proof "
+         f"({dp['proof_bytes']} B; htu `{dp['htu']}`) sent once, from a pool made just before the run; answers "
+         f"{dp['body_bytes']} B, token_type DPoP with `cnf.jkt` (a replayed proof: {dp['replay_status']}). "
+         f"`dpop.proof_lifetime` {dp['proof_lifetime_s']} s, `store.jti_slots` {dp['jti_slots']:,}."]
+    L.append("")
+    L.append("| conns | plain req/s | DPoP req/s | DPoP/plain | plain CPU µs/req | DPoP CPU µs/req | + CPU per proof "
+             "| DPoP p50 − plain p50 |")
+    L.append("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for conns in CONNS:
+        a, b = s.get(("dpop", conns)), s.get(("eddsa", conns))
+        if not (a and b):
+            continue
+        ratio = median(per_round(res["runs"], "dpop", "eddsa", conns, "rps", lambda x, y: x / y))
+        dcpu = median(per_round(res["runs"], "dpop", "eddsa", conns, "cpu_us", lambda x, y: x - y))
+        dp50 = median(per_round(res["runs"], "dpop", "eddsa", conns, "p50_ms", lambda x, y: x - y))
+        L.append(f"| {conns} | {b['rps']:,.0f} | {a['rps']:,.0f} | {ratio:.2f}× | {b['cpu_us']:.1f} | {a['cpu_us']:.1f} | "
+                 f"+{dcpu:.1f} µs | +{dp50:.3f} ms |")
+    runs = [r for r in res["runs"] if r["target"] == "dpop"]
+    load = max(r["jti_load"] for r in runs)
+    starved = sum(1 for r in runs if r.get("starved"))
+    L.append("")
+    L.append(f"(+ CPU per proof: the median of the per-round differences in Envoy CPU per request, i.e. one "
+             f"{dp['proof_alg']} verification, the proof's parsing and checks, and the replay-cache write.) "
+             f"Replay cache load at most {load:.2f} live jtis per slot (jtis of runs within a proof's window, over "
+             f"its slots; buckets of 8, two choices: inserts keep succeeding up to about 4 per slot; 0 failed)."
+             + (f" {starved} run(s) used up their pool and ended early." if starved else ""))
+    L.append("")
+    return L
+
+
+def render_etcd(res: dict) -> list[str]:
+    rows = res["etcd"]
+    shared = {(r["round"], r["conns"]): r for r in res["codes"] if r["target"] == "eddsa"}
+    makes = {(m["round"], m["for_conns"]): m for m in res["makes"] if m["target"] == "eddsa"}
+    L = [f"Authorization code issue + redemption, state in shared data (the eddsa Envoy) vs in etcd (Envoy etcd: "
+         f"EdDSA, `store.backend` etcd, one etcd {res['machine'].get('etcd', '?')} member on loopback pinned to the "
+         f"servers' core, no auth, fsync on; same rounds). Codes: `GET /oauth/authorize`, 8 connections; redemption "
+         f"as in the table above. Medians:"]
+    L.append("")
+    L.append("| store | conns | codes/s | Envoy CPU µs/code | redemptions/s | p50 ms | p99 ms | Envoy CPU µs/redemption "
+             "| etcd CPU µs/redemption | etcd requests per code + per redemption |")
+    L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for conns in CONNS:
+        sh = [r for (n, c), r in shared.items() if c == conns and any(e["round"] == n for e in rows)]
+        mk = [m for (n, c), m in makes.items() if c == conns and any(e["round"] == n for e in rows)]
+        ec = [r for r in rows if r["conns"] == conns]
+        if not ec:
+            continue
+        if sh and mk:
+            L.append(f"| shared data | {conns} | {median([m['per_s'] for m in mk]):,.0f} | "
+                     f"{median([m['server_cpu_s'] * 1e6 / m['codes'] for m in mk]):.1f} | "
+                     f"{median([r['rps'] for r in sh]):,.0f} | {median([r['p50_ms'] for r in sh]):.3f} | "
+                     f"{median([r['p99_ms'] for r in sh]):.3f} | {median([r['cpu_us'] for r in sh]):.1f} | – | – |")
+        L.append(f"| etcd | {conns} | {median([r['make']['per_s'] for r in ec]):,.0f} | "
+                 f"{median([r['make']['server_cpu_s'] * 1e6 / r['make']['codes'] for r in ec]):.1f} | "
+                 f"{median([r['rps'] for r in ec]):,.0f} | {median([r['p50_ms'] for r in ec]):.3f} | "
+                 f"{median([r['p99_ms'] for r in ec]):.3f} | {median([r['cpu_us'] for r in ec]):.1f} | "
+                 f"{median([r['etcd_cpu_us'] for r in ec]):.1f} | "
+                 f"{median([r['etcd_rq_per_code'] for r in ec]):.2f} + {median([r['etcd_rq_per_redemption'] for r in ec]):.2f} |")
+    L.append("")
+    cells = []
+    for conns in CONNS:
+        rs = [e["rps"] / shared[(e["round"], conns)]["rps"] for e in rows
+              if e["conns"] == conns and (e["round"], conns) in shared]
+        ms = [e["make"]["per_s"] / makes[(e["round"], conns)]["per_s"] for e in rows
+              if e["conns"] == conns and (e["round"], conns) in makes]
+        dp = [e["p50_ms"] - shared[(e["round"], conns)]["p50_ms"] for e in rows
+              if e["conns"] == conns and (e["round"], conns) in shared]
+        dc = [e["cpu_us"] - shared[(e["round"], conns)]["cpu_us"] for e in rows
+              if e["conns"] == conns and (e["round"], conns) in shared]
+        nrq = median([e["etcd_rq_per_redemption"] for e in rows if e["conns"] == conns])
+        if rs:
+            cells.append(f"{conns} conn{'s' if conns > 1 else ''}: redemptions {median(rs):.2f}×, codes "
+                         f"{median(ms):.2f}×, redemption p50 {median(dp):+.3f} ms"
+                         + (f" ({median(dp) / nrq:.3f} ms per etcd request)" if conns == 1 else "")
+                         + f", Envoy CPU {median(dc):+.0f} µs per redemption ({median(dc) / nrq:.0f} µs "
+                         f"per etcd request)")
+    if cells:
+        L.append("etcd / shared data (median of per-round ratios): " + "; ".join(cells) + ". "
+                 f"A PAR + authorize + token + replayed code took {res['probes']['etcd']['etcd_requests']} etcd "
+                 f"requests at the probe (lease grants included).")
+        L.append("")
+    return L
+
+
 def fmt_bytes(n: float) -> str:
     return f"{n / 2**20:.1f} MiB"
 
@@ -741,10 +1138,12 @@ def render_report(res: dict) -> str:
     L.append("")
     L.append("| target | conns | req/s (median) | min–max | p50 ms | p99 ms | server CPU µs/req |")
     L.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    dp = res["probes"].get("dpop")
     names = {"ceiling": "ceiling (Envoy direct_response + buffer)", "eddsa": "oauth-edge client_credentials EdDSA",
-             "es256": "oauth-edge client_credentials ES256", "peer": "peer: node-oidc-provider ES256"}
+             "es256": "oauth-edge client_credentials ES256", "peer": "peer: node-oidc-provider ES256",
+             "dpop": f"oauth-edge client_credentials EdDSA + DPoP proof ({dp['proof_alg'] if dp else '-'})"}
     for conns in CONNS:
-        for t in ("ceiling", "eddsa", "es256", "peer"):
+        for t in ("ceiling", "eddsa", "es256", "peer", "dpop"):
             x = s.get((t, conns))
             if x:
                 L.append(f"| {names[t]} | {conns} | {x['rps']:,.0f} | {x['rps_min']:,.0f}–{x['rps_max']:,.0f} | "
@@ -759,13 +1158,22 @@ def render_report(res: dict) -> str:
     L.append("")
     L.append("| ratio | 1 conn | 32 conns |")
     L.append("| --- | ---: | ---: |")
-    for a_, b_ in (("eddsa", "ceiling"), ("es256", "ceiling"), ("eddsa", "peer"), ("es256", "peer")):
+    for a_, b_ in (("eddsa", "ceiling"), ("es256", "ceiling"), ("eddsa", "peer"), ("es256", "peer"), ("dpop", "eddsa")):
+        if not any(r["target"] == a_ for r in res["runs"]):
+            continue
         cells = []
         for conns in CONNS:
             md, lo, hi = ratio_range(res["runs"], a_, b_, conns)
             cells.append(f"{md:.2f}× ({lo:.2f}–{hi:.2f})")
         L.append(f"| {a_}/{b_} | {cells[0]} | {cells[1]} |")
     L.append("")
+    if dp:
+        L.extend(render_dpop(res, s))
+    if res.get("etcd"):
+        L.extend(render_etcd(res))
+    for what, why in res.get("skipped", {}).items():
+        L.append(f"Skipped: the {what} runs ({why}).")
+        L.append("")
     if res.get("ladder"):
         L.append("Where Envoy's time goes (32 connections, one run each, same Envoy; CPU of the whole Envoy process "
                  "per request):")
@@ -814,7 +1222,8 @@ def render_report(res: dict) -> str:
                 f"{v['spawn_to_first_answer_s'] * 1000:.0f} ms |")
 
     L.append(vm_row("default (16,384 + 16,384 + 65,536 slots)", vm))
-    L.append(vm_row("bench perf Envoys (16,384 + 131,072 + 262,144)", res["vm_perf"]["eddsa"]))
+    L.append(vm_row("bench perf Envoys (16,384 + 131,072 + 262,144)", res["vm_perf"]["es256"]))
+    L.append(vm_row(f"eddsa Envoy (the same + {JTI_SLOTS:,} jti slots)", res["vm_perf"]["eddsa"]))
     if "memory_codes" in res:
         L.append(vm_row("mem Envoy (16,384 + 131,072 + 65,536)", res["memory_codes"]["vm"]))
     L.append("")

@@ -41,6 +41,7 @@ pub mod random;
 pub mod rar;
 pub mod rate_limit;
 pub mod registry;
+pub mod replay;
 pub mod scope;
 pub mod sealed;
 pub mod store;

@@ -172,6 +172,17 @@ fn a_code_pushed_at_one_replica_is_redeemed_once_at_another() {
         assert_error(&refresh(&mut a, &rt2, at(6)), 400, "invalid_grant");
         // The code replayed at B.
         assert_error(&redeem(&mut b, &code, at(7)), 400, "invalid_grant");
+        // Round trips, once logged in and with leases granted: a redemption reads the code,
+        // consumes it and creates the refresh family; authorizing reads and consumes the
+        // request_uri and creates the code.
+        let r = par(&mut a, at(8));
+        let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+        let before = etcd.borrow().requests;
+        let code = code_of(&authorize(&mut a, &ru, at(8)));
+        assert_eq!(etcd.borrow().requests - before, 3, "authorize");
+        let before = etcd.borrow().requests;
+        assert_eq!(redeem(&mut a, &code, at(9)).status, 200);
+        assert_eq!(etcd.borrow().requests - before, 3, "redemption");
         // Leases drop what expired: codes and request_uris are gone after their lifetimes,
         // the families (24 h) remain.
         let keys = etcd.borrow().keys();

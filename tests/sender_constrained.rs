@@ -882,3 +882,73 @@ fn garbage_assertions_and_proofs_never_panic() {
     assert_error(&r, 400, "invalid_dpop_proof");
     ok(&mut w);
 }
+
+/// No clients, no keys, shared data only: enough for store-level tests.
+struct NoLocal;
+
+impl oauth_edge::flow::Local for NoLocal {
+    fn client(&self, _: &str) -> Option<oauth_edge::flow::Lookup> {
+        None
+    }
+    fn jwks(&self, _: &str, _: bool) -> Option<oauth_edge::flow::JwksLookup> {
+        None
+    }
+    fn remote_prerequisite(
+        &self,
+        _: &oauth_edge::flow::StoreOp,
+    ) -> Option<oauth_edge::flow::StoreOp> {
+        None
+    }
+    fn remote(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn the_replay_cache_holds_several_ids_per_slot_and_catches_every_replay() {
+    use oauth_edge::flow::{Ctx, Journal};
+    use oauth_edge::store::{remember_once, seen, Ring};
+    let ring = Ring {
+        name: "jti",
+        size: 1024,
+        remote: false,
+    };
+    let mut shared = common::SharedData::default();
+    for k in ring.keys() {
+        shared.set(&k, b"", 0).unwrap();
+    }
+    let mut rng = SystemRandom;
+    let mut run = |f: &mut dyn FnMut(&mut Ctx<'_>) -> bool, at: Now| {
+        let mut journal = Journal::default();
+        let mut ctx = Ctx::new(at, &mut rng, &mut journal, &NoLocal).with_store(&mut shared);
+        f(&mut ctx)
+    };
+    // Four times as many live ids as slots: every one fits, every replay is caught.
+    let n = 4 * 1024;
+    let exp = NOW.unix_ms + 60_000;
+    for i in 0..n {
+        let id = format!("jti-{i}");
+        assert!(
+            run(&mut |c| remember_once(c, ring, &id, exp).unwrap(), NOW),
+            "{i}"
+        );
+    }
+    for i in (0..n).step_by(7) {
+        let id = format!("jti-{i}");
+        assert!(
+            !run(&mut |c| remember_once(c, ring, &id, exp).unwrap(), NOW),
+            "replay {i}"
+        );
+        assert!(run(&mut |c| seen(c, ring, &id).unwrap(), NOW));
+    }
+    assert!(!run(&mut |c| seen(c, ring, "never").unwrap(), NOW));
+    // After expiry the same ids are new again, and the space is reused.
+    let later = Now { unix_ms: exp + 1 };
+    for i in 0..n {
+        let id = format!("jti-{i}");
+        assert!(run(
+            &mut |c| remember_once(c, ring, &id, exp + 60_000).unwrap(),
+            later
+        ));
+    }
+}

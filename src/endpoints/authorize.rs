@@ -46,7 +46,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 .strip_prefix(REQUEST_URI_PREFIX)
                 .and_then(Handle::decode)
                 .ok_or_else(|| OAuthError::invalid_request("request_uri is invalid"))?;
-            let Some((rec, _)) = store::peek::<AuthzRequest>(ctx, cfg.rings.request_uris, &h)?
+            let Some((rec, cas)) = store::peek::<AuthzRequest>(ctx, cfg.rings.request_uris, &h)?
             else {
                 return Err(
                     OAuthError::invalid_request("request_uri is invalid or expired").into(),
@@ -61,12 +61,13 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 )
                 .into());
             }
-            Some((h, rec.data))
+            let data = rec.data.clone();
+            Some((h, data, (rec, cas)))
         }
         None => None,
     };
     let (handle, authz) = match pushed {
-        Some((h, a)) => (Some(h), a),
+        Some((h, a, read)) => (Some((h, read)), a),
         None => {
             if cfg.require_par || client.require_par {
                 return Err(OAuthError::invalid_request(
@@ -101,8 +102,14 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         };
     };
 
-    if let Some(h) = &handle {
-        match store::consume::<AuthzRequest>(ctx, cfg.rings.request_uris, h, Clone::clone)? {
+    if let Some((h, read)) = handle {
+        match store::consume_read::<AuthzRequest>(
+            ctx,
+            cfg.rings.request_uris,
+            &h,
+            Some(read),
+            Clone::clone,
+        )? {
             Consumed::Fresh(_) => {}
             _ => return Err(OAuthError::invalid_request("request_uri was already used").into()),
         }

@@ -49,9 +49,10 @@ pub fn handle(
         .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
     let invalid = || OAuthError::invalid_grant("authorization code is invalid, expired or used");
     let h = Handle::decode(code).ok_or_else(invalid)?;
-    let Some((rec, _)) = store::peek::<CodeData>(ctx, cfg.rings.codes, &h)? else {
+    let Some((rec, cas)) = store::peek::<CodeData>(ctx, cfg.rings.codes, &h)? else {
         return Err(invalid().into());
     };
+    let read = (rec.clone(), cas);
     let used = rec.is_used();
     let data = rec.data;
     if data.req.client_id != client.client_id {
@@ -102,18 +103,19 @@ pub fn handle(
     } else {
         None
     };
-    let data = match store::consume::<CodeData>(ctx, cfg.rings.codes, &h, |d| CodeData {
-        family: fam.clone(),
-        ..d.clone()
-    })? {
-        Consumed::Fresh(d) => d,
-        Consumed::Replayed(d) => {
-            // Lost the race to a concurrent redemption (or a replay): revoke what it issued.
-            refresh_token::revoke_family(engine, ctx, d.family.as_deref())?;
-            return Err(invalid().into());
-        }
-        Consumed::Invalid => return Err(invalid().into()),
-    };
+    let data =
+        match store::consume_read::<CodeData>(ctx, cfg.rings.codes, &h, Some(read), |d| CodeData {
+            family: fam.clone(),
+            ..d.clone()
+        })? {
+            Consumed::Fresh(d) => d,
+            Consumed::Replayed(d) => {
+                // Lost the race to a concurrent redemption (or a replay): revoke what it issued.
+                refresh_token::revoke_family(engine, ctx, d.family.as_deref())?;
+                return Err(invalid().into());
+            }
+            Consumed::Invalid => return Err(invalid().into()),
+        };
     let refresh = match fam {
         Some(fam) => Some(refresh_token::start_family(
             engine,

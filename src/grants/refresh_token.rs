@@ -247,7 +247,7 @@ pub fn start_family(
         rotated_at: now_ms,
         cid: client.client_id.clone(),
     };
-    let _existing = store::find_or_insert_keyed(ctx, cfg.rings.families, &fam, ttl_ms, &fd)?;
+    store::insert_new_keyed(ctx, cfg.rings.families, &fam, ttl_ms, &fd)?;
     Ok(RefreshClaims {
         fam,
         gen: 0,

@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""DPoP proofs (RFC 9449 §4.2) for `make bench`, one a line, each with its own `jti`.
+
+    .venv/bin/python bench/proofs.py --htu URL --count N --out FILE [--alg ES256|EdDSA] [--key FILE]
+
+One key signs them all (a client keeps its key; the filter's replay cache is per key and jti):
+header {"typ":"dpop+jwt","alg":ALG,"jwk":<public key>}, claims {"jti","htm":"POST","htu","iat"}.
+`iat` is the time of generation, so the proofs must be used within the filter's
+`dpop.proof_lifetime` (+ `clock_skew`). With --key the private key is kept in (or read from) a
+PEM file, so successive pools share one key. Run with the project's virtualenv
+(`cryptography`); bench.py itself stays standard-library only.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+
+def b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def load_or_make_key(alg: str, path: Path | None):
+    if path is not None and path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1()) if alg == "ES256" else ed25519.Ed25519PrivateKey.generate()
+        if path is not None:
+            path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+            os.chmod(path, 0o600)
+    if alg == "ES256" and not isinstance(key, ec.EllipticCurvePrivateKey):
+        sys.exit(f"{path}: not an EC key")
+    if alg == "EdDSA" and not isinstance(key, ed25519.Ed25519PrivateKey):
+        sys.exit(f"{path}: not an Ed25519 key")
+    return key
+
+
+def public_jwk(alg: str, key) -> dict:
+    if alg == "ES256":
+        n = key.public_key().public_numbers()
+        return {"kty": "EC", "crv": "P-256", "x": b64(n.x.to_bytes(32, "big")), "y": b64(n.y.to_bytes(32, "big"))}
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--htu", required=True, help="the token endpoint URL, as the metadata's token_endpoint")
+    ap.add_argument("--htm", default="POST")
+    ap.add_argument("--count", type=int, required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--alg", choices=("ES256", "EdDSA"), default="ES256")
+    ap.add_argument("--key", help="PEM file of the private key (made if missing)")
+    a = ap.parse_args()
+
+    key = load_or_make_key(a.alg, Path(a.key) if a.key else None)
+    header = b64(json.dumps({"typ": "dpop+jwt", "alg": a.alg, "jwk": public_jwk(a.alg, key)},
+                            separators=(",", ":")).encode())
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    iat = int(time.time())
+    # Unique across pools too: a random prefix per run, then a counter.
+    prefix = b64(os.urandom(9))
+    claims_fmt = '{"jti":"%s-%d","htm":' + json.dumps(a.htm) + ',"htu":' + json.dumps(a.htu) + ',"iat":%d}'
+    t0 = time.time()
+    with open(a.out, "w") as f:
+        for i in range(a.count):
+            signing_input = header + "." + b64((claims_fmt % (prefix, i, iat)).encode())
+            data = signing_input.encode()
+            if a.alg == "ES256":
+                r, s = decode_dss_signature(key.sign(data, ecdsa))
+                sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+            else:
+                sig = key.sign(data)
+            f.write(signing_input + "." + b64(sig) + "\n")
+    print(json.dumps({"count": a.count, "iat": iat, "alg": a.alg, "elapsed_s": time.time() - t0}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
