@@ -136,10 +136,6 @@ impl Engine {
         let r = &self.config.rings;
         let c = &self.config;
         let mut out = vec![r.request_uris, r.codes, r.families, r.jtis, r.revoked];
-        if c.etcd.is_some() {
-            // The state lives in etcd: no ring keys to create here.
-            out.clear();
-        }
         let l = &c.rate_limits;
         if l.per_client.is_some()
             || l.per_address.is_some()
@@ -151,6 +147,8 @@ impl Engine {
         if c.device.is_some() {
             out.push(r.devices);
         }
+        // Rings in etcd have no keys to create here (their keys are made on demand there).
+        out.retain(|ring| !ring.remote);
         out
     }
 

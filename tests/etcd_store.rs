@@ -43,6 +43,7 @@ fn replicas(auth: bool) -> (Replica, Replica, Rc<RefCell<FakeEtcd>>) {
         "issuer": ISS,
         "signing_keys": [key],
         "store": {"backend": "etcd", "etcd": etcd_cfg, "rate_limit_slots": 16},
+        "device": {"interval": "1s"},
         "clients": [
             {"client_id": "web", "client_secret": hash_secret("w"),
              "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
@@ -57,7 +58,9 @@ fn replicas(auth: bool) -> (Replica, Replica, Rc<RefCell<FakeEtcd>>) {
         Replica { e, h }
     };
     let (a, b) = (make(), make());
-    assert_eq!(a.h.shared.len(), 0, "no ring keys in shared data with etcd");
+    // Only the (local) rate-limit ring has keys in shared data; no remote ring is created here.
+    assert!(a.e.rings().iter().all(|r| !r.remote));
+    assert_eq!(a.h.shared.len(), 16);
     (a, b, etcd)
 }
 

@@ -27,6 +27,12 @@ import requests
 from conftest import EnvoyInstance, _finish_envoy, _start_envoy, ac_plugin_config, free_port
 from helpers import (
     RP_CLIENT,
+    TV_CLIENT,
+    client_metadata,
+    device_decide,
+    device_lookup,
+    poll_device,
+    start_device,
     ClientKey,
     assert_oauth_error,
     basic_auth,
@@ -171,14 +177,16 @@ def etcd_replicas(etcd_cluster: EtcdCluster, keys, login_service, registry, back
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyInstance, EnvoyInstance]]:
     store = {"backend": "etcd", "etcd": {"cluster": "etcd", "prefix": PREFIX, "timeout": "1s",
                                          "username": USER, "password": PASSWORD}}
-    cfg = ac_plugin_config(login_service, store=store)
+    cfg = ac_plugin_config(login_service, store=store, device={"interval": "1s"})
+    cfg["clients"].append(client_metadata(TV_CLIENT))
     started: list[EnvoyInstance] = []
     try:
         for name in ("etcd-replica-a", "etcd-replica-b"):
             started.append(_start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=cfg,
                                         signing_keys=[keys.ed25519], registry_port=registry.port,
                                         backend_port=backend.port,
-                                        extra_http_filters=[login_service.jwt_authn_filter()],
+                                        extra_http_filters=[login_service.jwt_authn_filter(
+                                            extra_paths=["/oauth/device"])],
                                         edit_config=_add_etcd_cluster(etcd_cluster.members)))
         yield started[0], started[1]
     finally:
@@ -235,6 +243,22 @@ def test_a_dpop_proof_used_at_a_is_refused_at_b(etcd_replicas):
     r = post_form(b.token_url, form, dpop=proof, basic=DEMO_CLIENT)
     assert_oauth_error(r, 400, "invalid_dpop_proof")
     assert "used before" in r.json()["error_description"]
+
+
+def test_a_device_code_made_at_a_is_approved_at_b_and_polled_at_a_rfc8628(etcd_replicas, login_service):
+    a, b = etcd_replicas
+    d = start_device(a, TV_CLIENT, "read")
+    assert_oauth_error(poll_device(b, d["device_code"], TV_CLIENT), 400, "authorization_pending")
+    login = login_service.sign("ivan")
+    r = device_lookup(b, d["user_code"], login)
+    assert r.status_code == 200 and r.json()["client_id"] == TV_CLIENT.client_id, r.text
+    r = device_decide(b, d["user_code"], "approve", login)
+    assert r.status_code == 200 and r.json() == {"status": "approved"}, r.text
+    time.sleep(1.1)
+    r = poll_device(a, d["device_code"], TV_CLIENT)
+    assert r.status_code == 200, r.text
+    # Tokens once: the second poll, at the other replica, is refused.
+    assert_oauth_error(poll_device(b, d["device_code"], TV_CLIENT), 400, "invalid_grant")
 
 
 def test_records_live_under_the_prefix_and_expire_with_leases(etcd_replicas, etcd_cluster, login_service):
