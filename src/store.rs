@@ -73,8 +73,10 @@ impl Ring {
     }
 
     /// Every key of the ring, for the adapter to create at start (so each has a version to CAS on).
+    /// None for a remote ring: its keys are created on demand in the remote store.
     pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
-        (0..self.size).map(|i| self.key(i))
+        let n = if self.remote { 0 } else { self.size };
+        (0..n).map(|i| self.key(i))
     }
 }
 
