@@ -45,11 +45,20 @@ struct Claims {
     nbf: Option<serde_json::Number>,
 }
 
-/// The client an assertion claims to be (`sub`, falling back to `iss`), read before the
-/// signature is checked: only to find whose keys to check it with.
-pub fn claimed_client_id(assertion: &str) -> Option<String> {
+/// A JWT's payload, read before its signature is checked: only to find whose keys to check it
+/// with (never trusted for anything else).
+fn unverified<T: serde::de::DeserializeOwned>(token: &str) -> Option<T> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
     use base64::Engine as _;
+    if token.len() > crate::jws::MAX_JWS_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    serde_json::from_slice(&B64.decode(payload).ok()?).ok()
+}
+
+/// The client an assertion claims to be (`sub`, falling back to `iss`).
+pub fn claimed_client_id(assertion: &str) -> Option<String> {
     #[derive(Deserialize)]
     struct Who {
         #[serde(default)]
@@ -57,30 +66,17 @@ pub fn claimed_client_id(assertion: &str) -> Option<String> {
         #[serde(default)]
         iss: Option<String>,
     }
-    if assertion.len() > crate::jws::MAX_JWS_LEN {
-        return None;
-    }
-    let payload = assertion.split('.').nth(1)?;
-    let bytes = B64.decode(payload).ok()?;
-    let who: Who = serde_json::from_slice(&bytes).ok()?;
+    let who: Who = unverified(assertion)?;
     who.sub.or(who.iss)
 }
 
-/// A JWT's `iss`, read before its signature is checked: only to pick the issuer whose keys
-/// to check it with.
+/// A JWT's `iss`: which trusted issuer's keys to check it with.
 pub fn claimed_issuer(token: &str) -> Option<String> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-    use base64::Engine as _;
     #[derive(Deserialize)]
     struct Iss {
         iss: String,
     }
-    if token.len() > crate::jws::MAX_JWS_LEN {
-        return None;
-    }
-    let payload = token.split('.').nth(1)?;
-    let bytes = B64.decode(payload).ok()?;
-    serde_json::from_slice::<Iss>(&bytes).ok().map(|i| i.iss)
+    unverified::<Iss>(token).map(|i| i.iss)
 }
 
 fn failed(why: &'static str) -> OAuthError {

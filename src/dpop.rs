@@ -46,6 +46,26 @@ pub struct Proof {
     pub alg: &'static str,
 }
 
+/// A grant bound to a key (`bound`: its thumbprint, if any) needs a proof by that key: none is
+/// `invalid_dpop_proof`, another key `invalid_grant` (the grant is not usable with it). The
+/// descriptions name `what` is bound ("code", "refresh token").
+pub fn require_key(
+    bound: Option<&str>,
+    proof: Option<&Proof>,
+    what: &'static str,
+) -> Result<(), OAuthError> {
+    match (bound, proof) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(OAuthError::invalid_dpop_proof(format!(
+            "this {what} needs a DPoP proof"
+        ))),
+        (Some(jkt), Some(p)) if p.jkt != jkt => Err(OAuthError::invalid_grant(format!(
+            "the DPoP key does not match the one the {what} is bound to"
+        ))),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
 /// Longest `jti` accepted (the RFC asks for 96 random bits; UUIDs and base64 fit easily).
 const MAX_JTI: usize = 256;
 

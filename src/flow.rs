@@ -138,25 +138,7 @@ pub enum Need {
 }
 
 /// A call for the adapter to dispatch as it is.
-#[derive(Clone, PartialEq, Eq)]
-pub struct HttpCall {
-    pub cluster: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub timeout_ms: u64,
-}
-
-// The body may hold credentials: never printed.
-impl std::fmt::Debug for HttpCall {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "HttpCall({}, {} body bytes)",
-            self.cluster,
-            self.body.len()
-        )
-    }
-}
+pub type HttpCall = crate::http::Call;
 
 /// What a dispatched call came back with (`status` `None`: reset, timeout or no answer).
 #[derive(Debug, Clone)]

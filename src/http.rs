@@ -70,3 +70,37 @@ impl Headers {
         Ok(first)
     }
 }
+
+/// A call for the adapter to dispatch to an Envoy cluster (`dispatch_http_call`): the registry,
+/// a jwks_uri, etcd, the password grant's credential service.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Call {
+    pub cluster: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub timeout: std::time::Duration,
+    pub body: Option<Vec<u8>>,
+}
+
+impl Call {
+    pub fn with_body(mut self, body: Vec<u8>) -> Call {
+        self.body = Some(body);
+        self
+    }
+}
+
+// A body may hold credentials (the password grant, etcd's login): never printed.
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self
+            .headers
+            .iter()
+            .find(|(k, _)| *k == ":path")
+            .map_or("", |(_, v)| v.as_str());
+        write!(
+            f,
+            "Call({} {path}, {} body bytes)",
+            self.cluster,
+            self.body.as_ref().map_or(0, Vec::len)
+        )
+    }
+}

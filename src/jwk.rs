@@ -62,30 +62,40 @@ impl PublicJwk {
 
     /// Reads one public JWK. `use`, if present, must be `sig`.
     pub fn parse(v: &Value) -> Result<PublicJwk, &'static str> {
+        Self::read(v).map_err(|e| match e {
+            Refusal::Unsupported(why) | Refusal::Broken(why) => why,
+        })
+    }
+
+    fn read(v: &Value) -> Result<PublicJwk, Refusal> {
         let o = v.as_object().ok_or("a JWK must be a JSON object")?;
         if PRIVATE_MEMBERS.iter().any(|m| o.contains_key(*m)) {
-            return Err("the JWK holds private key material");
+            return Err("the JWK holds private key material".into());
         }
         let kid = match o.get("kid") {
             None => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err("kid must be a string"),
+            Some(_) => return Err("kid must be a string".into()),
         };
         if let Some(u) = o.get("use") {
             if u.as_str() != Some("sig") {
-                return Err("use must be sig");
+                return Err("use must be sig".into());
             }
         }
         let alg = match o.get("alg") {
             None => None,
-            Some(Value::String(s)) => Some(crate::jws::verify_alg(s).ok_or("unsupported alg")?.0),
-            Some(_) => return Err("alg must be a string"),
+            Some(Value::String(s)) => Some(
+                crate::jws::verify_alg(s)
+                    .ok_or(Refusal::Unsupported("unsupported alg"))?
+                    .0,
+            ),
+            Some(_) => return Err("alg must be a string".into()),
         };
         let kty = str_member(o, "kty")?.ok_or("kty is required")?;
         let (key, thumbprint_json) = match kty {
             "OKP" => {
                 if str_member(o, "crv")? != Some("Ed25519") {
-                    return Err("unsupported OKP curve");
+                    return Err(Refusal::Unsupported("unsupported OKP curve"));
                 }
                 let x = bytes_member(o, "x")?;
                 let x: [u8; 32] = x.try_into().map_err(|_| "x must be 32 bytes")?;
@@ -98,12 +108,12 @@ impl PublicJwk {
             }
             "EC" => {
                 if str_member(o, "crv")? != Some("P-256") {
-                    return Err("unsupported EC curve");
+                    return Err(Refusal::Unsupported("unsupported EC curve"));
                 }
                 let x = bytes_member(o, "x")?;
                 let y = bytes_member(o, "y")?;
                 if x.len() != 32 || y.len() != 32 {
-                    return Err("x and y must be 32 bytes");
+                    return Err("x and y must be 32 bytes".into());
                 }
                 let mut sec1 = Vec::with_capacity(65);
                 sec1.push(4u8);
@@ -125,11 +135,11 @@ impl PublicJwk {
                 let e = bytes_member(o, "e")?;
                 // RFC 7518 §6.3.1: minimal big-endian octets, no leading zero.
                 if n.first() == Some(&0) || e.first() == Some(&0) || e.is_empty() || e.len() > 4 {
-                    return Err("n or e is not a minimal unsigned integer");
+                    return Err("n or e is not a minimal unsigned integer".into());
                 }
                 let bits = n.len() * 8;
                 if !(2048..=MAX_RSA_BITS).contains(&bits) {
-                    return Err("RSA keys must have 2048 to 4096 bits");
+                    return Err("RSA keys must have 2048 to 4096 bits".into());
                 }
                 let pk = rsa::PublicKey::new(
                     rsa::BoxedUint::from_be_slice_vartime(&n),
@@ -145,7 +155,7 @@ impl PublicJwk {
                     ),
                 )
             }
-            _ => return Err("unsupported kty"),
+            _ => return Err(Refusal::Unsupported("unsupported kty")),
         };
         let thumbprint = B64.encode(Sha256::digest(thumbprint_json.as_bytes()));
         let jwk = PublicJwk {
@@ -156,10 +166,23 @@ impl PublicJwk {
         };
         if let Some(a) = alg {
             if !jwk.fits(a) {
-                return Err("alg does not fit the key type");
+                return Err("alg does not fit the key type".into());
             }
         }
         Ok(jwk)
+    }
+}
+
+/// Why a JWK was not read: a kind of key this server does not verify (a JWK Set may hold such
+/// keys, and they are skipped), or a broken or private key (which refuses the whole set).
+enum Refusal {
+    Unsupported(&'static str),
+    Broken(&'static str),
+}
+
+impl From<&'static str> for Refusal {
+    fn from(why: &'static str) -> Self {
+        Refusal::Broken(why)
     }
 }
 
@@ -202,12 +225,10 @@ impl JwkSet {
             if k.get("use").and_then(Value::as_str) == Some("enc") {
                 continue;
             }
-            match PublicJwk::parse(k) {
+            match PublicJwk::read(k) {
                 Ok(j) => out.push(j),
-                Err(e @ "the JWK holds private key material") => return Err(e),
-                Err("unsupported kty" | "unsupported OKP curve" | "unsupported EC curve")
-                | Err("unsupported alg") => continue,
-                Err(e) => return Err(e),
+                Err(Refusal::Unsupported(_)) => continue,
+                Err(Refusal::Broken(why)) => return Err(why),
             }
         }
         Ok(JwkSet { keys: out })

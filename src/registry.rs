@@ -23,21 +23,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-/// The call the adapter dispatches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Call {
-    pub cluster: String,
-    pub headers: Vec<(&'static str, String)>,
-    pub timeout: Duration,
-    pub body: Option<Vec<u8>>,
-}
-
-impl Call {
-    pub fn with_body(mut self, body: Vec<u8>) -> Call {
-        self.body = Some(body);
-        self
-    }
-}
+pub use crate::http::Call;
 
 pub fn call(cfg: &RegistryConfig, client_id: &str) -> Call {
     let path = format!(

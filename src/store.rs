@@ -193,46 +193,36 @@ pub fn allocate<T: Serialize>(
     let mut secret = [0u8; 16];
     ctx.random(&mut secret)?;
     let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
+    // The record does not depend on the slot: encoded once.
+    let rec = Record {
+        h: Handle { slot: 0, secret }.secret_hash(),
+        exp,
+        used: false,
+        data,
+    };
+    let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
     for i in 0..ring.probes() {
         let slot = probe(seed, i, ring.size);
         let key = ring.key(slot);
-        if ring.remote {
+        let cas = if ring.remote {
             // Keys are created on demand and dropped by their lease: create-only, no read.
-            let handle = Handle { slot, secret };
-            let rec = Record {
-                h: handle.secret_hash(),
-                exp,
-                used: false,
-                data,
-            };
-            let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-            match ctx.cas(&key, bytes, crate::flow::ABSENT, exp)? {
-                StoreResult::Written => return Ok(handle),
-                StoreResult::Conflict => continue,
-                _ => return Err(unavailable()),
-            }
-        }
-        match ctx.get(&key)? {
-            StoreResult::Value { value, cas } => {
+            crate::flow::ABSENT
+        } else {
+            match ctx.get(&key)? {
                 // cas 0: the key was never created, and a write with cas 0 would be
                 // unconditional (it could overwrite a racing writer): skip it.
-                if cas == 0 || !reusable(value.as_deref(), ctx.now.unix_ms) {
-                    continue;
+                StoreResult::Value { value, cas } => {
+                    if cas == 0 || !reusable(value.as_deref(), ctx.now.unix_ms) {
+                        continue;
+                    }
+                    cas
                 }
-                let handle = Handle { slot, secret };
-                let rec = Record {
-                    h: handle.secret_hash(),
-                    exp,
-                    used: false,
-                    data,
-                };
-                let bytes = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
-                match ctx.cas(&key, bytes, cas, exp)? {
-                    StoreResult::Written => return Ok(handle),
-                    StoreResult::Conflict => continue,
-                    _ => return Err(unavailable()),
-                }
+                _ => return Err(unavailable()),
             }
+        };
+        match ctx.cas(&key, bytes.clone(), cas, exp)? {
+            StoreResult::Written => return Ok(Handle { slot, secret }),
+            StoreResult::Conflict => continue,
             _ => return Err(unavailable()),
         }
     }

@@ -503,7 +503,7 @@ fn password_grant_is_opt_in_checked_upstream_and_throttled() {
     let e = engine(json!({}));
     let mut h = host(&e);
     h.http = Box::new(|call: &HttpCall| {
-        let v: Value = serde_json::from_slice(&call.body).unwrap();
+        let v: Value = serde_json::from_slice(call.body.as_deref().unwrap()).unwrap();
         assert_eq!(call.cluster, "users");
         if v["username"] == "alice" && v["password"] == "correct horse" {
             HttpAnswer {

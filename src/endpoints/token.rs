@@ -24,7 +24,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     // Decide the grant before authenticating, so an unknown grant is unsupported_grant_type
     // whatever the credentials (RFC 6749 §5.2 order of checks is not fixed; this one leaks nothing).
-    if !grants::supported(&engine.config).contains(&grant_type) {
+    if !grants::enabled(&engine.config, grant_type) {
         return Err(OAuthError::unsupported_grant_type("grant_type is not supported").into());
     }
     let cfg = &engine.config;

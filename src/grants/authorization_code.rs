@@ -78,23 +78,7 @@ pub fn handle(
         data.req.code_challenge.as_deref(),
     )?;
     // RFC 9449 §10: a code bound to a key (dpop_jkt, or a proof at PAR) needs a proof by it.
-    if let Some(jkt) = &data.req.dpop_jkt {
-        match proof {
-            None => {
-                return Err(OAuthError::invalid_dpop_proof(
-                    "this authorization code needs a DPoP proof",
-                )
-                .into())
-            }
-            Some(p) if p.jkt != *jkt => {
-                return Err(OAuthError::invalid_grant(
-                    "the DPoP key does not match the one the code is bound to",
-                )
-                .into())
-            }
-            Some(_) => {}
-        }
-    }
+    crate::dpop::require_key(data.req.dpop_jkt.as_deref(), proof, "authorization code")?;
 
     // The refresh family id is drawn before the code is consumed so the used code can name it:
     // a later replay of the code then revokes the family (even if it wins the race to write it).

@@ -17,18 +17,29 @@ pub const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const PASSWORD: &str = "password";
 
-/// The grants this configuration answers, as advertised in the metadata: the device flow,
-/// token exchange and the password grant only when configured.
+/// Whether this configuration answers `grant_type` (checked on every token request: no
+/// allocation). The device flow, token exchange and the password grant only when configured.
+pub fn enabled(cfg: &crate::config::Config, grant_type: &str) -> bool {
+    match grant_type {
+        AUTHORIZATION_CODE | CLIENT_CREDENTIALS | REFRESH_TOKEN => true,
+        DEVICE_CODE => cfg.device.is_some(),
+        TOKEN_EXCHANGE => cfg.token_exchange.is_some(),
+        PASSWORD => cfg.password_grant.is_some(),
+        _ => false,
+    }
+}
+
+/// The grants this configuration answers, as advertised in the metadata.
 pub fn supported(cfg: &crate::config::Config) -> Vec<&'static str> {
-    let mut g = vec![AUTHORIZATION_CODE, CLIENT_CREDENTIALS, REFRESH_TOKEN];
-    if cfg.device.is_some() {
-        g.push(DEVICE_CODE);
-    }
-    if cfg.token_exchange.is_some() {
-        g.push(TOKEN_EXCHANGE);
-    }
-    if cfg.password_grant.is_some() {
-        g.push(PASSWORD);
-    }
-    g
+    [
+        AUTHORIZATION_CODE,
+        CLIENT_CREDENTIALS,
+        REFRESH_TOKEN,
+        DEVICE_CODE,
+        TOKEN_EXCHANGE,
+        PASSWORD,
+    ]
+    .into_iter()
+    .filter(|g| enabled(cfg, g))
+    .collect()
 }

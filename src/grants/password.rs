@@ -73,14 +73,14 @@ pub fn handle(
     let answer = ctx.http(HttpCall {
         cluster: pw.cluster.clone(),
         headers: vec![
-            (":method".into(), "POST".into()),
-            (":path".into(), pw.path.clone()),
-            (":authority".into(), pw.authority.clone()),
-            ("content-type".into(), "application/json".into()),
-            ("user-agent".into(), "oauth-edge".into()),
+            (":method", "POST".into()),
+            (":path", pw.path.clone()),
+            (":authority", pw.authority.clone()),
+            ("content-type", "application/json".into()),
+            ("user-agent", "oauth-edge".into()),
         ],
-        body,
-        timeout_ms: crate::duration::millis(pw.timeout),
+        timeout: pw.timeout,
+        body: Some(body),
     })?;
     #[derive(Deserialize)]
     struct Verdict {

@@ -75,22 +75,7 @@ pub fn handle(
         }
     };
     // RFC 9449 §5: a bound refresh token needs a proof by the same key.
-    if let Some(jkt) = &claims.jkt {
-        match proof {
-            None => {
-                return Err(
-                    OAuthError::invalid_dpop_proof("this refresh token needs a DPoP proof").into(),
-                )
-            }
-            Some(p) if p.jkt != *jkt => {
-                return Err(OAuthError::invalid_grant(
-                    "the DPoP key does not match the one the refresh token is bound to",
-                )
-                .into())
-            }
-            Some(_) => {}
-        }
-    }
+    crate::dpop::require_key(claims.jkt.as_deref(), proof, "refresh token")?;
     let next = rotate(engine, client, claims, ctx)?;
     issue_rotated(engine, client, next, scope, proof, ctx)
 }

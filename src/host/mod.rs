@@ -20,6 +20,7 @@ use crate::engine::{Endpoint, Engine, HeadAction, Pending, Step};
 use crate::flow::{Answer, Lookup, Need, Now, Request, StoreOp, StoreResult, SyncStore};
 use crate::http::{Headers, Response};
 use crate::random::SystemRandom;
+use crate::registry::Call;
 
 use metrics::Metrics;
 
@@ -167,82 +168,8 @@ impl Context for Stream {
         } else {
             Vec::new()
         };
-        let client_id = match waiting {
-            Waiting::Client(id) => id,
-            Waiting::Store(op) => {
-                let result = engine.store_answer(&op, status, &body, now());
-                if result == StoreResult::Failed {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "oauth-edge[{}]: etcd operation failed (status {status:?})",
-                            self.id
-                        ),
-                    );
-                }
-                let step = engine.resume_with(
-                    pending,
-                    Answer::Store(result),
-                    &mut SystemRandom,
-                    Some(&mut SharedData),
-                );
-                self.drive(&engine, step);
-                return;
-            }
-            Waiting::Http => {
-                let answer = crate::flow::HttpAnswer { status, body };
-                let step = engine.resume_with(
-                    pending,
-                    Answer::Http(answer),
-                    &mut SystemRandom,
-                    Some(&mut SharedData),
-                );
-                self.drive(&engine, step);
-                return;
-            }
-            Waiting::Jwks(url) => {
-                let lookup = engine.jwks_from_fetch(&url, status, &body, now());
-                if let crate::flow::JwksLookup::Unavailable(why) = &lookup {
-                    log(
-                        LogLevel::Warn,
-                        &format!("oauth-edge[{}]: jwks_uri fetch failed: {why}", self.id),
-                    );
-                }
-                let step = engine.resume_with(
-                    pending,
-                    Answer::Jwks(lookup),
-                    &mut SystemRandom,
-                    Some(&mut SharedData),
-                );
-                self.drive(&engine, step);
-                return;
-            }
-        };
-        let (lookup, write) = engine.client_from_registry(&client_id, status, &body, now());
-        if let Lookup::Unavailable(why) = &lookup {
-            log(
-                LogLevel::Warn,
-                &format!("oauth-edge[{}]: registry lookup failed: {why}", self.id),
-            );
-        }
-        if let Some(w) = write {
-            // cas 0: unconditional; the value carries its own expiry.
-            if let Err(e) = hostcalls::set_shared_data(&w.key, Some(&w.value), None) {
-                log(
-                    LogLevel::Warn,
-                    &format!(
-                        "oauth-edge[{}]: cannot cache the registry answer: {e:?}",
-                        self.id
-                    ),
-                );
-            }
-        }
-        let step = engine.resume_with(
-            pending,
-            Answer::Client(lookup),
-            &mut SystemRandom,
-            Some(&mut SharedData),
-        );
+        let answer = self.answer(&engine, waiting, status, &body);
+        let step = resume(&engine, pending, answer);
         self.drive(&engine, step);
     }
 }
@@ -373,204 +300,156 @@ impl Stream {
         self.drive(engine, step);
     }
 
-    /// Runs the core's steps until it answers or waits for the registry.
+    /// Runs the core's steps until it answers or waits for a dispatched call.
     fn drive(&mut self, engine: &Rc<Engine>, mut step: Step) {
         loop {
-            match step {
+            let (need, p) = match step {
                 Step::Done(r) => {
                     self.respond(engine, r);
                     return;
                 }
-                Step::Need(Need::Store(op), p) => {
-                    let Some(call) = engine.store_call(&op, now()) else {
-                        // Shared data answers inline; kept so a Need is always answered.
-                        let answer = SharedData.run(&op);
-                        step = engine.resume_with(
-                            p,
-                            Answer::Store(answer),
-                            &mut SystemRandom,
-                            Some(&mut SharedData),
-                        );
-                        continue;
-                    };
-                    let headers: Vec<(&str, &str)> =
-                        call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    match hostcalls::dispatch_http_call(
-                        &call.cluster,
-                        headers,
-                        call.body.as_deref(),
-                        vec![],
-                        call.timeout,
-                    ) {
-                        Ok(_token) => {
-                            self.pending = Some((p, Waiting::Store(op)));
-                            return;
-                        }
-                        Err(e) => {
-                            log(
-                                LogLevel::Error,
-                                &format!(
-                                    "oauth-edge[{}]: cannot call the etcd cluster {:?}: {e:?}",
-                                    self.id, call.cluster
-                                ),
-                            );
-                            step = engine.resume_with(
-                                p,
-                                Answer::Store(StoreResult::Failed),
-                                &mut SystemRandom,
-                                Some(&mut SharedData),
-                            );
-                        }
+                Step::Need(need, p) => (need, p),
+            };
+            let (call, waiting) = match self.outgoing(engine, need) {
+                Ok(out) => out,
+                Err(answer) => {
+                    step = resume(engine, p, answer);
+                    continue;
+                }
+            };
+            let headers: Vec<(&str, &str)> =
+                call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            match hostcalls::dispatch_http_call(
+                &call.cluster,
+                headers,
+                call.body.as_deref(),
+                vec![],
+                call.timeout,
+            ) {
+                Ok(_token) => {
+                    self.pending = Some((p, waiting));
+                    return;
+                }
+                Err(e) => {
+                    log(
+                        LogLevel::Error,
+                        &format!(
+                            "oauth-edge[{}]: cannot call the cluster {:?}: {e:?}",
+                            self.id, call.cluster
+                        ),
+                    );
+                    // As if the call had been reset.
+                    let answer = self.answer(engine, waiting, None, &[]);
+                    step = resume(engine, p, answer);
+                }
+            }
+        }
+    }
+
+    /// The call a need takes, or its answer when none is needed (shared data, caches, a call
+    /// that cannot be made).
+    fn outgoing(&self, engine: &Rc<Engine>, need: Need) -> Result<(Call, Waiting), Answer> {
+        match need {
+            Need::Store(op) => match engine.store_call(&op, now()) {
+                Some(call) => Ok((call, Waiting::Store(op))),
+                // Shared data answers inline; kept so a Need is always answered.
+                None => Err(Answer::Store(SharedData.run(&op))),
+            },
+            Need::Http(call) => Ok((call, Waiting::Http)),
+            Need::Jwks(url) => match engine.jwks_call(&url) {
+                Ok(call) => Ok((call, Waiting::Jwks(url))),
+                Err(lookup) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "oauth-edge[{}]: cannot fetch a jwks_uri: {lookup:?}",
+                            self.id
+                        ),
+                    );
+                    Err(Answer::Jwks(lookup))
+                }
+            },
+            Need::Client(client_id) => {
+                let key = crate::registry::shared_key(&client_id);
+                if let Ok((Some(entry), _)) = hostcalls::get_shared_data(&key) {
+                    if let Some(lookup) = engine.client_from_shared(&client_id, &entry, now()) {
+                        return Err(Answer::Client(lookup));
                     }
                 }
-                Step::Need(Need::Http(call), p) => {
-                    let headers: Vec<(&str, &str)> = call
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .collect();
-                    let timeout = std::time::Duration::from_millis(call.timeout_ms);
-                    match hostcalls::dispatch_http_call(
-                        &call.cluster,
-                        headers,
-                        Some(&call.body),
-                        vec![],
-                        timeout,
-                    ) {
-                        Ok(_token) => {
-                            self.pending = Some((p, Waiting::Http));
-                            return;
+                match engine.registry_call(&client_id) {
+                    Some(call) => {
+                        if let Some(m) = &self.metrics {
+                            m.registry_call();
                         }
-                        Err(e) => {
-                            log(
-                                LogLevel::Error,
-                                &format!(
-                                    "oauth-edge[{}]: cannot call the cluster {:?}: {e:?}",
-                                    self.id, call.cluster
-                                ),
-                            );
-                            let answer = crate::flow::HttpAnswer {
-                                status: None,
-                                body: Vec::new(),
-                            };
-                            step = engine.resume_with(
-                                p,
-                                Answer::Http(answer),
-                                &mut SystemRandom,
-                                Some(&mut SharedData),
-                            );
-                        }
+                        Ok((call, Waiting::Client(client_id)))
                     }
-                }
-                Step::Need(Need::Jwks(url), p) => {
-                    let call = match engine.jwks_call(&url) {
-                        Ok(c) => c,
-                        Err(lookup) => {
-                            log(
-                                LogLevel::Warn,
-                                &format!(
-                                    "oauth-edge[{}]: cannot fetch a jwks_uri: {lookup:?}",
-                                    self.id
-                                ),
-                            );
-                            step = engine.resume_with(
-                                p,
-                                Answer::Jwks(lookup),
-                                &mut SystemRandom,
-                                Some(&mut SharedData),
-                            );
-                            continue;
-                        }
-                    };
-                    let headers: Vec<(&str, &str)> =
-                        call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    match hostcalls::dispatch_http_call(
-                        &call.cluster,
-                        headers,
-                        None,
-                        vec![],
-                        call.timeout,
-                    ) {
-                        Ok(_token) => {
-                            self.pending = Some((p, Waiting::Jwks(url)));
-                            return;
-                        }
-                        Err(e) => {
-                            log(
-                                LogLevel::Error,
-                                &format!(
-                                    "oauth-edge[{}]: cannot call the jwks_fetch cluster {:?}: {e:?}",
-                                    self.id, call.cluster
-                                ),
-                            );
-                            let lookup = engine.jwks_from_fetch(&url, None, &[], now());
-                            step = engine.resume_with(
-                                p,
-                                Answer::Jwks(lookup),
-                                &mut SystemRandom,
-                                Some(&mut SharedData),
-                            );
-                        }
-                    }
-                }
-                Step::Need(Need::Client(client_id), p) => {
-                    let key = crate::registry::shared_key(&client_id);
-                    if let Ok((Some(entry), _)) = hostcalls::get_shared_data(&key) {
-                        if let Some(lookup) = engine.client_from_shared(&client_id, &entry, now()) {
-                            step = engine.resume_with(
-                                p,
-                                Answer::Client(lookup),
-                                &mut SystemRandom,
-                                Some(&mut SharedData),
-                            );
-                            continue;
-                        }
-                    }
-                    let Some(call) = engine.registry_call(&client_id) else {
+                    None => {
                         let (lookup, _) = engine.client_from_registry(&client_id, None, &[], now());
-                        step = engine.resume_with(
-                            p,
-                            Answer::Client(lookup),
-                            &mut SystemRandom,
-                            Some(&mut SharedData),
-                        );
-                        continue;
-                    };
-                    if let Some(m) = &self.metrics {
-                        m.registry_call();
-                    }
-                    let headers: Vec<(&str, &str)> =
-                        call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                    match hostcalls::dispatch_http_call(
-                        &call.cluster,
-                        headers,
-                        None,
-                        vec![],
-                        call.timeout,
-                    ) {
-                        Ok(_token) => {
-                            self.pending = Some((p, Waiting::Client(client_id)));
-                            return;
-                        }
-                        Err(e) => {
-                            log(
-                                LogLevel::Error,
-                                &format!(
-                                    "oauth-edge[{}]: cannot call the registry cluster {:?}: {e:?}",
-                                    self.id, call.cluster
-                                ),
-                            );
-                            let (lookup, _) =
-                                engine.client_from_registry(&client_id, None, &[], now());
-                            step = engine.resume_with(
-                                p,
-                                Answer::Client(lookup),
-                                &mut SystemRandom,
-                                Some(&mut SharedData),
-                            );
-                        }
+                        Err(Answer::Client(lookup))
                     }
                 }
+            }
+        }
+    }
+
+    /// What a dispatched call's answer means to the core (`status` `None`: reset, timeout, or
+    /// not dispatched at all).
+    fn answer(
+        &self,
+        engine: &Rc<Engine>,
+        waiting: Waiting,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Answer {
+        match waiting {
+            Waiting::Store(op) => {
+                let result = engine.store_answer(&op, status, body, now());
+                if result == StoreResult::Failed {
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "oauth-edge[{}]: etcd operation failed (status {status:?})",
+                            self.id
+                        ),
+                    );
+                }
+                Answer::Store(result)
+            }
+            Waiting::Http => Answer::Http(crate::flow::HttpAnswer {
+                status,
+                body: body.to_vec(),
+            }),
+            Waiting::Jwks(url) => {
+                let lookup = engine.jwks_from_fetch(&url, status, body, now());
+                if let crate::flow::JwksLookup::Unavailable(why) = &lookup {
+                    log(
+                        LogLevel::Warn,
+                        &format!("oauth-edge[{}]: jwks_uri fetch failed: {why}", self.id),
+                    );
+                }
+                Answer::Jwks(lookup)
+            }
+            Waiting::Client(client_id) => {
+                let (lookup, write) = engine.client_from_registry(&client_id, status, body, now());
+                if let Lookup::Unavailable(why) = &lookup {
+                    log(
+                        LogLevel::Warn,
+                        &format!("oauth-edge[{}]: registry lookup failed: {why}", self.id),
+                    );
+                }
+                if let Some(w) = write {
+                    // cas 0: unconditional; the value carries its own expiry.
+                    if let Err(e) = hostcalls::set_shared_data(&w.key, Some(&w.value), None) {
+                        log(
+                            LogLevel::Warn,
+                            &format!(
+                                "oauth-edge[{}]: cannot cache the registry answer: {e:?}",
+                                self.id
+                            ),
+                        );
+                    }
+                }
+                Answer::Client(lookup)
             }
         }
     }
@@ -589,6 +468,11 @@ impl Stream {
             );
         }
     }
+}
+
+/// Resumes a flow with the host's answer; store operations run inline on shared data.
+fn resume(engine: &Engine, p: Pending, answer: Answer) -> Step {
+    engine.resume_with(p, answer, &mut SystemRandom, Some(&mut SharedData))
 }
 
 /// Envoy's shared data as the core's store: it answers at once, so flows run its operations

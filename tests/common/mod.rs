@@ -158,14 +158,7 @@ impl Host {
         match e.on_headers(ep, method, headers) {
             HeadAction::Respond(r) => r,
             HeadAction::ReadBody | HeadAction::Start => {
-                let req = Request {
-                    method: method.into(),
-                    path: path.into(),
-                    headers: headers.clone(),
-                    body: body.to_vec(),
-                    user,
-                    source: self.source.clone(),
-                };
+                let req = self.request(method, path, headers, body, user);
                 let mut step =
                     e.start_with(ep, req, NOW, &mut SystemRandom, Some(&mut self.shared));
                 loop {
@@ -181,6 +174,25 @@ impl Host {
                     }
                 }
             }
+        }
+    }
+
+    /// A complete request from this host's downstream address.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &Headers,
+        body: &[u8],
+        user: Option<User>,
+    ) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            headers: headers.clone(),
+            body: body.to_vec(),
+            user,
+            source: self.source.clone(),
         }
     }
 
@@ -255,14 +267,7 @@ impl Host {
         match e.on_headers(ep, method, headers) {
             HeadAction::Respond(r) => r,
             HeadAction::ReadBody | HeadAction::Start => {
-                let req = Request {
-                    method: method.into(),
-                    path: path.into(),
-                    headers: headers.clone(),
-                    body: body.to_vec(),
-                    user,
-                    source: self.source.clone(),
-                };
+                let req = self.request(method, path, headers, body, user);
                 let s = e.start(ep, req, now, &mut SystemRandom);
                 self.drive(e, s, now)
             }
