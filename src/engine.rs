@@ -101,6 +101,10 @@ pub struct Events {
 
 pub struct Engine {
     pub config: Config,
+    /// Our endpoint paths, exactly as configured.
+    paths: Vec<(String, Endpoint)>,
+    /// The same in their comparison form (see [`crate::path_variant`]), with their last segment.
+    canonical_paths: Vec<(String, String, Endpoint)>,
     as_metadata: Vec<u8>,
     oidc_metadata: Vec<u8>,
     cache: RefCell<LocalCache>,
@@ -119,8 +123,19 @@ impl Engine {
         let oidc_metadata = metadata::openid_configuration(&config)
             .to_string()
             .into_bytes();
+        let paths = Engine::endpoint_paths(&config);
+        let canonical_paths = paths
+            .iter()
+            .map(|(p, e)| {
+                let c = crate::path_variant::canonical(p);
+                let last = c.rsplit('/').next().unwrap_or_default().to_string();
+                (c, last, *e)
+            })
+            .collect();
         Engine {
             config,
+            paths,
+            canonical_paths,
             as_metadata,
             oidc_metadata,
             cache: RefCell::new(LocalCache::default()),
@@ -152,10 +167,10 @@ impl Engine {
         out
     }
 
-    /// Which endpoint a request path (query string included or not) belongs to.
-    pub fn route(&self, path: &str) -> Option<Endpoint> {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        let c = &self.config;
+    /// The endpoint paths this configuration answers (the device endpoints only when the device
+    /// flow is configured).
+    fn endpoint_paths(config: &Config) -> Vec<(String, Endpoint)> {
+        let c = config;
         [
             (&c.token_path, Endpoint::Token),
             (&c.refresh_path, Endpoint::Refresh),
@@ -170,16 +185,46 @@ impl Engine {
             (&c.device_verification_path, Endpoint::DeviceVerification),
         ]
         .into_iter()
-        .find(|(p, _)| p.as_str() == path)
-        .map(|(_, e)| e)
-        // The device endpoints exist only when the device flow is configured.
-        .filter(|e| {
+        .filter(|(_, e)| {
             c.device.is_some()
                 || !matches!(
                     e,
                     Endpoint::DeviceAuthorization | Endpoint::DeviceVerification
                 )
         })
+        .map(|(p, e)| (p.clone(), e))
+        .collect()
+    }
+
+    /// Which endpoint a request path (query string included or not) belongs to.
+    pub fn route(&self, path: &str) -> Option<Endpoint> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.paths
+            .iter()
+            .find(|(p, _)| p.as_str() == path)
+            .map(|(_, e)| *e)
+    }
+
+    /// A path that is not one of ours byte for byte but that an upstream would take for one
+    /// (`/oauth/token/`, `/OAUTH/TOKEN`, `/oauth%2Ftoken`, ...): answered with a 404 so a
+    /// client's credentials never reach the application. Cheap for ordinary paths: the full
+    /// comparison runs only when the path has a percent-escape or holds, in any case, the last
+    /// segment of one of our paths.
+    pub fn path_variant(&self, path: &str) -> Option<Endpoint> {
+        let raw = path.split_once('?').map_or(path, |(p, _)| p);
+        let maybe = raw.contains('%')
+            || self
+                .canonical_paths
+                .iter()
+                .any(|(_, last, _)| contains_ignore_case(raw, last));
+        if !maybe {
+            return None;
+        }
+        let canonical = crate::path_variant::canonical(raw);
+        self.canonical_paths
+            .iter()
+            .find(|(c, _, _)| *c == canonical)
+            .map(|(_, _, e)| *e)
     }
 
     /// Decides what to do with a request to one of our endpoints once its headers are in.
@@ -587,6 +632,12 @@ impl Local for LocalAnswers<'_> {
             .borrow()
             .get(cfg, url, refresh, self.now.unix_ms)
     }
+}
+
+/// ASCII case-insensitive substring test, without allocating.
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    let (h, n) = (haystack.as_bytes(), needle.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// The found client of a lookup, or the right error: unknown → `invalid_client`, registry

@@ -3,7 +3,12 @@
 //! Everything but `host` is the host-independent protocol core: it never calls proxy-wasm
 //! (which is a wasm32-only dependency, so a core module that tried would not even compile
 //! natively) and runs under plain `cargo test`. `host` is the thin proxy-wasm adapter.
-#![forbid(unsafe_code)]
+//!
+//! Unsafe code is forbidden in the core. The adapter speaks the proxy-wasm ABI itself (the SDK's
+//! host calls panic on host statuses they do not expect, and a panic traps the VM): its one
+//! module of raw calls, `host::abi`, is the only place `unsafe` is allowed, on wasm32 only.
+#![cfg_attr(not(target_arch = "wasm32"), forbid(unsafe_code))]
+#![cfg_attr(target_arch = "wasm32", deny(unsafe_code))]
 #![cfg_attr(
     not(test),
     deny(
@@ -26,6 +31,7 @@ pub mod endpoints;
 pub mod engine;
 pub mod error;
 pub mod etcd;
+pub mod flights;
 pub mod flow;
 pub mod form;
 pub mod grants;
@@ -36,6 +42,8 @@ pub mod jws;
 pub mod keys;
 pub mod metadata;
 pub mod oidc;
+pub mod pairs;
+pub mod path_variant;
 pub mod pkce;
 pub mod random;
 pub mod rar;

@@ -261,6 +261,35 @@ fn oversized_streamed_body_is_413() {
 }
 
 #[test]
+fn variants_of_our_paths_are_ours_other_paths_are_not() {
+    let e = engine(false);
+    for p in [
+        "/oauth/token/",
+        "/OAUTH/TOKEN",
+        "/oauth/token;x",
+        "/oauth%2Ftoken",
+        "/oauth/token%20",
+        "/.well-known/oauth-authorization-server/",
+        "/oauth/JWKS?x=1",
+    ] {
+        assert_eq!(e.route(p), None, "{p}");
+        assert!(e.path_variant(p).is_some(), "{p}");
+    }
+    for p in [
+        "/oauth/callback",
+        "/oauth/tokens",
+        "/api/x%2Fy",
+        "/",
+        // Device endpoints are not configured here: their paths belong to the application.
+        "/oauth/device/",
+    ] {
+        assert_eq!(e.route(p), None, "{p}");
+        assert_eq!(e.path_variant(p), None, "{p}");
+    }
+    assert_eq!(e.path_variant("/oauth/token"), Some(Endpoint::Token));
+}
+
+#[test]
 fn methods_and_documents() {
     let e = engine(false);
     assert_eq!(e.route("/oauth/token?x=1"), Some(Endpoint::Token));

@@ -1,7 +1,8 @@
 //! Every parser the network reaches, on the same bytes: form bodies, JSON PAR bodies, Basic
 //! headers, registry answers and cache entries, request_uri / code handles, sealed refresh
 //! tokens, JWS (client assertions, DPoP proofs), JWKs and JWK Sets (DPoP headers, jwks_uri
-//! answers), DPoP htu URLs. Nothing may panic.
+//! answers), DPoP htu URLs, the host's header maps (proxy-wasm pair encoding) and request paths
+//! compared with our endpoint paths. Nothing may panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -54,4 +55,13 @@ fuzz_target!(|data: &[u8]| {
         let _ = set.select(Some("a"), Alg::RS256);
     }
     let _ = oauth_edge::jwks_fetch::classify(Some(200), data);
+    // A header map from the host decodes or is refused, and what decodes encodes back the same.
+    if let Some(pairs) = oauth_edge::pairs::decode(data) {
+        let again = oauth_edge::pairs::encode(&pairs);
+        assert_eq!(oauth_edge::pairs::decode(&again).as_ref(), Some(&pairs));
+    }
+    if let Ok(s) = std::str::from_utf8(data) {
+        let c = oauth_edge::path_variant::canonical(s);
+        assert!(c.starts_with('/'));
+    }
 });

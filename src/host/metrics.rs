@@ -1,8 +1,7 @@
 //! Envoy stats from the filter. Counters are defined once per VM; Envoy shows them with its
 //! `wasmcustom.` prefix (and in /stats/prometheus, with tags from the stats_tags in envoy.yaml).
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use super::abi::{self, MetricType};
 
 use crate::engine::{Endpoint, Events};
 use crate::error::ErrorCode;
@@ -44,15 +43,16 @@ pub struct Metrics {
     cache_hits: Option<u32>,
     registry_not_found: Option<u32>,
     registry_failures: Option<u32>,
+    coalesced: Option<u32>,
 }
 
 fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
+    abi::define_metric(MetricType::Counter, name).ok()
 }
 
 fn inc(id: Option<u32>, by: u32) {
     if let (Some(id), true) = (id, by > 0) {
-        let _ = hostcalls::increment_metric(id, i64::from(by));
+        let _ = abi::increment_metric(id, i64::from(by));
     }
 }
 
@@ -84,6 +84,7 @@ impl Metrics {
             cache_hits: counter("oauth_edge.registry.cache_hits"),
             registry_not_found: counter("oauth_edge.registry.not_found"),
             registry_failures: counter("oauth_edge.registry.failures"),
+            coalesced: counter("oauth_edge.lookups.coalesced"),
         }
     }
 
@@ -101,6 +102,11 @@ impl Metrics {
 
     pub fn registry_call(&self) {
         inc(self.registry_calls, 1);
+    }
+
+    /// A request waited for a registry or jwks_uri call already in flight.
+    pub fn coalesced(&self) {
+        inc(self.coalesced, 1);
     }
 
     pub fn events(&self, e: Events) {

@@ -2,113 +2,104 @@
 //! data, dispatched calls), hands it to the core [`Engine`], and sends back what it answers.
 //! No protocol decision is made here.
 //!
-//! The SDK's trait methods unwrap host statuses; this file calls `proxy_wasm::hostcalls::*`,
-//! which return `Result`, and turns every failure into a log line and a clean answer.
+//! It speaks the ABI itself (`abi` for host calls, `exports` for callbacks) rather than through
+//! the SDK, whose host calls panic on statuses they do not expect: here every host outcome is a
+//! value, and every failure becomes a log line and a clean answer. The host calls, and what each
+//! failure becomes, are listed in docs/host-calls.md.
+//!
+//! Per stream only what the request needs is kept: the endpoint and method from the headers
+//! (the other headers are read once the body is complete), so a stream held open with its body
+//! unfinished costs a few hundred bytes of the VM's heap, which never shrinks.
 
+mod abi;
+mod exports;
 mod metrics;
 mod user;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
-
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Status};
 
 use crate::config::Config;
 use crate::engine::{Endpoint, Engine, HeadAction, Pending, Step};
+use crate::error::OAuthError;
+use crate::flights::{Flights, Joined};
 use crate::flow::{Answer, Lookup, Need, Now, Request, StoreOp, StoreResult, SyncStore};
-use crate::http::{Headers, Response};
+use crate::http::{Call, Headers, Response};
 use crate::random::SystemRandom;
-use crate::registry::Call;
 
+use abi::{Buffer, LogLevel, Map};
 use metrics::Metrics;
 
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    // A panic traps the VM; at least say where, at a level operators see.
-    std::panic::set_hook(Box::new(|info| {
-        let _ = hostcalls::log(LogLevel::Critical, &format!("oauth-edge: panic: {info}"));
-    }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { engine: None, metrics: None }) });
-}}
+/// The most of a dispatched call's answer the filter reads (registry records, JWK Sets and etcd
+/// answers are a few KiB): a larger answer is a failed lookup, and the VM's heap does not grow
+/// by what an upstream chose to send.
+const MAX_CALL_BODY: usize = 1 << 20;
 
-fn log(level: LogLevel, msg: &str) {
-    let _ = hostcalls::log(level, msg);
+/// Requests that may wait for one registry or jwks_uri call: past it, a request makes its own.
+const MAX_WAITERS: usize = 4096;
+
+/// Envoy's response code details for every answer of the filter's own, so the shipped
+/// local_reply_config tells them apart from Envoy's replies.
+const DETAILS: &str = "oauth_edge";
+
+#[derive(Debug, Clone, Copy)]
+#[repr(u32)]
+pub(crate) enum Action {
+    Continue = 0,
+    Pause = 1,
 }
 
-fn now() -> Now {
-    let unix_ms = hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    Now { unix_ms }
+thread_local! {
+    static FILTER: RefCell<Filter> = RefCell::new(Filter::new());
 }
 
+/// Everything the VM (one per worker) keeps between callbacks.
+struct Filter {
+    roots: HashMap<u32, Root>,
+    streams: HashMap<u32, Stream>,
+    /// Dispatched calls by token: who waits for the answer, and what for.
+    calls: HashMap<u32, Outstanding>,
+    /// Registry and jwks_uri lookups in flight, per root, with the streams waiting for them.
+    flights: Flights<(u32, FlightKey), u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum FlightKey {
+    Client(String),
+    Jwks(String),
+}
+
+/// One plugin configuration (a root context).
+#[derive(Default)]
 struct Root {
     engine: Option<Rc<Engine>>,
     metrics: Option<Rc<Metrics>>,
 }
 
-impl Context for Root {}
+/// One HTTP stream: `active` only on the filter's own endpoints.
+struct Stream {
+    root: u32,
+    active: Option<Box<Active>>,
+}
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let raw = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
-            Ok(Some(b)) => b,
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                log(
-                    LogLevel::Critical,
-                    &format!("oauth-edge: cannot read the plugin configuration: {e:?}"),
-                );
-                return false;
-            }
-        };
-        match Config::from_json(&raw) {
-            Ok(cfg) => {
-                log(
-                    LogLevel::Info,
-                    &format!(
-                        "oauth-edge: configured issuer {} with {} static client(s), registry {}",
-                        cfg.issuer,
-                        cfg.clients.len(),
-                        cfg.registry.as_ref().map_or("off", |r| r.cluster.as_str())
-                    ),
-                );
-                let engine = Engine::new(cfg);
-                create_ring_keys(&engine);
-                self.engine = Some(Rc::new(engine));
-                self.metrics = Some(Rc::new(Metrics::define()));
-                true
-            }
-            Err(e) => {
-                log(
-                    LogLevel::Critical,
-                    &format!("oauth-edge: configuration refused: {e}"),
-                );
-                false
-            }
-        }
-    }
+/// A request to one of the filter's endpoints.
+struct Active {
+    endpoint: Endpoint,
+    method: String,
+    /// The request headers, kept only when the filter continued on them (body mode `buffer`);
+    /// otherwise read once the body is complete, while the headers are still held.
+    headers: Option<Headers>,
+    /// A request waiting for a dispatched call (its own, or one it joined).
+    pending: Option<Pending>,
+    answered: bool,
+}
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream {
-            id: context_id,
-            engine: self.engine.clone(),
-            metrics: self.metrics.clone(),
-            endpoint: None,
-            method: String::new(),
-            path: String::new(),
-            headers: Headers::default(),
-            pending: None,
-            answered: false,
-        }))
-    }
+/// A dispatched call.
+struct Outstanding {
+    root: u32,
+    stream: u32,
+    waiting: Waiting,
 }
 
 /// What a dispatched call was for.
@@ -123,84 +114,174 @@ enum Waiting {
     Store(StoreOp),
 }
 
-struct Stream {
-    id: u32,
-    /// `None` only if configuration failed (then Envoy refuses the filter anyway): pass through.
-    engine: Option<Rc<Engine>>,
-    metrics: Option<Rc<Metrics>>,
-    endpoint: Option<Endpoint>,
-    method: String,
-    path: String,
-    headers: Headers,
-    /// A request waiting for a dispatched call's answer.
-    pending: Option<(Pending, Waiting)>,
-    answered: bool,
-}
-
-impl Context for Stream {
-    fn on_http_call_response(
-        &mut self,
-        _token: u32,
-        _num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        let Some((pending, waiting)) = self.pending.take() else {
-            return;
-        };
-        let Some(engine) = self.engine.clone() else {
-            return;
-        };
-        // A reset arrives with no headers at all; Envoy's own timeout/connect failures as 503/504.
-        let status = hostcalls::get_map_value_bytes(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|v| {
-                std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse::<u16>().ok())
-            });
-        let body = if body_size > 0 {
-            hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let answer = self.answer(&engine, waiting, status, &body);
-        let step = resume(&engine, pending, answer);
-        self.drive(&engine, step);
+impl Waiting {
+    fn flight(&self) -> Option<FlightKey> {
+        match self {
+            Waiting::Client(id) => Some(FlightKey::Client(id.clone())),
+            Waiting::Jwks(url) => Some(FlightKey::Jwks(url.clone())),
+            Waiting::Http | Waiting::Store(_) => None,
+        }
     }
 }
 
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let Some(engine) = self.engine.clone() else {
-            return Action::Continue;
-        };
-        let path = header(MapType::HttpRequestHeaders, ":path").unwrap_or_default();
-        let Some(ep) = engine.route(&path) else {
-            return Action::Continue;
-        };
-        self.endpoint = Some(ep);
-        if let Some(m) = &self.metrics {
-            m.request(ep);
+impl Filter {
+    fn new() -> Filter {
+        Filter {
+            roots: HashMap::new(),
+            streams: HashMap::new(),
+            calls: HashMap::new(),
+            flights: Flights::new(MAX_WAITERS),
         }
-        self.method = header(MapType::HttpRequestHeaders, ":method").unwrap_or_default();
-        self.path = path;
-        self.headers = request_headers();
-        match engine.on_headers(ep, &self.method, &self.headers) {
+    }
+}
+
+/// Runs `f` on the VM's state. The host never calls back into the VM while a callback runs
+/// (Envoy defers re-entrant callbacks), but should it ever, the inner call does nothing rather
+/// than trap.
+fn with_filter<R>(default: R, f: impl FnOnce(&mut Filter) -> R) -> R {
+    FILTER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut filter) => f(&mut filter),
+        Err(_) => {
+            log(
+                LogLevel::Error,
+                "oauth-edge: re-entrant host callback ignored",
+            );
+            default
+        }
+    })
+}
+
+fn log(level: LogLevel, msg: &str) {
+    abi::log(level, msg);
+}
+
+fn now() -> Now {
+    let unix_ms = abi::now_nanos().map_or(0, |ns| ns / 1_000_000);
+    Now { unix_ms }
+}
+
+// ------------------------------------------------------------------ root callbacks
+
+pub(crate) fn on_context_create(context: u32, parent: u32) {
+    with_filter((), |f| {
+        if parent == 0 {
+            f.roots.insert(context, Root::default());
+        } else {
+            f.streams.insert(
+                context,
+                Stream {
+                    root: parent,
+                    active: None,
+                },
+            );
+        }
+    });
+}
+
+pub(crate) fn on_delete(context: u32) {
+    with_filter((), |f| {
+        if f.streams.remove(&context).is_none() {
+            f.roots.remove(&context);
+        }
+    });
+}
+
+pub(crate) fn on_configure(root: u32) -> bool {
+    let raw = match abi::buffer(Buffer::PluginConfiguration, 0, usize::MAX) {
+        Ok(b) => b.unwrap_or_default(),
+        Err(e) => {
+            log(
+                LogLevel::Critical,
+                &format!("oauth-edge: cannot read the plugin configuration: {e}"),
+            );
+            return false;
+        }
+    };
+    let cfg = match Config::from_json(&raw) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            log(
+                LogLevel::Critical,
+                &format!("oauth-edge: configuration refused: {e}"),
+            );
+            return false;
+        }
+    };
+    log(
+        LogLevel::Info,
+        &format!(
+            "oauth-edge: configured issuer {} with {} static client(s), registry {}",
+            cfg.issuer,
+            cfg.clients.len(),
+            cfg.registry.as_ref().map_or("off", |r| r.cluster.as_str())
+        ),
+    );
+    let engine = Engine::new(cfg);
+    create_ring_keys(&engine);
+    let metrics = Metrics::define();
+    with_filter(false, |f| {
+        let r = f.roots.entry(root).or_default();
+        r.engine = Some(Rc::new(engine));
+        r.metrics = Some(Rc::new(metrics));
+        true
+    })
+}
+
+// ------------------------------------------------------------------ stream callbacks
+
+pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
+    with_filter(Action::Continue, |f| {
+        let Some((engine, metrics)) = f.stream_root(context) else {
+            return Action::Continue;
+        };
+        let path = header_string(":path").unwrap_or_default();
+        let (ep, action) = match engine.route(&path) {
+            Some(ep) => {
+                if let Some(m) = &metrics {
+                    m.request(ep);
+                }
+                let method = header_string(":method").unwrap_or_default();
+                // Only what the decision needs: the body's announced length.
+                let mut head = Headers::default();
+                if let Some(v) = header_string("content-length") {
+                    head.0.push(("content-length".into(), v));
+                }
+                let action = engine.on_headers(ep, &method, &head);
+                (ep, (method, action))
+            }
+            // Never let a client's credentials reach the application under a near-miss of one
+            // of our paths.
+            None => match engine.path_variant(&path) {
+                Some(ep) => {
+                    let r = OAuthError::invalid_request("no such endpoint").with_status(404);
+                    (ep, (String::new(), HeadAction::Respond(r.into())))
+                }
+                None => return Action::Continue,
+            },
+        };
+        drop(path);
+        let (method, action) = action;
+        let Some(stream) = f.streams.get_mut(&context) else {
+            return Action::Continue;
+        };
+        stream.active = Some(Box::new(Active {
+            endpoint: ep,
+            method,
+            headers: None,
+            pending: None,
+            answered: false,
+        }));
+        match action {
             HeadAction::Respond(r) => {
-                self.respond(&engine, r);
+                f.finish(context, &engine, &metrics, r);
                 Action::Pause
             }
             HeadAction::Start => {
-                self.start(&engine, Vec::new());
+                f.start(context, &engine, &metrics, Vec::new());
                 Action::Pause
             }
             HeadAction::ReadBody if end_of_stream => {
-                self.start(&engine, Vec::new());
+                f.start(context, &engine, &metrics, Vec::new());
                 Action::Pause
             }
             HeadAction::ReadBody => {
@@ -211,24 +292,30 @@ impl HttpContext for Stream {
                 if engine.config.pause_on_request_headers {
                     Action::Pause
                 } else {
+                    // Envoy lets a filter read the request headers only while it holds them:
+                    // continuing hands them on, so keep them now.
+                    if let Some(a) = f.active(context) {
+                        a.headers = Some(request_headers());
+                    }
                     Action::Continue
                 }
             }
         }
-    }
+    })
+}
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let Some(engine) = self.engine.clone() else {
+pub(crate) fn on_request_body(context: u32, body_size: usize, end_of_stream: bool) -> Action {
+    with_filter(Action::Continue, |f| {
+        let Some((engine, metrics)) = f.stream_root(context) else {
             return Action::Continue;
         };
-        if self.endpoint.is_none() {
-            return Action::Continue;
-        }
-        if self.answered || self.pending.is_some() {
-            return Action::Pause;
+        match f.active(context) {
+            None => return Action::Continue,
+            Some(a) if a.answered || a.pending.is_some() => return Action::Pause,
+            Some(_) => {}
         }
         if let Some(r) = engine.body_too_large(body_size) {
-            self.respond(&engine, r);
+            f.finish(context, &engine, &metrics, r);
             return Action::Pause;
         }
         if !end_of_stream {
@@ -236,48 +323,138 @@ impl HttpContext for Stream {
             // connection after the early reply.
             return Action::Pause;
         }
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(b) => b.unwrap_or_default(),
+        match abi::buffer(Buffer::RequestBody, 0, body_size) {
+            Ok(b) => f.start(context, &engine, &metrics, b.unwrap_or_default()),
             Err(e) => {
                 log(
                     LogLevel::Error,
-                    &format!(
-                        "oauth-edge[{}]: cannot read the request body: {e:?}",
-                        self.id
-                    ),
+                    &format!("oauth-edge[{context}]: cannot read the request body: {e}"),
                 );
-                let r = crate::error::OAuthError::server_error("internal error").into_response();
-                self.respond(&engine, r);
-                return Action::Pause;
+                let r = OAuthError::server_error("internal error").into();
+                f.finish(context, &engine, &metrics, r);
             }
-        };
-        self.start(&engine, body);
-        Action::Pause
-    }
-
-    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        // A body that ends in trailers: its last chunk came without end_of_stream.
-        let Some(engine) = self.engine.clone() else {
-            return Action::Continue;
-        };
-        if self.endpoint.is_none() {
-            return Action::Continue;
         }
-        if self.answered || self.pending.is_some() {
-            return Action::Pause;
-        }
-        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        self.start(&engine, body);
         Action::Pause
-    }
+    })
 }
 
-impl Stream {
-    fn start(&mut self, engine: &Rc<Engine>, body: Vec<u8>) {
-        let Some(ep) = self.endpoint else { return };
+pub(crate) fn on_request_trailers(context: u32) -> Action {
+    // A body that ends in trailers: its last chunk came without end_of_stream.
+    with_filter(Action::Continue, |f| {
+        let Some((engine, metrics)) = f.stream_root(context) else {
+            return Action::Continue;
+        };
+        match f.active(context) {
+            None => return Action::Continue,
+            Some(a) if a.answered || a.pending.is_some() => return Action::Pause,
+            Some(_) => {}
+        }
+        let limit = engine.config.max_body_bytes.saturating_add(1);
+        match abi::buffer(Buffer::RequestBody, 0, limit) {
+            Ok(b) => f.start(context, &engine, &metrics, b.unwrap_or_default()),
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("oauth-edge[{context}]: cannot read the request body: {e}"),
+                );
+                let r = OAuthError::server_error("internal error").into();
+                f.finish(context, &engine, &metrics, r);
+            }
+        }
+        Action::Pause
+    })
+}
+
+/// A dispatched call answered. A call that failed (reset, timeout, connect failure, a
+/// response cut off after its headers) may arrive with no headers at all: that is "no answer",
+/// never a reason to read a map the host does not have.
+pub(crate) fn on_http_call_response(token: u32, num_headers: usize, body_size: usize) {
+    with_filter((), |f| {
+        let Some(out) = f.calls.remove(&token) else {
+            return;
+        };
+        let status = if num_headers == 0 {
+            None
+        } else {
+            match abi::header(Map::CallResponseHeaders, ":status") {
+                Ok(v) => v.and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u16>().ok()),
+                Err(e) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!("oauth-edge: a dispatched call's headers are unreadable: {e}"),
+                    );
+                    None
+                }
+            }
+        };
+        let body = if status.is_none() || body_size == 0 {
+            Vec::new()
+        } else if body_size > MAX_CALL_BODY {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "oauth-edge: a dispatched call answered {body_size} bytes (at most \
+                     {MAX_CALL_BODY} are read): treated as a failed call"
+                ),
+            );
+            Vec::new()
+        } else {
+            match abi::buffer(Buffer::CallResponseBody, 0, body_size) {
+                Ok(b) => b.unwrap_or_default(),
+                Err(e) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!("oauth-edge: a dispatched call's body is unreadable: {e}"),
+                    );
+                    Vec::new()
+                }
+            }
+        };
+        let status = if body_size > MAX_CALL_BODY {
+            None
+        } else {
+            status
+        };
+        f.landed(out, status, &body);
+    });
+}
+
+// ------------------------------------------------------------------ the request machine
+
+type RootParts = (Rc<Engine>, Option<Rc<Metrics>>);
+
+impl Filter {
+    /// The engine and metrics of a stream's root; `None` (pass through) if configuration
+    /// failed, in which case Envoy refuses the filter anyway.
+    fn stream_root(&self, context: u32) -> Option<RootParts> {
+        let root = self.streams.get(&context)?.root;
+        self.root_parts(root)
+    }
+
+    fn root_parts(&self, root: u32) -> Option<RootParts> {
+        let r = self.roots.get(&root)?;
+        Some((r.engine.clone()?, r.metrics.clone()))
+    }
+
+    fn active(&mut self, context: u32) -> Option<&mut Active> {
+        self.streams.get_mut(&context)?.active.as_deref_mut()
+    }
+
+    /// The whole request is in: reads the headers now (not while the body was still coming)
+    /// and starts the core.
+    fn start(
+        &mut self,
+        context: u32,
+        engine: &Rc<Engine>,
+        metrics: &Option<Rc<Metrics>>,
+        body: Vec<u8>,
+    ) {
+        let Some(a) = self.active(context) else {
+            return;
+        };
+        let ep = a.endpoint;
+        let method = std::mem::take(&mut a.method);
+        let headers = a.headers.take();
         let user = if matches!(ep, Endpoint::Authorize | Endpoint::DeviceVerification) {
             user::read(&engine.config)
         } else {
@@ -288,184 +465,254 @@ impl Stream {
         } else {
             None
         };
+        let headers = headers.unwrap_or_else(request_headers);
+        let path = headers.all(":path").next().unwrap_or_default().to_string();
         let req = Request {
-            method: std::mem::take(&mut self.method),
-            path: std::mem::take(&mut self.path),
-            headers: std::mem::take(&mut self.headers),
+            method,
+            path,
+            headers,
             body,
             user,
             source,
         };
         let step = engine.start_with(ep, req, now(), &mut SystemRandom, Some(&mut SharedData));
-        self.drive(engine, step);
+        self.drive(context, engine, metrics, step);
     }
 
     /// Runs the core's steps until it answers or waits for a dispatched call.
-    fn drive(&mut self, engine: &Rc<Engine>, mut step: Step) {
+    fn drive(
+        &mut self,
+        context: u32,
+        engine: &Rc<Engine>,
+        metrics: &Option<Rc<Metrics>>,
+        mut step: Step,
+    ) {
+        let Some(root) = self.streams.get(&context).map(|s| s.root) else {
+            return;
+        };
         loop {
             let (need, p) = match step {
                 Step::Done(r) => {
-                    self.respond(engine, r);
+                    self.finish(context, engine, metrics, r);
                     return;
                 }
                 Step::Need(need, p) => (need, p),
             };
-            let (call, waiting) = match self.outgoing(engine, need) {
+            let (call, waiting) = match outgoing(engine, metrics, need) {
                 Ok(out) => out,
                 Err(answer) => {
                     step = resume(engine, p, answer);
                     continue;
                 }
             };
-            let headers: Vec<(&str, &str)> =
-                call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            match hostcalls::dispatch_http_call(
-                &call.cluster,
-                headers,
-                call.body.as_deref(),
-                vec![],
-                call.timeout,
-            ) {
-                Ok(_token) => {
-                    self.pending = Some((p, waiting));
+            let flight = waiting.flight();
+            if let Some(key) = &flight {
+                if self.flights.join(&(root, key.clone()), context) == Joined::Wait {
+                    if let Some(m) = metrics {
+                        m.coalesced();
+                    }
+                    if let Some(a) = self.active(context) {
+                        a.pending = Some(p);
+                    }
+                    return;
+                }
+            }
+            match dispatch(&call) {
+                Ok(token) => {
+                    self.calls.insert(
+                        token,
+                        Outstanding {
+                            root,
+                            stream: context,
+                            waiting,
+                        },
+                    );
+                    if let Some(a) = self.active(context) {
+                        a.pending = Some(p);
+                    }
                     return;
                 }
                 Err(e) => {
                     log(
                         LogLevel::Error,
                         &format!(
-                            "oauth-edge[{}]: cannot call the cluster {:?}: {e:?}",
-                            self.id, call.cluster
+                            "oauth-edge[{context}]: cannot call the cluster {:?}: {e}",
+                            call.cluster
                         ),
                     );
-                    // As if the call had been reset.
-                    let answer = self.answer(engine, waiting, None, &[]);
+                    // As if the call had been reset (nobody can have joined the flight yet).
+                    if let Some(key) = flight {
+                        self.flights.abort(&(root, key));
+                    }
+                    let answer = answer(engine, waiting, None, &[]);
                     step = resume(engine, p, answer);
                 }
             }
         }
     }
 
-    /// The call a need takes, or its answer when none is needed (shared data, caches, a call
-    /// that cannot be made).
-    fn outgoing(&self, engine: &Rc<Engine>, need: Need) -> Result<(Call, Waiting), Answer> {
-        match need {
-            Need::Store(op) => match engine.store_call(&op, now()) {
-                Some(call) => Ok((call, Waiting::Store(op))),
-                // Shared data answers inline; kept so a Need is always answered.
-                None => Err(Answer::Store(SharedData.run(&op))),
-            },
-            Need::Http(call) => Ok((call, Waiting::Http)),
-            Need::Jwks(url) => match engine.jwks_call(&url) {
-                Ok(call) => Ok((call, Waiting::Jwks(url))),
-                Err(lookup) => {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "oauth-edge[{}]: cannot fetch a jwks_uri: {lookup:?}",
-                            self.id
-                        ),
-                    );
-                    Err(Answer::Jwks(lookup))
+    /// A call's answer: resumes the request that made it and every request that waited for the
+    /// same lookup, each on its own stream.
+    fn landed(&mut self, out: Outstanding, status: Option<u16>, body: &[u8]) {
+        let Some((engine, metrics)) = self.root_parts(out.root) else {
+            return;
+        };
+        let flight = out.waiting.flight();
+        let answer = answer(&engine, out.waiting, status, body);
+        let waiters = flight.map_or_else(Vec::new, |k| self.flights.land(&(out.root, k)));
+        for stream in std::iter::once(out.stream).chain(waiters) {
+            // The stream may be gone (its client left); the answer is still cached for others.
+            let Some(p) = self.active(stream).and_then(|a| a.pending.take()) else {
+                continue;
+            };
+            if let Err(e) = abi::set_effective_context(stream) {
+                log(
+                    LogLevel::Warn,
+                    &format!("oauth-edge[{stream}]: cannot resume the request: {e}"),
+                );
+                continue;
+            }
+            let step = resume(&engine, p, answer.clone());
+            self.drive(stream, &engine, &metrics, step);
+        }
+    }
+
+    fn finish(
+        &mut self,
+        context: u32,
+        engine: &Rc<Engine>,
+        metrics: &Option<Rc<Metrics>>,
+        r: Response,
+    ) {
+        if let Some(a) = self.active(context) {
+            a.answered = true;
+        }
+        respond(metrics, engine, r);
+    }
+}
+
+/// Sends the core's answer on the current stream.
+fn respond(metrics: &Option<Rc<Metrics>>, engine: &Engine, r: Response) {
+    if let Some(m) = metrics {
+        m.outcome(r.outcome);
+        m.events(engine.drain_events());
+    }
+    let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    if let Err(e) = abi::send_response(u32::from(r.status), DETAILS, &headers, &r.body) {
+        log(
+            LogLevel::Error,
+            &format!("oauth-edge: cannot send the answer: {e}"),
+        );
+    }
+}
+
+fn dispatch(call: &Call) -> abi::HostResult<u32> {
+    let headers: Vec<(&str, &str)> = call.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let timeout_ms = u32::try_from(call.timeout.as_millis()).unwrap_or(u32::MAX);
+    abi::http_call(&call.cluster, &headers, call.body.as_deref(), timeout_ms)
+}
+
+/// The call a need takes, or its answer when none is needed (shared data, caches, a call that
+/// cannot be made).
+fn outgoing(
+    engine: &Engine,
+    metrics: &Option<Rc<Metrics>>,
+    need: Need,
+) -> Result<(Call, Waiting), Answer> {
+    match need {
+        Need::Store(op) => match engine.store_call(&op, now()) {
+            Some(call) => Ok((call, Waiting::Store(op))),
+            // Shared data answers inline; kept so a Need is always answered.
+            None => Err(Answer::Store(SharedData.run(&op))),
+        },
+        Need::Http(call) => Ok((call, Waiting::Http)),
+        Need::Jwks(url) => match engine.jwks_call(&url) {
+            Ok(call) => Ok((call, Waiting::Jwks(url))),
+            Err(lookup) => {
+                log(
+                    LogLevel::Warn,
+                    &format!("oauth-edge: cannot fetch a jwks_uri: {lookup:?}"),
+                );
+                Err(Answer::Jwks(lookup))
+            }
+        },
+        Need::Client(client_id) => {
+            let key = crate::registry::shared_key(&client_id);
+            if let Ok((Some(entry), _)) = abi::shared_get(&key) {
+                if let Some(lookup) = engine.client_from_shared(&client_id, &entry, now()) {
+                    return Err(Answer::Client(lookup));
                 }
-            },
-            Need::Client(client_id) => {
-                let key = crate::registry::shared_key(&client_id);
-                if let Ok((Some(entry), _)) = hostcalls::get_shared_data(&key) {
-                    if let Some(lookup) = engine.client_from_shared(&client_id, &entry, now()) {
-                        return Err(Answer::Client(lookup));
+            }
+            match engine.registry_call(&client_id) {
+                Some(call) => {
+                    if let Some(m) = metrics {
+                        m.registry_call();
                     }
+                    Ok((call, Waiting::Client(client_id)))
                 }
-                match engine.registry_call(&client_id) {
-                    Some(call) => {
-                        if let Some(m) = &self.metrics {
-                            m.registry_call();
-                        }
-                        Ok((call, Waiting::Client(client_id)))
-                    }
-                    None => {
-                        let (lookup, _) = engine.client_from_registry(&client_id, None, &[], now());
-                        Err(Answer::Client(lookup))
-                    }
+                None => {
+                    let (lookup, _) = engine.client_from_registry(&client_id, None, &[], now());
+                    Err(Answer::Client(lookup))
                 }
             }
         }
     }
+}
 
-    /// What a dispatched call's answer means to the core (`status` `None`: reset, timeout, or
-    /// not dispatched at all).
-    fn answer(
-        &self,
-        engine: &Rc<Engine>,
-        waiting: Waiting,
-        status: Option<u16>,
-        body: &[u8],
-    ) -> Answer {
-        match waiting {
-            Waiting::Store(op) => {
-                let result = engine.store_answer(&op, status, body, now());
-                if result == StoreResult::Failed {
-                    log(
-                        LogLevel::Warn,
-                        &format!(
-                            "oauth-edge[{}]: etcd operation failed (status {status:?})",
-                            self.id
-                        ),
-                    );
-                }
-                Answer::Store(result)
+/// What a dispatched call's answer means to the core (`status` `None`: no answer: a reset, a
+/// timeout, a response cut off, or a call not dispatched at all).
+fn answer(engine: &Engine, waiting: Waiting, status: Option<u16>, body: &[u8]) -> Answer {
+    match waiting {
+        Waiting::Store(op) => {
+            let result = engine.store_answer(&op, status, body, now());
+            if result == StoreResult::Failed {
+                log(
+                    LogLevel::Warn,
+                    &format!("oauth-edge: etcd operation failed (status {status:?})"),
+                );
             }
-            Waiting::Http => Answer::Http(crate::flow::HttpAnswer {
+            Answer::Store(result)
+        }
+        Waiting::Http => {
+            if status.is_none_or(|s| s >= 500) {
+                log(
+                    LogLevel::Warn,
+                    &format!("oauth-edge: a dispatched call failed (status {status:?})"),
+                );
+            }
+            Answer::Http(crate::flow::HttpAnswer {
                 status,
                 body: body.to_vec(),
-            }),
-            Waiting::Jwks(url) => {
-                let lookup = engine.jwks_from_fetch(&url, status, body, now());
-                if let crate::flow::JwksLookup::Unavailable(why) = &lookup {
+            })
+        }
+        Waiting::Jwks(url) => {
+            let lookup = engine.jwks_from_fetch(&url, status, body, now());
+            if let crate::flow::JwksLookup::Unavailable(why) = &lookup {
+                log(
+                    LogLevel::Warn,
+                    &format!("oauth-edge: jwks_uri fetch failed: {why}"),
+                );
+            }
+            Answer::Jwks(lookup)
+        }
+        Waiting::Client(client_id) => {
+            let (lookup, write) = engine.client_from_registry(&client_id, status, body, now());
+            if let Lookup::Unavailable(why) = &lookup {
+                log(
+                    LogLevel::Warn,
+                    &format!("oauth-edge: registry lookup failed: {why}"),
+                );
+            }
+            if let Some(w) = write {
+                // cas 0: unconditional; the value carries its own expiry.
+                if let Err(e) = abi::shared_set(&w.key, &w.value, 0) {
                     log(
                         LogLevel::Warn,
-                        &format!("oauth-edge[{}]: jwks_uri fetch failed: {why}", self.id),
+                        &format!("oauth-edge: cannot cache the registry answer: {e}"),
                     );
                 }
-                Answer::Jwks(lookup)
             }
-            Waiting::Client(client_id) => {
-                let (lookup, write) = engine.client_from_registry(&client_id, status, body, now());
-                if let Lookup::Unavailable(why) = &lookup {
-                    log(
-                        LogLevel::Warn,
-                        &format!("oauth-edge[{}]: registry lookup failed: {why}", self.id),
-                    );
-                }
-                if let Some(w) = write {
-                    // cas 0: unconditional; the value carries its own expiry.
-                    if let Err(e) = hostcalls::set_shared_data(&w.key, Some(&w.value), None) {
-                        log(
-                            LogLevel::Warn,
-                            &format!(
-                                "oauth-edge[{}]: cannot cache the registry answer: {e:?}",
-                                self.id
-                            ),
-                        );
-                    }
-                }
-                Answer::Client(lookup)
-            }
-        }
-    }
-
-    fn respond(&mut self, engine: &Rc<Engine>, r: Response) {
-        self.answered = true;
-        if let Some(m) = &self.metrics {
-            m.outcome(r.outcome);
-            m.events(engine.drain_events());
-        }
-        let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if let Err(e) = hostcalls::send_http_response(u32::from(r.status), headers, Some(&r.body)) {
-            log(
-                LogLevel::Error,
-                &format!("oauth-edge[{}]: cannot send the answer: {e:?}", self.id),
-            );
+            Answer::Client(lookup)
         }
     }
 }
@@ -482,10 +729,10 @@ struct SharedData;
 impl SyncStore for SharedData {
     fn run(&mut self, op: &StoreOp) -> StoreResult {
         match op {
-            StoreOp::Get { key } => match hostcalls::get_shared_data(key) {
+            StoreOp::Get { key } => match abi::shared_get(key) {
                 Ok((value, cas)) => StoreResult::Value {
                     value,
-                    cas: u64::from(cas.unwrap_or(0)),
+                    cas: u64::from(cas),
                 },
                 Err(_) => StoreResult::Failed,
             },
@@ -500,9 +747,9 @@ impl SyncStore for SharedData {
                 if cas == 0 {
                     return StoreResult::Failed;
                 }
-                match hostcalls::set_shared_data(key, Some(value), Some(cas)) {
+                match abi::shared_set(key, value, cas) {
                     Ok(()) => StoreResult::Written,
-                    Err(Status::CasMismatch) => StoreResult::Conflict,
+                    Err(abi::Status::CAS_MISMATCH) => StoreResult::Conflict,
                     Err(_) => StoreResult::Failed,
                 }
             }
@@ -516,15 +763,15 @@ impl SyncStore for SharedData {
 fn create_ring_keys(engine: &Engine) {
     for ring in engine.rings() {
         let marker = format!("oauth_edge.{}.created.{}", ring.name, ring.size);
-        if let Ok((Some(_), _)) = hostcalls::get_shared_data(&marker) {
+        if let Ok((Some(_), _)) = abi::shared_get(&marker) {
             continue;
         }
         for key in ring.keys() {
-            if let Ok((_, None)) = hostcalls::get_shared_data(&key) {
-                let _ = hostcalls::set_shared_data(&key, Some(&[]), None);
+            if let Ok((_, 0)) = abi::shared_get(&key) {
+                let _ = abi::shared_set(&key, &[], 0);
             }
         }
-        let _ = hostcalls::set_shared_data(&marker, Some(b"1"), None);
+        let _ = abi::shared_set(&marker, b"1", 0);
     }
 }
 
@@ -532,9 +779,7 @@ fn create_ring_keys(engine: &Engine) {
 /// port. Behind trusted proxies, Envoy's `xff_num_trusted_hops` decides what this is; a client
 /// cannot set it with a header of its own.
 fn source_address() -> Option<String> {
-    let raw = hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()?;
+    let raw = abi::property(&["source", "address"]).ok().flatten()?;
     let s = String::from_utf8(raw).ok()?;
     let host = match s.rsplit_once(':') {
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
@@ -547,8 +792,9 @@ fn source_address() -> Option<String> {
     )
 }
 
-fn header(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value_bytes(map, name)
+/// One request header of the current stream.
+fn header_string(name: &str) -> Option<String> {
+    abi::header(Map::RequestHeaders, name)
         .ok()
         .flatten()
         .map(|v| String::from_utf8_lossy(&v).into_owned())
@@ -556,11 +802,16 @@ fn header(map: MapType, name: &str) -> Option<String> {
 
 /// All request headers, every value kept (a header sent twice shows twice).
 fn request_headers() -> Headers {
-    let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    let pairs = abi::header_pairs(Map::RequestHeaders).unwrap_or_default();
     Headers(
         pairs
             .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
             .collect(),
     )
 }

@@ -2,8 +2,7 @@
 //! metadata (e.g. jwt_authn's `payload_in_metadata`, which a client cannot set) or a header set
 //! by an earlier filter.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
+use super::abi::{self, Map};
 
 use crate::config::{Config, UserSource};
 use crate::flow::User;
@@ -30,7 +29,7 @@ pub fn read(cfg: &Config) -> Option<User> {
             Some(User { sub, auth_time })
         }
         UserSource::Header { name } => {
-            let v = hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name).ok()??;
+            let v = abi::header(Map::RequestHeaders, name).ok()??;
             let sub = String::from_utf8(v).ok()?;
             (!sub.is_empty()).then_some(User {
                 sub,
@@ -43,7 +42,7 @@ pub fn read(cfg: &Config) -> Option<User> {
 fn property(base: &[&str; 4], leaf: &str) -> Option<Vec<u8>> {
     let mut path: Vec<&str> = base.to_vec();
     path.push(leaf);
-    hostcalls::get_property(path).ok().flatten()
+    abi::property(&path).ok().flatten()
 }
 
 /// A JSON number in metadata arrives as 8 bytes (a double from a protobuf Struct, or an

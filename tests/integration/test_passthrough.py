@@ -49,12 +49,31 @@ def test_passthrough_cluster_mode_methods(envoy_main, method):
 
 
 @pytest.mark.parametrize("path", ["/oauth/tokens", "/oauth/token/x", "/oauth/jwks.json", "/oauth",
-                                  "/.well-known/other", "/OAUTH/TOKEN"])
+                                  "/.well-known/other", "/oauth/callback"])
 def test_passthrough_lookalike_paths_reach_backend(envoy_main, path):
+    """Other paths under the same prefix belong to the application behind the gateway."""
     r = requests.post(envoy_main.base_url + path, data="grant_type=client_credentials", timeout=10,
                       headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 200, (path, r.status_code, r.text[:200])
     assert r.json()["path"] == path
+
+
+@pytest.mark.parametrize("path", ["/OAUTH/TOKEN", "/oauth/token/", "/oauth/token;x", "/Oauth/Token/",
+                                  "/oauth/token%20", "/oauth/jwks/",
+                                  "/.well-known/oauth-authorization-server/"])
+def test_variants_of_our_paths_answered_404_never_passed_on(envoy_main, path):
+    """A near-miss of one of the filter's paths would carry a client's credentials to the
+    application: the filter answers it, a clean 404, and the next request still works."""
+    r = requests.post(envoy_main.base_url + path, data="grant_type=client_credentials", timeout=10,
+                      headers={"Content-Type": "application/x-www-form-urlencoded",
+                               "Authorization": "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ="})
+    assert r.status_code == 404, (path, r.status_code, r.text[:200])
+    assert r.headers["content-type"] == "application/json"
+    assert r.headers["cache-control"] == "no-store"
+    assert r.json()["error"] == "invalid_request"
+    ok = requests.post(envoy_main.token_url, data={"grant_type": "client_credentials"},
+                       auth=("demo-client", "demo-secret"), timeout=10)
+    assert ok.status_code == 200
 
 
 def test_passthrough_large_upload_not_limited_by_filter(envoy_main):
@@ -250,3 +269,12 @@ def test_registry_concurrent_first_lookups(envoy_main, registry):
         statuses = list(pool.map(lambda _: token_request(envoy_main, c).status_code, range(20)))
     assert statuses == [200] * 20
     assert 1 <= registry.count(c.client_id) <= 20
+
+
+def test_escaped_unreserved_characters_are_normalised_by_envoy(envoy_main):
+    """normalize_path decodes escaped unreserved characters (RFC 3986 §6.2.2.2): the request
+    reaches the filter's endpoint itself, not the application."""
+    r = requests.post(envoy_main.base_url + "/oauth/%74oken", data={"grant_type": "client_credentials"},
+                      auth=("demo-client", "demo-secret"), timeout=10)
+    assert r.status_code == 200
+    assert "access_token" in r.json()
