@@ -38,6 +38,17 @@ Extra HTTP filters (--extra-http-filters FILE, a JSON list of Envoy HTTP filter 
 `{"name": ..., "typed_config": {...}}`): inserted in order BEFORE the wasm filter, e.g.
 envoy.filters.http.jwt_authn with `payload_in_metadata`, whose verified JWT payload the plugin's
 `user` setting then reads as the authenticated end user. None by default.
+
+Hardening (issue 11; see the template's comments and README "Deploying"):
+  --max-heap-bytes N    the overload manager's fixed_heap monitor (default 1 GiB): Envoy sheds
+                        load from 90 % of it and answers 503 from 98 %. Set it below the
+                        container's memory limit.
+  --escaped-slashes A   the HTTP connection manager's path_with_escaped_slashes_action (default
+                        UNESCAPE_AND_REDIRECT, Envoy's edge recommendation); KEEP_UNCHANGED for
+                        applications behind the gateway that use %2F in their paths.
+  The local reply mappers (Envoy's own 400/408/413/503 as flat OAuth JSON) are restricted to the
+  filter's endpoint paths, which this script takes from the plugin configuration it renders
+  (oauth_paths), so custom `endpoints` and an issuer with a path are covered.
 """
 from __future__ import annotations
 
@@ -69,7 +80,25 @@ DEFAULTS = {
     "registry_port": 8082,
     "route_mode": "direct",
     "body_mode": "pause",
+    "max_heap_bytes": 1 << 30,
+    "escaped_slashes": "UNESCAPE_AND_REDIRECT",
 }
+# The HTTP connection manager's path_with_escaped_slashes_action values (Envoy 1.40).
+ESCAPED_SLASHES_ACTIONS = ("UNESCAPE_AND_REDIRECT", "REJECT_REQUEST", "UNESCAPE_AND_FORWARD", "KEEP_UNCHANGED")
+# The plugin's endpoint paths by default (src/config.rs RawEndpoints); the device endpoints
+# exist only when the plugin configuration has `device`.
+ENDPOINT_DEFAULTS = {
+    "token": "/oauth/token",
+    "jwks": "/oauth/jwks",
+    "pushed_authorization": "/oauth/pushed-authorization",
+    "authorize": "/oauth/authorize",
+    "refresh": "/oauth/refresh",
+    "revocation": "/oauth/revoke",
+    "introspection": "/oauth/introspect",
+    "device_authorization": "/oauth/device_authorization",
+    "device_verification": "/oauth/device",
+}
+DEVICE_ENDPOINTS = ("device_authorization", "device_verification")
 
 _PLACEHOLDER = re.compile(r"@@[A-Z_]+@@")
 # Any placeholder, or one standing alone on its line (with its indentation and newline): a line
@@ -123,6 +152,42 @@ def body_mode_lines(mode: str) -> dict[str, list[str]]:
         "@@WASM_BODY_OPTIONS@@": [],
         "@@BODY_BUFFER_FILTER@@": ["- " + json.dumps(buffer_filter)],
     }
+
+
+def issuer_path(issuer: str) -> str:
+    """The issuer's path without a trailing slash, as the filter computes it (src/config.rs
+    split_issuer): https://as.example/tenant1/ -> /tenant1; https://as.example -> ''."""
+    rest = issuer.split("://", 1)[1] if "://" in issuer else issuer
+    i = rest.find("/")
+    return rest[i:].rstrip("/") if i >= 0 else ""
+
+
+def oauth_paths(plugin_config: dict[str, Any]) -> list[str]:
+    """The exact paths the filter answers, as it computes them from its configuration: the
+    endpoints (defaults where not set; the device endpoints only with `device`) and the two
+    metadata documents under the issuer's path (RFC 8414 §3, OpenID Connect Discovery §4)."""
+    endpoints = plugin_config.get("endpoints") or {}
+    if not isinstance(endpoints, dict):
+        raise RenderError("the plugin configuration's endpoints must be an object")
+    paths = []
+    for name, default in ENDPOINT_DEFAULTS.items():
+        if name in DEVICE_ENDPOINTS and plugin_config.get("device") is None:
+            continue
+        path = endpoints.get(name, default)
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise RenderError(f"endpoints.{name} must be an absolute path, not {path!r}")
+        paths.append(path)
+    issuer = plugin_config.get("issuer")
+    base = issuer_path(issuer) if isinstance(issuer, str) else ""
+    paths += [f"/.well-known/oauth-authorization-server{base}", f"{base}/.well-known/openid-configuration"]
+    return list(dict.fromkeys(paths))
+
+
+def cel_string_list(items: list[str]) -> str:
+    """A CEL list literal of single-quoted strings, escaped for a YAML double-quoted scalar
+    (the template writes it inside one): ['/oauth/token', '/oauth/jwks']."""
+    cel = "[" + ", ".join("'" + i.replace("\\", "\\\\").replace("'", "\\'") + "'" for i in items) + "]"
+    return json.dumps(cel, ensure_ascii=True)[1:-1]
 
 
 def _load_json(source: Any, what: str) -> Any:
@@ -249,17 +314,25 @@ def render_text(
     wasm_path: str = DEFAULT_WASM,
     template: Path = TEMPLATE,
     extra_http_filters: Any = None,
+    max_heap_bytes: int = DEFAULTS["max_heap_bytes"],
+    escaped_slashes: str = DEFAULTS["escaped_slashes"],
 ) -> str:
     """The rendered envoy.yaml text.
 
     plugin_config is used as given: build it with build_plugin_config(..., body_mode=) so that its
     pause_on_request_headers matches body_mode (checked here too). extra_http_filters: see
-    extra_filter_lines (they go before the wasm filter).
+    extra_filter_lines (they go before the wasm filter). max_heap_bytes: the overload manager's
+    fixed_heap limit; escaped_slashes: one of ESCAPED_SLASHES_ACTIONS.
     """
     for name, port in (("listen", listen_port), ("admin", admin_port),
                        ("backend", backend_port), ("registry", registry_port)):
         if not isinstance(port, int) or not 0 < port < 65536:
             raise RenderError(f"{name} port must be 1..65535, not {port!r}")
+    if isinstance(max_heap_bytes, bool) or not isinstance(max_heap_bytes, int) or max_heap_bytes <= 0:
+        raise RenderError(f"max heap bytes must be a positive integer, not {max_heap_bytes!r}")
+    if escaped_slashes not in ESCAPED_SLASHES_ACTIONS:
+        raise RenderError(f"escaped slashes action must be one of {', '.join(ESCAPED_SLASHES_ACTIONS)}, "
+                          f"not {escaped_slashes!r}")
     values = {
         "@@ADMIN_PORT@@": str(admin_port),
         "@@LISTEN_PORT@@": str(listen_port),
@@ -270,6 +343,9 @@ def render_text(
         "@@WASM_PATH@@": json.dumps(str(wasm_path)),
         "@@PLUGIN_CONFIG@@": json.dumps(json.dumps(plugin_config, separators=(",", ":"))),
         "@@ROUTES@@": json.dumps(routes_for(route_mode)),
+        "@@MAX_HEAP_BYTES@@": str(max_heap_bytes),
+        "@@ESCAPED_SLASHES@@": escaped_slashes,
+        "@@OAUTH_PATHS@@": cel_string_list(oauth_paths(plugin_config)),
     }
     lines = body_mode_lines(body_mode)
     lines["@@EXTRA_HTTP_FILTERS@@"] = extra_filter_lines(extra_http_filters)
@@ -311,11 +387,14 @@ def render(
     wasm_path: str = DEFAULT_WASM,
     issuer: str | None = None,
     extra_http_filters: Any = None,
+    max_heap_bytes: int = DEFAULTS["max_heap_bytes"],
+    escaped_slashes: str = DEFAULTS["escaped_slashes"],
 ) -> Path:
     """Write OUT_DIR/envoy.yaml (mode 0600: it holds the private key); return its path.
 
     plugin_config and key are dicts/lists or paths to JSON files; extra_http_filters a list of
-    HTTP filter objects (or a path to a JSON file holding one) to put before the wasm filter.
+    HTTP filter objects (or a path to a JSON file holding one) to put before the wasm filter;
+    max_heap_bytes and escaped_slashes: see render_text.
     """
     cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer,
                               body_mode=body_mode)
@@ -329,6 +408,8 @@ def render(
         body_mode=body_mode,
         wasm_path=wasm_path,
         extra_http_filters=extra_http_filters,
+        max_heap_bytes=max_heap_bytes,
+        escaped_slashes=escaped_slashes,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -361,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra-http-filters", metavar="FILE",
                    help="JSON file: a list of Envoy HTTP filter objects to insert before the wasm filter "
                         "(e.g. envoy.filters.http.jwt_authn with payload_in_metadata for the plugin's `user`)")
+    p.add_argument("--max-heap-bytes", type=int, default=DEFAULTS["max_heap_bytes"],
+                   help="the overload manager's heap limit in bytes (default 1 GiB; load shedding from 90 %%, "
+                        "503 from 98 %%): set it below the container's memory limit")
+    p.add_argument("--escaped-slashes", choices=ESCAPED_SLASHES_ACTIONS, default=DEFAULTS["escaped_slashes"],
+                   help="path_with_escaped_slashes_action for %%2F/%%5C in paths (default UNESCAPE_AND_REDIRECT; "
+                        "KEEP_UNCHANGED for applications that use %%2F in their paths)")
     args = p.parse_args(argv)
     try:
         path = render(
@@ -376,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
             wasm_path=args.wasm,
             issuer=args.issuer,
             extra_http_filters=args.extra_http_filters,
+            max_heap_bytes=args.max_heap_bytes,
+            escaped_slashes=args.escaped_slashes,
         )
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)

@@ -242,11 +242,14 @@ class EnvoyInstance:
                  signing_keys: list[dict[str, Any]], registry_port: int, backend_port: int,
                  body_mode: str = render.DEFAULTS["body_mode"],
                  edit_config: Callable[[dict[str, Any]], None] | None = None,
-                 extra_http_filters: list[dict[str, Any]] | None = None) -> None:
+                 extra_http_filters: list[dict[str, Any]] | None = None,
+                 envoy_args: list[str] | None = None) -> None:
         """edit_config, if given, changes the rendered bootstrap (a parsed YAML dict) in place
         before Envoy starts: for setups render.py deliberately does not produce.
-        extra_http_filters go before the wasm filter (render.py --extra-http-filters)."""
+        extra_http_filters go before the wasm filter (render.py --extra-http-filters).
+        envoy_args are added to Envoy's command line (e.g. --file-flush-interval-msec)."""
         self.name = name
+        self.envoy_args = list(envoy_args or [])
         self.extra_http_filters = extra_http_filters
         self.workdir = workdir
         self.route_mode = route_mode
@@ -366,7 +369,7 @@ class EnvoyInstance:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--concurrency", "2",
-             "--use-dynamic-base-id", "-l", "info", "--drain-time-s", "1"],
+             "--use-dynamic-base-id", "-l", "info", "--drain-time-s", "1", *self.envoy_args],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         log.close()

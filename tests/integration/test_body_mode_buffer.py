@@ -79,7 +79,7 @@ def test_render_cli_body_mode_buffer(tmp_path, route_mode):
         "envoy.filters.http.wasm", "envoy.filters.http.buffer", "envoy.filters.http.router"]
     wasm = filters[0]["typed_config"]["config"]
     assert "allow_on_headers_stop_iteration" not in wasm
-    assert wasm["failure_policy"] == "FAIL_CLOSED"
+    assert wasm["failure_policy"] == "FAIL_RELOAD"
     plugin = json.loads(wasm["configuration"]["value"])
     assert plugin["pause_on_request_headers"] is False
     buffer = filters[1]["typed_config"]
