@@ -50,6 +50,7 @@ pub mod rar;
 pub mod rate_limit;
 pub mod registry;
 pub mod replay;
+pub mod ring_fill;
 pub mod scope;
 pub mod sealed;
 pub mod store;

@@ -54,6 +54,11 @@ fn encode(entries: &[Entry]) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Live entries in a bucket's value (for the ring fill estimate).
+pub fn live_entries(value: &[u8], now_ms: u64) -> usize {
+    parse(value, now_ms).len()
+}
+
 /// The id's hash and its two buckets.
 fn place(ring: Ring, id: &str) -> (String, [String; 2]) {
     let d = Sha256::digest(id.as_bytes());

@@ -159,7 +159,7 @@ pub struct Record<T> {
 }
 
 /// A slot can be taken when it was never used, or its record expired (or is unreadable).
-fn reusable(value: Option<&[u8]>, now_ms: u64) -> bool {
+pub(crate) fn reusable(value: Option<&[u8]>, now_ms: u64) -> bool {
     #[derive(Deserialize)]
     struct Exp {
         exp: u64,

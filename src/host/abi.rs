@@ -84,6 +84,7 @@ pub enum Buffer {
 #[repr(u32)]
 pub enum MetricType {
     Counter = 0,
+    Gauge = 1,
 }
 
 #[link(wasm_import_module = "env")]
@@ -150,6 +151,8 @@ extern "C" {
     fn proxy_set_effective_context(context_id: u32) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, out_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
+    fn proxy_record_metric(id: u32, value: u64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period_ms: u32) -> u32;
 }
 
 /// Takes ownership of a buffer the host allocated with `proxy_on_memory_allocate`.
@@ -317,4 +320,15 @@ pub fn define_metric(kind: MetricType, name: &str) -> HostResult<u32> {
 pub fn increment_metric(id: u32, by: i64) -> HostResult<()> {
     // SAFETY: no pointers.
     check(unsafe { proxy_increment_metric(id, by) })
+}
+
+pub fn record_metric(id: u32, value: u64) -> HostResult<()> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_record_metric(id, value) })
+}
+
+/// Asks for `proxy_on_tick` on the current root context every `period_ms`.
+pub fn set_tick_period(period_ms: u32) -> HostResult<()> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_set_tick_period_milliseconds(period_ms) })
 }

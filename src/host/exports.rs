@@ -49,6 +49,11 @@ pub extern "C" fn proxy_on_configure(root: u32, _size: usize) -> u32 {
 }
 
 #[no_mangle]
+pub extern "C" fn proxy_on_tick(root: u32) {
+    super::on_tick(root);
+}
+
+#[no_mangle]
 pub extern "C" fn proxy_on_context_create(context: u32, parent: u32) {
     super::on_context_create(context, parent);
 }

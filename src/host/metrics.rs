@@ -44,6 +44,8 @@ pub struct Metrics {
     registry_not_found: Option<u32>,
     registry_failures: Option<u32>,
     coalesced: Option<u32>,
+    /// Per ring: its gauge of estimated fill (percent).
+    ring_fill: Vec<(&'static str, Option<u32>)>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -61,7 +63,7 @@ fn find<K: PartialEq>(list: &[(K, Option<u32>)], k: K) -> Option<u32> {
 }
 
 impl Metrics {
-    pub fn define() -> Metrics {
+    pub fn define(engine: &crate::engine::Engine) -> Metrics {
         Metrics {
             requests: ENDPOINTS
                 .iter()
@@ -85,6 +87,18 @@ impl Metrics {
             registry_not_found: counter("oauth_edge.registry.not_found"),
             registry_failures: counter("oauth_edge.registry.failures"),
             coalesced: counter("oauth_edge.lookups.coalesced"),
+            ring_fill: engine
+                .rings()
+                .iter()
+                .filter(|r| crate::ring_fill::kind(r).is_some())
+                .map(|r| {
+                    let name = format!(
+                        "oauth_edge.ring_fill_percent.{}",
+                        crate::ring_fill::label(r)
+                    );
+                    (r.name, abi::define_metric(MetricType::Gauge, &name).ok())
+                })
+                .collect(),
         }
     }
 
@@ -102,6 +116,13 @@ impl Metrics {
 
     pub fn registry_call(&self) {
         inc(self.registry_calls, 1);
+    }
+
+    /// A ring's estimated fill, in percent.
+    pub fn ring_fill(&self, ring: &'static str, percent: u64) {
+        if let Some(id) = find(&self.ring_fill, ring) {
+            let _ = abi::record_metric(id, percent);
+        }
     }
 
     /// A request waited for a registry or jwks_uri call already in flight.
