@@ -66,8 +66,12 @@ pub fn classify(status: Option<u16>, body: &[u8]) -> JwksLookup {
 }
 
 struct Entry {
-    set: Rc<JwkSet>,
+    set: Option<Rc<JwkSet>>,
     fetched_ms: u64,
+    /// The last fetch failed, then, and why: remembered for `refetch_cooldown` so a client
+    /// whose key server is down (or a caller naming it over and over) does not make every
+    /// request wait for another failing call.
+    failed: Option<(u64, String)>,
 }
 
 /// Parsed key sets by URL, per worker.
@@ -85,28 +89,65 @@ impl JwksCache {
         now_ms: u64,
     ) -> Option<JwksLookup> {
         let e = self.entries.get(url)?;
+        let cooldown = crate::duration::millis(cfg.refetch_cooldown);
+        if let Some((at, why)) = &e.failed {
+            if now_ms.saturating_sub(*at) < cooldown {
+                // A set fetched before the failure still serves; none: the failure itself.
+                return Some(match &e.set {
+                    Some(set) => JwksLookup::Found(set.clone()),
+                    None => JwksLookup::Unavailable(why.clone()),
+                });
+            }
+        }
+        let set = e.set.as_ref()?;
         let age = now_ms.saturating_sub(e.fetched_ms);
         let fresh = if refresh {
             // Refetch on a kid miss, but not more often than the cooldown: a caller sending
             // made-up kids must not make us hammer the client's server.
-            age < crate::duration::millis(cfg.refetch_cooldown)
+            age < cooldown
         } else {
             age < crate::duration::millis(cfg.cache_ttl)
         };
-        fresh.then(|| JwksLookup::Found(e.set.clone()))
+        fresh.then(|| JwksLookup::Found(set.clone()))
     }
 
     pub fn put(&mut self, url: &str, set: Rc<JwkSet>, now_ms: u64) {
-        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(url) {
-            self.entries.clear();
-        }
+        self.make_room(url);
         self.entries.insert(
             url.to_string(),
             Entry {
-                set,
+                set: Some(set),
                 fetched_ms: now_ms,
+                failed: None,
             },
         );
+    }
+
+    /// A fetch of `url` failed: remember it briefly (see [`Entry::failed`]).
+    pub fn put_failure(&mut self, url: &str, why: &str, now_ms: u64) {
+        if let Some(e) = self.entries.get_mut(url) {
+            e.failed = Some((now_ms, why.to_string()));
+            return;
+        }
+        self.make_room(url);
+        self.entries.insert(
+            url.to_string(),
+            Entry {
+                set: None,
+                fetched_ms: now_ms,
+                failed: Some((now_ms, why.to_string())),
+            },
+        );
+    }
+
+    fn make_room(&mut self, url: &str) {
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(url) {
+            // Failures first: they are the cheapest to lose.
+            self.entries.retain(|_, e| e.set.is_some());
+            if self.entries.len() >= MAX_ENTRIES {
+                self.entries.clear();
+            }
+        }
     }
 }
 
@@ -181,5 +222,35 @@ mod tests {
             cache.get(&c, "u", true, 12_000).is_none(),
             "refetch allowed"
         );
+    }
+
+    #[test]
+    fn failures_are_remembered_for_the_cooldown() {
+        let c = cfg();
+        let mut cache = JwksCache::default();
+        cache.put_failure("u", "jwks_uri answered 503", 1_000);
+        assert!(matches!(
+            cache.get(&c, "u", false, 2_000),
+            Some(JwksLookup::Unavailable(_))
+        ));
+        assert!(
+            cache.get(&c, "u", false, 1_000 + 10_000).is_none(),
+            "asked again after the cooldown"
+        );
+        // A set fetched earlier keeps serving while its refetch is failing.
+        let set = Rc::new(JwkSet::from_slice(br#"{"keys":[]}"#).unwrap());
+        cache.put("v", set, 0);
+        cache.put_failure("v", "reset", 5_000);
+        assert!(matches!(
+            cache.get(&c, "v", true, 6_000),
+            Some(JwksLookup::Found(_))
+        ));
+        // A success clears the failure.
+        let set = Rc::new(JwkSet::from_slice(br#"{"keys":[]}"#).unwrap());
+        cache.put("u", set, 20_000);
+        assert!(matches!(
+            cache.get(&c, "u", false, 20_001),
+            Some(JwksLookup::Found(_))
+        ));
     }
 }

@@ -7,7 +7,7 @@
 //! are written there: the set of keys is bounded by the number of real clients, while unknown
 //! ids (which anybody can invent) are remembered only in the bounded per-worker cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -91,18 +91,32 @@ pub fn decode_entry(client_id: &str, entry: &[u8], now_ms: u64) -> Option<(Rc<Cl
 /// The per-worker cache of registry answers, found and not found, bounded in size.
 #[derive(Debug, Default)]
 pub struct LocalCache {
-    entries: HashMap<String, (Option<Rc<Client>>, u64)>,
+    /// Registry answers for real clients: bounded by the registry's own client count, since
+    /// only the registry can make an entry here.
+    found: HashMap<String, (Rc<Client>, u64)>,
+    /// Ids the registry does not know: anyone can invent them, so they live apart, at most
+    /// [`NEGATIVE_MAX`], the oldest evicted first. A flood of made-up ids never pushes a real
+    /// client out.
+    unknown: HashMap<String, u64>,
+    unknown_order: VecDeque<String>,
 }
 
-/// Beyond this many entries the cache starts over: simple, bounded, and real client sets are
-/// far smaller.
+/// Found clients kept per worker. Past it (only a registry with more clients than this gets
+/// here) expired entries go first, then the whole map.
 pub const LOCAL_CACHE_MAX: usize = 10_000;
+/// Unknown ids remembered per worker.
+pub const NEGATIVE_MAX: usize = 4_096;
 
 impl LocalCache {
     /// `Some(Some(client))` found, `Some(None)` known unknown, `None` ask further.
     pub fn get(&self, client_id: &str, now_ms: u64) -> Option<Option<Rc<Client>>> {
-        match self.entries.get(client_id) {
-            Some((c, exp)) if now_ms < *exp => Some(c.clone()),
+        if let Some((c, exp)) = self.found.get(client_id) {
+            if now_ms < *exp {
+                return Some(Some(c.clone()));
+            }
+        }
+        match self.unknown.get(client_id) {
+            Some(exp) if now_ms < *exp => Some(None),
             _ => None,
         }
     }
@@ -111,23 +125,51 @@ impl LocalCache {
         if ttl.is_zero() {
             return;
         }
-        if self.entries.len() >= LOCAL_CACHE_MAX && !self.entries.contains_key(client_id) {
-            self.entries.retain(|_, (_, exp)| *exp > now_ms);
-            if self.entries.len() >= LOCAL_CACHE_MAX {
-                self.entries.clear();
+        let expires = now_ms.saturating_add(crate::duration::millis(ttl));
+        match client {
+            Some(c) => {
+                self.forget_unknown(client_id);
+                if self.found.len() >= LOCAL_CACHE_MAX && !self.found.contains_key(client_id) {
+                    self.found.retain(|_, (_, exp)| *exp > now_ms);
+                    if self.found.len() >= LOCAL_CACHE_MAX {
+                        self.found.clear();
+                    }
+                }
+                self.found.insert(client_id.to_string(), (c, expires));
+            }
+            None => {
+                self.found.remove(client_id);
+                if self
+                    .unknown
+                    .insert(client_id.to_string(), expires)
+                    .is_none()
+                {
+                    self.unknown_order.push_back(client_id.to_string());
+                }
+                while self.unknown.len() > NEGATIVE_MAX {
+                    match self.unknown_order.pop_front() {
+                        Some(oldest) => {
+                            self.unknown.remove(&oldest);
+                        }
+                        None => break,
+                    }
+                }
             }
         }
-        let expires = now_ms.saturating_add(crate::duration::millis(ttl));
-        self.entries
-            .insert(client_id.to_string(), (client, expires));
+    }
+
+    fn forget_unknown(&mut self, client_id: &str) {
+        if self.unknown.remove(client_id).is_some() {
+            self.unknown_order.retain(|id| id != client_id);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.found.len() + self.unknown.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
 
@@ -217,5 +259,25 @@ mod tests {
             lc.put(&format!("id{i}"), None, 0, Duration::from_millis(100));
         }
         assert!(lc.len() <= LOCAL_CACHE_MAX);
+    }
+
+    #[test]
+    fn made_up_ids_never_evict_a_found_client() {
+        let mut lc = LocalCache::default();
+        let client = Rc::new(Client::from_slice(&body("good")).unwrap());
+        lc.put("good", Some(client), 0, Duration::from_secs(60));
+        for i in 0..(NEGATIVE_MAX * 5) {
+            lc.put(&format!("ghost{i}"), None, 0, Duration::from_secs(60));
+        }
+        assert!(matches!(lc.get("good", 1), Some(Some(_))));
+        assert_eq!(lc.len(), NEGATIVE_MAX + 1);
+        // The newest unknown ids are remembered, the oldest were evicted first.
+        let last = format!("ghost{}", NEGATIVE_MAX * 5 - 1);
+        assert_eq!(lc.get(&last, 1), Some(None));
+        assert_eq!(lc.get("ghost0", 1), None);
+        // An id that becomes known leaves the unknown list.
+        let later = Rc::new(Client::from_slice(&body(&last)).unwrap());
+        lc.put(&last, Some(later), 1, Duration::from_secs(60));
+        assert!(matches!(lc.get(&last, 2), Some(Some(_))));
     }
 }

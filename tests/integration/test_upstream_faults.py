@@ -31,6 +31,7 @@ is judged on its own rather than on the wreck the previous one left.
 from __future__ import annotations
 
 import copy
+import json
 import re
 import time
 import uuid
@@ -54,12 +55,14 @@ from helpers import (
     client_metadata,
     endpoint_urls,
     form_post,
+    jwks_of,
     pk_metadata,
     pkce_pair,
     post_form,
     token_request,
 )
 
+JWKS_COOLDOWN = 1.0  # s: jwks_fetch.refetch_cooldown, also how long a failed fetch is remembered
 UPSTREAM_TIMEOUT = 1.0  # s: registry.timeout, jwks_fetch.timeout, password_grant.timeout, store.etcd.timeout
 SLACK = 3.0  # s: what a loaded 2-core machine may add to an answer's expected time
 MAX_CALLS = 2  # upstream calls one trigger may make (Kind.calls: the etcd store retries once)
@@ -105,14 +108,16 @@ def _registry_trigger(envoy: EnvoyInstance) -> requests.Response:
 
 def _jwks_config(cfg: dict[str, Any]) -> None:
     cfg["jwks_fetch"] = {"cluster": CHAOS_CLUSTER, "timeout": _seconds(UPSTREAM_TIMEOUT), "cache_ttl": "10m",
-                         "refetch_cooldown": "1s", "require_https": False}
+                         "refetch_cooldown": _seconds(JWKS_COOLDOWN), "require_https": False}
     cfg["client_assertion"] = {"max_lifetime": "300s", "clock_skew": "30s"}
     cfg["clients"].append(pk_metadata(PK_CHAOS, jwks_uri=PK_CHAOS_JWKS_URI))
 
 
 def _jwks_trigger(envoy: EnvoyInstance) -> requests.Response:
     """client_credentials by a static private_key_jwt client whose keys are behind a jwks_uri
-    served (badly) by the chaos server: a failed fetch is never cached, so each trigger fetches."""
+    served (badly) by the chaos server. A failed fetch is remembered for refetch_cooldown (1 s
+    here): wait that long so this trigger fetches again."""
+    time.sleep(JWKS_COOLDOWN + 0.1)
     aud = endpoint_urls(envoy)["token"]
     form = {"grant_type": "client_credentials", "scope": "read",
             **assertion_form(client_assertion(PK_CHAOS_KEY, PK_CHAOS.client_id, aud))}
@@ -342,3 +347,40 @@ def test_reproduction_registry_reset_after_headers_does_not_trap_the_vm(rig):
 @pytest.mark.parametrize("mode", FAULT_MODES)
 def test_a_failing_upstream_gets_a_clean_error_and_every_worker_recovers(rig, mode):
     run_fault(rig, mode)
+
+
+@pytest.mark.parametrize("rig", ["jwks_uri"], indirect=True)
+def test_a_failed_jwks_uri_fetch_is_remembered_for_the_cooldown(rig):
+    """A client's key server that is down costs one call per worker per refetch_cooldown, not one
+    per request: a burst of assertions meanwhile gets the same clean error at once."""
+    rig.ensure_fresh()
+    envoy, chaos = rig.inst, rig.chaos
+    time.sleep(JWKS_COOLDOWN + 0.1)
+    chaos.set_mode("reset-before-headers")
+    asked = chaos.requests
+    try:
+        aud = endpoint_urls(envoy)["token"]
+        t0 = time.monotonic()
+        statuses = []
+        for _ in range(12):
+            form = {"grant_type": "client_credentials", "scope": "read",
+                    **assertion_form(client_assertion(PK_CHAOS_KEY, PK_CHAOS.client_id, aud))}
+            statuses.append(post_form(envoy.token_url, form, timeout=CLIENT_TIMEOUT).status_code)
+        elapsed = time.monotonic() - t0
+    finally:
+        chaos.set_mode("ok")
+    assert set(statuses) <= {401, 500}, statuses
+    calls = chaos.requests - asked
+    # Two workers, each remembering its failure; a burst longer than the cooldown may ask again.
+    assert 1 <= calls <= 2 * (1 + int(elapsed / JWKS_COOLDOWN)), (calls, elapsed)
+    # After the cooldown, with the key server back, the client authenticates again.
+    chaos.set_mode("ok", body=json.dumps(jwks_of(PK_CHAOS_KEY)).encode())
+    try:
+        time.sleep(JWKS_COOLDOWN + 0.1)
+        for _ in range(4):
+            form = {"grant_type": "client_credentials", "scope": "read",
+                    **assertion_form(client_assertion(PK_CHAOS_KEY, PK_CHAOS.client_id, aud))}
+            r = post_form(envoy.token_url, form, timeout=CLIENT_TIMEOUT)
+            assert r.status_code == 200, r.text[:200]
+    finally:
+        chaos.set_mode("ok", body=b"{}")
