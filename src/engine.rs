@@ -353,7 +353,8 @@ impl Engine {
             now: p.now,
         };
         let result = {
-            let mut ctx = Ctx::new(p.now, rng, &mut p.journal, &local);
+            let mut ctx =
+                Ctx::new(p.now, rng, &mut p.journal, &local).with_source(p.req.source.as_deref());
             if let Some(s) = store {
                 ctx = ctx.with_store(s);
             }
@@ -369,8 +370,8 @@ impl Engine {
         }
     }
 
-    /// Counts the request against its source address's limit (the POST endpoints: the ones
-    /// that cost signatures and store writes).
+    /// Counts the request against its source address's limit: every endpoint that creates
+    /// state, costs a signature or can be called without credentials (all but the documents).
     fn per_address_limit(
         &self,
         ep: Endpoint,
@@ -384,6 +385,7 @@ impl Engine {
             ep,
             Endpoint::Token
                 | Endpoint::Refresh
+                | Endpoint::Authorize
                 | Endpoint::PushedAuthorization
                 | Endpoint::Revocation
                 | Endpoint::Introspection
@@ -505,10 +507,17 @@ impl Engine {
         now: Now,
     ) -> JwksLookup {
         let lookup = jwks_fetch::classify(status, body);
-        if let JwksLookup::Found(set) = &lookup {
-            self.jwks_cache
-                .borrow_mut()
-                .put(url, set.clone(), now.unix_ms);
+        match &lookup {
+            JwksLookup::Found(set) => {
+                self.jwks_cache
+                    .borrow_mut()
+                    .put(url, set.clone(), now.unix_ms)
+            }
+            JwksLookup::Unavailable(why) => {
+                self.jwks_cache
+                    .borrow_mut()
+                    .put_failure(url, why, now.unix_ms)
+            }
         }
         lookup
     }

@@ -201,6 +201,8 @@ pub struct Ctx<'a> {
     /// Resolves what it can without the host (static clients, the worker caches).
     local: &'a dyn Local,
     sync_store: Option<&'a mut dyn SyncStore>,
+    /// The downstream address as Envoy saw it, when a limit needs it.
+    source: Option<&'a str>,
 }
 
 impl<'a> Ctx<'a> {
@@ -218,6 +220,7 @@ impl<'a> Ctx<'a> {
             next_random: 0,
             local,
             sync_store: None,
+            source: None,
         }
     }
 
@@ -225,6 +228,16 @@ impl<'a> Ctx<'a> {
     pub fn with_store(mut self, store: &'a mut dyn SyncStore) -> Self {
         self.sync_store = Some(store);
         self
+    }
+
+    pub fn with_source(mut self, source: Option<&'a str>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The downstream address (see [`crate::flow::Request::source`]).
+    pub fn source(&self) -> Option<&str> {
+        self.source
     }
 
     fn next(&mut self) -> Option<Answer> {

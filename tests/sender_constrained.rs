@@ -766,6 +766,25 @@ fn rate_limits_answer_429_with_retry_after_then_serve_again() {
 }
 
 #[test]
+fn a_public_clients_budget_is_per_source_address() {
+    // Anyone can name a public client: garbage requests from one address must not 429 the
+    // client's users elsewhere.
+    let mut w = world(json!({"rate_limits": {"per_client": {"requests": 3, "window": "10s"}}}));
+    let garbage = b"grant_type=refresh_token&refresh_token=garbage&client_id=pub";
+    w.h.source = Some("203.0.113.66".into());
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| token(&mut w, &form_headers(&[]), garbage).status)
+        .collect();
+    assert_eq!(statuses, [400, 400, 400, 429, 429]);
+    w.h.source = Some("192.0.2.7".into());
+    assert_eq!(
+        token(&mut w, &form_headers(&[]), garbage).status,
+        400,
+        "not 429"
+    );
+}
+
+#[test]
 fn fapi2_profile_is_strict() {
     let mut w = world(json!({"profile": "fapi2"}));
     let k = Key::new(Alg::ES256, "d1");

@@ -54,12 +54,14 @@ pub fn authenticate_client(
         _ => client_auth::authenticate(&client, &presented)?,
     }
     if let Some(limit) = cfg.rate_limits.per_client {
-        rate_limit::hit(
-            ctx,
-            cfg.rings.rate_limits,
-            &format!("client\0{}", client.client_id),
-            limit,
-        )?;
+        // A public client "authenticates" by naming its id: anyone can. Its budget is kept per
+        // source address too, so a stranger exhausts only their own share, never the client's
+        // users'.
+        let what = match (client.auth_method, ctx.source()) {
+            (AuthMethod::None, Some(addr)) => format!("client\0{}\0{addr}", client.client_id),
+            _ => format!("client\0{}", client.client_id),
+        };
+        rate_limit::hit(ctx, cfg.rings.rate_limits, &what, limit)?;
     }
     Ok(client)
 }

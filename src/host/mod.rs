@@ -75,7 +75,16 @@ enum FlightKey {
 struct Root {
     engine: Option<Rc<Engine>>,
     metrics: Option<Rc<Metrics>>,
+    /// Ticks so far (moves the ring sample's offset).
+    ticks: u32,
+    /// When each ring's fill was last warned about (ms), so the log is not flooded.
+    warned: HashMap<&'static str, u64>,
 }
+
+/// How often each worker estimates the rings' fill.
+const TICK_MS: u32 = 10_000;
+/// At most one fill warning per ring per worker in this long.
+const WARN_EVERY_MS: u64 = 60_000;
 
 /// One HTTP stream: `active` only on the filter's own endpoints.
 struct Stream {
@@ -218,13 +227,69 @@ pub(crate) fn on_configure(root: u32) -> bool {
     );
     let engine = Engine::new(cfg);
     create_ring_keys(&engine);
-    let metrics = Metrics::define();
+    let metrics = Metrics::define(&engine);
+    if let Err(e) = abi::set_tick_period(TICK_MS) {
+        log(
+            LogLevel::Warn,
+            &format!("oauth-edge: no timer, ring fill is not measured: {e}"),
+        );
+    }
     with_filter(false, |f| {
         let r = f.roots.entry(root).or_default();
         r.engine = Some(Rc::new(engine));
         r.metrics = Some(Rc::new(metrics));
         true
     })
+}
+
+/// Estimates how full each ring is (see [`crate::ring_fill`]): a gauge per ring, and a warning
+/// in Envoy's log past 80 %.
+pub(crate) fn on_tick(root: u32) {
+    with_filter((), |f| {
+        let Some(r) = f.roots.get_mut(&root) else {
+            return;
+        };
+        let Some(engine) = r.engine.clone() else {
+            return;
+        };
+        r.ticks = r.ticks.wrapping_add(1);
+        // A prime stride moves the sample across the whole ring over the ticks.
+        let offset = r.ticks.wrapping_mul(7_919);
+        let now_ms = now().unix_ms;
+        for ring in engine.rings() {
+            let Some(kind) = crate::ring_fill::kind(&ring) else {
+                continue;
+            };
+            let loads: Vec<f64> = crate::ring_fill::sample_slots(&ring, offset)
+                .map(|slot| {
+                    let value = abi::shared_get(&ring.key(slot)).ok().and_then(|(v, _)| v);
+                    crate::ring_fill::slot_load(kind, value.as_deref(), now_ms)
+                })
+                .collect();
+            let fill = crate::ring_fill::estimate(&loads);
+            if let Some(m) = &r.metrics {
+                m.ring_fill(ring.name, (fill * 100.0).round() as u64);
+            }
+            let last = r.warned.get(ring.name).copied().unwrap_or(0);
+            if fill >= crate::ring_fill::WARN_AT
+                && (last == 0 || now_ms.saturating_sub(last) >= WARN_EVERY_MS)
+            {
+                r.warned.insert(ring.name, now_ms);
+                log(
+                    LogLevel::Warn,
+                    &format!(
+                        "oauth-edge: the {} ring is about {:.0} % full ({} slots): when it is \
+                         full, requests that need a slot fail; raise store.{} or shorten the \
+                         lifetimes",
+                        crate::ring_fill::label(&ring),
+                        fill * 100.0,
+                        ring.size,
+                        crate::ring_fill::setting(&ring),
+                    ),
+                );
+            }
+        }
+    });
 }
 
 // ------------------------------------------------------------------ stream callbacks
@@ -460,7 +525,8 @@ impl Filter {
         } else {
             None
         };
-        let source = if engine.config.rate_limits.per_address.is_some() {
+        let limits = &engine.config.rate_limits;
+        let source = if limits.per_address.is_some() || limits.per_client.is_some() {
             source_address()
         } else {
             None

@@ -83,6 +83,7 @@ from helpers import (  # noqa: E402
     PK_PINNED_CLIENT,
     RATE_CLIENTS,
     RATE_PAR_CLIENT,
+    RATE_PUBLIC_CLIENT,
     ClientKeys,
     jwks_of,
     pk_metadata,
@@ -736,7 +737,7 @@ def envoy_fapi2(keys: Keys, client_keys: ClientKeys, login_service: LoginService
 
 def _rate_plugin_config(limits: dict[str, Any]) -> dict[str, Any]:
     cfg = base_plugin_config(rate_limits=limits, store={"rate_limit_slots": 1024})
-    cfg["clients"] += [client_metadata(c) for c in (*RATE_CLIENTS, RATE_PAR_CLIENT)]
+    cfg["clients"] += [client_metadata(c) for c in (*RATE_CLIENTS, RATE_PAR_CLIENT, RATE_PUBLIC_CLIENT)]
     return cfg
 
 

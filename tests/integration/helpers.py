@@ -869,6 +869,10 @@ def authlib_session(client: Client, key: ClientKey, aud: str, *, alg: str | None
 
 # Clients of the rate limit Envoys (client_secret_basic, client_credentials).
 RATE_CLIENTS = tuple(Client(f"rl-{n}", f"rl-{n}-secret", scope="read") for n in "abcdefgh")
+# A public client under the per-client limit: anyone can name it, so its budget is per address.
+RATE_PUBLIC_CLIENT = Client("rl-public", None, auth_method="none",
+                            grant_types=("authorization_code", "refresh_token"), scope="read",
+                            extra={"redirect_uris": ["https://rl.example.test/pub-cb"]})
 # A rate limit client that also pushes authorization requests (PAR and token count together).
 RATE_PAR_REDIRECT = "https://rl.example.test/cb"
 RATE_PAR_CLIENT = Client("rl-par", "rl-par-secret", grant_types=("client_credentials", "authorization_code"),

@@ -16,7 +16,9 @@ RATE_ADDRESS_REQUESTS); both route mode `direct`, loopback issuer.
 """
 from __future__ import annotations
 
+import http.client
 import threading
+import urllib.parse
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ from helpers import (
     POST_CLIENT,
     RATE_CLIENTS,
     RATE_PAR_CLIENT,
+    RATE_PUBLIC_CLIENT,
     RATE_PAR_REDIRECT,
     Client,
     assert_oauth_error,
@@ -288,3 +291,33 @@ def test_rfc6585_4_rate_limit_envoys_stay_healthy(request, which):
         start_of_window(e, after_quiet=True)
     assert_ok(e, cc(e, RATE_CLIENTS[0]))
     done(e)
+
+
+def _post_from(envoy, source_ip: str, form: dict[str, str]) -> int:
+    """A token request from another loopback address (the listener is on 127.0.0.1; the
+    connection's source is `source_ip`, which is what Envoy's source.address says)."""
+    conn = http.client.HTTPConnection("127.0.0.1", envoy.listen_port, timeout=10,
+                                      source_address=(source_ip, 0))
+    try:
+        conn.request("POST", "/oauth/token", urllib.parse.urlencode(form),
+                     {"Content-Type": "application/x-www-form-urlencoded"})
+        r = conn.getresponse()
+        r.read()
+        return r.status
+    finally:
+        conn.close()
+
+
+def test_public_client_budget_is_per_source_address(envoy_rate_client):
+    """A public client authenticates by naming its id, so anyone can spend its budget: garbage
+    refresh requests from an attacker's address exhaust only that address's share, and the
+    client's users elsewhere are not answered 429."""
+    e = envoy_rate_client
+    start_of_window(e, after_quiet=True)
+    garbage = {"grant_type": "refresh_token", "refresh_token": "garbage",
+               "client_id": RATE_PUBLIC_CLIENT.client_id}
+    attacker = [_post_from(e, "127.0.0.2", garbage) for _ in range(RATE_CLIENT_REQUESTS + 3)]
+    victim = _post_from(e, "127.0.0.1", garbage)
+    done(e)
+    assert attacker == [400] * RATE_CLIENT_REQUESTS + [429] * 3, attacker
+    assert victim == 400, "the client's users on another address must not be limited"
