@@ -392,6 +392,8 @@ pub struct Config {
     pub token_endpoint: String,
     pub jwks_uri: String,
     pub keys: KeySet,
+    /// Places rate-limit and failure counters (see [`crate::rate_limit`]).
+    pub counter_key: [u8; 32],
     pub access_token_ttl: Duration,
     pub access_token_audience: String,
     pub registry: Option<RegistryConfig>,
@@ -582,6 +584,14 @@ pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
 
 impl Config {
+    /// Where rate-limit and failure counters live (see [`crate::rate_limit`]).
+    pub fn counters(&self) -> crate::rate_limit::Counters<'_> {
+        crate::rate_limit::Counters {
+            ring: self.rings.rate_limits,
+            key: &self.counter_key,
+        }
+    }
+
     pub fn from_json(bytes: &[u8]) -> Result<Config, String> {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(
@@ -979,6 +989,7 @@ impl Config {
         let par_htu = crate::dpop::normalize_htu(&format!("{origin}{par_path}"))
             .ok_or("the PAR endpoint URL cannot be normalised")?;
         Ok(Config {
+            counter_key: keys.counter_key(),
             token_htu,
             par_htu,
             own_keys,

@@ -396,9 +396,10 @@ impl Engine {
         }
         crate::rate_limit::hit(
             ctx,
-            self.config.rings.rate_limits,
+            self.config.counters(),
             &format!("address\0{addr}"),
             limit,
+            crate::rate_limit::Full::Allow,
         )
     }
 

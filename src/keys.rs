@@ -179,6 +179,19 @@ impl KeySet {
         &self.algs
     }
 
+    /// The key that places rate-limit and failure counters in their ring: derived one-way from
+    /// the active key's sealing key, so nobody without the private key can compute which names
+    /// share a slot (and every instance with this configuration agrees).
+    pub fn counter_key(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"oauth-edge/counter-placement/v1\0");
+        if let Some(k) = self.sealing_keys().next() {
+            h.update(k);
+        }
+        h.finalize().into()
+    }
+
     /// Refresh token sealing keys, the active key's first.
     pub fn sealing_keys(&self) -> impl Iterator<Item = &[u8; 32]> {
         self.active()

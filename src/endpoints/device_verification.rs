@@ -81,11 +81,13 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .map(normalize_user_code)
         .filter(|c| !c.is_empty() && c.len() <= 32)
         .ok_or_else(|| OAuthError::invalid_request("user_code is missing"))?;
+    // Guessing user codes: counted or refused, never let through uncounted.
     rate_limit::hit(
         ctx,
-        cfg.rings.rate_limits,
+        cfg.counters(),
         &format!("device-user\0{}", user.sub),
         dev.attempts,
+        rate_limit::Full::Refuse,
     )?;
     let unknown = || OAuthError::invalid_request("the user_code is unknown or expired");
     let action = if post {

@@ -61,7 +61,7 @@ pub fn authenticate_client(
             (AuthMethod::None, Some(addr)) => format!("client\0{}\0{addr}", client.client_id),
             _ => format!("client\0{}", client.client_id),
         };
-        rate_limit::hit(ctx, cfg.rings.rate_limits, &what, limit)?;
+        rate_limit::hit(ctx, cfg.counters(), &what, limit, rate_limit::Full::Allow)?;
     }
     Ok(client)
 }

@@ -50,7 +50,7 @@ pub fn handle(
         .filter(|p| p.len() <= 1024)
         .ok_or_else(|| OAuthError::invalid_request("password is missing"))?;
     let granted = scope::grant(form.get("scope"), &client.scope)?;
-    let ring = cfg.rings.rate_limits;
+    let counters = cfg.counters();
     let by_user = format!("password-user\0{username}");
     let by_client = format!("password-client\0{}", client.client_id);
     // A client (one app, many users) may fail ten times as often as one username.
@@ -60,7 +60,7 @@ pub fn handle(
     };
     let limits = [(&by_user, pw.failures), (&by_client, per_client)];
     for (what, limit) in limits {
-        if let Some(retry) = rate_limit::exceeded(ctx, ring, what, limit)? {
+        if let Some(retry) = rate_limit::exceeded(ctx, counters, what, limit)? {
             return Err(OAuthError::rate_limited(retry).into());
         }
     }
@@ -99,7 +99,7 @@ pub fn handle(
             for (what, limit) in limits {
                 // Counting only: the 429 comes on the next attempt.
                 if let Err(crate::flow::Interrupt::Need(n)) =
-                    rate_limit::hit(ctx, ring, what, limit)
+                    rate_limit::hit(ctx, counters, what, limit, rate_limit::Full::Refuse)
                 {
                     return Err(crate::flow::Interrupt::Need(n));
                 }
