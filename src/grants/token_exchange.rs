@@ -10,9 +10,9 @@
 //! - `actor_token` (optional, with its type) is read the same way: the new token's `act` is
 //!   `{"sub": actor}` with the subject token's own `act` nested inside (§4.1: the chain of
 //!   delegation, newest first);
-//! - targets: every `audience` and `resource` must be in the client's
-//!   `token_exchange_audiences` (oauth-edge metadata), else `invalid_target` (§2.2.2); none
-//!   requested → the configured default audience;
+//! - targets: every `audience` and `resource` must be in the client's `allowed_resources` (the
+//!   list every grant uses), else `invalid_target` (§2.2.2); none requested → the configured
+//!   default audience;
 //! - `scope`: within the subject token's scope and the client's; none → their intersection;
 //! - `requested_token_type`: only access tokens are issued (`…:access_token`, or `…:jwt`,
 //!   which ours are); the answer says `issued_token_type` (§2.2.1). No refresh token.
@@ -96,18 +96,15 @@ pub fn handle(
         }
     };
 
-    // Targets, under the client's policy.
+    // Targets, under the client's policy (the one list of every grant).
     let mut targets: Vec<String> = form.get_all("audience").map(str::to_string).collect();
     let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
     crate::rar::check_resources(&resources)?;
     targets.extend(resources);
-    if targets
-        .iter()
-        .any(|t| !client.token_exchange_audiences.iter().any(|a| a == t))
-    {
+    if targets.iter().any(|t| !client.may_target(t)) {
         return Err(OAuthError::new(
             ErrorCode::InvalidTarget,
-            "an audience or resource is outside this client's token exchange policy",
+            "an audience or resource is not one this client may ask for (allowed_resources)",
         )
         .into());
     }
