@@ -7,9 +7,18 @@
 //!   and cached; `aud` must name this server, `exp` in the future); anything else is
 //!   `invalid_request` (§2.2.2);
 //! - `subject_token_type` / `actor_token_type`: `…:access_token` or `…:jwt`;
+//! - who may exchange it: a client that is one of the subject token's audiences (its `aud`
+//!   names the client_id), or whose `token_exchange_subject_audiences` lists one of them — not
+//!   any client with the grant (a token is for its audience, RFC 8693 §2.1's "acceptable based
+//!   on policy"); otherwise `invalid_request` (§2.2.2);
 //! - `actor_token` (optional, with its type) is read the same way: the new token's `act` is
 //!   `{"sub": actor}` with the subject token's own `act` nested inside (§4.1: the chain of
 //!   delegation, newest first);
+//! - sender constraints (RFC 9449 §6, RFC 8693 §5): a subject or actor token bound to a DPoP key
+//!   (`cnf.jkt`) is exchanged only with a proof by that key, and the new token is bound to it
+//!   again. Without a proof: `invalid_dpop_proof`; another key, subject and actor bound to
+//!   different keys, or any other confirmation method (which could not be kept):
+//!   `invalid_request`;
 //! - targets: every `audience` and `resource` must be in the client's `allowed_resources` (the
 //!   list every grant uses), else `invalid_target` (§2.2.2); none requested → the configured
 //!   default audience;
@@ -42,9 +51,11 @@ pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 struct Party {
     iss: String,
     sub: String,
+    aud: Audience,
     scope: Vec<String>,
     exp: u64,
     act: Option<Value>,
+    cnf: Option<Value>,
 }
 
 pub fn handle(
@@ -86,6 +97,12 @@ pub fn handle(
         ctx,
         "subject_token",
     )?;
+    if !may_exchange(client, &subject.aud) {
+        return Err(OAuthError::invalid_request(
+            "this client is not an audience of the subject_token (token_exchange_subject_audiences)",
+        )
+        .into());
+    }
     let actor = match (form.get("actor_token"), form.get("actor_token_type")) {
         (None, None) => None,
         (Some(t), Some(ty)) => Some(party(cfg, &tx.trusted_issuers, t, ty, ctx, "actor_token")?),
@@ -95,6 +112,7 @@ pub fn handle(
             )
         }
     };
+    keep_binding(&subject, actor.as_ref(), proof)?;
 
     // Targets, under the client's policy (the one list of every grant).
     let mut targets: Vec<String> = form.get_all("audience").map(str::to_string).collect();
@@ -165,6 +183,68 @@ pub fn handle(
     .into_response(TOKEN_EXCHANGE))
 }
 
+/// The client is one of the subject token's audiences, or its policy names one of them.
+fn may_exchange(client: &Client, aud: &Audience) -> bool {
+    aud.contains(&client.client_id)
+        || client
+            .token_exchange_subject_audiences
+            .iter()
+            .any(|a| aud.contains(a))
+}
+
+/// The DPoP key a token is bound to (`cnf.jkt`, RFC 9449 §6.1). A confirmation of any other
+/// kind (mTLS `x5t#S256`, a `jwk`, …) cannot be proven here, so it would be dropped: refused.
+fn bound_key<'a>(p: &'a Party, which: &'static str) -> Result<Option<&'a str>, OAuthError> {
+    let Some(cnf) = &p.cnf else { return Ok(None) };
+    match cnf.as_object() {
+        Some(o) if o.len() == 1 => match o.get("jkt").and_then(Value::as_str) {
+            Some(jkt) => Ok(Some(jkt)),
+            None => Err(unkeepable(which)),
+        },
+        _ => Err(unkeepable(which)),
+    }
+}
+
+fn unkeepable(which: &'static str) -> OAuthError {
+    OAuthError::invalid_request(match which {
+        "actor_token" => "actor_token is bound by a confirmation method other than DPoP",
+        _ => "subject_token is bound by a confirmation method other than DPoP",
+    })
+}
+
+/// RFC 9449 §6 / RFC 8693 §5: a bound subject or actor token is exchanged only by the holder of
+/// its key, proven by this request's DPoP proof; the new token is then bound to the same key
+/// (`Cnf::of(proof)`), so the binding is never dropped.
+fn keep_binding(
+    subject: &Party,
+    actor: Option<&Party>,
+    proof: Option<&Proof>,
+) -> Result<(), OAuthError> {
+    let s = bound_key(subject, "subject_token")?;
+    let a = match actor {
+        Some(a) => bound_key(a, "actor_token")?,
+        None => None,
+    };
+    let jkt = match (s, a) {
+        (Some(s), Some(a)) if s != a => {
+            return Err(OAuthError::invalid_request(
+                "subject_token and actor_token are bound to different DPoP keys",
+            ))
+        }
+        (s, a) => s.or(a),
+    };
+    match (jkt, proof) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(OAuthError::invalid_dpop_proof(
+            "a DPoP-bound token is exchanged only with a DPoP proof by its key",
+        )),
+        (Some(jkt), Some(p)) if p.jkt != jkt => Err(OAuthError::invalid_request(
+            "the DPoP proof's key is not the one the token is bound to",
+        )),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
 fn bad(which: &'static str) -> OAuthError {
     OAuthError::invalid_request(match which {
         "actor_token" => "actor_token is invalid, expired, revoked or from an untrusted issuer",
@@ -194,6 +274,7 @@ fn party(
         return Ok(Party {
             iss: c.iss,
             sub: c.sub,
+            aud: c.aud,
             scope: c
                 .scope
                 .split(' ')
@@ -202,6 +283,7 @@ fn party(
                 .collect(),
             exp: c.exp,
             act: c.act,
+            cnf: c.cnf,
         });
     }
     // A trusted issuer's?
@@ -217,6 +299,8 @@ fn party(
         nbf: Option<u64>,
         #[serde(default)]
         act: Option<Value>,
+        #[serde(default)]
+        cnf: Option<Value>,
     }
     const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
     let jws = Untrusted::parse(token, &ALL).map_err(|_| bad(which))?;
@@ -258,6 +342,7 @@ fn party(
     Ok(Party {
         iss: f.iss,
         sub: f.sub,
+        aud: f.aud,
         scope: f
             .scope
             .unwrap_or_default()
@@ -267,5 +352,6 @@ fn party(
             .collect(),
         exp: f.exp,
         act: f.act,
+        cnf: f.cnf,
     })
 }
