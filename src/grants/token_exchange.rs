@@ -11,9 +11,12 @@
 //!   names the client_id), or whose `token_exchange_subject_audiences` lists one of them — not
 //!   any client with the grant (a token is for its audience, RFC 8693 §2.1's "acceptable based
 //!   on policy"); otherwise `invalid_request` (§2.2.2);
-//! - `actor_token` (optional, with its type) is read the same way: the new token's `act` is
+//! - `actor_token` (optional, with its type) is read the same way, and must be one of our
+//!   tokens issued to this very client, or a trusted issuer's JWT: `act.sub` names a party the
+//!   client can vouch for, never an arbitrary other one. The new token's `act` is
 //!   `{"sub": actor}` with the subject token's own `act` nested inside (§4.1: the chain of
-//!   delegation, newest first);
+//!   delegation, newest first). Without an actor token the subject's `act` is kept as it is:
+//!   re-exchanging a delegated token never drops the chain;
 //! - sender constraints (RFC 9449 §6, RFC 8693 §5): a subject or actor token bound to a DPoP key
 //!   (`cnf.jkt`) is exchanged only with a proof by that key, and the new token is bound to it
 //!   again. Without a proof: `invalid_dpop_proof`; another key, subject and actor bound to
@@ -56,6 +59,8 @@ struct Party {
     exp: u64,
     act: Option<Value>,
     cnf: Option<Value>,
+    /// The client one of our tokens was issued to (`None`: a trusted issuer's JWT).
+    issued_to: Option<String>,
 }
 
 pub fn handle(
@@ -112,6 +117,14 @@ pub fn handle(
             )
         }
     };
+    if let Some(issued_to) = actor.as_ref().and_then(|a| a.issued_to.as_deref()) {
+        if issued_to != client.client_id {
+            return Err(OAuthError::invalid_request(
+                "actor_token must be issued to this client or come from a trusted issuer",
+            )
+            .into());
+        }
+    }
     keep_binding(&subject, actor.as_ref(), proof)?;
 
     // Targets, under the client's policy (the one list of every grant).
@@ -135,17 +148,21 @@ pub fn handle(
         .collect();
     let granted = scope::grant(form.get("scope"), &allowed)?;
 
-    let act = actor.as_ref().map(|a| {
-        let mut o = serde_json::Map::new();
-        o.insert("sub".into(), json!(a.sub));
-        if a.iss != cfg.issuer {
-            o.insert("iss".into(), json!(a.iss));
+    let act = match &actor {
+        Some(a) => {
+            let mut o = serde_json::Map::new();
+            o.insert("sub".into(), json!(a.sub));
+            if a.iss != cfg.issuer {
+                o.insert("iss".into(), json!(a.iss));
+            }
+            if let Some(prior) = &subject.act {
+                o.insert("act".into(), prior.clone());
+            }
+            Some(Value::Object(o))
         }
-        if let Some(prior) = &subject.act {
-            o.insert("act".into(), prior.clone());
-        }
-        Value::Object(o)
-    });
+        // §4.1: no new actor — whoever acted for the subject still does.
+        None => subject.act.clone(),
+    };
     let key = cfg
         .keys
         .active()
@@ -245,6 +262,12 @@ fn keep_binding(
     }
 }
 
+/// A delegation chain as RFC 8693 §4.1 shapes it: an object naming the actor's `sub`.
+fn valid_act(act: &Option<Value>) -> bool {
+    act.as_ref()
+        .is_none_or(|a| a.get("sub").is_some_and(Value::is_string))
+}
+
 fn bad(which: &'static str) -> OAuthError {
     OAuthError::invalid_request(match which {
         "actor_token" => "actor_token is invalid, expired, revoked or from an untrusted issuer",
@@ -284,6 +307,7 @@ fn party(
             exp: c.exp,
             act: c.act,
             cnf: c.cnf,
+            issued_to: Some(c.client_id),
         });
     }
     // A trusted issuer's?
@@ -336,6 +360,7 @@ fn party(
         || f.exp <= now
         || f.nbf.is_some_and(|n| n > now.saturating_add(30))
         || f.sub.is_empty()
+        || !valid_act(&f.act)
     {
         return Err(bad(which).into());
     }
@@ -353,5 +378,6 @@ fn party(
         exp: f.exp,
         act: f.act,
         cnf: f.cnf,
+        issued_to: None,
     })
 }
