@@ -192,7 +192,7 @@ impl RawAuthz {
         if let Some(d) = &self.authorization_details {
             rar::check_details(d, client).map_err(redirected)?;
         }
-        rar::check_resources(&self.resources).map_err(redirected)?;
+        rar::check_allowed(&self.resources, client).map_err(redirected)?;
         if let Some(j) = &self.dpop_jkt {
             // A SHA-256 thumbprint: 43 base64url characters.
             if j.len() != 43

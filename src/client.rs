@@ -62,6 +62,8 @@ pub const KNOWN_METADATA: &[&str] = &[
     "allowed_origins",
     "refresh_token_reuse_interval",
     "token_exchange_audiences",
+    "allowed_resources",
+    "token_exchange_subject_audiences",
 ];
 
 #[derive(Deserialize)]
@@ -101,6 +103,10 @@ struct Metadata {
     refresh_token_reuse_interval: u64,
     #[serde(default)]
     token_exchange_audiences: Vec<String>,
+    #[serde(default)]
+    allowed_resources: Vec<String>,
+    #[serde(default)]
+    token_exchange_subject_audiences: Vec<String>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -132,8 +138,12 @@ pub struct Client {
     /// Seconds during which the previous refresh token may be used again (a lost answer
     /// retried, FAPI 2.0 §5.3.2.1) without revoking the family. 0: never.
     pub refresh_token_reuse_interval: u64,
-    /// Audiences and resources this client may ask for in a token exchange (RFC 8693 policy).
-    pub token_exchange_audiences: Vec<String>,
+    /// The resources and audiences this client may ask tokens for, in every grant (RFC 8707
+    /// §2, RFC 9700 §2.3): `allowed_resources`, plus the deprecated `token_exchange_audiences`.
+    /// Empty: only the default audience, by asking for none.
+    pub allowed_resources: Vec<String>,
+    /// Audiences of subject tokens this client may exchange besides its own client_id.
+    pub token_exchange_subject_audiences: Vec<String>,
 }
 
 // The hash is not a secret in the strict sense, but it never goes to a log either.
@@ -247,6 +257,13 @@ impl Client {
                 }
             }
         }
+        // One list for every grant: the older token-exchange-only name is read into it.
+        let mut allowed_resources = m.allowed_resources;
+        allowed_resources.extend(m.token_exchange_audiences);
+        crate::rar::check_registered(&allowed_resources)
+            .map_err(|e| format!("client {id:?}: allowed_resources: {e}"))?;
+        crate::rar::check_registered(&m.token_exchange_subject_audiences)
+            .map_err(|e| format!("client {id:?}: token_exchange_subject_audiences: {e}"))?;
         Ok(Client {
             name: m.client_name,
             secret_sha256,
@@ -266,9 +283,16 @@ impl Client {
             refresh_token_cookie: m.refresh_token_cookie,
             allowed_origins: m.allowed_origins,
             refresh_token_reuse_interval: m.refresh_token_reuse_interval.min(300),
-            token_exchange_audiences: m.token_exchange_audiences,
+            allowed_resources,
+            token_exchange_subject_audiences: m.token_exchange_subject_audiences,
             client_id: m.client_id,
         })
+    }
+
+    /// Whether this client may ask for a token for `target` (a `resource` or token exchange
+    /// `audience`): exact string comparison, like redirect URIs.
+    pub fn may_target(&self, target: &str) -> bool {
+        self.allowed_resources.iter().any(|r| r == target)
     }
 
     pub fn allows_grant(&self, grant_type: &str) -> bool {

@@ -1,5 +1,9 @@
 //! Rich authorization requests (RFC 9396) and resource indicators (RFC 8707): what the client
 //! asks to be able to do, checked against what it is registered for.
+//!
+//! Resources are a policy, not only a syntax (RFC 8707 §2, RFC 9700 §2.3): a client gets
+//! tokens only for the resources in its `allowed_resources` — the same list for every grant
+//! and for token exchange's `audience`. Asking for none gives the configured default audience.
 
 use serde_json::Value;
 
@@ -84,6 +88,63 @@ pub fn check_resources(resources: &[String]) -> Result<(), OAuthError> {
     Ok(())
 }
 
+fn not_allowed(d: &'static str) -> OAuthError {
+    OAuthError::new(ErrorCode::InvalidTarget, d)
+}
+
+/// The syntax of `resources`, then each must be one the client is registered for. The
+/// description never echoes the refused value (it may be anything the caller typed).
+pub fn check_allowed(resources: &[String], client: &Client) -> Result<(), OAuthError> {
+    check_resources(resources)?;
+    if resources.iter().any(|r| !client.may_target(r)) {
+        return Err(not_allowed(
+            "a resource is not one this client may ask for (allowed_resources)",
+        ));
+    }
+    Ok(())
+}
+
+/// The resources of a refreshed access token (RFC 8707 §2.2): none asked for → all those
+/// granted; otherwise a subset of them, never one more (`invalid_target`). Whatever results must
+/// still be within the client's policy now: a grant whose resources the client may no longer
+/// target (its registration changed) cannot be refreshed (`invalid_grant`).
+pub fn narrow(
+    granted: &[String],
+    requested: &[String],
+    client: &Client,
+) -> Result<Vec<String>, OAuthError> {
+    let out = if requested.is_empty() {
+        granted.to_vec()
+    } else {
+        check_resources(requested)?;
+        if requested.iter().any(|r| !granted.contains(r)) {
+            return Err(not_allowed(
+                "a refresh may only narrow the resources granted",
+            ));
+        }
+        requested.to_vec()
+    };
+    if out.iter().any(|r| !client.may_target(r)) {
+        return Err(OAuthError::invalid_grant(
+            "the grant is for a resource this client may no longer ask for",
+        ));
+    }
+    Ok(out)
+}
+
+/// A registered list of resources or audiences: the operator's (or registry's) entries, each
+/// non-empty, at most 2048 bytes, without whitespace or control characters. (Token exchange
+/// audiences may be logical names, so URIs are not required here; a `resource` parameter is
+/// still checked to be a URI when it is asked for.)
+pub fn check_registered(list: &[String]) -> Result<(), &'static str> {
+    if list.iter().any(|r| {
+        r.is_empty() || r.len() > 2048 || r.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err("entries must be 1 to 2048 characters without spaces or control characters");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +176,88 @@ mod tests {
             assert_eq!(e.code, ErrorCode::InvalidAuthorizationDetails, "{bad}");
         }
         assert!(parse_param("[").is_err());
+    }
+
+    fn with_resources(v: serde_json::Value) -> Result<Client, String> {
+        let mut m = json!({"client_id":"c","token_endpoint_auth_method":"none"});
+        for (k, x) in v.as_object().unwrap() {
+            m[k] = x.clone();
+        }
+        Client::from_json(&m, true)
+    }
+
+    #[test]
+    fn allowed_resources_one_list_for_every_grant() {
+        let a = "https://a.example/".to_string();
+        let b = "https://b.example/".to_string();
+        // token_exchange_audiences, the older name, is read into the same list.
+        let c = with_resources(json!({"allowed_resources": [a], "token_exchange_audiences": [b]}))
+            .unwrap();
+        assert_eq!(c.allowed_resources, vec![a.clone(), b.clone()]);
+        assert!(check_allowed(&[a.clone(), b.clone()], &c).is_ok());
+        assert!(check_allowed(&[], &c).is_ok());
+        for bad in [
+            "https://a.example",
+            "https://A.example/",
+            "https://c.example/",
+        ] {
+            let e = check_allowed(&[a.clone(), bad.into()], &c).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidTarget, "{bad}");
+            assert!(
+                !e.description.contains(bad),
+                "the refused value is not echoed"
+            );
+        }
+        // No list: nothing may be named (the default audience comes from asking for none).
+        let none = with_resources(json!({})).unwrap();
+        assert_eq!(
+            check_allowed(std::slice::from_ref(&a), &none)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidTarget
+        );
+        // Entries are checked at registration.
+        for bad in [json!([""]), json!(["a b"]), json!(["x\n"]), json!([1])] {
+            assert!(with_resources(json!({"allowed_resources": bad})).is_err());
+            assert!(with_resources(json!({"token_exchange_subject_audiences": bad})).is_err());
+        }
+    }
+
+    #[test]
+    fn a_refresh_narrows_never_widens() {
+        let a = "https://a.example/".to_string();
+        let b = "https://b.example/".to_string();
+        let c = with_resources(json!({"allowed_resources": [a, b]})).unwrap();
+        let granted = vec![a.clone(), b.clone()];
+        assert_eq!(narrow(&granted, &[], &c).unwrap(), granted);
+        assert_eq!(
+            narrow(&granted, std::slice::from_ref(&b), &c).unwrap(),
+            vec![b.clone()]
+        );
+        assert_eq!(narrow(&[], &[], &c).unwrap(), Vec::<String>::new());
+        for req in [
+            vec![a.clone(), "https://c.example/".into()],
+            vec!["x".into()],
+        ] {
+            assert_eq!(
+                narrow(&granted, &req, &c).unwrap_err().code,
+                ErrorCode::InvalidTarget
+            );
+        }
+        assert_eq!(
+            narrow(&[], std::slice::from_ref(&a), &c).unwrap_err().code,
+            ErrorCode::InvalidTarget
+        );
+        // The policy shrank since the grant: refused as a grant, narrowing still works.
+        let shrunk = with_resources(json!({"allowed_resources": [a]})).unwrap();
+        assert_eq!(
+            narrow(&granted, &[], &shrunk).unwrap_err().code,
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            narrow(&granted, std::slice::from_ref(&a), &shrunk).unwrap(),
+            vec![a]
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ fn config(extra: Value) -> Value {
             {"client_id": "web", "client_secret": hash_secret("web-secret"),
              "grant_types": ["authorization_code", "refresh_token"], "scope": "openid profile read",
              "redirect_uris": [CB], "authorization_details_types": ["account_information"],
-             "refresh_token_reuse_interval": 10},
+             "refresh_token_reuse_interval": 10, "allowed_resources": ["https://api.example.com/accounts"]},
             {"client_id": "spa", "token_endpoint_auth_method": "none",
              "grant_types": ["authorization_code", "refresh_token"], "scope": "openid read",
              "redirect_uris": ["https://spa.example.com/cb"], "refresh_token_cookie": true},

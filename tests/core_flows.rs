@@ -27,7 +27,8 @@ fn config(registry: bool) -> Value {
         "access_token_audience": "https://api.example.com",
         "clients": [
             {"client_id": "svc", "client_secret": hash_secret("svc-secret"),
-             "grant_types": ["client_credentials"], "scope": "read write"},
+             "grant_types": ["client_credentials"], "scope": "read write",
+             "allowed_resources": ["https://a.example.com/", "https://b.example.com/"]},
             {"client_id": "post-svc", "client_secret": hash_secret("p"),
              "token_endpoint_auth_method": "client_secret_post",
              "grant_types": ["client_credentials"], "scope": "read"},
@@ -508,5 +509,12 @@ fn client_credentials_resource_indicators_rfc8707() {
         json!(["https://a.example.com/", "https://b.example.com/"])
     );
     let r = host.token(&e, &h, b"grant_type=client_credentials&resource=not-a-uri");
+    assert_error(&r, 400, "invalid_target");
+    // RFC 8707 §2 / RFC 9700 §2.3: only the resources the client is registered for.
+    let r = host.token(
+        &e,
+        &h,
+        b"grant_type=client_credentials&resource=https%3A%2F%2Fadmin.internal.example%2F",
+    );
     assert_error(&r, 400, "invalid_target");
 }

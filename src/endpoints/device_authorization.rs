@@ -50,7 +50,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     }
     let granted = scope::grant(form.get("scope"), &client.scope)?;
     let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
-    rar::check_resources(&resources)?;
+    rar::check_allowed(&resources, &client)?;
     let ttl = crate::duration::millis(dev.lifetime);
     let secret = Handle::fresh(ctx, 0)?;
     // A new user_code colliding with a live one is possible but rare: draw again.

@@ -71,9 +71,11 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
         )
         .into());
     }
+    // The grant's resources, if the client may still ask for them (before rotating).
+    let resources = crate::rar::narrow(&claims.res, &[], &client)?;
     let next = refresh_token::rotate(engine, &client, claims, ctx)?;
     let scope = next.scope.clone();
-    refresh_token::issue_rotated(engine, &client, next, scope, None, ctx)
+    refresh_token::issue_rotated(engine, &client, next, scope, resources, None, ctx)
 }
 
 /// The value of one cookie from the Cookie header(s) (RFC 6265 §5.4).

@@ -40,9 +40,10 @@ pub fn handle(
         .into());
     }
     let granted = scope::grant(form.get("scope"), &client.scope)?;
-    // RFC 8707: the resources the token is for become its audience.
+    // RFC 8707: the resources the token is for become its audience; only those the client is
+    // registered for (RFC 9700 §2.3).
     let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
-    crate::rar::check_resources(&resources)?;
+    crate::rar::check_allowed(&resources, client)?;
     let key = cfg
         .keys
         .active()

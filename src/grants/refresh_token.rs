@@ -74,26 +74,29 @@ pub fn handle(
             scope::grant(Some(req), &allowed)?
         }
     };
+    // RFC 8707 §2.2: likewise the resources, checked before the token is rotated.
+    let requested: Vec<String> = form.get_all("resource").map(str::to_string).collect();
+    let resources = crate::rar::narrow(&claims.res, &requested, client)?;
     // RFC 9449 §5: a bound refresh token needs a proof by the same key.
     crate::dpop::require_key(claims.jkt.as_deref(), proof, "refresh token")?;
     let next = rotate(engine, client, claims, ctx)?;
-    issue_rotated(engine, client, next, scope, proof, ctx)
+    issue_rotated(engine, client, next, scope, resources, proof, ctx)
 }
 
-/// The tokens of a rotation: a new access token (with `scope`, which may be narrower than the
-/// grant's) and the successor refresh token.
+/// The tokens of a rotation: a new access token (with `scope` and `res`, which may be narrower
+/// than the grant's) and the successor refresh token (for the whole grant).
 pub fn issue_rotated(
     engine: &Engine,
     client: &Client,
     next: RefreshClaims,
     scope: String,
+    res: Vec<String>,
     proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     let sub = next.sub.clone();
     let auth_time = next.auth_time;
     let ad = next.ad.clone();
-    let res = next.res.clone();
     issue(
         engine,
         Issue {

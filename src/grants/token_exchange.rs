@@ -7,12 +7,24 @@
 //!   and cached; `aud` must name this server, `exp` in the future); anything else is
 //!   `invalid_request` (§2.2.2);
 //! - `subject_token_type` / `actor_token_type`: `…:access_token` or `…:jwt`;
-//! - `actor_token` (optional, with its type) is read the same way: the new token's `act` is
+//! - who may exchange it: a client that is one of the subject token's audiences (its `aud`
+//!   names the client_id), or whose `token_exchange_subject_audiences` lists one of them — not
+//!   any client with the grant (a token is for its audience, RFC 8693 §2.1's "acceptable based
+//!   on policy"); otherwise `invalid_request` (§2.2.2);
+//! - `actor_token` (optional, with its type) is read the same way, and must be one of our
+//!   tokens issued to this very client, or a trusted issuer's JWT: `act.sub` names a party the
+//!   client can vouch for, never an arbitrary other one. The new token's `act` is
 //!   `{"sub": actor}` with the subject token's own `act` nested inside (§4.1: the chain of
-//!   delegation, newest first);
-//! - targets: every `audience` and `resource` must be in the client's
-//!   `token_exchange_audiences` (oauth-edge metadata), else `invalid_target` (§2.2.2); none
-//!   requested → the configured default audience;
+//!   delegation, newest first). Without an actor token the subject's `act` is kept as it is:
+//!   re-exchanging a delegated token never drops the chain;
+//! - sender constraints (RFC 9449 §6, RFC 8693 §5): a subject or actor token bound to a DPoP key
+//!   (`cnf.jkt`) is exchanged only with a proof by that key, and the new token is bound to it
+//!   again. Without a proof: `invalid_dpop_proof`; another key, subject and actor bound to
+//!   different keys, or any other confirmation method (which could not be kept):
+//!   `invalid_request`;
+//! - targets: every `audience` and `resource` must be in the client's `allowed_resources` (the
+//!   list every grant uses), else `invalid_target` (§2.2.2); none requested → the configured
+//!   default audience;
 //! - `scope`: within the subject token's scope and the client's; none → their intersection;
 //! - `requested_token_type`: only access tokens are issued (`…:access_token`, or `…:jwt`,
 //!   which ours are); the answer says `issued_token_type` (§2.2.1). No refresh token.
@@ -42,9 +54,13 @@ pub const TYPE_JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 struct Party {
     iss: String,
     sub: String,
+    aud: Audience,
     scope: Vec<String>,
     exp: u64,
     act: Option<Value>,
+    cnf: Option<Value>,
+    /// The client one of our tokens was issued to (`None`: a trusted issuer's JWT).
+    issued_to: Option<String>,
 }
 
 pub fn handle(
@@ -86,6 +102,12 @@ pub fn handle(
         ctx,
         "subject_token",
     )?;
+    if !may_exchange(client, &subject.aud) {
+        return Err(OAuthError::invalid_request(
+            "this client is not an audience of the subject_token (token_exchange_subject_audiences)",
+        )
+        .into());
+    }
     let actor = match (form.get("actor_token"), form.get("actor_token_type")) {
         (None, None) => None,
         (Some(t), Some(ty)) => Some(party(cfg, &tx.trusted_issuers, t, ty, ctx, "actor_token")?),
@@ -95,19 +117,25 @@ pub fn handle(
             )
         }
     };
+    if let Some(issued_to) = actor.as_ref().and_then(|a| a.issued_to.as_deref()) {
+        if issued_to != client.client_id {
+            return Err(OAuthError::invalid_request(
+                "actor_token must be issued to this client or come from a trusted issuer",
+            )
+            .into());
+        }
+    }
+    keep_binding(&subject, actor.as_ref(), proof)?;
 
-    // Targets, under the client's policy.
+    // Targets, under the client's policy (the one list of every grant).
     let mut targets: Vec<String> = form.get_all("audience").map(str::to_string).collect();
     let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
     crate::rar::check_resources(&resources)?;
     targets.extend(resources);
-    if targets
-        .iter()
-        .any(|t| !client.token_exchange_audiences.iter().any(|a| a == t))
-    {
+    if targets.iter().any(|t| !client.may_target(t)) {
         return Err(OAuthError::new(
             ErrorCode::InvalidTarget,
-            "an audience or resource is outside this client's token exchange policy",
+            "an audience or resource is not one this client may ask for (allowed_resources)",
         )
         .into());
     }
@@ -120,17 +148,21 @@ pub fn handle(
         .collect();
     let granted = scope::grant(form.get("scope"), &allowed)?;
 
-    let act = actor.as_ref().map(|a| {
-        let mut o = serde_json::Map::new();
-        o.insert("sub".into(), json!(a.sub));
-        if a.iss != cfg.issuer {
-            o.insert("iss".into(), json!(a.iss));
+    let act = match &actor {
+        Some(a) => {
+            let mut o = serde_json::Map::new();
+            o.insert("sub".into(), json!(a.sub));
+            if a.iss != cfg.issuer {
+                o.insert("iss".into(), json!(a.iss));
+            }
+            if let Some(prior) = &subject.act {
+                o.insert("act".into(), prior.clone());
+            }
+            Some(Value::Object(o))
         }
-        if let Some(prior) = &subject.act {
-            o.insert("act".into(), prior.clone());
-        }
-        Value::Object(o)
-    });
+        // §4.1: no new actor — whoever acted for the subject still does.
+        None => subject.act.clone(),
+    };
     let key = cfg
         .keys
         .active()
@@ -168,6 +200,74 @@ pub fn handle(
     .into_response(TOKEN_EXCHANGE))
 }
 
+/// The client is one of the subject token's audiences, or its policy names one of them.
+fn may_exchange(client: &Client, aud: &Audience) -> bool {
+    aud.contains(&client.client_id)
+        || client
+            .token_exchange_subject_audiences
+            .iter()
+            .any(|a| aud.contains(a))
+}
+
+/// The DPoP key a token is bound to (`cnf.jkt`, RFC 9449 §6.1). A confirmation of any other
+/// kind (mTLS `x5t#S256`, a `jwk`, …) cannot be proven here, so it would be dropped: refused.
+fn bound_key<'a>(p: &'a Party, which: &'static str) -> Result<Option<&'a str>, OAuthError> {
+    let Some(cnf) = &p.cnf else { return Ok(None) };
+    match cnf.as_object() {
+        Some(o) if o.len() == 1 => match o.get("jkt").and_then(Value::as_str) {
+            Some(jkt) => Ok(Some(jkt)),
+            None => Err(unkeepable(which)),
+        },
+        _ => Err(unkeepable(which)),
+    }
+}
+
+fn unkeepable(which: &'static str) -> OAuthError {
+    OAuthError::invalid_request(match which {
+        "actor_token" => "actor_token is bound by a confirmation method other than DPoP",
+        _ => "subject_token is bound by a confirmation method other than DPoP",
+    })
+}
+
+/// RFC 9449 §6 / RFC 8693 §5: a bound subject or actor token is exchanged only by the holder of
+/// its key, proven by this request's DPoP proof; the new token is then bound to the same key
+/// (`Cnf::of(proof)`), so the binding is never dropped.
+fn keep_binding(
+    subject: &Party,
+    actor: Option<&Party>,
+    proof: Option<&Proof>,
+) -> Result<(), OAuthError> {
+    let s = bound_key(subject, "subject_token")?;
+    let a = match actor {
+        Some(a) => bound_key(a, "actor_token")?,
+        None => None,
+    };
+    let jkt = match (s, a) {
+        (Some(s), Some(a)) if s != a => {
+            return Err(OAuthError::invalid_request(
+                "subject_token and actor_token are bound to different DPoP keys",
+            ))
+        }
+        (s, a) => s.or(a),
+    };
+    match (jkt, proof) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(OAuthError::invalid_dpop_proof(
+            "a DPoP-bound token is exchanged only with a DPoP proof by its key",
+        )),
+        (Some(jkt), Some(p)) if p.jkt != jkt => Err(OAuthError::invalid_request(
+            "the DPoP proof's key is not the one the token is bound to",
+        )),
+        (Some(_), Some(_)) => Ok(()),
+    }
+}
+
+/// A delegation chain as RFC 8693 §4.1 shapes it: an object naming the actor's `sub`.
+fn valid_act(act: &Option<Value>) -> bool {
+    act.as_ref()
+        .is_none_or(|a| a.get("sub").is_some_and(Value::is_string))
+}
+
 fn bad(which: &'static str) -> OAuthError {
     OAuthError::invalid_request(match which {
         "actor_token" => "actor_token is invalid, expired, revoked or from an untrusted issuer",
@@ -197,6 +297,7 @@ fn party(
         return Ok(Party {
             iss: c.iss,
             sub: c.sub,
+            aud: c.aud,
             scope: c
                 .scope
                 .split(' ')
@@ -205,6 +306,8 @@ fn party(
                 .collect(),
             exp: c.exp,
             act: c.act,
+            cnf: c.cnf,
+            issued_to: Some(c.client_id),
         });
     }
     // A trusted issuer's?
@@ -220,6 +323,8 @@ fn party(
         nbf: Option<u64>,
         #[serde(default)]
         act: Option<Value>,
+        #[serde(default)]
+        cnf: Option<Value>,
     }
     const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
     let jws = Untrusted::parse(token, &ALL).map_err(|_| bad(which))?;
@@ -255,12 +360,14 @@ fn party(
         || f.exp <= now
         || f.nbf.is_some_and(|n| n > now.saturating_add(30))
         || f.sub.is_empty()
+        || !valid_act(&f.act)
     {
         return Err(bad(which).into());
     }
     Ok(Party {
         iss: f.iss,
         sub: f.sub,
+        aud: f.aud,
         scope: f
             .scope
             .unwrap_or_default()
@@ -270,5 +377,7 @@ fn party(
             .collect(),
         exp: f.exp,
         act: f.act,
+        cnf: f.cnf,
+        issued_to: None,
     })
 }

@@ -896,12 +896,23 @@ TV_CLIENT = Client("tv", None, auth_method="none", grant_types=(DEVICE_CODE_GRAN
 # A kiosk: confidential (client_secret_post), device flow only: no refresh token.
 KIOSK_CLIENT = Client("kiosk", "kiosk-secret", auth_method="client_secret_post", grant_types=(DEVICE_CODE_GRANT,),
                       scope="read", extra={"client_name": "Lobby kiosk"})
+# Trusted issuers of token exchange (their JWK Sets served by the registry fixture).
+PARTNER_ISSUER = "https://idp.partner.test"
+PARTNER2_ISSUER = "https://idp2.partner.test"
+PARTNER2_AUDIENCE = "urn:example:oauth-edge"  # trusted_issuers[1].audience (the first: our issuer)
 # A gateway that exchanges tokens for narrower ones, for two downstream APIs.
 ORDERS_API = "https://orders.example.test"
 BILLING_API = "https://billing.example.test"
-GW_CLIENT = Client("gw", "gw-secret", grant_types=(TOKEN_EXCHANGE_GRANT,), scope="read write",
-                   extra={"token_exchange_audiences": [ORDERS_API, BILLING_API]})
-# Token exchange needs a confidential client: this public one lists the grant all the same.
+# Its policy: the targets it may ask for (allowed_resources, the list of every grant; "orders-svc"
+# is a logical audience, the client_id of ORDERS_SVC_CLIENT) and the audiences of the subject
+# tokens it may exchange (our issuer: the default audience of our tokens and the partners' `aud`).
+# client_credentials gives it tokens of its own, to name itself as the actor.
+ORDERS_SVC = "orders-svc"
+GW_CLIENT = Client("gw", "gw-secret", grant_types=(TOKEN_EXCHANGE_GRANT, "client_credentials"), scope="read write",
+                   extra={"allowed_resources": [ORDERS_API, BILLING_API, ORDERS_SVC],
+                          "token_exchange_subject_audiences": [AC_ISSUER, PARTNER2_AUDIENCE]})
+# Token exchange needs a confidential client: this public one lists the grant all the same. (It and
+# BURST_CLIENT keep the older name token_exchange_audiences, which is read into allowed_resources.)
 TX_PUBLIC_CLIENT = Client("tx-public", None, auth_method="none", grant_types=(TOKEN_EXCHANGE_GRANT,),
                           scope="read", extra={"token_exchange_audiences": [ORDERS_API]})
 # Password grant clients: with refresh tokens, without, and one only the per-client limit uses.
@@ -916,13 +927,25 @@ BURST_CLIENT = Client("burst", "burst-secret",
                       grant_types=("client_credentials", "refresh_token", "password", DEVICE_CODE_GRANT,
                                    TOKEN_EXCHANGE_GRANT),
                       scope="read", extra={"token_exchange_audiences": [ORDERS_API]})
+# Token policy (test_token_policy.py): resources a client may ask for, in every grant.
+POLICY_REDIRECT = "https://policy-rp.example.test/cb"
+POLICY_SVC_CLIENT = Client("policy-svc", "policy-svc-secret", scope="read",
+                           extra={"allowed_resources": [ORDERS_API]})
+POLICY_RP_CLIENT = Client("policy-rp", "policy-rp-secret", grant_types=("authorization_code", "refresh_token"),
+                          scope="openid read",
+                          extra={"redirect_uris": [POLICY_REDIRECT], "allowed_resources": [ORDERS_API, BILLING_API]})
+POLICY_TV_CLIENT = Client("policy-tv", None, auth_method="none", grant_types=(DEVICE_CODE_GRANT,), scope="read",
+                          extra={"allowed_resources": [ORDERS_API]})
+# The orders service: an audience of the tokens gw makes for ORDERS_SVC (its client_id), which
+# it exchanges for BILLING_API.
+ORDERS_SVC_CLIENT = Client(ORDERS_SVC, "orders-svc-secret", grant_types=(TOKEN_EXCHANGE_GRANT,), scope="read write",
+                           extra={"allowed_resources": [BILLING_API]})
+# Registered for token exchange, but no audience of anybody's tokens.
+NOSY_CLIENT = Client("nosy", "nosy-secret", grant_types=(TOKEN_EXCHANGE_GRANT,), scope="read write",
+                     extra={"allowed_resources": [ORDERS_API]})
 GRANTS_CLIENTS = (TV_CLIENT, KIOSK_CLIENT, GW_CLIENT, TX_PUBLIC_CLIENT, LEGACY_CLIENT, LEGACY_NORT_CLIENT,
-                  PW_BULK_CLIENT, RS_CLIENT, BURST_CLIENT)
-
-# Trusted issuers of token exchange (their JWK Sets served by the registry fixture).
-PARTNER_ISSUER = "https://idp.partner.test"
-PARTNER2_ISSUER = "https://idp2.partner.test"
-PARTNER2_AUDIENCE = "urn:example:oauth-edge"  # trusted_issuers[1].audience (the first: our issuer)
+                  PW_BULK_CLIENT, RS_CLIENT, BURST_CLIENT, POLICY_SVC_CLIENT, POLICY_RP_CLIENT, POLICY_TV_CLIENT,
+                  ORDERS_SVC_CLIENT, NOSY_CLIENT)
 
 
 class PartnerIdp:

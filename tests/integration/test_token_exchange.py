@@ -1,8 +1,10 @@
 """OAuth 2.0 Token Exchange (RFC 8693) through a real Envoy.
 
-gw (confidential, client_secret_basic, registered for the grant, token_exchange_audiences
-ORDERS_API and BILLING_API) trades a subject token — one of our own access tokens, or a JWT of
-a trusted issuer — and optionally an actor token for a narrower access token. The trusted
+gw (confidential, client_secret_basic, registered for the grant, allowed_resources ORDERS_API
+and BILLING_API, token_exchange_subject_audiences our issuer and PARTNER2_AUDIENCE) trades a
+subject token — one of our own access tokens, or a JWT of a trusted issuer — and optionally an
+actor token for a narrower access token. (The policy itself — DPoP bindings, who may exchange,
+the act chain, actors — is tested in test_token_policy.py.) The trusted
 issuers' JWK Sets are served by the registry fixture (/jwks/{name}) and fetched by the filter
 through jwks_fetch (cluster `registry`); their JWTs are signed with joserfc by the test. The new
 tokens are verified with PyJWT against GET /oauth/jwks (act, aud, sub, client_id, scope, exp).
@@ -109,18 +111,19 @@ def test_rfc8693_2_1_own_access_token_with_a_trusted_actor(envoy_grants, partner
 
 
 def test_rfc8693_4_1_act_chain_nests_the_subjects_own_act(envoy_grants, partners):
-    """Our own token as actor: act {"sub"} without iss (it is us). Exchanging the result again
-    with another actor nests the first act inside the new one (newest first)."""
+    """Our own token as actor (gw's own: an actor is the client itself or a trusted issuer's):
+    act {"sub"} without iss (it is us). Exchanging the result again (its audience is the
+    default, our issuer, which gw may exchange) with another actor nests the first act inside
+    the new one (newest first)."""
     e = envoy_grants
-    actor = cc_token(e, POST_CLIENT, "read")
-    r = exchange(e, cc_token(e), extra={"actor_token": actor, "actor_token_type": TOKEN_TYPE_ACCESS,
-                                        "audience": ORDERS_API})
-    first = assert_exchanged(r, e, sub="demo-client", scope="read write", aud=ORDERS_API,
-                             act={"sub": "post-client"})
+    actor = cc_token(e, GW_CLIENT, "read")
+    r = exchange(e, cc_token(e), extra={"actor_token": actor, "actor_token_type": TOKEN_TYPE_ACCESS})
+    first = assert_exchanged(r, e, sub="demo-client", scope="read write", aud=AC_ISSUER,
+                             act={"sub": "gw"})
     r2 = exchange(e, r.json()["access_token"], extra={"actor_token": partners.idp.token("gateway-9"),
                                                       "actor_token_type": TOKEN_TYPE_JWT, "scope": "read"})
     assert_exchanged(r2, e, sub="demo-client", scope="read", aud=AC_ISSUER,
-                     act={"sub": "gateway-9", "iss": PARTNER_ISSUER, "act": {"sub": "post-client"}},
+                     act={"sub": "gateway-9", "iss": PARTNER_ISSUER, "act": {"sub": "gw"}},
                      max_expires_in=first["exp"] - int(time.time()) + 1)
 
 
