@@ -60,6 +60,11 @@ fuzz_target!(|data: &[u8]| {
         let again = oauth_edge::pairs::encode(&pairs);
         assert_eq!(oauth_edge::pairs::decode(&again).as_ref(), Some(&pairs));
     }
+    // A ring slot's value, however it was written, gives a load and never panics.
+    for kind in [oauth_edge::ring_fill::Kind::Records, oauth_edge::ring_fill::Kind::Buckets] {
+        let load = oauth_edge::ring_fill::slot_load(kind, Some(data), 1_000);
+        assert!(load >= 0.0);
+    }
     if let Ok(s) = std::str::from_utf8(data) {
         let c = oauth_edge::path_variant::canonical(s);
         assert!(c.starts_with('/'));
