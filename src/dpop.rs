@@ -29,6 +29,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::client::Client;
 use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
@@ -44,6 +45,10 @@ pub struct Proof {
     pub jkt: String,
     /// The proof's `alg` as sent (the seed's `dpop_signing_alg`).
     pub alg: &'static str,
+    /// Its replay-cache id and how long it must be kept: written by [`record`] once the client
+    /// is authenticated, so requests without credentials never fill the cache.
+    replay_id: String,
+    replay_until: u64,
 }
 
 /// A grant bound to a key (`bound`: its thumbprint, if any) needs a proof by that key: none is
@@ -167,18 +172,28 @@ pub fn check(
             return Err(OAuthError::use_dpop_nonce(current_nonce(cfg, now_ms)).into());
         }
     }
-    // §11.1: jti once per key within the window (until the proof could no longer be accepted).
-    let id = format!("dpop\0{}\0{}", key.thumbprint, claims.jti);
-    let until = iat_ms
+    // §11.1: jti once per key within the window (until the proof could no longer be accepted):
+    // checked and recorded in one step by `record`, after client authentication, so a request
+    // without credentials never writes to the replay cache.
+    let replay_id = format!("dpop\0{}\0{}", key.thumbprint, claims.jti);
+    let replay_until = iat_ms
         .saturating_add(lifetime)
         .saturating_add(skew.saturating_mul(2));
-    if !store::remember_once(ctx, cfg.rings.jtis, &id, until)? {
-        return Err(bad("the DPoP proof's jti has been used before").into());
-    }
     Ok(Some(Proof {
         jkt: key.thumbprint,
         alg,
+        replay_id,
+        replay_until,
     }))
+}
+
+/// §11.1, second half: records the proof's `jti`, for a client that has authenticated. Losing
+/// the race to a concurrent request with the same proof is a replay.
+pub fn record(cfg: &Config, _client: &Client, proof: &Proof, ctx: &mut Ctx<'_>) -> FlowResult<()> {
+    if !store::remember_once(ctx, cfg.rings.jtis, &proof.replay_id, proof.replay_until)? {
+        return Err(bad("the DPoP proof's jti has been used before").into());
+    }
+    Ok(())
 }
 
 /// An endpoint URL as `htu` is compared (RFC 9449 §4.3 check 9 and RFC 3986 §6.2.2–6.2.3):

@@ -766,6 +766,36 @@ fn rate_limits_answer_429_with_retry_after_then_serve_again() {
 }
 
 #[test]
+fn rfc9449_11_1_a_proof_is_recorded_only_for_an_authenticated_client() {
+    // Proofs sent without valid credentials never reach the replay cache: the same proof is
+    // still good once the client authenticates, and only then is a second use a replay.
+    let mut w = world(json!({}));
+    let k = Key::new(Alg::ES256, "k-unauth");
+    let proof = k.proof("POST", TOKEN_URL, now_s(), &uuid(), None);
+    let before = w.h.shared.bytes();
+    for _ in 0..3 {
+        let r = token(
+            &mut w,
+            &form_headers(&[("authorization", &basic("svc", "wrong")), ("dpop", &proof)]),
+            b"grant_type=client_credentials",
+        );
+        assert_error(&r, 401, "invalid_client");
+    }
+    assert_eq!(w.h.shared.bytes(), before, "nothing written for a stranger");
+    let good = form_headers(&[
+        ("authorization", &basic("svc", "svc-secret")),
+        ("dpop", &proof),
+    ]);
+    let r = token(&mut w, &good, b"grant_type=client_credentials");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_error(
+        &token(&mut w, &good, b"grant_type=client_credentials"),
+        400,
+        "invalid_dpop_proof",
+    );
+}
+
+#[test]
 fn a_public_clients_budget_is_per_source_address() {
     // Anyone can name a public client: garbage requests from one address must not 429 the
     // client's users elsewhere.

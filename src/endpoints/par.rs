@@ -40,6 +40,9 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     // RFC 9449 §10.1: a DPoP proof at PAR binds the code to its key, like dpop_jkt.
     let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.par_htu, ctx)?;
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
+    if let Some(p) = &proof {
+        dpop::record(cfg, &client, p, ctx)?;
+    }
     // Everything the authorization endpoint would check, checked now (§2.1); every refusal is
     // a direct answer here, nothing is redirected.
     let mut authz = raw.validate(cfg, &client).map_err(|r| r.error)?;

@@ -29,10 +29,14 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     }
     let cfg = &engine.config;
     // The DPoP proof before client authentication: a nonce challenge (the usual first answer
-    // when nonces are on) then costs no assertion verification and burns no assertion jti.
+    // when nonces are on) then costs no assertion verification and burns no assertion jti. Its
+    // jti is recorded only once the client is authenticated: strangers cannot fill the cache.
     let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.token_htu, ctx)?;
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
     require_proof(cfg, &client, proof.as_ref())?;
+    if let Some(p) = &proof {
+        dpop::record(cfg, &client, p, ctx)?;
+    }
     let proof = proof.as_ref();
     let mut resp = match grant_type {
         grants::CLIENT_CREDENTIALS => {

@@ -594,3 +594,34 @@ def test_rfc9449_dpop_header_on_a_passthrough_path_is_left_alone(envoy_pop):
     """A DPoP header on a path the filter does not own goes on to the route untouched."""
     r = requests.post(envoy_pop.base_url + "/api/resource", data=b"x", headers={"DPoP": "garbage"}, timeout=5)
     assert r.status_code == 200, r.text
+
+
+# --------------------------------------------------------------------------- abuse resistance
+@pytest.fixture(scope="module")
+def envoy_small_jti(keys, registry, backend, tmp_path_factory):
+    """A replay cache of the smallest size (16 slots, about 64 live ids): strangers would fill
+    it in a few hundred requests if their proofs were recorded."""
+    from conftest import POP_DPOP, _finish_envoy, _start_envoy, base_plugin_config
+    cfg = base_plugin_config(dpop=dict(POP_DPOP), store={"jti_slots": 16})
+    inst = _start_envoy("small-jti", tmp_path_factory, route_mode="none", plugin_config=cfg,
+                        signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
+    yield inst
+    _finish_envoy(inst)
+
+
+def test_rfc9449_11_1_unauthenticated_proofs_never_fill_the_replay_cache(envoy_small_jti):
+    """DPoP proofs signed with throw-away keys by callers without valid credentials are not
+    recorded, so they cannot fill the replay cache and turn real clients' requests into 500s."""
+    e = envoy_small_jti
+    throwaway = ClientKey("ES256", None)
+    with requests.Session() as s:
+        for _ in range(400):
+            r = s.post(e.token_url, data={"grant_type": "client_credentials"}, auth=("demo-client", "wrong"),
+                       headers={"DPoP": dpop_proof(throwaway, e.token_url)}, timeout=10)
+            assert r.status_code == 401, r.text[:200]
+    real = ClientKey("ES256", None)
+    for _ in range(20):
+        r = requests.post(e.token_url, data={"grant_type": "client_credentials"}, auth=("demo-client", "demo-secret"),
+                          headers={"DPoP": dpop_proof(real, e.token_url)}, timeout=10)
+        assert r.status_code == 200, r.text[:200]
+        assert r.json()["token_type"] == "DPoP"
