@@ -227,6 +227,8 @@ def _registry_back_to_ok(request: pytest.FixtureRequest) -> Iterator[None]:
 def base_plugin_config(**overrides: Any) -> dict[str, Any]:
     """envoy/oauth-edge.json plus the clients the tests need."""
     cfg = json.loads((ROOT / "envoy" / "oauth-edge.json").read_text())
+    # The demo's rate limits would throttle the suite's bursts; the rate-limit tests set their own.
+    cfg.pop("rate_limits", None)
     cfg["lifetimes"] = {"access_token": f"{ACCESS_TOKEN_LIFETIME}s"}
     cfg["limits"] = {"max_body_bytes": MAX_BODY}
     cfg["registry"]["timeout"] = "500ms"
