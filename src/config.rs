@@ -357,6 +357,8 @@ struct RawRegistry {
     cache_ttl: Option<String>,
     #[serde(default)]
     negative_cache_ttl: Option<String>,
+    #[serde(default)]
+    misses_per_address: Option<RawLimit>,
 }
 
 fn default_registry_prefix() -> String {
@@ -378,6 +380,9 @@ pub struct RegistryConfig {
     pub timeout: Duration,
     pub cache_ttl: Duration,
     pub negative_cache_ttl: Duration,
+    /// Lookups of ids the registry does not know, per source address: past it, ids that are
+    /// not cached get `429` without a registry call.
+    pub misses_per_address: Limit,
 }
 
 #[derive(Debug)]
@@ -1078,6 +1083,26 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
             Duration::from_secs(3_600),
         )?,
     };
+    let misses_per_address = match r.misses_per_address {
+        None => Limit {
+            requests: 30,
+            window: Duration::from_secs(10),
+        },
+        Some(l) => {
+            if l.requests == 0 {
+                return Err("registry.misses_per_address.requests must be at least 1".into());
+            }
+            Limit {
+                requests: l.requests,
+                window: bounded(
+                    "registry.misses_per_address.window",
+                    &l.window,
+                    Duration::from_millis(100),
+                    Duration::from_secs(86_400),
+                )?,
+            }
+        }
+    };
     Ok(RegistryConfig {
         authority: r.authority.unwrap_or_else(|| r.cluster.clone()),
         cluster: r.cluster,
@@ -1085,6 +1110,7 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
         timeout,
         cache_ttl,
         negative_cache_ttl,
+        misses_per_address,
     })
 }
 

@@ -154,6 +154,7 @@ impl Engine {
         let l = &c.rate_limits;
         if l.per_client.is_some()
             || l.per_address.is_some()
+            || c.registry.is_some()
             || c.device.is_some()
             || c.password_grant.is_some()
         {

@@ -189,6 +189,9 @@ pub type FlowResult<T> = Result<T, Interrupt>;
 pub struct Journal {
     pub answers: Vec<Answer>,
     pub random: Vec<u8>,
+    /// Which of `answers` were client lookups answered locally (static clients, caches), so a
+    /// rerun can tell them from the registry's answers.
+    local_clients: Vec<usize>,
 }
 
 /// What a flow sees of the world.
@@ -251,14 +254,22 @@ impl<'a> Ctx<'a> {
     /// A client's record. Local answers are journaled too, so a rerun sees the same one even if
     /// the worker cache changed in between.
     pub fn client(&mut self, client_id: &str) -> FlowResult<Lookup> {
+        self.client_with_origin(client_id).map(|(l, _)| l)
+    }
+
+    /// As [`Ctx::client`], and whether the registry answered (`true`) rather than a static
+    /// client or a cache.
+    pub fn client_with_origin(&mut self, client_id: &str) -> FlowResult<(Lookup, bool)> {
+        let at = self.next_answer;
         match self.next() {
-            Some(Answer::Client(l)) => Ok(l),
+            Some(Answer::Client(l)) => Ok((l, !self.journal.local_clients.contains(&at))),
             Some(_) => Err(internal("journal out of order")),
             None => match self.local.client(client_id) {
                 Some(l) => {
+                    self.journal.local_clients.push(self.journal.answers.len());
                     self.journal.answers.push(Answer::Client(l.clone()));
                     self.next_answer += 1;
-                    Ok(l)
+                    Ok((l, false))
                 }
                 None => Err(Interrupt::Need(Need::Client(client_id.to_string()))),
             },

@@ -186,6 +186,10 @@ mod tests {
             timeout: Duration::from_millis(300),
             cache_ttl: Duration::from_secs(60),
             negative_cache_ttl: Duration::from_secs(5),
+            misses_per_address: crate::config::Limit {
+                requests: 30,
+                window: Duration::from_secs(10),
+            },
         }
     }
 

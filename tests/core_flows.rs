@@ -396,6 +396,38 @@ fn registry_not_found_is_invalid_client_and_not_shared() {
 }
 
 #[test]
+fn registry_misses_per_address_are_limited() {
+    let mut cfg = config(true);
+    cfg["registry"]["misses_per_address"] = json!({"requests": 3, "window": "10s"});
+    let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
+    let mut host = Host::new(Box::new(|_: &str| (Some(404), b"{}".to_vec())));
+    host.init(&e);
+    let ghost = |i: usize| form_headers(&[("authorization", &basic(&format!("ghost-{i}"), "x"))]);
+    for i in 0..3 {
+        let r = host.token(&e, &ghost(i), b"grant_type=client_credentials");
+        assert_error(&r, 401, "invalid_client");
+    }
+    assert_eq!(host.registry_calls, 3);
+    // Past the budget: made-up ids cost the registry nothing.
+    for i in 3..10 {
+        let r = host.token(&e, &ghost(i), b"grant_type=client_credentials");
+        assert_error(&r, 429, "rate_limit_exceeded");
+    }
+    assert_eq!(host.registry_calls, 3);
+    // Known clients still answer from that address; other addresses are not limited.
+    let svc = form_headers(&[("authorization", &basic("svc", "svc-secret"))]);
+    assert_eq!(
+        host.token(&e, &svc, b"grant_type=client_credentials")
+            .status,
+        200
+    );
+    host.source = Some("198.51.100.9".into());
+    let r = host.token(&e, &ghost(99), b"grant_type=client_credentials");
+    assert_error(&r, 401, "invalid_client");
+    assert_eq!(host.registry_calls, 4);
+}
+
+#[test]
 fn registry_trouble_is_server_error_and_nothing_cached() {
     let answers: Vec<(Option<u16>, Vec<u8>)> = vec![
         (None, vec![]),

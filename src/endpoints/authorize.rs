@@ -37,7 +37,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .get("client_id")
         .filter(|c| valid_client_id(c))
         .ok_or_else(|| OAuthError::invalid_request("client_id is missing or malformed"))?;
-    let lookup = ctx.client(client_id)?;
+    let lookup = super::lookup_client(cfg, ctx, client_id)?;
     let client = engine::found(lookup, OAuthError::invalid_request("unknown client_id"))?;
 
     let pushed = match q.get("request_uri") {

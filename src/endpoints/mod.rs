@@ -18,7 +18,7 @@ use crate::config::{Config, Profile};
 use crate::dpop::Proof;
 use crate::engine;
 use crate::error::OAuthError;
-use crate::flow::{Ctx, FlowResult};
+use crate::flow::{Ctx, FlowResult, Interrupt, Lookup, Need};
 use crate::form::Form;
 use crate::http::Headers;
 use crate::{client_assertion, rate_limit};
@@ -42,7 +42,7 @@ pub fn authenticate_client(
             .failed("the FAPI 2.0 profile requires private_key_jwt client authentication")
             .into());
     }
-    let lookup = ctx.client(presented.client_id())?;
+    let lookup = lookup_client(cfg, ctx, presented.client_id())?;
     let client = engine::found(lookup, failed())?;
     match &presented {
         Presented::Assertion { assertion, .. } => {
@@ -64,6 +64,34 @@ pub fn authenticate_client(
         rate_limit::hit(ctx, cfg.counters(), &what, limit, rate_limit::Full::Allow)?;
     }
     Ok(client)
+}
+
+/// Looks up a client whose id the caller chose. Each id the registry itself answered "unknown"
+/// for counts against the caller's address (`registry.misses_per_address`); past that, an id that would
+/// need a registry call gets `429` instead, while static and cached clients still answer. Made-up
+/// ids then cost the registry nothing.
+pub fn lookup_client(cfg: &Config, ctx: &mut Ctx<'_>, id: &str) -> FlowResult<Lookup> {
+    let (Some(r), Some(addr)) = (&cfg.registry, ctx.source()) else {
+        return ctx.client(id);
+    };
+    let limit = r.misses_per_address;
+    let what = format!("registry-miss\0{addr}");
+    let over = rate_limit::exceeded(ctx, cfg.counters(), &what, limit)?;
+    let (lookup, from_registry) = match (ctx.client_with_origin(id), over) {
+        (Err(Interrupt::Need(Need::Client(_))), Some(retry)) => {
+            return Err(OAuthError::rate_limited(retry).into())
+        }
+        (other, _) => other?,
+    };
+    if from_registry && matches!(lookup, Lookup::NotFound) {
+        // Counting only: the 429 comes with the next uncached id.
+        if let Err(Interrupt::Need(n)) =
+            rate_limit::hit(ctx, cfg.counters(), &what, limit, rate_limit::Full::Allow)
+        {
+            return Err(Interrupt::Need(n));
+        }
+    }
+    Ok(lookup)
 }
 
 /// RFC 9449 §5.2: clients registered with `dpop_bound_access_tokens`, and every client under

@@ -526,7 +526,10 @@ impl Filter {
             None
         };
         let limits = &engine.config.rate_limits;
-        let source = if limits.per_address.is_some() || limits.per_client.is_some() {
+        let source = if limits.per_address.is_some()
+            || limits.per_client.is_some()
+            || engine.config.registry.is_some()
+        {
             source_address()
         } else {
             None
