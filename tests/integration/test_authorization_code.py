@@ -143,12 +143,18 @@ def test_authlib_par_pkce_code_token_refresh_refresh_rfc9126_rfc7636(envoy_ac, l
 
 
 def test_par_takes_the_seed_002_json_body(envoy_ac, login_service):
-    """Seed 002: a JSON body with the client secret in it; answers 201 {request_uri, expires_in}."""
+    """Seed 002: a JSON body; answers 201 {request_uri, expires_in}. rp is registered for
+    client_secret_basic, so its secret goes in the Authorization header, never in the JSON
+    (the seed's body `client_secret` is for client_secret_post clients: test_policy_edges)."""
     verifier, challenge = pkce_pair()
-    r = requests.post(envoy_ac.par_url, timeout=10, json={
-        "client_id": RP_CLIENT.client_id, "client_secret": RP_CLIENT.secret, "redirect_uri": RP_REDIRECT,
+    seed_body = {
+        "client_id": RP_CLIENT.client_id, "redirect_uri": RP_REDIRECT,
         "response_type": "code", "scope": "openid profile", "code_challenge": challenge,
-        "code_challenge_method": "S256", "nonce": "nonce-123", "state": "state-123"})
+        "code_challenge_method": "S256", "nonce": "nonce-123", "state": "state-123"}
+    r = requests.post(envoy_ac.par_url, timeout=10, json=dict(seed_body, client_secret=RP_CLIENT.secret))
+    assert_oauth_error(r, 401, "invalid_client")
+    r = requests.post(envoy_ac.par_url, timeout=10, json=seed_body,
+                      headers={"Authorization": basic_auth(RP_CLIENT.client_id, RP_CLIENT.secret)})
     assert r.status_code == 201, r.text
     a = authorize_request(envoy_ac, {"client_id": "rp", "request_uri": r.json()["request_uri"]},
                           login_jwt=login_service.sign("bob"))
