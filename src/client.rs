@@ -59,6 +59,7 @@ pub const KNOWN_METADATA: &[&str] = &[
     "authorization_details_types",
     "require_pushed_authorization_requests",
     "refresh_token_cookie",
+    "refresh_endpoint_returns_refresh_token",
     "allowed_origins",
     "refresh_token_reuse_interval",
     "token_exchange_audiences",
@@ -96,6 +97,8 @@ struct Metadata {
     #[serde(default)]
     refresh_token_cookie: bool,
     #[serde(default)]
+    refresh_endpoint_returns_refresh_token: bool,
+    #[serde(default)]
     allowed_origins: Vec<String>,
     #[serde(default)]
     refresh_token_reuse_interval: u64,
@@ -127,6 +130,10 @@ pub struct Client {
     /// Browser client: its refresh token goes into an HttpOnly cookie for `/oauth/refresh`
     /// instead of the JSON answer (not an RFC 7591 name).
     pub refresh_token_cookie: bool,
+    /// With `refresh_token_cookie`: `/oauth/refresh` also puts the new refresh token in its JSON
+    /// (seeds 001/004 say the answer "includes new access_token and refresh_token"), where the
+    /// page's scripts can read it (not an RFC 7591 name).
+    pub refresh_endpoint_returns_refresh_token: bool,
     /// Origins allowed to call `/oauth/refresh` (also every redirect_uri's origin).
     pub allowed_origins: Vec<String>,
     /// Seconds during which the previous refresh token may be used again (a lost answer
@@ -236,6 +243,11 @@ impl Client {
                     },
                 )?),
             };
+        if m.refresh_endpoint_returns_refresh_token && !m.refresh_token_cookie {
+            return Err(format!(
+                "client {id:?}: refresh_endpoint_returns_refresh_token needs refresh_token_cookie"
+            ));
+        }
         let mut scope = Vec::new();
         if let Some(s) = m.scope.as_deref() {
             for t in s.split(' ').filter(|t| !t.is_empty()) {
@@ -264,6 +276,7 @@ impl Client {
             authorization_details_types: m.authorization_details_types,
             require_par: m.require_pushed_authorization_requests,
             refresh_token_cookie: m.refresh_token_cookie,
+            refresh_endpoint_returns_refresh_token: m.refresh_endpoint_returns_refresh_token,
             allowed_origins: m.allowed_origins,
             refresh_token_reuse_interval: m.refresh_token_reuse_interval.min(300),
             token_exchange_audiences: m.token_exchange_audiences,

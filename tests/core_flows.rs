@@ -98,6 +98,7 @@ fn client_secret_post_and_default_scope() {
         b"grant_type=client_credentials&client_id=svc&client_secret=svc-secret",
     );
     assert_error(&r, 401, "invalid_client");
+    assert!(r.header("www-authenticate").is_some());
     let r = host.token(
         &e,
         &form_headers(&[("authorization", &basic("post-svc", "p"))]),
@@ -241,7 +242,7 @@ fn errors_rfc6749_5_2_each_followed_by_success() {
 }
 
 #[test]
-fn basic_failures_challenge() {
+fn every_401_challenges() {
     let e = engine(false);
     let mut host = no_registry();
     let r = host.token(
@@ -258,8 +259,12 @@ fn basic_failures_challenge() {
         &form_headers(&[]),
         b"grant_type=client_credentials&client_id=svc&client_secret=nope",
     );
+    // RFC 9110 §15.5.2: not only after Basic (the scheme the endpoint takes).
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), None);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"oauth-edge\"")
+    );
 }
 
 #[test]

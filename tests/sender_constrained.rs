@@ -272,7 +272,13 @@ fn rfc7523_s3_every_refusal_is_invalid_client() {
     for (why, a) in cases {
         let r = token(&mut w, &form_headers(&[]), &pk_form(&a, ""));
         assert_error(&r, 401, "invalid_client");
-        assert!(r.header("www-authenticate").is_none(), "{why}");
+        // RFC 9110 §15.5.2: a challenge also when no Basic was tried (the scheme the
+        // endpoint takes besides assertions).
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"oauth-edge\""),
+            "{why}"
+        );
         ok(&mut w);
     }
     // Two methods at once, a client_id naming someone else, the wrong assertion type.

@@ -26,7 +26,7 @@ use crate::scope;
 use crate::sealed::{self, RefreshClaims};
 use crate::store::{self, Found, Ring};
 
-use super::issue::{issue, Issue};
+use super::issue::{issue_as, Issue, IssueOpts};
 use super::REFRESH_TOKEN;
 
 /// A family's rotation state (the data of a record in the families ring).
@@ -77,7 +77,15 @@ pub fn handle(
     // RFC 9449 §5: a bound refresh token needs a proof by the same key.
     crate::dpop::require_key(claims.jkt.as_deref(), proof, "refresh token")?;
     let next = rotate(engine, client, claims, ctx)?;
-    issue_rotated(engine, client, next, scope, proof, ctx)
+    issue_rotated(
+        engine,
+        client,
+        next,
+        scope,
+        proof,
+        IssueOpts::default(),
+        ctx,
+    )
 }
 
 /// The tokens of a rotation: a new access token (with `scope`, which may be narrower than the
@@ -88,13 +96,14 @@ pub fn issue_rotated(
     next: RefreshClaims,
     scope: String,
     proof: Option<&Proof>,
+    opts: IssueOpts,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     let sub = next.sub.clone();
     let auth_time = next.auth_time;
     let ad = next.ad.clone();
     let res = next.res.clone();
-    issue(
+    issue_as(
         engine,
         Issue {
             client,
@@ -109,6 +118,7 @@ pub fn issue_rotated(
             proof,
         },
         REFRESH_TOKEN,
+        opts,
         ctx,
     )
 }

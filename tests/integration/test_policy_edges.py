@@ -17,25 +17,43 @@ Authlib where a client library's behaviour is the point; tokens are read with Py
 """
 from __future__ import annotations
 
+import time
 import uuid
+from http.cookies import SimpleCookie
 from typing import Any
 
+import jwt
 import requests
 
 from helpers import (
+    ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
     FORM,
+    PK_CLIENT,
     POST_CLIENT,
+    REFRESH_COOKIE,
+    RP_CLIENT,
     RP_REDIRECT,
+    SPA_CLIENT,
+    SPA_ORIGIN,
+    SPA_REDIRECT,
     Client,
+    ClientKey,
     assert_oauth_error,
     assert_token_response,
+    assertion_form,
     basic_auth,
+    client_assertion,
     client_metadata,
+    device_decide,
+    dpop_proof,
     form_post,
+    issue_code,
+    par_request,
     pkce_pair,
+    post_form,
+    redeem_code,
     token_request,
-    ACCESS_TOKEN_LIFETIME,
 )
 
 
@@ -100,3 +118,154 @@ def test_rfc7591_2_seed_002_json_par_with_client_secret_is_for_post_clients(envo
     assert_oauth_error(r, 401, "invalid_client")
     r = form_post(envoy_ac.revocation_url, {"token": "x"}, basic)
     assert r.status_code == 200, r.text
+
+
+# --------------------------------------------------------------------------- item 8: seed details
+BASIC_CHALLENGE = 'Basic realm="oauth-edge"'
+
+
+def cookie_of(r: requests.Response) -> str | None:
+    """`name=value` of the refresh cookie a response sets (None: it sets none)."""
+    values = [v for k, v in r.raw.headers.items() if k.lower() == "set-cookie"]
+    if not values:
+        return None
+    assert len(values) == 1, values
+    c = SimpleCookie()
+    c.load(values[0])
+    return f"{REFRESH_COOKIE}={c[REFRESH_COOKIE].value}"
+
+
+def browser_login(envoy, login_service, client: Client = SPA_CLIENT, user: str = "erin") -> tuple[dict, str]:
+    """A cookie client's code flow: (the token answer, the refresh cookie it set)."""
+    code, verifier = issue_code(envoy, login_service.sign(user), client, scope="openid read")
+    t = redeem_code(envoy, code, verifier, client)
+    assert t.status_code == 200, t.text
+    cookie = cookie_of(t)
+    assert cookie is not None, t.headers
+    return t.json(), cookie
+
+
+def cookie_refresh(envoy, cookie: str, *, origin: str = SPA_ORIGIN, content_type: str | None = "application/json",
+                   body: bytes = b"{}") -> requests.Response:
+    headers = {"Origin": origin, "Cookie": cookie, "Accept": "application/json"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    return requests.post(envoy.refresh_url, data=body, headers=headers, timeout=10)
+
+
+def test_seed_002_json_par_without_scope_is_invalid_request(envoy_ac):
+    """Seed 002's dto.PushedAuthorizationRequest requires scope: a JSON PAR without it (or with
+    null or an empty one) is 400 invalid_request. The form-encoded PAR (RFC 9126) keeps
+    RFC 6749 §3.3's optional scope (the client's registered scopes)."""
+    auth = {"Authorization": basic_auth(RP_CLIENT.client_id, RP_CLIENT.secret or "")}
+    for scope in (None, "", "  "):
+        body = seed_par_body(RP_CLIENT.client_id, scope=scope)
+        if scope is None:
+            body.pop("scope", None)
+        r = requests.post(envoy_ac.par_url, json=body, headers=auth, timeout=10)
+        assert_oauth_error(r, 400, "invalid_request")
+        assert "scope" in r.json()["error_description"], r.text
+    r = requests.post(envoy_ac.par_url, json=dict(seed_par_body(RP_CLIENT.client_id), scope=None), headers=auth,
+                      timeout=10)
+    assert_oauth_error(r, 400, "invalid_request")
+    r = requests.post(envoy_ac.par_url, json=seed_par_body(RP_CLIENT.client_id), headers=auth, timeout=10)
+    assert r.status_code == 201, r.text
+    _, challenge = pkce_pair()
+    r = par_request(envoy_ac, code_challenge=challenge, code_challenge_method="S256", state="s")
+    assert r.status_code == 201, r.text
+
+
+def test_seed_001_refresh_without_content_type_is_invalid_request_and_not_rotated(envoy_ac, login_service):
+    """POST /oauth/refresh with the right cookie, Origin and `{}` but no Content-Type at all is
+    refused like a wrong one (400 invalid_request) and spends nothing: the same cookie then
+    rotates once, as usual."""
+    _, cookie = browser_login(envoy_ac, login_service)
+    r = cookie_refresh(envoy_ac, cookie, content_type=None)
+    assert "content-type" not in {k.lower() for k in r.request.headers}, r.request.headers
+    assert_oauth_error(r, 400, "invalid_request")
+    assert cookie_of(r) is None, "no new cookie, none cleared"
+    r = cookie_refresh(envoy_ac, cookie)
+    assert r.status_code == 200, r.text
+    assert cookie_of(r) not in (None, cookie)
+
+
+def assert_challenge(r: requests.Response, status: int, error: str, scheme: str) -> str:
+    assert_oauth_error(r, status, error)
+    www = r.headers.get("WWW-Authenticate")
+    assert www, f"RFC 9110 §15.5.2: a 401 carries WWW-Authenticate ({r.request.url})"
+    assert www.split(" ", 1)[0].lower() == scheme.lower() and 'realm="oauth-edge"' in www, www
+    return www
+
+
+def test_rfc9110_15_5_2_every_401_carries_a_challenge(envoy_pop, envoy_ac, login_service, client_keys):
+    """Not only after Basic: a wrong client_secret_post secret, a failing private_key_jwt
+    assertion, no credentials, a public client at introspection, an unknown client at PAR and
+    revocation all answer 401 with `WWW-Authenticate: Basic realm="oauth-edge"` (the one HTTP
+    authentication scheme these endpoints take); /oauth/refresh's 401 invalid_grant challenges
+    with `Cookie realm="oauth-edge"` (a Basic challenge could make a browser ask for a password)."""
+    e = envoy_pop
+    wrong_post = Client(POST_CLIENT.client_id, "wrong", auth_method="client_secret_post", scope="read")
+    stale = client_assertion(client_keys.pk_es, PK_CLIENT.client_id, e.issuer, lifetime=-60)
+    for r in (
+        token_request(e, wrong_post, scope="read"),
+        post_form(e.token_url, dict({"grant_type": "client_credentials"}, **assertion_form(stale))),
+        post_form(e.token_url, {"grant_type": "client_credentials"}),
+        form_post(e.introspection_url, {"token": "x"}, SPA_CLIENT),
+        requests.post(e.par_url, json=seed_par_body("nobody", client_secret="x"), timeout=10),
+        form_post(e.revocation_url, {"token": "x", "client_id": "nobody", "client_secret": "x"}),
+    ):
+        assert_challenge(r, 401, "invalid_client", "Basic")
+    # Basic as before (RFC 6749 §5.2: the scheme the client used).
+    www = assert_challenge(token_request(e, Client(DEMO_CLIENT.client_id, "wrong")), 401, "invalid_client", "Basic")
+    assert www == BASIC_CHALLENGE
+    # The cookie endpoint: its 401 invalid_grant (seed 001) challenges with the cookie scheme.
+    r = cookie_refresh(envoy_ac, f"{REFRESH_COOKIE}=rt1.garbage")
+    assert_challenge(r, 401, "invalid_grant", "Cookie")
+
+
+def test_rfc9110_15_5_2_challenges_under_fapi2_and_at_the_device_endpoint(envoy_fapi2, envoy_device_alt, client_keys):
+    """Under "profile": "fapi2" the endpoints take no Basic: a 401 to anything but a Basic
+    attempt challenges with `private_key_jwt realm="oauth-edge"` (no HTTP scheme exists for an
+    assertion in the body; clients skip schemes they do not know), a Basic attempt still gets
+    Basic (RFC 6749 §5.2). The device verification endpoint's 401 (no user, no login_url) names
+    the user's login as Envoy's jwt_authn would: `Bearer realm="oauth-edge"`."""
+    e = envoy_fapi2
+    any_key = ClientKey("ES256", None)
+    proof = dpop_proof(any_key, e.issuer + "/oauth/token")
+    r = post_form(e.token_url, {"grant_type": "client_credentials", "client_id": DEMO_CLIENT.client_id,
+                                "client_secret": DEMO_CLIENT.secret or ""}, dpop=proof)
+    assert_challenge(r, 401, "invalid_client", "private_key_jwt")
+    r = post_form(e.token_url, {"grant_type": "client_credentials"}, basic=DEMO_CLIENT,
+                  dpop=dpop_proof(any_key, e.issuer + "/oauth/token"))
+    assert r.headers.get("WWW-Authenticate") == BASIC_CHALLENGE, r.headers
+    r = device_decide(envoy_device_alt, "BCDF-GHJK", "approve", None)
+    assert_challenge(r, 401, "access_denied", "Bearer")
+
+
+def test_seeds_001_004_refresh_answer_may_carry_the_refresh_token(envoy_ac, registry, login_service):
+    """A cookie client registered with refresh_endpoint_returns_refresh_token gets the new
+    refresh token in the /oauth/refresh JSON too (seeds 001/004: "includes new access_token and
+    refresh_token"), the same token as the new cookie; the cookie stays the carrier (the code
+    redemption answer has none in its JSON), and a cookie client without the option never sees
+    it in a body."""
+    c = registered(registry, Client(fresh_id("spa-json"), None, auth_method="none",
+                                    grant_types=("authorization_code", "refresh_token"), scope="openid read",
+                                    extra={"redirect_uris": [SPA_REDIRECT], "refresh_token_cookie": True,
+                                           "refresh_endpoint_returns_refresh_token": True}))
+    t, cookie = browser_login(envoy_ac, login_service, c)
+    assert "refresh_token" not in t, t
+    r = cookie_refresh(envoy_ac, cookie)
+    assert r.status_code == 200, r.text
+    new_cookie = cookie_of(r)
+    assert new_cookie not in (None, cookie)
+    body = r.json()
+    assert body.get("refresh_token") and new_cookie == f"{REFRESH_COOKIE}={body['refresh_token']}", (body, new_cookie)
+    assert jwt.decode(body["access_token"], options={"verify_signature": False})["client_id"] == c.client_id
+    # The body's token is the cookie's: it rotates once more, then the family is spent as usual.
+    r2 = cookie_refresh(envoy_ac, f"{REFRESH_COOKIE}={body['refresh_token']}")
+    assert r2.status_code == 200, r2.text
+    assert_oauth_error(cookie_refresh(envoy_ac, new_cookie), 401, "invalid_grant")
+    # Without the option (spa): only the cookie carries it.
+    _, spa_cookie = browser_login(envoy_ac, login_service)
+    r = cookie_refresh(envoy_ac, spa_cookie)
+    assert r.status_code == 200 and "refresh_token" not in r.json(), r.text

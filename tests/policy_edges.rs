@@ -1,0 +1,376 @@
+//! Token policy edges through the core (issue 12, items 4–8): who may introspect what, what a
+//! replayed code takes down with it, the registered authentication method, the seeds' details
+//! (JSON PAR scope, /oauth/refresh's Content-Type and JSON answer, a challenge on every 401),
+//! and refresh tokens under a reuse interval and under the FAPI 2.0 profile.
+
+mod common;
+
+use common::*;
+use oauth_edge::client::hash_secret;
+use oauth_edge::config::Config;
+use oauth_edge::engine::Engine;
+use oauth_edge::flow::{Now, User};
+use oauth_edge::http::{Headers, Response};
+use oauth_edge::keys::{generate_jwk, Alg};
+use oauth_edge::random::SystemRandom;
+use serde_json::{json, Value};
+
+const ISS: &str = "https://as.example.com";
+const API: &str = "https://api.example.com";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const CB: &str = "https://app.example.com/cb";
+const SPA_CB: &str = "https://spa.example.com/cb";
+const SPA_ORIGIN: &str = "https://spa.example.com";
+
+fn config(extra: Value) -> Value {
+    let code_client = |id: &str, grants: Value, extra: Value| {
+        let mut c = json!({"client_id": id, "client_secret": hash_secret(&format!("{id}-secret")),
+                           "grant_types": grants, "scope": "openid read", "redirect_uris": [CB]});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let mut v = json!({
+        "issuer": ISS,
+        "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
+        "access_token_audience": API,
+        "user": {"metadata_namespace": "envoy.filters.http.jwt_authn", "metadata_key": "user"},
+        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
+                  "jti_slots": 256, "revoked_slots": 256},
+        "token_exchange": {},
+        "clients": [
+            code_client("web", json!(["authorization_code", "refresh_token"]), json!({})),
+            code_client("nort", json!(["authorization_code"]), json!({})),
+            code_client("grace", json!(["authorization_code", "refresh_token"]),
+                        json!({"refresh_token_reuse_interval": 30})),
+            {"client_id": "spa", "token_endpoint_auth_method": "none",
+             "grant_types": ["authorization_code", "refresh_token"], "scope": "openid read",
+             "redirect_uris": [SPA_CB], "refresh_token_cookie": true},
+            {"client_id": "spa-json", "token_endpoint_auth_method": "none",
+             "grant_types": ["authorization_code", "refresh_token"], "scope": "openid read",
+             "redirect_uris": [SPA_CB], "refresh_token_cookie": true,
+             "refresh_endpoint_returns_refresh_token": true},
+            {"client_id": "svc", "client_secret": hash_secret("svc-secret"),
+             "grant_types": ["client_credentials"], "scope": "read"},
+            {"client_id": "post", "client_secret": hash_secret("post-secret"),
+             "token_endpoint_auth_method": "client_secret_post",
+             "grant_types": ["client_credentials"], "scope": "read"},
+            {"client_id": "gw", "client_secret": hash_secret("gw-secret"),
+             "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"], "scope": "openid read",
+             "token_exchange_audiences": ["https://orders.example.com"]},
+            {"client_id": "pub", "token_endpoint_auth_method": "none",
+             "grant_types": ["authorization_code"], "scope": "read", "redirect_uris": [SPA_CB]}
+        ]
+    });
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    v
+}
+
+fn setup(extra: Value) -> (Engine, Host) {
+    let e = Engine::new(Config::from_json(config(extra).to_string().as_bytes()).unwrap());
+    let mut h = Host::without_registry();
+    h.init(&e);
+    (e, h)
+}
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn secret_auth(id: &str) -> Headers {
+    form_headers(&[("authorization", &basic(id, &format!("{id}-secret")))])
+}
+
+fn post_at(
+    e: &Engine,
+    h: &mut Host,
+    path: &str,
+    headers: &Headers,
+    body: &str,
+    now: Now,
+) -> Response {
+    h.request_at(e, "POST", path, headers, body.as_bytes(), None, now)
+}
+
+/// A code for `client_id` (plain authorize: PAR is not required here).
+fn code(e: &Engine, h: &mut Host, client_id: &str, redirect_uri: &str) -> String {
+    let q = format!(
+        "client_id={client_id}&redirect_uri={}&response_type=code&scope=openid+read&state=s&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        enc(redirect_uri)
+    );
+    let user = Some(User {
+        sub: "alice".into(),
+        auth_time: Some(NOW.secs() - 10),
+    });
+    let r = h.request_at(
+        e,
+        "GET",
+        &format!("/oauth/authorize?{q}"),
+        &Headers::default(),
+        b"",
+        user,
+        NOW,
+    );
+    assert_eq!(r.status, 303, "{r:?}");
+    let loc = r.header("location").unwrap();
+    let code = loc
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .unwrap();
+    percent_encoding::percent_decode_str(code)
+        .decode_utf8()
+        .unwrap()
+        .to_string()
+}
+
+fn tokens(r: &Response) -> Value {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    json_body(r)
+}
+
+/// The refresh cookie (`name=value`) a browser client's code flow ends with.
+fn browser_cookie(e: &Engine, h: &mut Host, client_id: &str) -> String {
+    let c = code(e, h, client_id, SPA_CB);
+    let body = format!(
+        "grant_type=authorization_code&client_id={client_id}&code={}&redirect_uri={}&code_verifier={VERIFIER}",
+        enc(&c),
+        enc(SPA_CB)
+    );
+    let r = post_at(e, h, "/oauth/token", &form_headers(&[]), &body, NOW);
+    assert!(tokens(&r).get("refresh_token").is_none(), "cookie only");
+    set_cookie(&r).unwrap()
+}
+
+fn set_cookie(r: &Response) -> Option<String> {
+    r.header("set-cookie")
+        .map(|c| c.split(';').next().unwrap().to_string())
+}
+
+fn cookie_post(e: &Engine, h: &mut Host, cookie: &str, content_type: Option<&str>) -> Response {
+    let mut hd = vec![
+        ("cookie".to_string(), cookie.to_string()),
+        ("origin".to_string(), SPA_ORIGIN.to_string()),
+    ];
+    if let Some(ct) = content_type {
+        hd.push(("content-type".into(), ct.into()));
+    }
+    post_at(e, h, "/oauth/refresh", &Headers(hd), "{}", NOW)
+}
+
+// ------------------------------------------------------------------------------ item 6
+#[test]
+fn rfc7591_2_the_registered_secret_method_only() {
+    let (e, mut h) = setup(json!({}));
+    let cc = "grant_type=client_credentials";
+    let post_body = |id: &str, s: &str| format!("{cc}&client_id={id}&client_secret={s}");
+    let basic_client_by_post = post_at(
+        &e,
+        &mut h,
+        "/oauth/token",
+        &form_headers(&[]),
+        &post_body("svc", "svc-secret"),
+        NOW,
+    );
+    assert_error(&basic_client_by_post, 401, "invalid_client");
+    let post_client_by_basic = post_at(&e, &mut h, "/oauth/token", &secret_auth("post"), cc, NOW);
+    assert_error(&post_client_by_basic, 401, "invalid_client");
+    assert_eq!(
+        post_client_by_basic.header("www-authenticate"),
+        Some("Basic realm=\"oauth-edge\"")
+    );
+    tokens(&post_at(
+        &e,
+        &mut h,
+        "/oauth/token",
+        &secret_auth("svc"),
+        cc,
+        NOW,
+    ));
+    tokens(&post_at(
+        &e,
+        &mut h,
+        "/oauth/token",
+        &form_headers(&[]),
+        &post_body("post", "post-secret"),
+        NOW,
+    ));
+}
+
+// ------------------------------------------------------------------------------ item 8
+#[test]
+fn seed_002_json_par_requires_scope_the_form_does_not() {
+    let (e, mut h) = setup(json!({}));
+    let json_ct = Headers(vec![
+        ("content-type".into(), "application/json".into()),
+        ("authorization".into(), basic("web", "web-secret")),
+    ]);
+    let body = |scope: Value| {
+        let mut b = json!({"client_id": "web", "redirect_uri": CB, "response_type": "code",
+                           "code_challenge": CHALLENGE, "code_challenge_method": "S256"});
+        if !scope.is_null() {
+            b["scope"] = scope;
+        }
+        b.to_string()
+    };
+    for scope in [Value::Null, json!(""), json!(" ")] {
+        let r = post_at(
+            &e,
+            &mut h,
+            "/oauth/pushed-authorization",
+            &json_ct,
+            &body(scope),
+            NOW,
+        );
+        assert_error(&r, 400, "invalid_request");
+        assert!(json_body(&r)["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("scope"));
+    }
+    let explicit_null = r#"{"client_id":"web","redirect_uri":"https://app.example.com/cb","response_type":"code","scope":null,"code_challenge":"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM","code_challenge_method":"S256"}"#;
+    assert_error(
+        &post_at(
+            &e,
+            &mut h,
+            "/oauth/pushed-authorization",
+            &json_ct,
+            explicit_null,
+            NOW,
+        ),
+        400,
+        "invalid_request",
+    );
+    let r = post_at(
+        &e,
+        &mut h,
+        "/oauth/pushed-authorization",
+        &json_ct,
+        &body(json!("read")),
+        NOW,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    // RFC 9126's form body: scope stays optional (RFC 6749 §3.3).
+    let form = format!(
+        "response_type=code&redirect_uri={}&code_challenge={CHALLENGE}&code_challenge_method=S256",
+        enc(CB)
+    );
+    let r = post_at(
+        &e,
+        &mut h,
+        "/oauth/pushed-authorization",
+        &secret_auth("web"),
+        &form,
+        NOW,
+    );
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[test]
+fn seed_001_refresh_needs_its_content_type_and_may_answer_the_refresh_token() {
+    let (e, mut h) = setup(json!({}));
+    let cookie = browser_cookie(&e, &mut h, "spa");
+    // No Content-Type at all: refused like a wrong one, nothing rotated, no cookie touched.
+    let r = cookie_post(&e, &mut h, &cookie, None);
+    assert_error(&r, 400, "invalid_request");
+    assert!(r.header("set-cookie").is_none());
+    let r = cookie_post(&e, &mut h, &cookie, Some("application/json"));
+    let body = tokens(&r);
+    assert!(body.get("refresh_token").is_none(), "the cookie carries it");
+    let next = set_cookie(&r).unwrap();
+    assert_ne!(next, cookie);
+    // A 401 of this endpoint challenges with the cookie scheme, not Basic.
+    let r = cookie_post(&e, &mut h, &cookie, Some("application/json"));
+    assert_error(&r, 401, "invalid_grant");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Cookie realm=\"oauth-edge\"")
+    );
+
+    // refresh_endpoint_returns_refresh_token: the same new token in the JSON too.
+    let cookie = browser_cookie(&e, &mut h, "spa-json");
+    let r = cookie_post(&e, &mut h, &cookie, Some("application/json"));
+    let body = tokens(&r);
+    let next = set_cookie(&r).unwrap();
+    assert_eq!(
+        next,
+        format!("oauth_edge_rt={}", body["refresh_token"].as_str().unwrap())
+    );
+    let r = cookie_post(&e, &mut h, &next, Some("application/json"));
+    assert!(tokens(&r)["refresh_token"].is_string());
+}
+
+#[test]
+fn refresh_endpoint_returns_refresh_token_needs_the_cookie() {
+    let mut v = config(json!({}));
+    v["clients"] = json!([{"client_id": "x", "token_endpoint_auth_method": "none",
+                           "refresh_endpoint_returns_refresh_token": true}]);
+    let err = Config::from_json(v.to_string().as_bytes()).err().unwrap();
+    assert!(err.contains("refresh_token_cookie"), "{err}");
+}
+
+#[test]
+fn rfc9110_every_401_carries_a_challenge() {
+    let (e, mut h) = setup(json!({}));
+    let cases: Vec<(&str, Headers, String)> = vec![
+        // The right secret the wrong way, a wrong one in the body, none at all, unknown client.
+        ("/oauth/token", form_headers(&[]), "grant_type=client_credentials&client_id=post&client_secret=nope".into()),
+        ("/oauth/token", form_headers(&[]), "grant_type=client_credentials".into()),
+        ("/oauth/token", form_headers(&[]), "grant_type=client_credentials&client_id=nobody&client_secret=x".into()),
+        // A malformed client assertion.
+        ("/oauth/token", form_headers(&[]), "grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=x.y.z".into()),
+        // A public client at introspection; revocation and PAR by an unknown client.
+        ("/oauth/introspect", form_headers(&[]), "token=x&client_id=pub".into()),
+        ("/oauth/revoke", form_headers(&[]), "token=x&client_id=nobody&client_secret=x".into()),
+        ("/oauth/pushed-authorization", form_headers(&[]), "client_id=nobody&client_secret=x".into()),
+    ];
+    for (path, hd, body) in cases {
+        let r = post_at(&e, &mut h, path, &hd, &body, NOW);
+        assert_error(&r, 401, "invalid_client");
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"oauth-edge\""),
+            "{path} {body}"
+        );
+    }
+}
+
+#[test]
+fn fapi2_401s_challenge_private_key_jwt_except_after_basic() {
+    let mut v = config(json!({"profile": "fapi2"}));
+    // The profile's checks on keys and lifetimes pass with these settings; no refresh cookie.
+    v["clients"] = json!([{"client_id": "svc", "client_secret": hash_secret("svc-secret"),
+                           "grant_types": ["client_credentials"], "scope": "read"}]);
+    let e = Engine::new(Config::from_json(v.to_string().as_bytes()).unwrap());
+    let mut h = Host::without_registry();
+    h.init(&e);
+    let r = post_at(
+        &e,
+        &mut h,
+        "/oauth/token",
+        &form_headers(&[]),
+        "grant_type=client_credentials&client_id=svc&client_secret=svc-secret",
+        NOW,
+    );
+    assert_error(&r, 401, "invalid_client");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("private_key_jwt realm=\"oauth-edge\"")
+    );
+    let r = post_at(
+        &e,
+        &mut h,
+        "/oauth/token",
+        &secret_auth("svc"),
+        "grant_type=client_credentials",
+        NOW,
+    );
+    assert_error(&r, 401, "invalid_client");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"oauth-edge\"")
+    );
+}
