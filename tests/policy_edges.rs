@@ -127,6 +127,16 @@ fn code(e: &Engine, h: &mut Host, client_id: &str, redirect_uri: &str) -> String
         .to_string()
 }
 
+/// Redeems a code of a confidential client (Basic).
+fn redeem(e: &Engine, h: &mut Host, client_id: &str, code: &str) -> Response {
+    let body = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={VERIFIER}",
+        enc(code),
+        enc(CB)
+    );
+    post_at(e, h, "/oauth/token", &secret_auth(client_id), &body, NOW)
+}
+
 fn tokens(r: &Response) -> Value {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     json_body(r)
@@ -373,4 +383,180 @@ fn fapi2_401s_challenge_private_key_jwt_except_after_basic() {
         r.header("www-authenticate"),
         Some("Basic realm=\"oauth-edge\"")
     );
+}
+
+// ------------------------------------------------------------------------------ item 5
+fn introspect(e: &Engine, h: &mut Host, by: &str, token: &str, now: Now) -> Value {
+    let r = post_at(
+        e,
+        h,
+        "/oauth/introspect",
+        &secret_auth(by),
+        &format!("token={}", enc(token)),
+        now,
+    );
+    tokens(&r)
+}
+
+fn active(e: &Engine, h: &mut Host, by: &str, token: &str) -> bool {
+    let v = introspect(e, h, by, token, NOW);
+    assert!(v["active"].is_boolean(), "{v}");
+    v["active"] == json!(true)
+}
+
+fn refresh(e: &Engine, h: &mut Host, client_id: &str, rt: &str, now: Now) -> Response {
+    post_at(
+        e,
+        h,
+        "/oauth/token",
+        &secret_auth(client_id),
+        &format!("grant_type=refresh_token&refresh_token={}", enc(rt)),
+        now,
+    )
+}
+
+fn exchange(e: &Engine, h: &mut Host, subject: &str) -> Response {
+    let body = format!(
+        "grant_type={}&subject_token={}&subject_token_type={}",
+        enc("urn:ietf:params:oauth:grant-type:token-exchange"),
+        enc(subject),
+        enc("urn:ietf:params:oauth:token-type:access_token")
+    );
+    post_at(e, h, "/oauth/token", &secret_auth("gw"), &body, NOW)
+}
+
+#[test]
+fn rfc6749_4_1_2_a_replayed_code_denies_its_access_token_without_a_refresh_family() {
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "nort", CB);
+    let t = tokens(&redeem(&e, &mut h, "nort", &c));
+    assert!(t.get("refresh_token").is_none());
+    let at = t["access_token"].as_str().unwrap().to_string();
+    assert!(active(&e, &mut h, "nort", &at));
+    tokens(&exchange(&e, &mut h, &at));
+    // The replay fails, and the access token the code gave is dead for introspection and
+    // token exchange (RFC 9700 §4.5).
+    assert_error(&redeem(&e, &mut h, "nort", &c), 400, "invalid_grant");
+    assert!(!active(&e, &mut h, "nort", &at));
+    assert_error(&exchange(&e, &mut h, &at), 400, "invalid_request");
+}
+
+#[test]
+fn rfc6749_4_1_2_a_replayed_code_denies_every_access_token_of_its_grant() {
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "web", CB);
+    let t = tokens(&redeem(&e, &mut h, "web", &c));
+    let at1 = t["access_token"].as_str().unwrap().to_string();
+    let t2 = tokens(&refresh(
+        &e,
+        &mut h,
+        "web",
+        t["refresh_token"].as_str().unwrap(),
+        NOW,
+    ));
+    let at2 = t2["access_token"].as_str().unwrap().to_string();
+    let t3 = tokens(&refresh(
+        &e,
+        &mut h,
+        "web",
+        t2["refresh_token"].as_str().unwrap(),
+        NOW,
+    ));
+    let at3 = t3["access_token"].as_str().unwrap().to_string();
+    // An unrelated grant of the same client and user stays untouched.
+    let other = tokens(&{
+        let c = code(&e, &mut h, "web", CB);
+        redeem(&e, &mut h, "web", &c)
+    });
+    let other_at = other["access_token"].as_str().unwrap().to_string();
+    for at in [&at1, &at2, &at3, &other_at] {
+        assert!(active(&e, &mut h, "web", at));
+    }
+    assert_error(&redeem(&e, &mut h, "web", &c), 400, "invalid_grant");
+    for at in [&at1, &at2, &at3] {
+        assert!(!active(&e, &mut h, "web", at));
+        assert_error(&exchange(&e, &mut h, at), 400, "invalid_request");
+    }
+    assert_error(
+        &refresh(
+            &e,
+            &mut h,
+            "web",
+            t3["refresh_token"].as_str().unwrap(),
+            NOW,
+        ),
+        400,
+        "invalid_grant",
+    );
+    assert!(active(&e, &mut h, "web", &other_at));
+    tokens(&refresh(
+        &e,
+        &mut h,
+        "web",
+        other["refresh_token"].as_str().unwrap(),
+        NOW,
+    ));
+}
+
+#[test]
+fn rfc7009_2_1_revoking_a_refresh_token_denies_the_access_tokens_of_its_grant() {
+    let (e, mut h) = setup(json!({}));
+    let t = tokens(&{
+        let c = code(&e, &mut h, "web", CB);
+        redeem(&e, &mut h, "web", &c)
+    });
+    let t2 = tokens(&refresh(
+        &e,
+        &mut h,
+        "web",
+        t["refresh_token"].as_str().unwrap(),
+        NOW,
+    ));
+    let r = post_at(
+        &e,
+        &mut h,
+        "/oauth/revoke",
+        &secret_auth("web"),
+        &format!("token={}", enc(t2["refresh_token"].as_str().unwrap())),
+        NOW,
+    );
+    assert_eq!(r.status, 200);
+    for at in [&t["access_token"], &t2["access_token"]] {
+        assert!(!active(&e, &mut h, "web", at.as_str().unwrap()));
+    }
+}
+
+#[test]
+fn rfc9700_4_14_2_reuse_detection_denies_the_access_tokens_of_the_family() {
+    let (e, mut h) = setup(json!({}));
+    let t = tokens(&{
+        let c = code(&e, &mut h, "web", CB);
+        redeem(&e, &mut h, "web", &c)
+    });
+    let rt1 = t["refresh_token"].as_str().unwrap().to_string();
+    let t2 = tokens(&refresh(&e, &mut h, "web", &rt1, NOW));
+    assert_error(&refresh(&e, &mut h, "web", &rt1, NOW), 400, "invalid_grant");
+    for at in [&t["access_token"], &t2["access_token"]] {
+        assert!(!active(&e, &mut h, "web", at.as_str().unwrap()));
+    }
+}
+
+#[test]
+fn a_family_names_its_newest_live_access_tokens_only() {
+    // Six refreshes within one access token lifetime: the family record keeps the newest four
+    // (bounded slots); the two oldest then live out their lifetime after a code replay.
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "web", CB);
+    let t = tokens(&redeem(&e, &mut h, "web", &c));
+    let mut ats = vec![t["access_token"].as_str().unwrap().to_string()];
+    let mut rt = t["refresh_token"].as_str().unwrap().to_string();
+    for _ in 0..5 {
+        let n = tokens(&refresh(&e, &mut h, "web", &rt, NOW));
+        ats.push(n["access_token"].as_str().unwrap().to_string());
+        rt = n["refresh_token"].as_str().unwrap().to_string();
+    }
+    assert_error(&redeem(&e, &mut h, "web", &c), 400, "invalid_grant");
+    let alive: Vec<bool> = ats.iter().map(|a| active(&e, &mut h, "web", a)).collect();
+    // The code's own token is denied from the code record; of the refreshes', the last four.
+    assert_eq!(alive, [false, true, false, false, false, false]);
 }

@@ -12,9 +12,16 @@
 //!   another is not caught (the etcd store of the multi-replica issue closes that gap).
 //!
 //! Rotation never extends the family's absolute expiry.
+//!
+//! The family record also names the access tokens issued from the grant that are still live (the
+//! code's, then each refresh's; the newest [`TRACKED`]): revoking the family (a replayed code,
+//! reuse detected, RFC 7009 revocation) puts them on the deny-list, so introspection and token
+//! exchange see them inactive at once (RFC 6749 §4.1.2: "revoke (when possible) all tokens
+//! previously issued based on that authorization code").
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_token::{self, Issued};
 use crate::client::Client;
 use crate::dpop::Proof;
 use crate::engine::Engine;
@@ -24,10 +31,11 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::scope;
 use crate::sealed::{self, RefreshClaims};
-use crate::store::{self, Found, Ring};
+use crate::store::{self, Found};
 
 use super::issue::{issue_as, Issue, IssueOpts};
 use super::REFRESH_TOKEN;
+use crate::token;
 
 /// A family's rotation state (the data of a record in the families ring).
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -39,6 +47,39 @@ pub struct FamilyData {
     /// When the last rotation happened (ms), for the reuse interval.
     pub rotated_at: u64,
     pub cid: String,
+    /// Live access tokens issued from this grant, newest last, at most [`TRACKED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ats: Vec<Issued>,
+}
+
+/// How many live access tokens a family record names. A client refreshes about once per access
+/// token lifetime, so two or three are live at a time; a family refreshed faster than that loses
+/// its oldest from the list (they then live out their lifetime: minutes). Bounded because every
+/// family record is a slot of a fixed ring (about 40 bytes each).
+pub const TRACKED: usize = 4;
+
+/// `ats` with `at` added: expired ones dropped, the newest [`TRACKED`] kept.
+fn tracked(ats: &[Issued], at: Option<&Issued>, now_ms: u64) -> Vec<Issued> {
+    let mut out: Vec<Issued> = ats
+        .iter()
+        .chain(at)
+        .filter(|a| !a.expired(now_ms))
+        .cloned()
+        .collect();
+    let extra = out.len().saturating_sub(TRACKED);
+    out.drain(..extra);
+    out
+}
+
+/// The `jti` and expiry of the access token a request is about to issue, drawn before the
+/// records that name it are written.
+pub fn next_access_token(engine: &Engine, ctx: &mut Ctx<'_>) -> FlowResult<Issued> {
+    let jti = token::new_jti(ctx)?;
+    let exp = ctx
+        .now
+        .secs()
+        .saturating_add(engine.config.access_token_ttl.as_secs());
+    Ok(Issued(jti, exp))
 }
 
 pub fn handle(
@@ -76,16 +117,36 @@ pub fn handle(
     };
     // RFC 9449 §5: a bound refresh token needs a proof by the same key.
     crate::dpop::require_key(claims.jkt.as_deref(), proof, "refresh token")?;
-    let next = rotate(engine, client, claims, ctx)?;
-    issue_rotated(
+    refresh(
         engine,
         client,
-        next,
+        claims,
         scope,
         proof,
         IssueOpts::default(),
         ctx,
     )
+}
+
+/// A refresh: checks the token against its family, records the new access token there, and
+/// issues the new tokens (`opts.jti` is set here).
+pub fn refresh(
+    engine: &Engine,
+    client: &Client,
+    claims: RefreshClaims,
+    scope: String,
+    proof: Option<&Proof>,
+    opts: IssueOpts,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let at = next_access_token(engine, ctx)?;
+    let jti = at.0.clone();
+    let next = rotate(engine, client, claims, at, ctx)?;
+    let opts = IssueOpts {
+        jti: Some(jti),
+        ..opts
+    };
+    issue_rotated(engine, client, next, scope, proof, opts, ctx)
 }
 
 /// The tokens of a rotation: a new access token (with `scope`, which may be narrower than the
@@ -123,11 +184,13 @@ pub fn issue_rotated(
     )
 }
 
-/// Checks a refresh token against its family and returns the claims of its successor.
+/// Checks a refresh token against its family and returns the claims of its successor; `at` is
+/// the access token the refresh will issue (recorded in the family).
 pub fn rotate(
     engine: &Engine,
     client: &Client,
     claims: RefreshClaims,
+    at: Issued,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<RefreshClaims> {
     let ring = engine.config.rings.families;
@@ -149,6 +212,7 @@ pub fn rotate(
                 revoked: false,
                 rotated_at: now_ms,
                 cid: claims.cid.clone(),
+                ats: vec![at.clone()],
             };
             match store::find_or_insert_keyed(ctx, ring, &claims.fam, family_exp_ms - now_ms, &fd)?
             {
@@ -167,17 +231,25 @@ pub fn rotate(
                 && now_ms <= d.rotated_at.saturating_add(grace_ms)
             {
                 // The answer to the rotation was lost: hand out the current generation again.
-                return Ok(RefreshClaims {
-                    gen: d.gen,
-                    ..claims
-                });
+                let again = FamilyData {
+                    ats: tracked(&d.ats, Some(&at), now_ms),
+                    ..d.clone()
+                };
+                if store::update_keyed(ctx, ring, &found, &again)? {
+                    return Ok(RefreshClaims {
+                        gen: d.gen,
+                        ..claims
+                    });
+                }
+                continue;
             }
-            revoke_found(ctx, ring, &claims.fam, found)?;
+            revoke_found(engine, ctx, &claims.fam, found)?;
             return Err(reuse().into());
         }
         let next = FamilyData {
             gen,
             rotated_at: now_ms,
+            ats: tracked(&d.ats, Some(&at), now_ms),
             ..d.clone()
         };
         if store::update_keyed(ctx, ring, &found, &next)? {
@@ -187,19 +259,23 @@ pub fn rotate(
     Err(reuse().into())
 }
 
-/// Marks a found family revoked (re-reading once if it changed meanwhile).
+/// Marks a found family revoked (re-reading once if it changed meanwhile), then puts the live
+/// access tokens it names on the deny-list.
 fn revoke_found(
+    engine: &Engine,
     ctx: &mut Ctx<'_>,
-    ring: Ring,
     fam: &str,
     found: Found<FamilyData>,
 ) -> FlowResult<()> {
+    let ring = engine.config.rings.families;
+    let mut ats = found.record.data.ats.clone();
     let revoked = FamilyData {
         revoked: true,
         ..found.record.data.clone()
     };
     if !store::update_keyed(ctx, ring, &found, &revoked)? {
         if let Some(again) = store::find_keyed::<FamilyData>(ctx, ring, fam)? {
+            ats = again.record.data.ats.clone();
             let revoked = FamilyData {
                 revoked: true,
                 ..again.record.data.clone()
@@ -207,11 +283,12 @@ fn revoke_found(
             store::update_keyed(ctx, ring, &again, &revoked)?;
         }
     }
+    for at in &ats {
+        access_token::deny(&engine.config, ctx, at)?;
+    }
     Ok(())
 }
 
-/// Revokes a family by id (a replayed code: RFC 6749 §4.1.2). If it has no record yet (the
-/// winner of a race has not written it), a revoked one is written first, so the winner finds it.
 /// What the first refresh token of a new grant is for.
 pub struct Grant {
     pub sub: String,
@@ -221,9 +298,10 @@ pub struct Grant {
     pub res: Vec<String>,
 }
 
-/// Starts the refresh-token family `fam` of a new grant: its record in the families ring, and
-/// the claims of its first token. A public client's token is bound to the DPoP key of the
-/// request, if it sent a proof (RFC 9449 §5).
+/// Starts the refresh-token family `fam` of a new grant: its record in the families ring
+/// (naming `first_at`, the grant's first access token, if the caller drew its id), and the
+/// claims of its first token. A public client's token is bound to the DPoP key of the request,
+/// if it sent a proof (RFC 9449 §5).
 pub fn start_family(
     engine: &Engine,
     ctx: &mut Ctx<'_>,
@@ -231,6 +309,7 @@ pub fn start_family(
     fam: String,
     grant: Grant,
     proof: Option<&crate::dpop::Proof>,
+    first_at: Option<Issued>,
 ) -> FlowResult<RefreshClaims> {
     let cfg = &engine.config;
     let now_ms = ctx.now.unix_ms;
@@ -241,6 +320,7 @@ pub fn start_family(
         revoked: false,
         rotated_at: now_ms,
         cid: client.client_id.clone(),
+        ats: first_at.into_iter().collect(),
     };
     store::insert_new_keyed(ctx, cfg.rings.families, &fam, ttl_ms, &fd)?;
     Ok(RefreshClaims {
@@ -273,9 +353,12 @@ pub fn first_token(
         return Ok(None);
     }
     let fam = ctx.random_id()?;
-    start_family(engine, ctx, client, fam, grant, proof).map(Some)
+    start_family(engine, ctx, client, fam, grant, proof, None).map(Some)
 }
 
+/// Revokes a family by id (a replayed code: RFC 6749 §4.1.2; a revoked refresh token: RFC 7009)
+/// and denies the access tokens it names. If it has no record yet (the winner of a race has not
+/// written it), a revoked one is written first, so the winner finds it.
 pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
     let Some(fam) = fam else { return Ok(()) };
     let ring = engine.config.rings.families;
@@ -285,10 +368,11 @@ pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> F
         revoked: true,
         rotated_at: ctx.now.unix_ms,
         cid: String::new(),
+        ats: Vec::new(),
     };
     let ttl = crate::duration::millis(engine.config.refresh_token_ttl);
     match store::find_or_insert_keyed(ctx, ring, fam, ttl, &tombstone)? {
         Ok(_) => Ok(()),
-        Err(found) => revoke_found(ctx, ring, fam, found),
+        Err(found) => revoke_found(engine, ctx, fam, found),
     }
 }

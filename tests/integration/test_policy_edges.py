@@ -26,6 +26,7 @@ import jwt
 import requests
 
 from helpers import (
+    AC_CLIENT,
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
     FORM,
@@ -47,12 +48,14 @@ from helpers import (
     client_metadata,
     device_decide,
     dpop_proof,
+    exchange,
     form_post,
     issue_code,
     par_request,
     pkce_pair,
     post_form,
     redeem_code,
+    refresh_request,
     token_request,
 )
 
@@ -269,3 +272,54 @@ def test_seeds_001_004_refresh_answer_may_carry_the_refresh_token(envoy_ac, regi
     _, spa_cookie = browser_login(envoy_ac, login_service)
     r = cookie_refresh(envoy_ac, spa_cookie)
     assert r.status_code == 200 and "refresh_token" not in r.json(), r.text
+
+
+# --------------------------------------------------------------------------- item 5: replayed code
+INACTIVE = {"active": False}
+
+
+def introspect_as(envoy, token: str, client: Client) -> dict[str, Any]:
+    """RFC 7662 §2.1 by `client` (its own method); asserts 200; the answer."""
+    r = form_post(envoy.introspection_url, {"token": token}, client)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_rfc6749_4_1_2_replayed_code_denies_its_access_token(envoy_grants, login_service):
+    """ac-client has no refresh_token grant: the code gives one access token. Replaying the code
+    (RFC 6749 §4.1.2, RFC 9700 §4.5) fails with invalid_grant and puts that access token on the
+    deny-list: introspection answers exactly {"active":false}, token exchange refuses it."""
+    e = envoy_grants
+    code, verifier = issue_code(e, login_service.sign("replay-ann"), AC_CLIENT, scope="read")
+    t = redeem_code(e, code, verifier, AC_CLIENT)
+    assert t.status_code == 200, t.text
+    at = t.json()["access_token"]
+    assert introspect_as(e, at, AC_CLIENT)["active"] is True
+    assert exchange(e, at, extra={"scope": "read"}).status_code == 200
+    assert_oauth_error(redeem_code(e, code, verifier, AC_CLIENT), 400, "invalid_grant")
+    assert introspect_as(e, at, AC_CLIENT) == INACTIVE
+    assert_oauth_error(exchange(e, at), 400, "invalid_request")
+
+
+def test_rfc6749_4_1_2_replayed_code_denies_every_access_token_of_its_grant(envoy_grants, login_service):
+    """rp (refresh tokens): the code's access token and the ones its refreshes issued are all
+    denied by a replay of the code, the refresh family is revoked as before; another grant of the
+    same client and user is untouched."""
+    e = envoy_grants
+    code, verifier = issue_code(e, login_service.sign("replay-ben"), scope="openid read")
+    t = redeem_code(e, code, verifier)
+    assert t.status_code == 200, t.text
+    t2 = refresh_request(e, t.json()["refresh_token"])
+    assert t2.status_code == 200, t2.text
+    other = redeem_code(e, *issue_code(e, login_service.sign("replay-ben"), scope="openid read"))
+    assert other.status_code == 200, other.text
+    ats = [t.json()["access_token"], t2.json()["access_token"]]
+    for at in ats + [other.json()["access_token"]]:
+        assert introspect_as(e, at, RP_CLIENT)["active"] is True
+    assert_oauth_error(redeem_code(e, code, verifier), 400, "invalid_grant")
+    for at in ats:
+        assert introspect_as(e, at, RP_CLIENT) == INACTIVE
+        assert_oauth_error(exchange(e, at), 400, "invalid_request")
+    assert_oauth_error(refresh_request(e, t2.json()["refresh_token"]), 400, "invalid_grant")
+    assert introspect_as(e, other.json()["access_token"], RP_CLIENT)["active"] is True
+    assert refresh_request(e, other.json()["refresh_token"]).status_code == 200
