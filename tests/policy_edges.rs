@@ -60,6 +60,11 @@ fn config(extra: Value) -> Value {
             {"client_id": "gw", "client_secret": hash_secret("gw-secret"),
              "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange"], "scope": "openid read",
              "token_exchange_audiences": ["https://orders.example.com"]},
+            {"client_id": "rs-api", "client_secret": hash_secret("rs-api-secret"),
+             "grant_types": ["client_credentials"], "scope": "", "resource_server_audiences": [API]},
+            {"client_id": "rs-orders", "client_secret": hash_secret("rs-orders-secret"),
+             "grant_types": ["client_credentials"], "scope": "",
+             "resource_server_audiences": ["https://orders.example.com"]},
             {"client_id": "pub", "token_endpoint_auth_method": "none",
              "grant_types": ["authorization_code"], "scope": "read", "redirect_uris": [SPA_CB]}
         ]
@@ -559,4 +564,91 @@ fn a_family_names_its_newest_live_access_tokens_only() {
     let alive: Vec<bool> = ats.iter().map(|a| active(&e, &mut h, "web", a)).collect();
     // The code's own token is denied from the code record; of the refreshes', the last four.
     assert_eq!(alive, [false, true, false, false, false, false]);
+}
+
+// ------------------------------------------------------------------------------ item 4
+#[test]
+fn rfc7662_4_an_access_token_is_introspected_by_its_client_and_its_audiences_servers_only() {
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "web", CB);
+    let t = tokens(&redeem(&e, &mut h, "web", &c));
+    let at = t["access_token"].as_str().unwrap().to_string();
+    for by in ["web", "rs-api"] {
+        let v = introspect(&e, &mut h, by, &at, NOW);
+        assert_eq!(
+            (v["active"].clone(), v["client_id"].clone()),
+            (json!(true), json!("web"))
+        );
+        assert_eq!(v["aud"], API);
+    }
+    // Another resource server, another confidential client, the token exchange client: exactly
+    // what a token that does not exist gets.
+    for by in ["rs-orders", "svc", "gw", "nort"] {
+        assert_eq!(
+            introspect(&e, &mut h, by, &at, NOW),
+            json!({"active": false}),
+            "{by}"
+        );
+    }
+    // Public clients may not ask at all (§2.1).
+    let r = post_at(
+        &e,
+        &mut h,
+        "/oauth/introspect",
+        &form_headers(&[]),
+        &format!("token={}&client_id=pub", enc(&at)),
+        NOW,
+    );
+    assert_error(&r, 401, "invalid_client");
+
+    // A token for another audience (token exchange to orders): its client and that audience's
+    // resource server see it; the default audience's does not.
+    let body = format!(
+        "grant_type={}&subject_token={}&subject_token_type={}&audience={}",
+        enc("urn:ietf:params:oauth:grant-type:token-exchange"),
+        enc(&at),
+        enc("urn:ietf:params:oauth:token-type:access_token"),
+        enc("https://orders.example.com")
+    );
+    let x = tokens(&post_at(
+        &e,
+        &mut h,
+        "/oauth/token",
+        &secret_auth("gw"),
+        &body,
+        NOW,
+    ));
+    let xat = x["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&e, &mut h, "gw", xat, NOW)["active"], true);
+    assert_eq!(
+        introspect(&e, &mut h, "rs-orders", xat, NOW)["active"],
+        true
+    );
+    for by in ["rs-api", "web"] {
+        assert_eq!(
+            introspect(&e, &mut h, by, xat, NOW),
+            json!({"active": false}),
+            "{by}"
+        );
+    }
+}
+
+#[test]
+fn rfc7662_2_1_a_refresh_token_is_introspected_by_its_client_only() {
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "web", CB);
+    let t = tokens(&redeem(&e, &mut h, "web", &c));
+    let rt = t["refresh_token"].as_str().unwrap();
+    let v = introspect(&e, &mut h, "web", rt, NOW);
+    assert_eq!(
+        (v["active"].clone(), v["token_type"].clone()),
+        (json!(true), json!("refresh_token"))
+    );
+    for by in ["rs-api", "grace", "svc"] {
+        assert_eq!(
+            introspect(&e, &mut h, by, rt, NOW),
+            json!({"active": false}),
+            "{by}"
+        );
+    }
 }

@@ -30,11 +30,14 @@ from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
     FORM,
+    GW_CLIENT,
+    ORDERS_API,
     PK_CLIENT,
     POST_CLIENT,
     REFRESH_COOKIE,
     RP_CLIENT,
     RP_REDIRECT,
+    RS_CLIENT,
     SPA_CLIENT,
     SPA_ORIGIN,
     SPA_REDIRECT,
@@ -323,3 +326,47 @@ def test_rfc6749_4_1_2_replayed_code_denies_every_access_token_of_its_grant(envo
     assert_oauth_error(refresh_request(e, t2.json()["refresh_token"]), 400, "invalid_grant")
     assert introspect_as(e, other.json()["access_token"], RP_CLIENT)["active"] is True
     assert refresh_request(e, other.json()["refresh_token"]).status_code == 200
+
+
+# --------------------------------------------------------------------------- item 4: introspection
+def test_rfc7662_4_access_tokens_only_to_their_client_and_their_audiences_resource_servers(
+        envoy_grants, registry, login_service):
+    """An access token is introspectable by the client it was issued to and by clients
+    registered as the resource server of one of its audiences (resource_server_audiences);
+    any other authenticated client gets exactly {"active":false}, as for a token that does not
+    exist (RFC 7662 §2.1, §4)."""
+    e = envoy_grants
+    orders_rs = registered(registry, Client(fresh_id("rs-orders"), "rso-secret", scope="",
+                                            extra={"resource_server_audiences": [ORDERS_API]}))
+    code, verifier = issue_code(e, login_service.sign("intro-ivy"), scope="openid read")
+    t = redeem_code(e, code, verifier)
+    assert t.status_code == 200, t.text
+    at = t.json()["access_token"]
+    assert jwt.decode(at, options={"verify_signature": False})["aud"] == e.issuer
+    for who in (RP_CLIENT, RS_CLIENT):
+        v = introspect_as(e, at, who)
+        assert v["active"] is True and v["client_id"] == "rp" and v["sub"] == "intro-ivy", v
+    for who in (orders_rs, DEMO_CLIENT, POST_CLIENT, GW_CLIENT):
+        assert introspect_as(e, at, who) == INACTIVE, who.client_id
+    # A token for ORDERS_API (token exchange by gw): gw and the orders resource server see it,
+    # the issuer audience's resource server does not.
+    x = exchange(e, at, extra={"audience": ORDERS_API, "scope": "read"})
+    assert x.status_code == 200, x.text
+    xat = x.json()["access_token"]
+    for who in (GW_CLIENT, orders_rs):
+        v = introspect_as(e, xat, who)
+        assert v["active"] is True and v["aud"] == ORDERS_API, v
+    for who in (RS_CLIENT, RP_CLIENT):
+        assert introspect_as(e, xat, who) == INACTIVE, who.client_id
+
+
+def test_rfc7662_4_refresh_tokens_only_to_their_client(envoy_grants, login_service):
+    """A refresh token is introspectable by the client it was issued to only: resource servers
+    never receive refresh tokens, and other clients learn nothing."""
+    e = envoy_grants
+    code, verifier = issue_code(e, login_service.sign("intro-jon"), scope="openid read")
+    rt = redeem_code(e, code, verifier).json()["refresh_token"]
+    v = introspect_as(e, rt, RP_CLIENT)
+    assert v["active"] is True and v["token_type"] == "refresh_token" and v["client_id"] == "rp", v
+    for who in (RS_CLIENT, DEMO_CLIENT, POST_CLIENT):
+        assert introspect_as(e, rt, who) == INACTIVE, who.client_id
