@@ -101,6 +101,12 @@ fn post_at(
     h.request_at(e, "POST", path, headers, body.as_bytes(), None, now)
 }
 
+fn at(secs_later: u64) -> Now {
+    Now {
+        unix_ms: NOW.unix_ms + secs_later * 1000,
+    }
+}
+
 /// A code for `client_id` (plain authorize: PAR is not required here).
 fn code(e: &Engine, h: &mut Host, client_id: &str, redirect_uri: &str) -> String {
     let q = format!(
@@ -651,4 +657,104 @@ fn rfc7662_2_1_a_refresh_token_is_introspected_by_its_client_only() {
             "{by}"
         );
     }
+}
+
+// ------------------------------------------------------------------------------ item 7
+fn rt_of(r: &Response) -> String {
+    tokens(r)["refresh_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn rfc9700_4_14_2_the_reuse_interval_grace_is_once_per_generation() {
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "grace", CB);
+    let rt0 = rt_of(&redeem(&e, &mut h, "grace", &c));
+    // The answer to this rotation is lost ...
+    let _lost = rt_of(&refresh(&e, &mut h, "grace", &rt0, at(1)));
+    // ... the client retries with rt0 within the interval: served (the current generation).
+    let rt1 = rt_of(&refresh(&e, &mut h, "grace", &rt0, at(2)));
+    // Not twice: rt0 a third time is reuse, and the family is gone.
+    assert_error(
+        &refresh(&e, &mut h, "grace", &rt0, at(3)),
+        400,
+        "invalid_grant",
+    );
+    assert_error(
+        &refresh(&e, &mut h, "grace", &rt1, at(4)),
+        400,
+        "invalid_grant",
+    );
+
+    // Past the interval there is no grace at all.
+    let c = code(&e, &mut h, "grace", CB);
+    let rt0 = rt_of(&redeem(&e, &mut h, "grace", &c));
+    let _lost = rt_of(&refresh(&e, &mut h, "grace", &rt0, at(1)));
+    assert_error(
+        &refresh(&e, &mut h, "grace", &rt0, at(32)),
+        400,
+        "invalid_grant",
+    );
+
+    // Lost answers that are not back to back each get their grace.
+    let c = code(&e, &mut h, "grace", CB);
+    let rt0 = rt_of(&redeem(&e, &mut h, "grace", &c));
+    let _lost = rt_of(&refresh(&e, &mut h, "grace", &rt0, at(1)));
+    let rt1 = rt_of(&refresh(&e, &mut h, "grace", &rt0, at(2)));
+    let rt2 = rt_of(&refresh(&e, &mut h, "grace", &rt1, at(3)));
+    let _lost = rt_of(&refresh(&e, &mut h, "grace", &rt2, at(4)));
+    let rt3 = rt_of(&refresh(&e, &mut h, "grace", &rt2, at(5)));
+    tokens(&refresh(&e, &mut h, "grace", &rt3, at(6)));
+}
+
+#[test]
+fn rfc9700_4_14_2_two_holders_cannot_take_turns_inside_the_reuse_interval() {
+    // A thief and the client hold the same refresh token. Each refresh lands inside the
+    // interval after the other's: without a bound the grace would hand each the other's next
+    // generation forever. The second use of a twin generation trips reuse detection.
+    let (e, mut h) = setup(json!({}));
+    let c = code(&e, &mut h, "grace", CB);
+    let t = tokens(&redeem(&e, &mut h, "grace", &c));
+    let shared = t["refresh_token"].as_str().unwrap().to_string();
+    let client1 = rt_of(&refresh(&e, &mut h, "grace", &shared, at(1)));
+    let thief1 = tokens(&refresh(&e, &mut h, "grace", &shared, at(2)));
+    let client2 = tokens(&refresh(&e, &mut h, "grace", &client1, at(3)));
+    let r = refresh(
+        &e,
+        &mut h,
+        "grace",
+        thief1["refresh_token"].as_str().unwrap(),
+        at(4),
+    );
+    assert_error(&r, 400, "invalid_grant");
+    // The family is revoked: the client's newest token too, and every access token it named.
+    assert_error(
+        &refresh(
+            &e,
+            &mut h,
+            "grace",
+            client2["refresh_token"].as_str().unwrap(),
+            at(5),
+        ),
+        400,
+        "invalid_grant",
+    );
+    for at in [
+        &t["access_token"],
+        &thief1["access_token"],
+        &client2["access_token"],
+    ] {
+        assert!(!active(&e, &mut h, "grace", at.as_str().unwrap()));
+    }
+
+    // The other order: the thief refreshes first, the client's grace twin then collides.
+    let c = code(&e, &mut h, "grace", CB);
+    let shared = rt_of(&redeem(&e, &mut h, "grace", &c));
+    let thief1 = rt_of(&refresh(&e, &mut h, "grace", &shared, at(1)));
+    let client1 = rt_of(&refresh(&e, &mut h, "grace", &shared, at(2)));
+    let _thief2 = rt_of(&refresh(&e, &mut h, "grace", &thief1, at(3)));
+    assert_error(
+        &refresh(&e, &mut h, "grace", &client1, at(4)),
+        400,
+        "invalid_grant",
+    );
 }

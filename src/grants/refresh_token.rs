@@ -6,12 +6,14 @@
 //! - token gen == record gen: rotate (CAS gen+1) and issue gen+1;
 //! - token gen <  record gen: a rotated token came back. Within the client's
 //!   `refresh_token_reuse_interval` after the rotation, the previous token is honoured once more
-//!   (a lost answer retried); otherwise the whole family is revoked;
+//!   (a lost answer retried; once per generation, see [`rotate`]); otherwise the whole family is
+//!   revoked;
 //! - token gen >  record gen, or no record (restart, another instance): accepted and recorded.
 //!   So reuse detection is per Envoy process: a token rotated on one instance and replayed on
 //!   another is not caught (the etcd store of the multi-replica issue closes that gap).
 //!
-//! Rotation never extends the family's absolute expiry.
+//! Rotation never extends the family's absolute expiry. Under the FAPI 2.0 profile refresh
+//! tokens are not rotated at all (see [`rotates`]).
 //!
 //! The family record also names the access tokens issued from the grant that are still live (the
 //! code's, then each refresh's; the newest [`TRACKED`]): revoking the family (a replayed code,
@@ -23,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access_token::{self, Issued};
 use crate::client::Client;
+use crate::config::Profile;
 use crate::dpop::Proof;
 use crate::engine::Engine;
 use crate::error::OAuthError;
@@ -50,6 +53,10 @@ pub struct FamilyData {
     /// Live access tokens issued from this grant, newest last, at most [`TRACKED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ats: Vec<Issued>,
+    /// The newest generation the reuse interval's grace handed out a second time (see
+    /// [`rotate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace: Option<u32>,
 }
 
 /// How many live access tokens a family record names. A client refreshes about once per access
@@ -141,20 +148,24 @@ pub fn refresh(
 ) -> FlowResult<Response> {
     let at = next_access_token(engine, ctx)?;
     let jti = at.0.clone();
-    let next = rotate(engine, client, claims, at, ctx)?;
+    let rotating = rotates(engine, client);
+    let next = rotate(engine, client, claims, at, rotating, ctx)?;
     let opts = IssueOpts {
         jti: Some(jti),
         ..opts
     };
-    issue_rotated(engine, client, next, scope, proof, opts, ctx)
+    issue_rotated(engine, client, next, rotating, scope, proof, opts, ctx)
 }
 
-/// The tokens of a rotation: a new access token (with `scope`, which may be narrower than the
-/// grant's) and the successor refresh token.
+/// The tokens of a refresh: a new access token (with `scope`, which may be narrower than the
+/// grant's) and, if the family rotates, the successor refresh token (without one the client
+/// keeps the token it holds: RFC 6749 §6).
+#[allow(clippy::too_many_arguments)]
 pub fn issue_rotated(
     engine: &Engine,
     client: &Client,
     next: RefreshClaims,
+    rotated: bool,
     scope: String,
     proof: Option<&Proof>,
     opts: IssueOpts,
@@ -175,7 +186,7 @@ pub fn issue_rotated(
             id_token: false,
             authorization_details: ad.as_ref(),
             resources: &res,
-            refresh: Some(next),
+            refresh: rotated.then_some(next),
             proof,
         },
         REFRESH_TOKEN,
@@ -184,13 +195,32 @@ pub fn issue_rotated(
     )
 }
 
-/// Checks a refresh token against its family and returns the claims of its successor; `at` is
-/// the access token the refresh will issue (recorded in the family).
+/// Whether a refresh hands out a new refresh token. Under the FAPI 2.0 profile a confidential
+/// client's is not rotated (FAPI 2.0 Security Profile §5.3.2.1: no rotation unless a retry with
+/// the previous token succeeds; RFC 9700 §4.14.2: a refresh token bound to the client's
+/// authentication needs no rotation): a client that lost an answer retries with the token it
+/// holds, at any time. Every client there is confidential (private_key_jwt only).
+pub fn rotates(engine: &Engine, client: &Client) -> bool {
+    !(engine.config.profile == Profile::Fapi2 && client.is_confidential())
+}
+
+/// Checks a refresh token against its family and returns the claims of its successor (of the
+/// token itself if `rotate` is false: it stays valid); `at` is the access token the refresh will
+/// issue (recorded in the family).
+///
+/// The grace of `refresh_token_reuse_interval` (a lost answer retried): within that time after
+/// a rotation, the previous token gets the current generation once more. Once per generation
+/// (the record keeps `grace`, the generation it handed out twice), and never for a generation
+/// that was itself handed out twice: two holders of neighbouring generations (a thief and the
+/// client) would otherwise take turns forever inside the window, each grace giving the other's
+/// next token a twin. So the second holder to use such a twin trips reuse detection; the price is
+/// that two lost answers in a row end the family.
 pub fn rotate(
     engine: &Engine,
     client: &Client,
     claims: RefreshClaims,
     at: Issued,
+    rotate: bool,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<RefreshClaims> {
     let ring = engine.config.rings.families;
@@ -200,9 +230,13 @@ pub fn rotate(
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
     }
     let reuse = || OAuthError::invalid_grant("refresh token reuse detected: the grant is revoked");
+    let gen = if rotate {
+        claims.gen.saturating_add(1)
+    } else {
+        claims.gen
+    };
     // A few rounds: a lost CAS means a concurrent rotation or insert; the next read sees it.
     for _ in 0..3 {
-        let gen = claims.gen.saturating_add(1);
         let Some(found) = store::find_keyed::<FamilyData>(ctx, ring, &claims.fam)? else {
             // No record here (a restart, or a token from another instance): record this
             // family now, so a second presentation of the same token is caught as reuse.
@@ -213,6 +247,7 @@ pub fn rotate(
                 rotated_at: now_ms,
                 cid: claims.cid.clone(),
                 ats: vec![at.clone()],
+                grace: None,
             };
             match store::find_or_insert_keyed(ctx, ring, &claims.fam, family_exp_ms - now_ms, &fd)?
             {
@@ -227,12 +262,14 @@ pub fn rotate(
         if claims.gen < d.gen {
             let grace_ms = client.refresh_token_reuse_interval.saturating_mul(1000);
             if grace_ms > 0
-                && claims.gen + 1 == d.gen
+                && claims.gen.saturating_add(1) == d.gen
                 && now_ms <= d.rotated_at.saturating_add(grace_ms)
+                && d.grace.is_none_or(|g| g < claims.gen)
             {
                 // The answer to the rotation was lost: hand out the current generation again.
                 let again = FamilyData {
                     ats: tracked(&d.ats, Some(&at), now_ms),
+                    grace: Some(d.gen),
                     ..d.clone()
                 };
                 if store::update_keyed(ctx, ring, &found, &again)? {
@@ -248,7 +285,7 @@ pub fn rotate(
         }
         let next = FamilyData {
             gen,
-            rotated_at: now_ms,
+            rotated_at: if rotate { now_ms } else { d.rotated_at },
             ats: tracked(&d.ats, Some(&at), now_ms),
             ..d.clone()
         };
@@ -321,6 +358,7 @@ pub fn start_family(
         rotated_at: now_ms,
         cid: client.client_id.clone(),
         ats: first_at.into_iter().collect(),
+        grace: None,
     };
     store::insert_new_keyed(ctx, cfg.rings.families, &fam, ttl_ms, &fd)?;
     Ok(RefreshClaims {
@@ -369,6 +407,7 @@ pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> F
         rotated_at: ctx.now.unix_ms,
         cid: String::new(),
         ats: Vec::new(),
+        grace: None,
     };
     let ttl = crate::duration::millis(engine.config.refresh_token_ttl);
     match store::find_or_insert_keyed(ctx, ring, fam, ttl, &tombstone)? {

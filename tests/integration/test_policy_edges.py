@@ -25,10 +25,13 @@ from typing import Any
 import jwt
 import requests
 
+from conftest import fapi2_plugin_config, validate_plugin_config, PASSWORD_GRANT
 from helpers import (
     AC_CLIENT,
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
+    FAPI_CLIENT,
+    FAPI_REDIRECT,
     FORM,
     GW_CLIENT,
     ORDERS_API,
@@ -46,6 +49,7 @@ from helpers import (
     assert_oauth_error,
     assert_token_response,
     assertion_form,
+    authorize_request,
     basic_auth,
     client_assertion,
     client_metadata,
@@ -58,6 +62,7 @@ from helpers import (
     pkce_pair,
     post_form,
     redeem_code,
+    redirect_params,
     refresh_request,
     token_request,
 )
@@ -370,3 +375,86 @@ def test_rfc7662_4_refresh_tokens_only_to_their_client(envoy_grants, login_servi
     assert v["active"] is True and v["token_type"] == "refresh_token" and v["client_id"] == "rp", v
     for who in (RS_CLIENT, DEMO_CLIENT, POST_CLIENT):
         assert introspect_as(e, rt, who) == INACTIVE, who.client_id
+
+
+# --------------------------------------------------------------------------- item 7: FAPI 2.0, reuse interval
+def fapi_form_auth(e, client_keys) -> dict[str, str]:
+    """private_key_jwt for fapi-client, aud = the issuer as a string (§5.3.2.1)."""
+    return assertion_form(client_assertion(client_keys.fapi_es, FAPI_CLIENT.client_id, e.issuer))
+
+
+def test_fapi2_sp_5_3_2_1_refresh_token_retried_after_a_lost_answer(envoy_fapi2, client_keys, login_service):
+    """FAPI 2.0 §5.3.2.1: a client that did not receive a refresh answer retries with the
+    refresh token it holds, and that must work. Under "profile": "fapi2" refresh tokens are not
+    rotated (the choice oauth-edge makes; every client there is confidential): the answer carries
+    no new refresh token and the held one keeps working, however late the retry."""
+    e = envoy_fapi2
+    key = ClientKey("ES256", None)
+    token_htu = e.issuer + "/oauth/token"
+    verifier, challenge = pkce_pair()
+    form = {"response_type": "code", "redirect_uri": FAPI_REDIRECT, "scope": "openid read", "state": "st",
+            "code_challenge": challenge, "code_challenge_method": "S256", **fapi_form_auth(e, client_keys)}
+    r = post_form(e.par_url, form)
+    assert r.status_code == 201, r.text
+    a = authorize_request(e, {"client_id": FAPI_CLIENT.client_id, "request_uri": r.json()["request_uri"]},
+                          login_jwt=login_service.sign("fapi-retry"))
+    code = redirect_params(a, FAPI_REDIRECT)["code"]
+    r = post_form(e.token_url, {"grant_type": "authorization_code", "code": code, "redirect_uri": FAPI_REDIRECT,
+                                "code_verifier": verifier, **fapi_form_auth(e, client_keys)},
+                  dpop=dpop_proof(key, token_htu))
+    assert r.status_code == 200, r.text
+    rt = r.json()["refresh_token"]
+    ats = set()
+    for _ in range(3):  # the first answer "lost", then retries
+        r = post_form(e.token_url, {"grant_type": "refresh_token", "refresh_token": rt,
+                                    **fapi_form_auth(e, client_keys)}, dpop=dpop_proof(key, token_htu))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert "refresh_token" not in body and body["token_type"] == "DPoP", body
+        ats.add(body["access_token"])
+    assert len(ats) == 3
+
+
+def test_fapi2_sp_5_3_2_1_password_grant_refused_at_start(tmp_path, keys, client_keys, login_service):
+    """A fapi2 configuration with the password grant (FAPI 2.0 §5.3.2.1: "shall reject requests
+    using the resource owner password credentials grant") is refused at start with a message
+    that says why; the same configuration in the default profile loads."""
+    cfg = fapi2_plugin_config(login_service, client_keys, password_grant=dict(PASSWORD_GRANT))
+    (tmp_path / "fapi").mkdir()
+    rc, out = validate_plugin_config(tmp_path / "fapi", cfg, [keys.ed25519])
+    assert rc != 0, "Envoy accepted profile fapi2 with the password grant"
+    assert "fapi2 forbids the password grant" in out, out[-2000:]
+    (tmp_path / "default").mkdir()
+    rc, out = validate_plugin_config(tmp_path / "default", dict(cfg, profile="default"), [keys.ed25519])
+    assert rc == 0, out[-3000:]
+
+
+def test_rfc9700_4_14_2_reuse_interval_cannot_be_used_to_take_turns(envoy_ac, registry, login_service):
+    """A client with refresh_token_reuse_interval 30 s, and its refresh token also in a thief's
+    hands. The grace answers a retry of the previous token once; a thief and the client taking
+    turns inside the window (each refresh the other's predecessor) would otherwise go on for
+    ever: the second use of a generation the grace handed out twice revokes the family."""
+    c = registered(registry, Client(fresh_id("grace"), "grace-secret",
+                                    grant_types=("authorization_code", "refresh_token"), scope="openid read",
+                                    extra={"redirect_uris": [RP_REDIRECT], "refresh_token_reuse_interval": 30}))
+    code, verifier = issue_code(envoy_ac, login_service.sign("turns"), c, scope="openid read")
+    shared = redeem_code(envoy_ac, code, verifier, c).json()["refresh_token"]
+
+    def refresh(rt: str) -> requests.Response:
+        return refresh_request(envoy_ac, rt, c)
+
+    client1 = refresh(shared)
+    assert client1.status_code == 200, client1.text
+    thief1 = refresh(shared)  # inside the window: the grace, once
+    assert thief1.status_code == 200, thief1.text
+    client2 = refresh(client1.json()["refresh_token"])
+    assert client2.status_code == 200, client2.text
+    assert_oauth_error(refresh(thief1.json()["refresh_token"]), 400, "invalid_grant")
+    assert_oauth_error(refresh(client2.json()["refresh_token"]), 400, "invalid_grant")
+    # An honest retry still works once: a new grant, one lost answer, the retry, onwards.
+    code, verifier = issue_code(envoy_ac, login_service.sign("turns"), c, scope="openid read")
+    rt0 = redeem_code(envoy_ac, code, verifier, c).json()["refresh_token"]
+    assert refresh(rt0).status_code == 200  # lost
+    retry = refresh(rt0)
+    assert retry.status_code == 200, retry.text
+    assert refresh(retry.json()["refresh_token"]).status_code == 200
