@@ -4,20 +4,21 @@
 - seed and RFC details: JSON PAR needs `scope` (seed 002), /oauth/refresh needs its Content-Type
   (seed 001), every 401 carries a WWW-Authenticate challenge (RFC 9110 §15.5.2), and a cookie
   client may also get its new refresh token in the /oauth/refresh JSON (seeds 001/004);
-- a replayed authorization code puts the access token issued from it on the deny-list
-  (RFC 6749 §4.1.2, RFC 9700 §4.5);
+- a replayed authorization code puts the access tokens issued from it (its own, its refresh
+  family's) on the deny-list (RFC 6749 §4.1.2, RFC 9700 §4.5);
 - introspection answers only the token's own client, or a resource server registered for one
   of an access token's audiences (RFC 7662 §2.1, §4);
 - the FAPI 2.0 profile's refresh tokens survive a client's retry, forbidden grants are refused at
   start, and a reuse interval cannot be used to alternate two generations forever.
 
 Clients that need metadata of their own are added to the registry fixture with fresh ids (each
-test its own: no cache to wait for). Requests by `requests` with hand-built forms and JSON, or by
-Authlib where a client library's behaviour is the point; tokens are read with PyJWT.
+test its own: no cache to wait for). Requests by `requests` with hand-built forms and JSON
+(assertions and DPoP proofs signed with joserfc by the helpers); tokens are read with PyJWT.
+Each test fails on the filter before issue 12's items 4–8, except the one of /oauth/refresh
+without a Content-Type: that refusal already held, the test pins it.
 """
 from __future__ import annotations
 
-import time
 import uuid
 from http.cookies import SimpleCookie
 from typing import Any
@@ -25,14 +26,13 @@ from typing import Any
 import jwt
 import requests
 
-from conftest import fapi2_plugin_config, validate_plugin_config, PASSWORD_GRANT
+from conftest import PASSWORD_GRANT, fapi2_plugin_config, validate_plugin_config
 from helpers import (
     AC_CLIENT,
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
     FAPI_CLIENT,
     FAPI_REDIRECT,
-    FORM,
     GW_CLIENT,
     ORDERS_API,
     PK_CLIENT,
