@@ -2,7 +2,7 @@
 //! exchange): the signature against our own published keys (retired ones included), our
 //! `iss`, `typ` `at+jwt`, not expired, and not on the revocation deny-list.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
@@ -64,11 +64,31 @@ pub fn is_revoked(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResul
 
 /// Puts the token on the deny-list until it expires anyway.
 pub fn revoke(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResult<()> {
+    deny(cfg, ctx, &Issued(claims.jti.clone(), claims.exp))
+}
+
+/// An access token this server issued, remembered by a record of the grant it came from (a
+/// code, a refresh family) so that the grant can take it down: its `jti` and `exp` (seconds).
+/// A pair serialises as a two-element array: it lives in every family record.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Issued(pub String, pub u64);
+
+impl Issued {
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.1.saturating_mul(1000) <= now_ms
+    }
+}
+
+/// Puts an issued token on the deny-list until it expires (nothing to do once it has).
+pub fn deny(cfg: &Config, ctx: &mut Ctx<'_>, at: &Issued) -> FlowResult<()> {
+    if at.expired(ctx.now.unix_ms) {
+        return Ok(());
+    }
     store::remember_once(
         ctx,
         cfg.rings.revoked,
-        &deny_id(&claims.jti),
-        claims.exp.saturating_mul(1000),
+        &deny_id(&at.0),
+        at.1.saturating_mul(1000),
     )?;
     Ok(())
 }

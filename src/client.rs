@@ -59,6 +59,8 @@ pub const KNOWN_METADATA: &[&str] = &[
     "authorization_details_types",
     "require_pushed_authorization_requests",
     "refresh_token_cookie",
+    "refresh_endpoint_returns_refresh_token",
+    "resource_server_audiences",
     "allowed_origins",
     "refresh_token_reuse_interval",
     "token_exchange_audiences",
@@ -98,6 +100,10 @@ struct Metadata {
     #[serde(default)]
     refresh_token_cookie: bool,
     #[serde(default)]
+    refresh_endpoint_returns_refresh_token: bool,
+    #[serde(default)]
+    resource_server_audiences: Vec<String>,
+    #[serde(default)]
     allowed_origins: Vec<String>,
     #[serde(default)]
     refresh_token_reuse_interval: u64,
@@ -133,6 +139,14 @@ pub struct Client {
     /// Browser client: its refresh token goes into an HttpOnly cookie for `/oauth/refresh`
     /// instead of the JSON answer (not an RFC 7591 name).
     pub refresh_token_cookie: bool,
+    /// With `refresh_token_cookie`: `/oauth/refresh` also puts the new refresh token in its JSON
+    /// (seeds 001/004 say the answer "includes new access_token and refresh_token"), where the
+    /// page's scripts can read it (not an RFC 7591 name).
+    pub refresh_endpoint_returns_refresh_token: bool,
+    /// The audiences (RFC 8707 resource identifiers, or `access_token_audience`) this client is
+    /// the resource server of: it may introspect access tokens issued for one of them, besides
+    /// its own tokens (RFC 7662 §2.1, §4; not an RFC 7591 name).
+    pub resource_server_audiences: Vec<String>,
     /// Origins allowed to call `/oauth/refresh` (also every redirect_uri's origin).
     pub allowed_origins: Vec<String>,
     /// Seconds during which the previous refresh token may be used again (a lost answer
@@ -246,6 +260,19 @@ impl Client {
                     },
                 )?),
             };
+        if m.refresh_endpoint_returns_refresh_token && !m.refresh_token_cookie {
+            return Err(format!(
+                "client {id:?}: refresh_endpoint_returns_refresh_token needs refresh_token_cookie"
+            ));
+        }
+        if m.resource_server_audiences
+            .iter()
+            .any(|a| a.is_empty() || a.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "client {id:?}: resource_server_audiences must be non-empty strings"
+            ));
+        }
         let mut scope = Vec::new();
         if let Some(s) = m.scope.as_deref() {
             for t in s.split(' ').filter(|t| !t.is_empty()) {
@@ -281,6 +308,8 @@ impl Client {
             authorization_details_types: m.authorization_details_types,
             require_par: m.require_pushed_authorization_requests,
             refresh_token_cookie: m.refresh_token_cookie,
+            refresh_endpoint_returns_refresh_token: m.refresh_endpoint_returns_refresh_token,
+            resource_server_audiences: m.resource_server_audiences,
             allowed_origins: m.allowed_origins,
             refresh_token_reuse_interval: m.refresh_token_reuse_interval.min(300),
             allowed_resources,

@@ -165,14 +165,15 @@ fn parse_basic(value: &str) -> Result<Option<(String, String)>, OAuthError> {
 /// Checks a presented secret (or a public client's lack of one) against the registered client.
 /// An assertion is checked by [`crate::client_assertion::verify`] instead (it needs the store
 /// and maybe the network); here it never passes.
-/// A client registered for a secret may send it either way (Basic or body); a public client
+/// The client must use the method it registered (RFC 7591 §2 `token_endpoint_auth_method`),
+/// as Hydra enforces: a `client_secret_basic` client sending its secret in the body, or a
+/// `client_secret_post` one sending it with Basic, is refused. A secret then only ever travels
+/// the way its owner agreed to (a body may end up in logs a header would not). A public client
 /// may not send a secret, and a confidential client may not skip it.
 pub fn authenticate(client: &Client, presented: &Presented) -> Result<(), OAuthError> {
     match (client.auth_method, presented) {
-        (
-            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost,
-            Presented::Basic { secret, .. } | Presented::Post { secret, .. },
-        ) => {
+        (AuthMethod::ClientSecretBasic, Presented::Basic { secret, .. })
+        | (AuthMethod::ClientSecretPost, Presented::Post { secret, .. }) => {
             if client.secret_matches(secret) {
                 Ok(())
             } else {
@@ -299,11 +300,30 @@ mod tests {
             secret: "s3cret".into(),
         };
         assert!(authenticate(&c, &ok).is_ok());
-        let ok = Presented::Post {
+        // The right secret by the other secret method: refused (RFC 7591 §2, as Hydra does).
+        let other_way = Presented::Post {
             client_id: "c1".into(),
             secret: "s3cret".into(),
         };
-        assert!(authenticate(&c, &ok).is_ok());
+        let e = authenticate(&c, &other_way).unwrap_err();
+        assert_eq!((e.code, e.status), (ErrorCode::InvalidClient, 401));
+        let post_client = Client::from_json(
+            &serde_json::json!({"client_id":"c2","client_secret":hash_secret("s3cret"),
+                "token_endpoint_auth_method":"client_secret_post"}),
+            true,
+        )
+        .unwrap();
+        let by_post = Presented::Post {
+            client_id: "c2".into(),
+            secret: "s3cret".into(),
+        };
+        assert!(authenticate(&post_client, &by_post).is_ok());
+        let by_basic = Presented::Basic {
+            client_id: "c2".into(),
+            secret: "s3cret".into(),
+        };
+        let e = authenticate(&post_client, &by_basic).unwrap_err();
+        assert!(e.status == 401 && e.basic_challenge);
         let bad = Presented::Basic {
             client_id: "c1".into(),
             secret: "nope".into(),

@@ -689,6 +689,16 @@ impl Config {
             Some(p) => return Err(format!("profile {p:?} is unknown (default, fapi2)")),
         };
         let fapi = profile == Profile::Fapi2;
+        // FAPI 2.0 Security Profile §5.3.2.1: "shall reject requests using the resource owner
+        // password credentials grant". The profile forbids no other grant this server offers
+        // (the implicit and hybrid flows are not offered at all).
+        if fapi && raw.password_grant.is_some() {
+            return Err(
+                "profile fapi2 forbids the password grant (FAPI 2.0 Security Profile \
+                 §5.3.2.1): remove password_grant, or use the default profile"
+                    .into(),
+            );
+        }
         // FAPI 2.0 §5.3.2.1: codes live at most 60 s; request_uris as briefly.
         let short_max = if fapi { 60 } else { 600 };
         let lt = &raw.lifetimes;

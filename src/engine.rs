@@ -366,8 +366,18 @@ impl Engine {
         };
         match result {
             Ok(r) => Step::Done(r),
-            Err(Interrupt::Error(e)) => Step::Done(e.into()),
+            Err(Interrupt::Error(e)) => Step::Done(self.challenge(e).into()),
             Err(Interrupt::Need(n)) => Step::Need(n, p),
+        }
+    }
+
+    /// Under the FAPI 2.0 profile no endpoint takes Basic: a 401 that names no challenge of its
+    /// own names private_key_jwt, the one method there is (Basic attempts still hear Basic).
+    fn challenge(&self, e: OAuthError) -> OAuthError {
+        if self.config.profile == crate::config::Profile::Fapi2 && e.challenge.is_none() {
+            e.with_challenge(crate::error::challenge::PRIVATE_KEY_JWT)
+        } else {
+            e
         }
     }
 

@@ -96,6 +96,22 @@ impl ErrorCode {
     }
 }
 
+/// `WWW-Authenticate` challenges. RFC 9110 §11.6.1: a 401 carries at least one, whatever the
+/// client tried (RFC 6749 §5.2 only says which one after a Basic attempt).
+pub mod challenge {
+    /// The one HTTP authentication scheme the client-authenticating endpoints take
+    /// (`client_secret_basic`, RFC 6749 §2.3.1); the default of every 401.
+    pub const BASIC: &str = "Basic realm=\"oauth-edge\"";
+    /// The FAPI 2.0 profile takes no Basic, and an assertion in the body (RFC 7523) has no HTTP
+    /// scheme: the challenge names the method instead. Clients skip a scheme they do not know.
+    pub const PRIVATE_KEY_JWT: &str = "private_key_jwt realm=\"oauth-edge\"";
+    /// `/oauth/refresh`: the credential is the refresh token cookie. A Basic challenge there
+    /// could make a browser ask its user for a password.
+    pub const COOKIE: &str = "Cookie realm=\"oauth-edge\"";
+    /// The device verification endpoint: the user's login, as Envoy's jwt_authn challenges.
+    pub const BEARER: &str = "Bearer realm=\"oauth-edge\"";
+}
+
 /// An error answer. `description` is generic enough to show a client: it names the parameter or
 /// rule, never a secret or internal state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,8 +120,10 @@ pub struct OAuthError {
     pub description: Cow<'static, str>,
     pub status: u16,
     /// The client tried HTTP Basic: a 401 must carry a `WWW-Authenticate: Basic` challenge
-    /// (RFC 6749 §5.2).
+    /// (RFC 6749 §5.2), whatever `challenge` says.
     pub basic_challenge: bool,
+    /// For a 401: the challenge to send if not [`challenge::BASIC`] (see [`challenge`]).
+    pub challenge: Option<&'static str>,
     /// For 405 answers: the methods the endpoint takes.
     pub allow: Option<&'static str>,
     /// For 429 answers: seconds until the client may try again (RFC 9110 §10.2.3).
@@ -121,6 +139,7 @@ impl OAuthError {
             description: description.into(),
             status: code.default_status(),
             basic_challenge: false,
+            challenge: None,
             allow: None,
             retry_after: None,
             dpop_nonce: None,
@@ -194,6 +213,12 @@ impl OAuthError {
         self
     }
 
+    /// The challenge of this error if it is a 401 (unless the client tried Basic).
+    pub fn with_challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge);
+        self
+    }
+
     /// The one mapping from an error to what goes on the wire.
     pub fn into_response(self) -> Response {
         #[derive(serde::Serialize)]
@@ -208,9 +233,12 @@ impl OAuthError {
         .unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec());
         let mut resp = Response::json(self.status, body, Outcome::Error(self.code));
         resp.no_store();
-        if self.basic_challenge && self.status == 401 {
-            resp.headers
-                .push(("www-authenticate", "Basic realm=\"oauth-edge\"".to_string()));
+        if self.status == 401 {
+            let c = match (self.basic_challenge, self.challenge) {
+                (false, Some(c)) => c,
+                _ => challenge::BASIC,
+            };
+            resp.headers.push(("www-authenticate", c.to_string()));
         }
         if let Some(allow) = self.allow {
             resp.headers.push(("allow", allow.to_string()));
@@ -256,17 +284,36 @@ mod tests {
     }
 
     #[test]
-    fn invalid_client_is_401_and_challenges_only_after_basic() {
+    fn every_401_challenges_basic_after_a_basic_attempt() {
         let r = OAuthError::invalid_client("x").into_response();
         assert_eq!(r.status, 401);
-        assert_eq!(header(&r, "www-authenticate"), None);
+        assert_eq!(header(&r, "www-authenticate"), Some(challenge::BASIC));
         let r = OAuthError::invalid_client("x")
+            .with_challenge(challenge::PRIVATE_KEY_JWT)
+            .into_response();
+        assert_eq!(
+            header(&r, "www-authenticate"),
+            Some("private_key_jwt realm=\"oauth-edge\"")
+        );
+        // RFC 6749 §5.2: after Basic, the Basic challenge whatever else was set.
+        let r = OAuthError::invalid_client("x")
+            .with_challenge(challenge::PRIVATE_KEY_JWT)
             .with_basic_challenge(true)
             .into_response();
         assert_eq!(
             header(&r, "www-authenticate"),
             Some("Basic realm=\"oauth-edge\"")
         );
+        // Only 401s challenge.
+        let r = OAuthError::invalid_grant("x")
+            .with_challenge(challenge::COOKIE)
+            .into_response();
+        assert_eq!(header(&r, "www-authenticate"), None);
+        let r = OAuthError::invalid_grant("x")
+            .with_status(401)
+            .with_challenge(challenge::COOKIE)
+            .into_response();
+        assert_eq!(header(&r, "www-authenticate"), Some(challenge::COOKIE));
     }
 
     #[test]

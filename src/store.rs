@@ -399,10 +399,11 @@ pub fn insert_new_keyed<T: Serialize + DeserializeOwned>(
     }
     match insert_keyed(ctx, ring, id, ttl_ms, data)? {
         Ok(slot) => Ok(slot),
-        // The id is random: a record for it means the slot was taken by someone else's write
-        // between our read and CAS (the loop re-read it). Treat as busy.
-        Err(_) => Err(Interrupt::Error(OAuthError::server_error(
-            "the authorization server is busy, try again",
+        // The id is random and drawn for this grant: a record for it can only be a concurrent
+        // replay's revocation marker (a code redeemed twice at once, the other redemption
+        // revoking what this one is issuing: RFC 6749 §4.1.2). The grant is dead; say so.
+        Err(_) => Err(Interrupt::Error(OAuthError::invalid_grant(
+            "the authorization grant was revoked while its tokens were issued",
         ))),
     }
 }

@@ -210,12 +210,25 @@ fn par_authorize_token_refresh_rfc9126_rfc6749_4_1() {
 fn par_takes_the_seed_json_body_with_rar_and_resources() {
     let (e, mut h) = setup(json!({}));
     let body = json!({
-        "client_id": "web", "client_secret": "web-secret", "redirect_uri": CB, "response_type": "code",
+        "client_id": "web", "redirect_uri": CB, "response_type": "code",
         "scope": "read", "code_challenge": CHALLENGE, "code_challenge_method": "S256", "state": "s",
         "authorization_details": [{"type": "account_information", "actions": ["list_accounts"], "identifier": "account-12345"}],
         "resources": ["https://api.example.com/accounts"]
     });
-    let hd = Headers(vec![("content-type".into(), "application/json".into())]);
+    // web is registered for client_secret_basic: the seed's `client_secret` in the body is for
+    // client_secret_post clients only (RFC 7591 §2: the registered method is enforced).
+    let json_ct = Headers(vec![("content-type".into(), "application/json".into())]);
+    let mut in_body = body.clone();
+    in_body["client_secret"] = json!("web-secret");
+    assert_error(
+        &par(&e, &mut h, &json_ct, &in_body.to_string()),
+        401,
+        "invalid_client",
+    );
+    let hd = Headers(vec![
+        ("content-type".into(), "application/json".into()),
+        ("authorization".into(), basic("web", "web-secret")),
+    ]);
     let r = par(&e, &mut h, &hd, &body.to_string());
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();

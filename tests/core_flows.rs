@@ -91,11 +91,29 @@ fn client_secret_post_and_default_scope() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(json_body(&r)["scope"], "read");
-    // A client registered for Basic may send its secret in the body too.
+    // The registered method only (RFC 7591 §2): the right secret the other way is refused,
+    // and spends nothing: the registered way works right after.
     let r = host.token(
         &e,
         &form_headers(&[]),
         b"grant_type=client_credentials&client_id=svc&client_secret=svc-secret",
+    );
+    assert_error(&r, 401, "invalid_client");
+    assert!(r.header("www-authenticate").is_some());
+    let r = host.token(
+        &e,
+        &form_headers(&[("authorization", &basic("post-svc", "p"))]),
+        b"grant_type=client_credentials",
+    );
+    assert_error(&r, 401, "invalid_client");
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"oauth-edge\"")
+    );
+    let r = host.token(
+        &e,
+        &form_headers(&[("authorization", &basic("svc", "svc-secret"))]),
+        b"grant_type=client_credentials",
     );
     assert_eq!(r.status, 200);
     assert_eq!(json_body(&r)["scope"], "read write");
@@ -225,7 +243,7 @@ fn errors_rfc6749_5_2_each_followed_by_success() {
 }
 
 #[test]
-fn basic_failures_challenge() {
+fn every_401_challenges() {
     let e = engine(false);
     let mut host = no_registry();
     let r = host.token(
@@ -242,8 +260,12 @@ fn basic_failures_challenge() {
         &form_headers(&[]),
         b"grant_type=client_credentials&client_id=svc&client_secret=nope",
     );
+    // RFC 9110 §15.5.2: not only after Basic (the scheme the endpoint takes).
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), None);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Basic realm=\"oauth-edge\"")
+    );
 }
 
 #[test]

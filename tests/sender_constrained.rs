@@ -272,7 +272,13 @@ fn rfc7523_s3_every_refusal_is_invalid_client() {
     for (why, a) in cases {
         let r = token(&mut w, &form_headers(&[]), &pk_form(&a, ""));
         assert_error(&r, 401, "invalid_client");
-        assert!(r.header("www-authenticate").is_none(), "{why}");
+        // RFC 9110 §15.5.2: a challenge also when no Basic was tried (the scheme the
+        // endpoint takes besides assertions).
+        assert_eq!(
+            r.header("www-authenticate"),
+            Some("Basic realm=\"oauth-edge\""),
+            "{why}"
+        );
         ok(&mut w);
     }
     // Two methods at once, a client_id naming someone else, the wrong assertion type.
@@ -898,6 +904,57 @@ fn fapi2_profile_is_strict() {
     assert!(base(json!({"lifetimes": {"code": "120s"}})).is_err());
     assert!(base(json!({"lifetimes": {"request_uri": "90s"}})).is_err());
     assert!(base(json!({"profile": "fapi3"})).is_err());
+}
+
+#[test]
+fn fapi2_refresh_tokens_are_not_rotated_and_the_password_grant_is_refused() {
+    // FAPI 2.0 Security Profile §5.3.2.1: a client that lost a refresh answer retries with the
+    // token it holds and succeeds. Here refresh tokens of (the profile's only, confidential)
+    // clients are not rotated: no new one in the answer, the held one keeps working.
+    let mut w = world(json!({"profile": "fapi2"}));
+    let k = Key::new(Alg::ES256, "d1");
+    let t = now_s();
+    let auth = |w: &World| {
+        format!(
+            "&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}",
+            assertion(&w.pk, "pk", json!(ISS), &uuid())
+        )
+    };
+    let par_auth = auth(&w);
+    let code = code_flow(&mut w, &[], "pk", &par_auth, &[]);
+    let mut body = redeem(&code, "pk");
+    body.extend_from_slice(auth(&w).as_bytes());
+    let r = token(
+        &mut w,
+        &form_headers(&[("dpop", &k.proof("POST", TOKEN_URL, t, &uuid(), None))]),
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rt = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let body = format!(
+            "grant_type=refresh_token&refresh_token={}{}",
+            percent(&rt),
+            auth(&w)
+        );
+        let r = token(
+            &mut w,
+            &form_headers(&[("dpop", &k.proof("POST", TOKEN_URL, t, &uuid(), None))]),
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = json_body(&r);
+        assert_eq!(v["token_type"], "DPoP");
+        assert!(v.get("refresh_token").is_none(), "not rotated: {v}");
+    }
+    // §5.3.2.1: the password grant is refused at start under the profile.
+    let mut c = json!({"issuer": ISS, "profile": "fapi2",
+        "signing_keys": [generate_jwk(Alg::EdDSA, "as1", &mut SystemRandom).unwrap()],
+        "password_grant": {"cluster": "users"}});
+    let err = Config::from_json(c.to_string().as_bytes()).err().unwrap();
+    assert!(err.contains("fapi2") && err.contains("password"), "{err}");
+    c["profile"] = json!("default");
+    assert!(Config::from_json(c.to_string().as_bytes()).is_ok());
 }
 
 #[test]

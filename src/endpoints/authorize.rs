@@ -122,6 +122,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             .auth_time
             .filter(|t| *t <= ctx.now.secs().saturating_add(60)),
         family: None,
+        at: None,
     };
     let code = store::allocate(
         ctx,

@@ -51,6 +51,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         return Err(
             OAuthError::new(ErrorCode::AccessDenied, "the user is not authenticated")
                 .with_status(401)
+                .with_challenge(crate::error::challenge::BEARER)
                 .into(),
         );
     };

@@ -2,6 +2,11 @@
 //!
 //! - only authenticated confidential clients may ask (§2.1: "the endpoint MUST also require
 //!   some form of authorization"; a public client cannot prove who it is): else 401;
+//! - and only about tokens that concern them (§4: a token's contents are for those it was meant
+//!   for, and a scanner must learn nothing): a refresh token by the client it was issued to, an
+//!   access token by that client or by a client registered as the resource server of one of its
+//!   audiences (`resource_server_audiences`). Anyone else gets `{"active": false}`, exactly as
+//!   for a token that does not exist;
 //! - `{"active": false}` and nothing else for anything expired, revoked, rotated, unknown,
 //!   malformed or not ours (§2.2);
 //! - an active access token: its claims, `token_type` `Bearer` or `DPoP`, and `cnf` for a bound
@@ -9,7 +14,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::access_token;
+use crate::access_token::{self, Claims};
+use crate::client::Client;
 use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
@@ -40,9 +46,16 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let answer = if token.starts_with(sealed::PREFIX) {
-        refresh(engine, ctx, token)?
+        refresh(engine, ctx, &client, token)?
     } else {
-        match access_token::active(cfg, ctx, token)? {
+        let seen = match access_token::verify(cfg, token, ctx.now.unix_ms) {
+            // Whether the caller may see it first: the deny-list is read only for those.
+            Some(c) if may_introspect(&client, &c) => {
+                (!access_token::is_revoked(cfg, ctx, &c)?).then_some(c)
+            }
+            _ => None,
+        };
+        match seen {
             Some(c) => {
                 let mut o = Map::new();
                 o.insert("active".into(), json!(true));
@@ -87,13 +100,27 @@ fn inactive() -> Value {
     json!({"active": false})
 }
 
+/// An access token is the business of its own client and of the resource servers of its
+/// audiences.
+fn may_introspect(client: &Client, c: &Claims) -> bool {
+    c.client_id == client.client_id
+        || client
+            .resource_server_audiences
+            .iter()
+            .any(|a| c.aud.contains(a))
+}
+
 /// A refresh token is active while its family is live, not revoked, and it is the newest
-/// generation (an older one would revoke the family if used).
-fn refresh(engine: &Engine, ctx: &mut Ctx<'_>, token: &str) -> FlowResult<Value> {
+/// generation (an older one would revoke the family if used). Only its own client may ask:
+/// resource servers never receive refresh tokens.
+fn refresh(engine: &Engine, ctx: &mut Ctx<'_>, client: &Client, token: &str) -> FlowResult<Value> {
     let cfg = &engine.config;
     let Ok(claims) = sealed::open(&cfg.keys, token) else {
         return Ok(inactive());
     };
+    if claims.cid != client.client_id {
+        return Ok(inactive());
+    }
     if claims.exp.saturating_mul(1000) <= ctx.now.unix_ms {
         return Ok(inactive());
     }

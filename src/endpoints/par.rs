@@ -19,7 +19,18 @@ pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     let cfg = &engine.config;
     let (raw, form) = match mime(&req.headers)?.as_str() {
-        JSON => RawAuthz::from_json(&req.body)?,
+        JSON => {
+            let (raw, form) = RawAuthz::from_json(&req.body)?;
+            // Seed 002's schema (dto.PushedAuthorizationRequest) requires `scope`; only the
+            // form body (RFC 9126) keeps RFC 6749 §3.3's optional scope.
+            if raw.scope.as_deref().is_none_or(|s| s.trim().is_empty()) {
+                return Err(OAuthError::invalid_request(
+                    "scope is required in a JSON pushed authorization request",
+                )
+                .into());
+            }
+            (raw, form)
+        }
         FORM => {
             let form = Form::parse(&req.body)?;
             (RawAuthz::from_form(&form)?, form)

@@ -9,7 +9,7 @@
 use crate::engine::{self, Engine};
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Interrupt, Request};
-use crate::grants::issue::refresh_cookie;
+use crate::grants::issue::{refresh_cookie, IssueOpts};
 use crate::grants::refresh_token;
 use crate::grants::REFRESH_TOKEN;
 use crate::http::Response;
@@ -22,7 +22,10 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         // Seed 001: a refresh token that does not work is 401 invalid_grant; and the cookie that
         // holds it is cleared.
         Err(Interrupt::Error(e)) if e.code == ErrorCode::InvalidGrant => {
-            let mut r = e.with_status(401).into_response();
+            let mut r = e
+                .with_status(401)
+                .with_challenge(crate::error::challenge::COOKIE)
+                .into_response();
             r.headers
                 .push(("set-cookie", refresh_cookie(engine, "", 0)));
             Ok(r)
@@ -73,9 +76,14 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
     }
     // The grant's resources, if the client may still ask for them (before rotating).
     let resources = crate::rar::narrow(&claims.res, &[], &client)?;
-    let next = refresh_token::rotate(engine, &client, claims, ctx)?;
-    let scope = next.scope.clone();
-    refresh_token::issue_rotated(engine, &client, next, scope, resources, None, ctx)
+    let scope = claims.scope.clone();
+    // Seeds 001/004's literal contract, for clients registered for it: the new refresh token in
+    // the JSON too (the cookie still carries it).
+    let opts = IssueOpts {
+        refresh_in_body: client.refresh_endpoint_returns_refresh_token,
+        ..IssueOpts::default()
+    };
+    refresh_token::refresh(engine, &client, claims, scope, resources, None, opts, ctx)
 }
 
 /// The value of one cookie from the Cookie header(s) (RFC 6265 §5.4).

@@ -1,14 +1,16 @@
 //! Authorization code grant, token half (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700 §2.1.1).
 //!
 //! - the code is single use: consumed with a CAS, so of two concurrent redemptions exactly one
-//!   wins; a second redemption fails and revokes the refresh family issued from the first
-//!   (RFC 6749 §4.1.2, RFC 9700 §4.14);
+//!   wins; a second redemption fails, revokes the refresh family issued from the first and puts
+//!   the access tokens issued from the code on the deny-list (RFC 6749 §4.1.2, RFC 9700 §4.5,
+//!   §4.14);
 //! - it must be redeemed by the client it was issued to, with the same redirect_uri;
 //! - the PKCE verifier must match the challenge (S256 only); a public client has always sent one;
 //! - `openid` in the granted scope brings an ID token with the request's nonce.
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_token::{self, Issued};
 use crate::authz::AuthzRequest;
 use crate::client::Client;
 use crate::dpop::Proof;
@@ -20,7 +22,7 @@ use crate::http::Response;
 use crate::pkce;
 use crate::store::{self, Consumed, Handle};
 
-use super::issue::{issue, Issue};
+use super::issue::{issue_as, Issue, IssueOpts};
 use super::refresh_token;
 use super::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 
@@ -34,6 +36,20 @@ pub struct CodeData {
     /// The refresh family issued from this code (set when it is redeemed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// The access token issued from this code (set when it is redeemed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Issued>,
+}
+
+/// A replayed code: what the first redemption issued is taken down (RFC 6749 §4.1.2: the
+/// server "SHOULD revoke (when possible) all tokens previously issued based on that
+/// authorization code"): its access token goes on the deny-list, its refresh family is revoked
+/// with the access tokens the family names.
+fn revoke_issued(engine: &Engine, ctx: &mut Ctx<'_>, d: &CodeData) -> FlowResult<()> {
+    if let Some(at) = &d.at {
+        access_token::deny(&engine.config, ctx, at)?;
+    }
+    refresh_token::revoke_family(engine, ctx, d.family.as_deref())
 }
 
 pub fn handle(
@@ -61,7 +77,7 @@ pub fn handle(
         );
     }
     if used {
-        refresh_token::revoke_family(engine, ctx, data.family.as_deref())?;
+        revoke_issued(engine, ctx, &data)?;
         return Err(invalid().into());
     }
     if form.get("redirect_uri") != Some(data.req.redirect_uri.as_str()) {
@@ -80,22 +96,25 @@ pub fn handle(
     // RFC 9449 §10: a code bound to a key (dpop_jkt, or a proof at PAR) needs a proof by it.
     crate::dpop::require_key(data.req.dpop_jkt.as_deref(), proof, "authorization code")?;
 
-    // The refresh family id is drawn before the code is consumed so the used code can name it:
-    // a later replay of the code then revokes the family (even if it wins the race to write it).
+    // The refresh family id and the access token's jti are drawn before the code is consumed
+    // so the used code can name them: a later replay of the code then takes both down (even if
+    // it wins the race to write the family).
     let fam = if client.allows_grant(REFRESH_TOKEN) {
         Some(ctx.random_id()?)
     } else {
         None
     };
+    let at = refresh_token::next_access_token(engine, ctx)?;
     let data =
         match store::consume_read::<CodeData>(ctx, cfg.rings.codes, &h, Some(read), |d| CodeData {
             family: fam.clone(),
+            at: Some(at.clone()),
             ..d.clone()
         })? {
             Consumed::Fresh(d) => d,
             Consumed::Replayed(d) => {
                 // Lost the race to a concurrent redemption (or a replay): revoke what it issued.
-                refresh_token::revoke_family(engine, ctx, d.family.as_deref())?;
+                revoke_issued(engine, ctx, &d)?;
                 return Err(invalid().into());
             }
             Consumed::Invalid => return Err(invalid().into()),
@@ -114,11 +133,12 @@ pub fn handle(
                 res: data.req.resources.clone(),
             },
             proof,
+            Some(at.clone()),
         )?),
         None => None,
     };
     let openid = data.req.scope.split(' ').any(|s| s == "openid");
-    issue(
+    issue_as(
         engine,
         Issue {
             client,
@@ -133,6 +153,10 @@ pub fn handle(
             proof,
         },
         AUTHORIZATION_CODE,
+        IssueOpts {
+            jti: Some(at.0),
+            ..IssueOpts::default()
+        },
         ctx,
     )
 }

@@ -36,6 +36,27 @@ pub fn issue(
     grant_type: &'static str,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
+    issue_as(engine, g, grant_type, IssueOpts::default(), ctx)
+}
+
+/// What only some callers need of [`issue_as`].
+#[derive(Default)]
+pub struct IssueOpts {
+    /// The access token's `jti`, drawn by the caller before it wrote a record naming it (a
+    /// code's, a refresh family's); else a fresh one.
+    pub jti: Option<String>,
+    /// A cookie client's refresh token also in the JSON (`/oauth/refresh` for clients with
+    /// `refresh_endpoint_returns_refresh_token`).
+    pub refresh_in_body: bool,
+}
+
+pub fn issue_as(
+    engine: &Engine,
+    g: Issue<'_>,
+    grant_type: &'static str,
+    opts: IssueOpts,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
     let cfg = &engine.config;
     let key = cfg
         .keys
@@ -43,7 +64,10 @@ pub fn issue(
         .ok_or_else(|| OAuthError::server_error("internal error"))?;
     let now = ctx.now.secs();
     let ttl = cfg.access_token_ttl.as_secs();
-    let jti = token::new_jti(ctx)?;
+    let jti = match opts.jti {
+        Some(j) => j,
+        None => token::new_jti(ctx)?,
+    };
     let access_token = token::sign_access_token(
         key,
         &AccessTokenClaims {
@@ -89,7 +113,7 @@ pub fn issue(
         token_type: "",
         expires_in: ttl,
         scope: g.scope,
-        refresh_token: if in_cookie {
+        refresh_token: if in_cookie && !opts.refresh_in_body {
             None
         } else {
             refresh.as_ref().map(|(t, _)| t.as_str())

@@ -920,8 +920,10 @@ LEGACY_CLIENT = Client("legacy", "legacy-secret", grant_types=("password", "refr
 LEGACY_NORT_CLIENT = Client("legacy-nort", "legacy-nort-secret", auth_method="client_secret_post",
                             grant_types=("password",), scope="read")
 PW_BULK_CLIENT = Client("pw-bulk", "pw-bulk-secret", grant_types=("password",), scope="read")
-# A resource server: introspects, issues nothing of its own worth mentioning.
-RS_CLIENT = Client("rs", "rs-secret", grant_types=("client_credentials",), scope="")
+# A resource server: introspects access tokens for the default audience (envoy_grants' issuer,
+# RFC 7662 §4: registered as its resource server), issues nothing of its own worth mentioning.
+RS_CLIENT = Client("rs", "rs-secret", grant_types=("client_credentials",), scope="",
+                   extra={"resource_server_audiences": [AC_ISSUER]})
 # The garbage burst's client: every grant (its password failures count against it alone).
 BURST_CLIENT = Client("burst", "burst-secret",
                       grant_types=("client_credentials", "refresh_token", "password", DEVICE_CODE_GRANT,

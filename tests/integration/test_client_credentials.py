@@ -14,6 +14,7 @@ from helpers import (
     DEMO_CLIENT,
     POST_CLIENT,
     WEIRD_CLIENT,
+    assert_oauth_error,
     assert_token_response,
     fetch_jwks,
     token_request,
@@ -31,12 +32,14 @@ def test_client_credentials_rfc6749_4_4_basic(envoy_main):
     assert claims["aud"] in (MAIN_AUDIENCE, [MAIN_AUDIENCE])
 
 
-def test_client_credentials_rfc6749_2_3_1_client_secret_post(envoy_main):
-    """A client_secret_basic client may also authenticate with client_secret_post (contract)."""
+def test_client_credentials_rfc7591_2_basic_client_cannot_use_client_secret_post(envoy_main):
+    """The registered token_endpoint_auth_method is enforced (RFC 7591 §2, as Hydra does): the
+    right secret of a client_secret_basic client, sent in the body, is 401 invalid_client (with
+    a challenge); its registered way still works."""
     r = token_request(envoy_main, DEMO_CLIENT, use="client_secret_post")
-    body = assert_token_response(r, scope="read write", lifetime=ACCESS_TOKEN_LIFETIME)
-    verify_access_token(body["access_token"], envoy_main, client_id="demo-client", scope="read write",
-                        lifetime=ACCESS_TOKEN_LIFETIME)
+    assert_oauth_error(r, 401, "invalid_client")
+    r = token_request(envoy_main, DEMO_CLIENT, use="client_secret_basic")
+    assert_token_response(r, scope="read write", lifetime=ACCESS_TOKEN_LIFETIME)
 
 
 def test_client_credentials_rfc6749_2_3_1_post_registered_client(envoy_main):
@@ -109,11 +112,12 @@ def test_client_credentials_rfc9068_2_2_jti_unique(envoy_main):
     assert len(jtis) == 5
 
 
-@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
-def test_client_credentials_rfc6749_4_4_authlib_client(envoy_main, method):
-    """A real OAuth client library (Authlib) fetches a token; joserfc verifies it."""
-    client = OAuth2Session(DEMO_CLIENT.client_id, DEMO_CLIENT.secret, scope="read",
-                           token_endpoint_auth_method=method)
+@pytest.mark.parametrize("client", [DEMO_CLIENT, POST_CLIENT], ids=lambda c: c.auth_method)
+def test_client_credentials_rfc6749_4_4_authlib_client(envoy_main, client):
+    """A real OAuth client library (Authlib) fetches a token, each client by its registered
+    method; joserfc verifies it."""
+    c = client
+    client = OAuth2Session(c.client_id, c.secret, scope="read", token_endpoint_auth_method=c.auth_method)
     try:
         token = client.fetch_token(envoy_main.token_url, grant_type="client_credentials")
     finally:
@@ -124,7 +128,7 @@ def test_client_credentials_rfc6749_4_4_authlib_client(envoy_main, method):
     decoded = jose_jwt.decode(token["access_token"], KeySet.import_key_set(fetch_jwks(envoy_main)),
                               algorithms=["EdDSA"])
     assert decoded.header["typ"].lower() == "at+jwt"
-    assert decoded.claims["client_id"] == "demo-client"
+    assert decoded.claims["client_id"] == c.client_id
     assert decoded.claims["iss"] == envoy_main.issuer
 
 

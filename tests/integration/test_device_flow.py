@@ -45,6 +45,7 @@ from helpers import (
     DEMO_CLIENT,
     DEVICE_CODE_GRANT,
     KIOSK_CLIENT,
+    RS_CLIENT,
     LOGIN_URL,
     TV_CLIENT,
     USER_CODE_ALPHABET,
@@ -465,7 +466,8 @@ def test_rfc8628_configured_paths_verification_uri_and_code_length(envoy_device_
     assert r.status_code == 200 and r.json() == {"status": "approved"}, r.text
     r = poll_device(e, d["device_code"])
     assert r.status_code == 200, r.text
-    assert introspect(e, r.json()["access_token"], client=KIOSK_CLIENT)["sub"].startswith("dev-alt-")
+    # rs, the resource server of the issuer audience, introspects it (RFC 7662 §4).
+    assert introspect(e, r.json()["access_token"], client=RS_CLIENT)["sub"].startswith("dev-alt-")
 
 
 def test_rfc8628_3_5_expired_token(envoy_device_alt, login_service, _expiring_device_code):

@@ -153,7 +153,9 @@ def test_fapi2_sp_5_3_2_1_happy_path_authlib_par_authorize_token_refresh_with_dp
 
         t2 = client.refresh_token(e.token_url, refresh_token=token["refresh_token"], headers=dpop_headers(urls["token"]))
         _check_bound(e, t2, dpop_key, sub="alice", auth_time=login_iat)
-        assert t2["refresh_token"] != token["refresh_token"]
+        # Not rotated under the profile (§5.3.2.1): the answer has no new refresh token, and
+        # Authlib keeps the one it holds (RFC 6749 §6).
+        assert t2["refresh_token"] == token["refresh_token"]
 
         # Every token request carries a proof: a refresh without one is refused (not spent).
         r = client.post(e.token_url, data={"grant_type": "refresh_token", "refresh_token": t2["refresh_token"]},

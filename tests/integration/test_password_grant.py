@@ -88,8 +88,9 @@ def test_rfc6749_4_3_2_password_grant_issues_tokens_for_the_upstreams_sub(envoy_
     assert json.loads(call["raw"]) == call["body"]
     assert call["headers"]["content-type"] == "application/json", call["headers"]
     assert call["headers"]["host"] == PASSWORD_AUTHORITY, call["headers"]
-    # The refresh token works (rotation keeps the subject) and introspects as the user's.
-    v = introspect(e, t["refresh_token"])
+    # The refresh token works (rotation keeps the subject) and introspects, to its own client,
+    # as the user's.
+    v = introspect(e, t["refresh_token"], client=LEGACY_CLIENT)
     assert (v["active"], v["sub"], v["client_id"], v["scope"]) == (True, "user-0001", "legacy", "read write"), v
     r2 = refresh_request(e, t["refresh_token"], LEGACY_CLIENT, scope="read")
     assert r2.status_code == 200, r2.text

@@ -161,9 +161,9 @@ def test_rfc7009_2_1_revoking_a_refresh_token_revokes_its_family(envoy_grants, l
     r = refresh_request(e, t1["refresh_token"])
     assert r.status_code == 200, r.text
     rt2 = r.json()["refresh_token"]
-    assert introspect(e, rt2)["active"] is True
+    assert introspect(e, rt2, client=RP_CLIENT)["active"] is True
     assert_revoked_ok(revoke(e, rt2, RP_CLIENT, token_type_hint="refresh_token"))
-    assert introspect(e, rt2) == INACTIVE
+    assert introspect(e, rt2, client=RP_CLIENT) == INACTIVE
     assert_oauth_error(refresh_request(e, rt2), 400, "invalid_grant")
     # A new grant is not affected.
     t = rp_tokens(e, login_service, "rev-alice")
@@ -181,7 +181,7 @@ def test_rfc7009_2_1_an_older_generation_or_a_wrong_hint_revokes_the_family_too(
     rt2 = r.json()["refresh_token"]
     with authlib_client(RP_CLIENT) as s:  # client_secret_basic by Authlib
         assert_revoked_ok(s.revoke_token(e.revocation_url, t1["refresh_token"], token_type_hint="access_token"))
-    assert introspect(e, rt2) == INACTIVE
+    assert introspect(e, rt2, client=RP_CLIENT) == INACTIVE
     assert_oauth_error(refresh_request(e, rt2), 400, "invalid_grant")
     assert refresh_request(e, rp_tokens(e, login_service, "rev-bob")["refresh_token"]).status_code == 200
 
@@ -192,7 +192,9 @@ def test_rfc7009_2_1_public_client_revokes_with_its_client_id(envoy_grants, logi
     e = envoy_grants
     t = device_flow_tokens(e, login_service.sign("rev-carol"), TV_CLIENT, "read")
     rt = t["refresh_token"]
-    assert introspect(e, rt)["client_id"] == "tv"
+    # Only its own client may introspect a refresh token (RFC 7662 §4), and tv, public, may not
+    # introspect at all: to anyone else it is {"active": false}.
+    assert introspect(e, rt) == INACTIVE
     r = revoke(e, rt, TV_CLIENT)
     assert r.request.headers.get("Authorization") is None
     assert "client_id=tv" in r.request.body
@@ -217,7 +219,7 @@ def test_rfc7009_2_1_another_clients_token_is_left_alone(envoy_grants, login_ser
     assert_revoked_ok(revoke(e, t["refresh_token"], TV_CLIENT))
     r = refresh_request(e, t["refresh_token"])
     assert r.status_code == 200, r.text
-    assert introspect(e, r.json()["refresh_token"])["active"] is True
+    assert introspect(e, r.json()["refresh_token"], client=RP_CLIENT)["active"] is True
 
 
 def _tampered(token: str) -> str:
@@ -304,7 +306,9 @@ def test_rfc7662_2_2_dpop_bound_access_token_rfc9449_6_2(envoy_grants):
 def test_rfc7662_2_2_active_refresh_token_and_its_rotation(envoy_grants, login_service):
     e = envoy_grants
     t = rp_tokens(e, login_service, "intro-frank")
-    v = introspect(e, t["refresh_token"], token_type_hint="refresh_token")
+    # Its own client asks (RFC 7662 §4: a refresh token is nobody else's business).
+    assert introspect(e, t["refresh_token"], token_type_hint="refresh_token") == INACTIVE
+    v = introspect(e, t["refresh_token"], client=RP_CLIENT, token_type_hint="refresh_token")
     assert set(v) == {"active", "token_type", "client_id", "sub", "scope", "exp", "iss"}, v
     assert v["active"] is True and v["token_type"] == "refresh_token", v
     assert (v["client_id"], v["sub"], v["scope"], v["iss"]) == ("rp", "intro-frank", "openid read", AC_ISSUER), v
@@ -312,8 +316,8 @@ def test_rfc7662_2_2_active_refresh_token_and_its_rotation(envoy_grants, login_s
     # Rotated: the old one is inactive (and nothing else), the new one active.
     r = refresh_request(e, t["refresh_token"])
     assert r.status_code == 200, r.text
-    assert introspect(e, t["refresh_token"]) == INACTIVE
-    assert introspect(e, r.json()["refresh_token"])["active"] is True
+    assert introspect(e, t["refresh_token"], client=RP_CLIENT) == INACTIVE
+    assert introspect(e, r.json()["refresh_token"], client=RP_CLIENT)["active"] is True
 
 
 def test_rfc7662_2_2_inactive_is_active_false_and_nothing_else(envoy_grants, partners):
@@ -357,9 +361,13 @@ def test_rfc7662_2_1_only_authenticated_confidential_clients(envoy_grants):
         assert_oauth_error(s.introspect_token(e.introspection_url, token=at), 401, "invalid_client")
     assert_oauth_error(requests.get(e.introspection_url, params={"token": at}, timeout=5), 405, "invalid_request")
     assert_oauth_error(form_post(e.introspection_url, {}, RS_CLIENT), 400, "invalid_request")
-    # Any confidential client may ask (client_secret_basic, client_secret_post).
+    # A confidential client asks by its own method (client_secret_basic, client_secret_post):
+    # the resource server of the token's audience, and the token's own client, see it; another
+    # client sees exactly {"active": false} (RFC 7662 §4; test_policy_edges has the rest).
     assert introspect(e, at, client=RS_CLIENT)["active"] is True
-    assert introspect(e, at, client=POST_CLIENT)["active"] is True
+    assert introspect(e, at, client=DEMO_CLIENT)["active"] is True
+    assert introspect(e, at, client=POST_CLIENT) == INACTIVE
+    assert introspect(e, cc_token(e, POST_CLIENT), client=POST_CLIENT)["active"] is True
 
 
 # --------------------------------------------------------------------------- garbage burst

@@ -104,8 +104,8 @@ def test_rfc8693_2_1_own_access_token_with_a_trusted_actor(envoy_grants, partner
     claims = assert_exchanged(r, e, sub="demo-client", scope="read", aud=ORDERS_API,
                               act={"sub": "gateway-7", "iss": PARTNER_ISSUER})
     assert claims["exp"] <= subject_exp, claims
-    # Introspection shows the same (RFC 7662 with RFC 8693 §4.1's act).
-    v = introspect(e, r.json()["access_token"])
+    # Introspection shows the same (RFC 7662 with RFC 8693 §4.1's act) to gw, the token's client.
+    v = introspect(e, r.json()["access_token"], client=GW_CLIENT)
     assert v["active"] is True and v["act"] == {"sub": "gateway-7", "iss": PARTNER_ISSUER}, v
     assert v["aud"] == ORDERS_API and v["client_id"] == "gw" and v["sub"] == "demo-client", v
 
