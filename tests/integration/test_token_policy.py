@@ -65,7 +65,10 @@ ADMIN_API = "https://admin.internal.example/"
 
 def cc(envoy, client, *resources: str, dpop: str | None = None):
     form = [("grant_type", "client_credentials")] + [("resource", r) for r in resources]
-    return token_request(envoy, client, data=form, headers={"DPoP": dpop} if dpop else None)
+    if client.auth_method == "client_secret_post":  # the registered method only (RFC 7591 §2)
+        form += [("client_id", client.client_id), ("client_secret", client.secret or "")]
+    return token_request(envoy, client, data=form, use=client.auth_method,
+                         headers={"DPoP": dpop} if dpop else None)
 
 
 def aud_of(r, envoy) -> object:
@@ -164,7 +167,7 @@ def test_rfc9449_exchanging_a_dpop_bound_token_needs_its_key_and_keeps_cnf(envoy
     assert r.json()["token_type"] == "DPoP", r.text
     c = claims_of(r, e)
     assert c["cnf"] == {"jkt": key.thumbprint()} and c["aud"] == ORDERS_API and c["sub"] == "demo-client", c
-    v = introspect(e, r.json()["access_token"])
+    v = introspect(e, r.json()["access_token"], GW_CLIENT)
     assert v["token_type"] == "DPoP" and v["cnf"] == {"jkt": key.thumbprint()}, v
 
     # gw's own bound token as the actor binds the result the same way.
@@ -226,7 +229,7 @@ def test_rfc8693_4_1_re_exchanging_a_delegated_token_keeps_the_act_chain(envoy_g
     r = exchange(e, delegated, client=ORDERS_SVC_CLIENT, extra={"audience": BILLING_API})
     c = claims_of(r, e)
     assert c["act"] == {"sub": "gw"} and c["sub"] == "demo-client" and c["aud"] == BILLING_API, c
-    assert introspect(e, r.json()["access_token"])["act"] == {"sub": "gw"}
+    assert introspect(e, r.json()["access_token"], ORDERS_SVC_CLIENT)["act"] == {"sub": "gw"}
 
     robot = partners.idp.token("robot-1")
     r = exchange(e, delegated, client=ORDERS_SVC_CLIENT,
