@@ -388,17 +388,7 @@ pub(crate) fn on_request_body(context: u32, body_size: usize, end_of_stream: boo
             // connection after the early reply.
             return Action::Pause;
         }
-        match abi::buffer(Buffer::RequestBody, 0, body_size) {
-            Ok(b) => f.start(context, &engine, &metrics, b.unwrap_or_default()),
-            Err(e) => {
-                log(
-                    LogLevel::Error,
-                    &format!("oauth-edge[{context}]: cannot read the request body: {e}"),
-                );
-                let r = OAuthError::server_error("internal error").into();
-                f.finish(context, &engine, &metrics, r);
-            }
-        }
+        f.read_body_and_start(context, &engine, &metrics, body_size);
         Action::Pause
     })
 }
@@ -415,17 +405,7 @@ pub(crate) fn on_request_trailers(context: u32) -> Action {
             Some(_) => {}
         }
         let limit = engine.config.max_body_bytes.saturating_add(1);
-        match abi::buffer(Buffer::RequestBody, 0, limit) {
-            Ok(b) => f.start(context, &engine, &metrics, b.unwrap_or_default()),
-            Err(e) => {
-                log(
-                    LogLevel::Error,
-                    &format!("oauth-edge[{context}]: cannot read the request body: {e}"),
-                );
-                let r = OAuthError::server_error("internal error").into();
-                f.finish(context, &engine, &metrics, r);
-            }
-        }
+        f.read_body_and_start(context, &engine, &metrics, limit);
         Action::Pause
     })
 }
@@ -503,6 +483,28 @@ impl Filter {
 
     fn active(&mut self, context: u32) -> Option<&mut Active> {
         self.streams.get_mut(&context)?.active.as_deref_mut()
+    }
+
+    /// Reads up to `max` bytes of the request body and starts the request (a body that cannot
+    /// be read is a `500`).
+    fn read_body_and_start(
+        &mut self,
+        context: u32,
+        engine: &Rc<Engine>,
+        metrics: &Option<Rc<Metrics>>,
+        max: usize,
+    ) {
+        match abi::buffer(Buffer::RequestBody, 0, max) {
+            Ok(b) => self.start(context, engine, metrics, b.unwrap_or_default()),
+            Err(e) => {
+                log(
+                    LogLevel::Error,
+                    &format!("oauth-edge[{context}]: cannot read the request body: {e}"),
+                );
+                let r = OAuthError::server_error("internal error").into();
+                self.finish(context, engine, metrics, r);
+            }
+        }
     }
 
     /// The whole request is in: reads the headers now (not while the body was still coming)
