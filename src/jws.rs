@@ -7,7 +7,7 @@
 //!
 //! Signatures are checked with the same RustCrypto crates that sign our tokens (ed25519-dalek,
 //! p256 0.14, rsa). jwt-compact is not used: its published release only speaks p256 0.13, which
-//! would put a second, 3× slower P-256 into the module (see shared/STYLE.md).
+//! would put a second, 3× slower P-256 into the module (see docs/wasm-crypto.md).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;

@@ -3,7 +3,7 @@
 //! compact JWS assembled by hand so each key's protected header is encoded once.
 //!
 //! Algorithms: EdDSA (Ed25519, ed25519-dalek with precomputed tables) and ES256 (p256 0.14 with
-//! precomputed tables) — the two fastest signers in Envoy's V8 (see shared/STYLE.md).
+//! precomputed tables) — the two fastest signers in Envoy's V8 (see docs/wasm-crypto.md).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
