@@ -197,6 +197,15 @@ impl Engine {
         .collect()
     }
 
+    /// Whether any policy reads the downstream address (rate limits, registry misses): only then
+    /// does the adapter ask the host for it.
+    pub fn needs_source_address(&self) -> bool {
+        let c = &self.config;
+        c.rate_limits.per_address.is_some()
+            || c.rate_limits.per_client.is_some()
+            || c.registry.is_some()
+    }
+
     /// Which endpoint a request path (query string included or not) belongs to.
     pub fn route(&self, path: &str) -> Option<Endpoint> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);

@@ -527,11 +527,7 @@ impl Filter {
         } else {
             None
         };
-        let limits = &engine.config.rate_limits;
-        let source = if limits.per_address.is_some()
-            || limits.per_client.is_some()
-            || engine.config.registry.is_some()
-        {
+        let source = if engine.needs_source_address() {
             source_address()
         } else {
             None
