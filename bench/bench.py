@@ -206,6 +206,9 @@ def plugin_config(*, code_slots: int | None = None, family_slots: int | None = N
     store: dict[str, Any] = {k: v for k, v in (("code_slots", code_slots), ("refresh_family_slots", family_slots),
                                                ("request_uri_slots", request_uri_slots),
                                                ("jti_slots", jti_slots)) if v is not None}
+    # One client and one user drive every row: no per-owner share of the rings (the shares are
+    # a defence against strangers, tested in tests/integration/test_ring_shares.py).
+    store.update(share_percent=100, replay_share_percent=100)
     if etcd_cluster:
         # No etcd authentication: loopback only (production: see the README's etcd store section).
         store.update(backend="etcd", etcd={"cluster": etcd_cluster, "prefix": ETCD_PREFIX, "timeout": "1s"})

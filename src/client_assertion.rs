@@ -24,6 +24,7 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, JwksLookup};
 use crate::jwk::JwkSet;
 use crate::jws::{Audience, Untrusted};
+use crate::ring_share::{self, Kind, Owner};
 use crate::store;
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -162,6 +163,8 @@ pub fn verify(cfg: &Config, client: &Client, assertion: &str, ctx: &mut Ctx<'_>)
         .filter(|j| !j.is_empty() && j.len() <= MAX_JTI)
         .ok_or_else(|| failed("the client assertion needs a jti"))?;
     let id = format!("assertion\0{}\0{}", client.client_id, jti);
+    // The assertion's signature is verified: the client itself pays for the entry.
+    ring_share::charge(cfg, ctx, Kind::Assertion, Owner::Client(client))?;
     if !store::remember_once(ctx, cfg.rings.jtis, &id, exp.saturating_add(skew))? {
         return Err(failed("the client assertion has been used before").into());
     }

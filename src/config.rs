@@ -253,6 +253,10 @@ struct RawStore {
     device_slots: Option<u32>,
     #[serde(default)]
     revoked_slots: Option<u32>,
+    #[serde(default)]
+    share_percent: Option<u32>,
+    #[serde(default)]
+    replay_share_percent: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -420,6 +424,8 @@ pub struct Config {
     pub login_url: Option<String>,
     pub refresh_cookie_name: String,
     pub rings: Rings,
+    /// How much of a ring one owner may fill (see [`crate::ring_share`]).
+    pub shares: Shares,
     pub profile: Profile,
     /// Algorithms accepted in client assertions and DPoP proofs.
     pub verify_algs: Vec<Alg>,
@@ -584,6 +590,19 @@ pub struct Rings {
     /// Revoked access token `jti`s, until the tokens expire.
     pub revoked: Ring,
 }
+
+/// The share of a ring's capacity one owner may create per record lifetime, in percent (100:
+/// unbounded). See [`crate::ring_share`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shares {
+    /// Pushed requests, codes, device requests.
+    pub records: u32,
+    /// The replay cache (DPoP proof and client assertion `jti`s).
+    pub replay: u32,
+}
+
+pub const DEFAULT_SHARE_PERCENT: u32 = 10;
+pub const DEFAULT_REPLAY_SHARE_PERCENT: u32 = 25;
 
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
@@ -794,6 +813,25 @@ impl Config {
             rate_limits: ring("rl", "rate_limit_slots", raw.store.rate_limit_slots, 4_096)?,
             devices: ring("dev", "device_slots", raw.store.device_slots, 4_096)?,
             revoked: ring("rev", "revoked_slots", raw.store.revoked_slots, 65_536)?,
+        };
+        let share = |field: &str, v: Option<u32>, default: u32| -> Result<u32, String> {
+            let p = v.unwrap_or(default);
+            if !(1..=100).contains(&p) {
+                return Err(format!("store.{field} must be between 1 and 100"));
+            }
+            Ok(p)
+        };
+        let shares = Shares {
+            records: share(
+                "share_percent",
+                raw.store.share_percent,
+                DEFAULT_SHARE_PERCENT,
+            )?,
+            replay: share(
+                "replay_share_percent",
+                raw.store.replay_share_percent,
+                DEFAULT_REPLAY_SHARE_PERCENT,
+            )?,
         };
         if etcd.is_some() {
             // State lives in etcd; only the rate-limit counters stay in shared data.
@@ -1048,6 +1086,7 @@ impl Config {
             login_url,
             refresh_cookie_name: cookie,
             rings,
+            shares,
             profile,
             verify_algs,
             jwks_fetch,

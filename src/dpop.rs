@@ -36,6 +36,7 @@ use crate::flow::{Ctx, FlowResult};
 use crate::http::Headers;
 use crate::jwk::PublicJwk;
 use crate::jws::Untrusted;
+use crate::ring_share::{self, Kind, Owner};
 use crate::store;
 
 /// A proof that passed every check: the key the tokens get bound to.
@@ -189,7 +190,9 @@ pub fn check(
 
 /// §11.1, second half: records the proof's `jti`, for a client that has authenticated. Losing
 /// the race to a concurrent request with the same proof is a replay.
-pub fn record(cfg: &Config, _client: &Client, proof: &Proof, ctx: &mut Ctx<'_>) -> FlowResult<()> {
+pub fn record(cfg: &Config, client: &Client, proof: &Proof, ctx: &mut Ctx<'_>) -> FlowResult<()> {
+    // The entry is charged to the client (a public one at the caller's address).
+    ring_share::charge(cfg, ctx, Kind::DpopProof, Owner::Client(client))?;
     if !store::remember_once(ctx, cfg.rings.jtis, &proof.replay_id, proof.replay_until)? {
         return Err(bad("the DPoP proof's jti has been used before").into());
     }

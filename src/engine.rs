@@ -157,6 +157,7 @@ impl Engine {
             || c.registry.is_some()
             || c.device.is_some()
             || c.password_grant.is_some()
+            || crate::ring_share::enabled(c)
         {
             out.push(r.rate_limits);
         }
@@ -204,6 +205,7 @@ impl Engine {
         c.rate_limits.per_address.is_some()
             || c.rate_limits.per_client.is_some()
             || c.registry.is_some()
+            || crate::ring_share::enabled(c)
     }
 
     /// Which endpoint a request path (query string included or not) belongs to.

@@ -51,6 +51,7 @@ pub mod rate_limit;
 pub mod registry;
 pub mod replay;
 pub mod ring_fill;
+pub mod ring_share;
 pub mod scope;
 pub mod sealed;
 pub mod store;

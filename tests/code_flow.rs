@@ -26,7 +26,7 @@ fn config(extra: Value) -> Value {
         "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
         "user": {"metadata_namespace": "envoy.filters.http.jwt_authn", "metadata_key": "user"},
         "login_url": "https://login.example.com/login",
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64, "jti_slots": 64, "revoked_slots": 64},
+        "store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64, "jti_slots": 64, "revoked_slots": 64},
         "clients": [
             {"client_id": "web", "client_secret": hash_secret("web-secret"),
              "grant_types": ["authorization_code", "refresh_token"], "scope": "openid profile read",
@@ -885,7 +885,7 @@ fn memory_is_bounded_under_churn() {
 #[test]
 fn a_full_ring_is_a_clean_server_error() {
     let (e, mut h) = setup(
-        json!({"store": {"request_uri_slots": 16, "code_slots": 16, "refresh_family_slots": 16, "jti_slots": 16, "revoked_slots": 16}}),
+        json!({"store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 16, "code_slots": 16, "refresh_family_slots": 16, "jti_slots": 16, "revoked_slots": 16}}),
     );
     let body = format!("response_type=code&client_id=web&redirect_uri={CB}&code_challenge={CHALLENGE}&code_challenge_method=S256");
     let mut created = 0;
@@ -927,7 +927,7 @@ fn challenge_is_sha256_of_verifier() {
 #[test]
 fn after_a_restart_an_old_refresh_token_is_still_single_use() {
     let cfg = config(
-        json!({"store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 16, "jti_slots": 16, "revoked_slots": 16}}),
+        json!({"store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 16, "jti_slots": 16, "revoked_slots": 16}}),
     );
     let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
     let mut h = Host::without_registry();
@@ -1054,4 +1054,55 @@ fn the_inline_store_runs_the_same_flow() {
         400,
         "invalid_grant",
     );
+}
+
+/// Issue 13: one owner holds a bounded share of each ring (10 % of it per record lifetime by
+/// default): a logged-in user's codes, a public client's pushed requests per source address.
+/// Past the share: 429 with Retry-After for that owner only; everybody else still gets slots.
+#[test]
+fn one_owner_holds_a_bounded_share_of_each_ring() {
+    let (e, mut h) = setup(
+        json!({"store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64}}),
+    );
+    let share = 64 / 10;
+    let query = format!("response_type=code&client_id=web&redirect_uri={CB}&scope=read&code_challenge={CHALLENGE}&code_challenge_method=S256");
+    let as_user = |e: &Engine, h: &mut Host, sub: &str| {
+        let u = User {
+            sub: sub.into(),
+            auth_time: Some(NOW.secs() - 30),
+        };
+        authorize_at(e, h, &query, Some(u), NOW)
+    };
+    for _ in 0..share {
+        assert_eq!(as_user(&e, &mut h, "mallory").status, 303);
+    }
+    let r = as_user(&e, &mut h, "mallory");
+    assert_error(&r, 429, "rate_limit_exceeded");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(
+        as_user(&e, &mut h, "alice").status,
+        303,
+        "another user is not affected"
+    );
+
+    // A public client's pushed requests are charged per source address.
+    let body = format!("response_type=code&client_id=spa&redirect_uri=https://spa.example.com/cb&scope=read&code_challenge={CHALLENGE}&code_challenge_method=S256");
+    h.source = Some("198.51.100.66".into());
+    for _ in 0..share {
+        assert_eq!(par(&e, &mut h, &form_headers(&[]), &body).status, 201);
+    }
+    assert_error(
+        &par(&e, &mut h, &form_headers(&[]), &body),
+        429,
+        "rate_limit_exceeded",
+    );
+    h.source = Some("192.0.2.7".into());
+    assert_eq!(
+        par(&e, &mut h, &form_headers(&[]), &body).status,
+        201,
+        "the client's users elsewhere"
+    );
+    // A confidential client has its own share, whoever fills the public one.
+    let web = format!("response_type=code&client_id=web&redirect_uri={CB}&scope=read&code_challenge={CHALLENGE}&code_challenge_method=S256");
+    assert_eq!(par(&e, &mut h, &web_auth(), &web).status, 201);
 }

@@ -24,7 +24,7 @@ fn engine(extra: Value) -> Engine {
         "issuer": ISS,
         "signing_keys": [generate_jwk(Alg::EdDSA, "as1", &mut SystemRandom).unwrap()],
         "access_token_audience": "https://api.example.com",
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
+        "store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
                   "jti_slots": 64, "rate_limit_slots": 64, "device_slots": 64, "revoked_slots": 64},
         "jwks_fetch": {"cluster": "jwks"},
         "device": {"interval": "5s", "lifetime": "600s"},

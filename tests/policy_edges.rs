@@ -37,7 +37,7 @@ fn config(extra: Value) -> Value {
         "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
         "access_token_audience": API,
         "user": {"metadata_namespace": "envoy.filters.http.jwt_authn", "metadata_key": "user"},
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
+        "store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
                   "jti_slots": 256, "revoked_slots": 256},
         "token_exchange": {},
         "clients": [

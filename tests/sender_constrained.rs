@@ -116,7 +116,7 @@ fn world(extra: Value) -> World {
         "issuer": ISS,
         "signing_keys": [generate_jwk(Alg::EdDSA, "as1", &mut SystemRandom).unwrap()],
         "jwks_fetch": {"cluster": "jwks", "refetch_cooldown": "0s"},
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
+        "store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
                   "jti_slots": 256, "rate_limit_slots": 64},
         "clients": [
             {"client_id": "pk", "token_endpoint_auth_method": "private_key_jwt",

@@ -41,7 +41,7 @@ fn config(signing_key: &Value, web_resources: &[&str]) -> Value {
         "signing_keys": [signing_key],
         "access_token_audience": API,
         "user": {"metadata_namespace": "envoy.filters.http.jwt_authn", "metadata_key": "user"},
-        "store": {"request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
+        "store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64, "code_slots": 64, "refresh_family_slots": 64,
                   "jti_slots": 64, "device_slots": 64, "revoked_slots": 64},
         "jwks_fetch": {"cluster": "jwks"},
         "device": {"interval": "5s"},

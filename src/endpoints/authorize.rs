@@ -19,6 +19,7 @@ use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
 use crate::grants::authorization_code::CodeData;
 use crate::http::{Outcome, Response};
+use crate::ring_share::{self, Kind, Owner};
 use crate::store::{self, Consumed, Handle};
 
 use super::par::REQUEST_URI_PREFIX;
@@ -102,6 +103,8 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         };
     };
 
+    // Charged before the pushed request is consumed: a refused user can come back with it.
+    ring_share::charge(cfg, ctx, Kind::Code, Owner::User(&user.sub))?;
     if let Some((h, read)) = handle {
         match store::consume_read::<AuthzRequest>(
             ctx,

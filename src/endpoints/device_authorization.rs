@@ -15,6 +15,7 @@ use crate::form::Form;
 use crate::grants::device_code::{record_id, DeviceData, Status, ALPHABET};
 use crate::grants::DEVICE_CODE;
 use crate::http::{Outcome, Response};
+use crate::ring_share::{self, Kind, Owner};
 use crate::store::{self, Handle};
 use crate::{rar, scope};
 
@@ -52,6 +53,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
     rar::check_allowed(&resources, &client)?;
     let ttl = crate::duration::millis(dev.lifetime);
+    ring_share::charge(cfg, ctx, Kind::DeviceRequest, Owner::Client(&client))?;
     let secret = Handle::fresh(ctx, 0)?;
     // A new user_code colliding with a live one is possible but rare: draw again.
     for _ in 0..4 {

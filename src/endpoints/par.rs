@@ -10,6 +10,7 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
 use crate::http::{Outcome, Response};
+use crate::ring_share::{self, Kind, Owner};
 use crate::{dpop, store};
 
 use super::{authenticate_client, mime, FORM, JSON};
@@ -69,6 +70,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         }
     }
     let ttl = cfg.request_uri_ttl;
+    ring_share::charge(cfg, ctx, Kind::PushedRequest, Owner::Client(&client))?;
     let handle = store::allocate(
         ctx,
         cfg.rings.request_uris,

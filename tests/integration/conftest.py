@@ -604,7 +604,9 @@ def _short_lived(lifetime: int, slots: int) -> dict[str, Any]:
     return {
         "lifetimes": {"access_token": f"{ACCESS_TOKEN_LIFETIME}s", "code": f"{lifetime}s",
                       "request_uri": f"{lifetime}s"},
-        "store": {"request_uri_slots": slots, "code_slots": slots, "refresh_family_slots": slots},
+        # One client and user fill these rings on purpose: no per-owner share (test_ring_shares.py).
+        "store": {"request_uri_slots": slots, "code_slots": slots, "refresh_family_slots": slots,
+                  "share_percent": 100},
     }
 
 
@@ -637,7 +639,8 @@ def ac_replicas(keys: Keys, login_service: LoginService, registry: RegistryServe
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyInstance, EnvoyInstance]]:
     """Two Envoys with the very same plugin configuration (issuer, signing key, clients), as two
     replicas of one authorization server; a test may restart either."""
-    store = {"request_uri_slots": REPLICA_RING, "code_slots": REPLICA_RING, "refresh_family_slots": REPLICA_RING}
+    store = {"request_uri_slots": REPLICA_RING, "code_slots": REPLICA_RING, "refresh_family_slots": REPLICA_RING,
+             "share_percent": 100}
     a = start_ac_envoy("ac-replica-a", login_service, [keys.es256], registry, backend, tmp_path_factory, store=store)
     try:
         b = start_ac_envoy("ac-replica-b", login_service, [keys.es256], registry, backend, tmp_path_factory,

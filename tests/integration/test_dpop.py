@@ -602,7 +602,7 @@ def envoy_small_jti(keys, registry, backend, tmp_path_factory):
     """A replay cache of the smallest size (16 slots, about 64 live ids): strangers would fill
     it in a few hundred requests if their proofs were recorded."""
     from conftest import POP_DPOP, _finish_envoy, _start_envoy, base_plugin_config
-    cfg = base_plugin_config(dpop=dict(POP_DPOP), store={"jti_slots": 16})
+    cfg = base_plugin_config(dpop=dict(POP_DPOP), store={"jti_slots": 16, "replay_share_percent": 100})
     inst = _start_envoy("small-jti", tmp_path_factory, route_mode="none", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst

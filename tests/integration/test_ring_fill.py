@@ -17,7 +17,7 @@ TICK = 10  # s: how often each worker estimates (src/host/mod.rs TICK_MS)
 @pytest.fixture(scope="module")
 def envoy_small_codes(keys, login_service, registry, backend, tmp_path_factory):
     inst = start_ac_envoy("ring-fill", login_service, [keys.ed25519], registry, backend, tmp_path_factory,
-                          lifetimes={"code": "300s"}, store={"code_slots": CODE_SLOTS})
+                          lifetimes={"code": "300s"}, store={"code_slots": CODE_SLOTS, "share_percent": 100})
     yield inst
     _finish_envoy(inst)
 
