@@ -493,9 +493,19 @@ class EnvoyInstance:
 _RUNNING: list[EnvoyInstance] = []
 
 
-def _start_envoy(name: str, tmp_factory: pytest.TempPathFactory, **kw: Any) -> EnvoyInstance:
+def _start_envoy(name: str, tmp_factory: pytest.TempPathFactory, *, default_shares: bool = False,
+                 **kw: Any) -> EnvoyInstance:
+    """default_shares: keep the shipped per-owner ring shares. Otherwise they are off unless the
+    test sets them: the suite is one heavy owner (a thousand race rounds by one client and user),
+    and test_ring_shares.py checks the defaults on an Envoy of its own."""
     if not WASM.exists() or WASM.stat().st_size < 1000:
         pytest.fail(f"filter not built: {WASM} missing (run `make wasm`)", pytrace=False)
+    cfg = kw.get("plugin_config")
+    if cfg is not None and not default_shares:
+        store = cfg.setdefault("store", {})
+        if store.get("backend") != "etcd":
+            store.setdefault("share_percent", 100)
+            store.setdefault("replay_share_percent", 100)
     inst = EnvoyInstance(name, tmp_factory.mktemp(f"envoy-{name}"), **kw).start()
     _RUNNING.append(inst)
     return inst

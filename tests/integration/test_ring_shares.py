@@ -34,7 +34,7 @@ def envoy_shares(keys, login_service, registry, backend, partners, tmp_path_fact
                                # Long enough that nothing expires during a test.
                                lifetimes={"access_token": "60s", "code": "300s", "request_uri": "300s"})
     cfg["clients"].append(client_metadata(DPOP_BOUND_CLIENT))
-    inst = _start_envoy("ring-shares", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = _start_envoy("ring-shares", tmp_path_factory, route_mode="direct", plugin_config=cfg, default_shares=True,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         extra_http_filters=[login_service.jwt_authn_filter(extra_paths=["/oauth/device"])])
     yield inst
