@@ -21,6 +21,8 @@ pub struct Claims {
     pub scope: String,
     pub iat: u64,
     pub exp: u64,
+    #[serde(default)]
+    pub nbf: Option<u64>,
     pub jti: String,
     #[serde(default)]
     pub auth_time: Option<u64>,

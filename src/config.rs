@@ -60,6 +60,8 @@ struct Raw {
     #[serde(default)]
     rate_limits: RawRateLimits,
     #[serde(default)]
+    resource_protection: crate::protect::config::RawProtection,
+    #[serde(default)]
     device: Option<RawDevice>,
     #[serde(default)]
     token_exchange: Option<RawTokenExchange>,
@@ -433,6 +435,8 @@ pub struct Config {
     pub assertion: AssertionConfig,
     pub dpop: DpopConfig,
     pub rate_limits: RateLimits,
+    /// Protected routes of the APIs behind the gateway (see [`crate::protect`]).
+    pub protection: crate::protect::config::Protection,
     /// The token and PAR endpoint URLs as DPoP `htu` is compared (normalised).
     pub token_htu: String,
     pub par_htu: String,
@@ -939,6 +943,11 @@ impl Config {
             per_client: limit("per_client", raw.rate_limits.per_client)?,
             per_address: limit("per_address", raw.rate_limits.per_address)?,
         };
+        let protection = crate::protect::config::validate(raw.resource_protection, |name, v| {
+            v.map_or(Ok(Duration::from_secs(10)), |s| {
+                bounded(name, s, Duration::ZERO, Duration::from_secs(300))
+            })
+        })?;
 
         let max_body_bytes = raw.limits.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
         if !(256..=1024 * 1024).contains(&max_body_bytes) {
@@ -1093,6 +1102,7 @@ impl Config {
             assertion,
             dpop,
             rate_limits,
+            protection,
         })
     }
 }
@@ -1292,7 +1302,7 @@ fn endpoint_path(name: &str, p: &str) -> Result<String, String> {
 /// The issuer is an https URL without query or fragment (RFC 8414 §2); plain http only for
 /// loopback, so the demo and tests can run. Returns (scheme://authority, path without a
 /// trailing slash).
-fn split_issuer(issuer: &str) -> Result<(String, String), String> {
+pub(crate) fn split_issuer(issuer: &str) -> Result<(String, String), String> {
     let rest = if let Some(r) = issuer.strip_prefix("https://") {
         r
     } else if let Some(r) = issuer.strip_prefix("http://") {

@@ -29,7 +29,6 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use crate::client::Client;
 use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
@@ -46,6 +45,8 @@ pub struct Proof {
     pub jkt: String,
     /// The proof's `alg` as sent (the seed's `dpop_signing_alg`).
     pub alg: &'static str,
+    /// `ath`, if the proof has one (checked by a protected route).
+    pub ath: Option<String>,
     /// Its replay-cache id and how long it must be kept: written by [`record`] once the client
     /// is authenticated, so requests without credentials never fill the cache.
     replay_id: String,
@@ -83,6 +84,9 @@ struct Claims {
     iat: serde_json::Number,
     #[serde(default)]
     nonce: Option<String>,
+    /// RFC 9449 §4.2: the access token's hash, in proofs sent to a resource.
+    #[serde(default)]
+    ath: Option<String>,
 }
 
 fn bad(why: &'static str) -> OAuthError {
@@ -183,6 +187,7 @@ pub fn check(
     Ok(Some(Proof {
         jkt: key.thumbprint,
         alg,
+        ath: claims.ath,
         replay_id,
         replay_until,
     }))
@@ -190,9 +195,10 @@ pub fn check(
 
 /// §11.1, second half: records the proof's `jti`, for a client that has authenticated. Losing
 /// the race to a concurrent request with the same proof is a replay.
-pub fn record(cfg: &Config, client: &Client, proof: &Proof, ctx: &mut Ctx<'_>) -> FlowResult<()> {
-    // The entry is charged to the client (a public one at the caller's address).
-    ring_share::charge(cfg, ctx, Kind::DpopProof, Owner::Client(client))?;
+pub fn record(cfg: &Config, owner: Owner<'_>, proof: &Proof, ctx: &mut Ctx<'_>) -> FlowResult<()> {
+    // The entry is charged to its owner: the authenticated client (a public one at the
+    // caller's address), or at a protected route the key the access token is bound to.
+    ring_share::charge(cfg, ctx, Kind::DpopProof, owner)?;
     if !store::remember_once(ctx, cfg.rings.jtis, &proof.replay_id, proof.replay_until)? {
         return Err(bad("the DPoP proof's jti has been used before").into());
     }

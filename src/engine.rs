@@ -35,6 +35,10 @@ pub enum Endpoint {
     Introspection,
     DeviceAuthorization,
     DeviceVerification,
+    /// A protected route of an API behind the gateway (see [`crate::protect`]).
+    Resource,
+    /// The RFC 9728 metadata of the n-th protected resource.
+    ResourceMetadata(u16),
 }
 
 impl Endpoint {
@@ -50,6 +54,8 @@ impl Endpoint {
             Endpoint::Introspection => "introspection",
             Endpoint::DeviceAuthorization => "device_authorization",
             Endpoint::DeviceVerification => "device_verification",
+            Endpoint::Resource => "resource",
+            Endpoint::ResourceMetadata(_) => "resource_metadata",
         }
     }
 }
@@ -113,6 +119,12 @@ pub struct Engine {
     etcd_token: RefCell<Option<String>>,
     leases: RefCell<crate::etcd::LeaseCache>,
     events: Cell<Events>,
+    /// Access tokens this worker verified at protected routes.
+    verified: RefCell<crate::protect::cache::Verified>,
+    /// The RFC 9728 documents, by [`Endpoint::ResourceMetadata`] index.
+    resource_docs: Vec<Vec<u8>>,
+    /// The DPoP algorithms accepted, space-separated (the `algs` of a DPoP challenge).
+    dpop_algs: String,
 }
 
 impl Engine {
@@ -123,7 +135,30 @@ impl Engine {
         let oidc_metadata = metadata::openid_configuration(&config)
             .to_string()
             .into_bytes();
-        let paths = Engine::endpoint_paths(&config);
+        let mut paths = Engine::endpoint_paths(&config);
+        let mut resource_docs: Vec<Vec<u8>> = Vec::new();
+        for route in &config.protection.routes {
+            if paths.iter().any(|(p, _)| *p == route.metadata_path) {
+                continue;
+            }
+            let Ok(i) = u16::try_from(resource_docs.len()) else {
+                break;
+            };
+            resource_docs.push(
+                crate::protect::metadata::document(&config, route)
+                    .to_string()
+                    .into_bytes(),
+            );
+            paths.push((route.metadata_path.clone(), Endpoint::ResourceMetadata(i)));
+        }
+        let dpop_algs = config
+            .verify_algs
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let verified =
+            crate::protect::cache::Verified::new(config.protection.verified_cache_entries);
         let canonical_paths = paths
             .iter()
             .map(|(p, e)| {
@@ -143,6 +178,9 @@ impl Engine {
             etcd_token: RefCell::new(None),
             leases: RefCell::new(crate::etcd::LeaseCache::default()),
             events: Cell::new(Events::default()),
+            verified: RefCell::new(verified),
+            resource_docs,
+            dpop_algs,
         }
     }
 
@@ -206,6 +244,38 @@ impl Engine {
             || c.rate_limits.per_client.is_some()
             || c.registry.is_some()
             || crate::ring_share::enabled(c)
+    }
+
+    /// Whether any route is protected: only then does the adapter look at other requests.
+    pub fn protects_routes(&self) -> bool {
+        !self.config.protection.routes.is_empty()
+    }
+
+    /// Whether a request to another path falls under a protected route.
+    pub fn protected(&self, path: &str, authority: &str, method: &str) -> Option<Endpoint> {
+        crate::protect::find(&self.config, path, authority, method).map(|_| Endpoint::Resource)
+    }
+
+    /// A verified access token's claims from this worker's cache (if it expires after `now_s`).
+    pub fn verified_token(
+        &self,
+        key: &crate::protect::cache::Key,
+        now_s: u64,
+    ) -> Option<Rc<crate::access_token::Claims>> {
+        self.verified.borrow_mut().get(key, now_s)
+    }
+
+    pub fn remember_verified(
+        &self,
+        key: crate::protect::cache::Key,
+        claims: Rc<crate::access_token::Claims>,
+    ) {
+        self.verified.borrow_mut().put(key, claims);
+    }
+
+    /// The DPoP proof algorithms accepted, space-separated.
+    pub fn dpop_algs(&self) -> &str {
+        &self.dpop_algs
     }
 
     /// Which endpoint a request path (query string included or not) belongs to.
@@ -282,15 +352,23 @@ impl Engine {
                 }
                 HeadAction::Start
             }
+            // Any method: the route's checks do not depend on it (a route may list methods).
+            Endpoint::Resource => HeadAction::Start,
             Endpoint::Jwks
             | Endpoint::AuthorizationServerMetadata
-            | Endpoint::OpenIdConfiguration => {
+            | Endpoint::OpenIdConfiguration
+            | Endpoint::ResourceMetadata(_) => {
                 if method != "GET" && method != "HEAD" {
                     return HeadAction::Respond(OAuthError::method_not_allowed("GET, HEAD").into());
                 }
                 let body = match ep {
                     Endpoint::Jwks => self.config.keys.jwks_json().to_vec(),
                     Endpoint::AuthorizationServerMetadata => self.as_metadata.clone(),
+                    Endpoint::ResourceMetadata(i) => self
+                        .resource_docs
+                        .get(usize::from(i))
+                        .cloned()
+                        .unwrap_or_default(),
                     _ => self.oidc_metadata.clone(),
                 };
                 let mut r = Response::json(200, body, Outcome::Served);
@@ -445,6 +523,7 @@ impl Engine {
                 Endpoint::DeviceVerification => {
                     endpoints::device_verification::handle(self, req, ctx)
                 }
+                Endpoint::Resource => crate::protect::handle(self, req, ctx),
                 _ => Err(Interrupt::Error(
                     OAuthError::invalid_request("not found").with_status(404),
                 )),

@@ -35,10 +35,14 @@ pub enum ErrorCode {
     SlowDown,
     /// RFC 8628 §3.5: the device code expired.
     ExpiredToken,
+    /// RFC 6750 §3.1: a protected route's access token is not acceptable.
+    InvalidToken,
+    /// RFC 6750 §3.1: the access token lacks a scope the protected route needs.
+    InsufficientScope,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidRequest,
         ErrorCode::InvalidClient,
         ErrorCode::InvalidGrant,
@@ -57,6 +61,8 @@ impl ErrorCode {
         ErrorCode::AuthorizationPending,
         ErrorCode::SlowDown,
         ErrorCode::ExpiredToken,
+        ErrorCode::InvalidToken,
+        ErrorCode::InsufficientScope,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +85,8 @@ impl ErrorCode {
             ErrorCode::AuthorizationPending => "authorization_pending",
             ErrorCode::SlowDown => "slow_down",
             ErrorCode::ExpiredToken => "expired_token",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::InsufficientScope => "insufficient_scope",
         }
     }
 
@@ -91,6 +99,8 @@ impl ErrorCode {
             ErrorCode::ServerError => 500,
             ErrorCode::TemporarilyUnavailable => 503,
             ErrorCode::RateLimitExceeded => 429,
+            ErrorCode::InvalidToken => 401,
+            ErrorCode::InsufficientScope => 403,
             _ => 400,
         }
     }

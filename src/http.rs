@@ -10,6 +10,21 @@ pub enum Outcome {
     Error(crate::error::ErrorCode),
     /// A document (metadata, JWKS) was served.
     Served,
+    /// A request to a protected route goes on to the upstream (see [`Response::forward`]).
+    Forwarded,
+}
+
+/// What the upstream gets from a request that passed a protected route's checks.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Forward {
+    /// Request headers to remove first (client-sent copies of the claim headers; the
+    /// credentials, when the route keeps them).
+    pub remove: Vec<String>,
+    /// Request headers to set.
+    pub set: Vec<(String, String)>,
+    /// Filter state for the filters after this one (Envoy's RBAC `filter_state` matcher, access
+    /// logs): `wasm.<key>` in Envoy.
+    pub state: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +34,8 @@ pub struct Response {
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
     pub outcome: Outcome,
+    /// Set for [`Outcome::Forwarded`]: nothing is answered, the request goes on.
+    pub forward: Option<Box<Forward>>,
 }
 
 impl Response {
@@ -28,6 +45,18 @@ impl Response {
             headers: vec![("content-type", "application/json".to_string())],
             body,
             outcome,
+            forward: None,
+        }
+    }
+
+    /// Not an answer: the request goes on to the upstream, changed as `f` says.
+    pub fn forward(f: Forward) -> Self {
+        Response {
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            outcome: Outcome::Forwarded,
+            forward: Some(Box::new(f)),
         }
     }
 

@@ -183,6 +183,14 @@ impl Audience {
             Audience::Many(all) => all.iter().any(|a| a == v),
         }
     }
+
+    /// Every audience, space-separated.
+    pub fn joined(&self) -> String {
+        match self {
+            Audience::One(a) => a.clone(),
+            Audience::Many(all) => all.join(" "),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -45,6 +45,7 @@ pub mod oidc;
 pub mod pairs;
 pub mod path_variant;
 pub mod pkce;
+pub mod protect;
 pub mod random;
 pub mod rar;
 pub mod rate_limit;

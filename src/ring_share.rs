@@ -34,6 +34,8 @@ pub enum Owner<'a> {
     Client(&'a Client),
     /// A logged-in user (by subject).
     User(&'a str),
+    /// The holder of a DPoP key (by thumbprint) whose access token a protected route accepted.
+    Key(&'a str),
 }
 
 /// Which ring a record goes into, for its share and window.
@@ -137,6 +139,7 @@ pub fn charge(cfg: &Config, ctx: &mut Ctx<'_>, kind: Kind, owner: Owner<'_>) -> 
             _ => format!("share\0{}\0client\0{}", kind.label(), c.client_id),
         },
         Owner::User(sub) => format!("share\0{}\0user\0{sub}", kind.label()),
+        Owner::Key(jkt) => format!("share\0{}\0key\0{jkt}", kind.label()),
     };
     let limit = Limit {
         requests,

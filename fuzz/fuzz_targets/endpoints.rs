@@ -79,7 +79,10 @@ fn make_engine() -> Engine {
         "jwks_fetch": {"cluster": "jwks"},
         "device": {"interval": "1s"},
         "token_exchange": {"trusted_issuers": [{"issuer": "https://idp.example", "jwks_uri": "https://idp.example/jwks"}]},
-        "password_grant": {"cluster": "users"}
+        "password_grant": {"cluster": "users"},
+        "resource_protection": {"routes": [
+            {"prefix": "/api", "resource": "https://api.example/api", "scopes": {"all": ["read"]}},
+            {"prefix": "/pay", "resource": "https://api.example/pay", "dpop": "required"}]}
     });
     Engine::new(Config::from_json(cfg.to_string().as_bytes()).expect("config"))
 }
@@ -99,7 +102,7 @@ fn shared() -> &'static std::cell::RefCell<Shared> {
     S.with(|s| *s)
 }
 
-const PATHS: [&str; 11] = [
+const PATHS: [&str; 13] = [
     "/oauth/token",
     "/oauth/pushed-authorization",
     "/oauth/authorize",
@@ -111,6 +114,8 @@ const PATHS: [&str; 11] = [
     "/oauth/introspect",
     "/oauth/device_authorization",
     "/oauth/device",
+    "/api/orders",
+    "/.well-known/oauth-protected-resource/api",
 ];
 const METHODS: [&str; 3] = ["POST", "GET", "PUT"];
 const TYPES: [&str; 3] = ["application/x-www-form-urlencoded", "application/json", "text/plain"];
@@ -139,7 +144,7 @@ fuzz_target!(|data: &[u8]| {
     let headers = Headers(headers);
     let user = (sel & 4 != 0).then(|| User { sub: "alice".into(), auth_time: Some(1_800_000_000) });
     let now = Now { unix_ms: 1_800_000_000_000 };
-    let Some(ep) = e.route(&path) else { return };
+    let Some(ep) = e.route(&path).or_else(|| e.protected(&path, "api.example", method)) else { return };
     let r = match e.on_headers(ep, method, &headers) {
         HeadAction::Respond(r) => r,
         HeadAction::ReadBody | HeadAction::Start => {
@@ -170,6 +175,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     };
+    if r.forward.is_some() {
+        // A protected route's request that passed: nothing is answered.
+        assert_eq!(r.status, 0);
+        return;
+    }
     assert!((200..=500).contains(&r.status), "status {}", r.status);
     if r.status == 303 {
         assert!(r.header("location").is_some());

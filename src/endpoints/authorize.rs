@@ -179,6 +179,7 @@ fn redirect(base: &str, params: &[(&str, &str)], outcome: Outcome) -> Response {
         headers: vec![("location", loc)],
         body: Vec::new(),
         outcome,
+        forward: None,
     };
     r.no_store();
     r

@@ -44,6 +44,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 headers: vec![("location", format!("{login}{sep}return_to={back}"))],
                 body: Vec::new(),
                 outcome: Outcome::Served,
+                forward: None,
             };
             r.no_store();
             return Ok(r);

@@ -53,7 +53,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.par_htu, ctx)?;
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
     if let Some(p) = &proof {
-        dpop::record(cfg, &client, p, ctx)?;
+        dpop::record(cfg, Owner::Client(&client), p, ctx)?;
     }
     // Everything the authorization endpoint would check, checked now (§2.1); every refusal is
     // a direct answer here, nothing is redirected.

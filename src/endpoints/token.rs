@@ -35,7 +35,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
     require_proof(cfg, &client, proof.as_ref())?;
     if let Some(p) = &proof {
-        dpop::record(cfg, &client, p, ctx)?;
+        dpop::record(cfg, crate::ring_share::Owner::Client(&client), p, ctx)?;
     }
     let proof = proof.as_ref();
     let mut resp = match grant_type {

@@ -153,6 +153,21 @@ extern "C" {
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_record_metric(id: u32, value: u64) -> u32;
     fn proxy_set_tick_period_milliseconds(period_ms: u32) -> u32;
+    fn proxy_replace_header_map_value(
+        kind: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(kind: u32, key: *const u8, key_size: usize) -> u32;
+    fn proxy_continue_stream(stream: u32) -> u32;
+    fn proxy_set_property(
+        path: *const u8,
+        path_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
 }
 
 /// Takes ownership of a buffer the host allocated with `proxy_on_memory_allocate`.
@@ -211,6 +226,44 @@ pub fn header(kind: Map, name: &str) -> HostResult<Option<Vec<u8>>> {
         Err(Status::NOT_FOUND) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Sets a header of the current stream (replacing every value it had).
+pub fn replace_header(kind: Map, name: &str, value: &str) -> HostResult<()> {
+    // SAFETY: live buffers for the duration of the call.
+    check(unsafe {
+        proxy_replace_header_map_value(
+            kind as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+/// Removes every value of a header of the current stream (absent is fine).
+pub fn remove_header(kind: Map, name: &str) -> HostResult<()> {
+    // SAFETY: a live &str for the duration of the call.
+    match check(unsafe { proxy_remove_header_map_value(kind as u32, name.as_ptr(), name.len()) }) {
+        Err(Status::NOT_FOUND) => Ok(()),
+        other => other,
+    }
+}
+
+/// Lets the current stream's request go on after a pause.
+pub fn continue_request() -> HostResult<()> {
+    // SAFETY: no pointers.
+    check(unsafe { proxy_continue_stream(0) })
+}
+
+/// Sets a property of the current stream: in Envoy, the filter state `wasm.<key>`. (Envoy
+/// takes the path of a write as the key itself, so a one-segment key goes without the NUL
+/// separator reads use.)
+pub fn set_property(key: &str, value: &str) -> HostResult<()> {
+    let path = key.as_bytes();
+    // SAFETY: live buffers for the duration of the call.
+    check(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 /// Answers the current stream locally. `details` becomes Envoy's response code details

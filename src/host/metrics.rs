@@ -33,6 +33,8 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint::Introspection,
     Endpoint::DeviceAuthorization,
     Endpoint::DeviceVerification,
+    Endpoint::Resource,
+    Endpoint::ResourceMetadata(0),
 ];
 
 pub struct Metrics {
@@ -44,6 +46,8 @@ pub struct Metrics {
     registry_not_found: Option<u32>,
     registry_failures: Option<u32>,
     coalesced: Option<u32>,
+    /// Requests to protected routes let through.
+    forwarded: Option<u32>,
     /// Per ring: its gauge of estimated fill (percent).
     ring_fill: Vec<(&'static str, Option<u32>)>,
 }
@@ -87,6 +91,7 @@ impl Metrics {
             registry_not_found: counter("oauth_edge.registry.not_found"),
             registry_failures: counter("oauth_edge.registry.failures"),
             coalesced: counter("oauth_edge.lookups.coalesced"),
+            forwarded: counter("oauth_edge.resource.forwarded"),
             ring_fill: engine
                 .rings()
                 .iter()
@@ -111,6 +116,7 @@ impl Metrics {
             Outcome::Issued(g) => inc(find(&self.issued, g), 1),
             Outcome::Error(code) => inc(find(&self.errors, code), 1),
             Outcome::Served => {}
+            Outcome::Forwarded => inc(self.forwarded, 1),
         }
     }
 

@@ -25,7 +25,7 @@ use crate::engine::{Endpoint, Engine, HeadAction, Pending, Step};
 use crate::error::OAuthError;
 use crate::flights::{Flights, Joined};
 use crate::flow::{Answer, Lookup, Need, Now, Request, StoreOp, StoreResult, SyncStore};
-use crate::http::{Call, Headers, Response};
+use crate::http::{Call, Forward, Headers, Outcome, Response};
 use crate::random::SystemRandom;
 
 use abi::{Buffer, LogLevel, Map};
@@ -102,6 +102,11 @@ struct Active {
     /// A request waiting for a dispatched call (its own, or one it joined).
     pending: Option<Pending>,
     answered: bool,
+    /// The core is running inside `on_request_headers` (a forwarded request then just
+    /// continues; later, it must be resumed).
+    in_headers: bool,
+    /// A protected route's request passed while in `on_request_headers`: continue it.
+    proceed: bool,
 }
 
 /// A dispatched call.
@@ -321,6 +326,20 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
                     let r = OAuthError::invalid_request("no such endpoint").with_status(404);
                     (ep, (String::new(), HeadAction::Respond(r.into())))
                 }
+                // An API behind the gateway: its protected routes are checked here.
+                None if engine.protects_routes() => {
+                    let method = header_string(":method").unwrap_or_default();
+                    let authority = header_string(":authority").unwrap_or_default();
+                    match engine.protected(&path, &authority, &method) {
+                        Some(ep) => {
+                            if let Some(m) = &metrics {
+                                m.request(ep);
+                            }
+                            (ep, (method, HeadAction::Start))
+                        }
+                        None => return Action::Continue,
+                    }
+                }
                 None => return Action::Continue,
             },
         };
@@ -335,6 +354,8 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
             headers: None,
             pending: None,
             answered: false,
+            in_headers: false,
+            proceed: false,
         }));
         match action {
             HeadAction::Respond(r) => {
@@ -342,8 +363,24 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
                 Action::Pause
             }
             HeadAction::Start => {
+                if let Some(a) = f.active(context) {
+                    a.in_headers = true;
+                }
                 f.start(context, &engine, &metrics, Vec::new());
-                Action::Pause
+                match f.active(context) {
+                    Some(a) if a.proceed => {
+                        // Forwarded at once: the rest of the stream is not ours.
+                        if let Some(s) = f.streams.get_mut(&context) {
+                            s.active = None;
+                        }
+                        Action::Continue
+                    }
+                    Some(a) => {
+                        a.in_headers = false;
+                        Action::Pause
+                    }
+                    None => Action::Pause,
+                }
             }
             HeadAction::ReadBody if end_of_stream => {
                 f.start(context, &engine, &metrics, Vec::new());
@@ -651,10 +688,58 @@ impl Filter {
         metrics: &Option<Rc<Metrics>>,
         r: Response,
     ) {
+        if let Some(fwd) = r.forward {
+            forward(metrics, &fwd);
+            let Some(a) = self.active(context) else {
+                return;
+            };
+            if a.in_headers {
+                a.proceed = true;
+                return;
+            }
+            if let Some(s) = self.streams.get_mut(&context) {
+                s.active = None;
+            }
+            if let Err(e) = abi::continue_request() {
+                log(
+                    LogLevel::Error,
+                    &format!("oauth-edge[{context}]: cannot resume the request: {e}"),
+                );
+            }
+            return;
+        }
         if let Some(a) = self.active(context) {
             a.answered = true;
         }
         respond(metrics, engine, r);
+    }
+}
+
+/// Hands a protected route's request on: the client's copies of the claim headers removed,
+/// the verified claims set, and the same claims as filter state (`wasm.oauth_edge.<claim>`).
+fn forward(metrics: &Option<Rc<Metrics>>, f: &Forward) {
+    if let Some(m) = metrics {
+        m.outcome(Outcome::Forwarded);
+    }
+    for name in &f.remove {
+        if let Err(e) = abi::remove_header(abi::Map::RequestHeaders, name) {
+            log(
+                LogLevel::Warn,
+                &format!("oauth-edge: cannot remove the request header {name}: {e}"),
+            );
+        }
+    }
+    for (name, value) in &f.set {
+        if let Err(e) = abi::replace_header(abi::Map::RequestHeaders, name, value) {
+            log(
+                LogLevel::Warn,
+                &format!("oauth-edge: cannot set the request header {name}: {e}"),
+            );
+        }
+    }
+    for (key, value) in &f.state {
+        // Filter state is a nicety for RBAC and logs; a host without it still forwards.
+        let _ = abi::set_property(key, value);
     }
 }
 

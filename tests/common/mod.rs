@@ -154,7 +154,11 @@ impl Host {
         body: &[u8],
         user: Option<User>,
     ) -> Response {
-        let ep = e.route(path).expect("an OAuth path");
+        let authority = headers.all(":authority").next().unwrap_or("");
+        let ep = e
+            .route(path)
+            .or_else(|| e.protected(path, authority, method))
+            .expect("an OAuth path or a protected route");
         match e.on_headers(ep, method, headers) {
             HeadAction::Respond(r) => r,
             HeadAction::ReadBody | HeadAction::Start => {
@@ -263,7 +267,11 @@ impl Host {
         user: Option<User>,
         now: Now,
     ) -> Response {
-        let ep = e.route(path).expect("an OAuth path");
+        let authority = headers.all(":authority").next().unwrap_or("");
+        let ep = e
+            .route(path)
+            .or_else(|| e.protected(path, authority, method))
+            .expect("an OAuth path or a protected route");
         match e.on_headers(ep, method, headers) {
             HeadAction::Respond(r) => r,
             HeadAction::ReadBody | HeadAction::Start => {

@@ -1,0 +1,312 @@
+//! Route protection: the APIs behind the gateway get only requests that carry one of our
+//! access tokens, checked here (RFC 6750, RFC 9449 §7, RFC 9068), with revocation seen at once
+//! and DPoP proofs checked for every call — what Envoy's `jwt_authn` and Istio's
+//! `RequestAuthentication` cannot do.
+//!
+//! For a request to a protected route ([`config::Route`]): one `Authorization` header with the
+//! `Bearer` or `DPoP` scheme; our signature (any published key, so rotation works), `typ`
+//! `at+jwt`, our `iss` (cached per worker, [`cache`]); then on every call `exp`/`nbf` with the
+//! configured skew, the route's audience, the revocation deny-list, the binding (a DPoP-bound
+//! token only with the DPoP scheme and a proof by its key for this method and URL, with `ath`
+//! and a single-use `jti`), and the route's scopes. A request that passes goes on to the
+//! upstream with the claims the route names as headers (client-sent copies removed first) and
+//! as filter state; one that does not gets the answer of [`answer`]. Each resource publishes its
+//! RFC 9728 metadata ([`metadata`]).
+
+pub mod answer;
+pub mod cache;
+pub mod config;
+pub mod metadata;
+
+use std::rc::Rc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+
+use crate::access_token::Claims;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::flow::{Ctx, FlowResult, Interrupt, Request};
+use crate::http::{Forward, Response};
+use crate::jws::{Alg, Untrusted};
+use crate::ring_share::Owner;
+
+use answer::Denial;
+use config::{Claim, DpopMode, Route, Scopes};
+
+/// The protected route a request falls under, if any: the first whose prefix (whole segments,
+/// in comparison form, so `/API/./orders` is `/api/orders`), host and method match.
+pub fn find<'a>(cfg: &'a Config, path: &str, authority: &str, method: &str) -> Option<&'a Route> {
+    let routes = &cfg.protection.routes;
+    if routes.is_empty() {
+        return None;
+    }
+    let canonical = crate::path_variant::canonical(path);
+    let host = authority.to_ascii_lowercase();
+    routes.iter().find(|r| {
+        let under = r.prefix == "/"
+            || canonical == r.prefix
+            || canonical
+                .strip_prefix(r.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'));
+        under
+            && r.host.as_deref().is_none_or(|h| {
+                host == h || (!h.contains(':') && host.split(':').next() == Some(h))
+            })
+            && r.methods
+                .as_ref()
+                .is_none_or(|m| m.iter().any(|x| x == method))
+    })
+}
+
+/// How the token came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
+/// RFC 6750 §2.1 `b64token`.
+fn b64token(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
+/// The one `Authorization` header's scheme and token.
+fn credentials(req: &Request) -> Result<(Scheme, &str), Denial> {
+    let mut all = req.headers.all("authorization");
+    let Some(value) = all.next() else {
+        return Err(Denial::NoToken);
+    };
+    if all.next().is_some() {
+        return Err(Denial::Malformed("more than one Authorization header"));
+    }
+    // RFC 6750 §2.3 / §3.1: one method of presenting a token at a time.
+    let query = req.path.split_once('?').map_or("", |(_, q)| q);
+    if query
+        .split('&')
+        .any(|kv| kv == "access_token" || kv.starts_with("access_token="))
+    {
+        return Err(Denial::Malformed(
+            "the access token is presented more than one way",
+        ));
+    }
+    let (scheme, token) = value.trim().split_once(' ').ok_or(Denial::NoToken)?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        // Another scheme (Basic, ...): no credentials this resource takes.
+        return Err(Denial::NoToken);
+    };
+    let token = token.trim_start_matches(' ');
+    if !b64token(token) {
+        return Err(Denial::InvalidToken {
+            why: "the access token is malformed",
+            dpop: scheme == Scheme::Dpop,
+        });
+    }
+    Ok((scheme, token))
+}
+
+const ALL_ALGS: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
+
+/// What does not change for a given token: our signature, `typ`, `iss`, the claims.
+fn verify(cfg: &Config, token: &str) -> Result<Claims, &'static str> {
+    let invalid = "the access token is invalid";
+    let jws = Untrusted::parse(token, &ALL_ALGS).map_err(|_| invalid)?;
+    if !jws
+        .header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    {
+        return Err("the token is not an access token");
+    }
+    let key = cfg
+        .own_keys
+        .select(jws.header.kid.as_deref(), jws.alg)
+        .ok_or(invalid)?
+        .clone();
+    let claims: Claims = jws
+        .verify(&key)
+        .map_err(|_| invalid)?
+        .claims()
+        .map_err(|_| invalid)?;
+    if claims.iss != cfg.issuer {
+        return Err(invalid);
+    }
+    Ok(claims)
+}
+
+fn has_scopes(route: &Route, granted: &str) -> bool {
+    let has = |s: &String| granted.split(' ').any(|g| g == s);
+    match &route.scopes {
+        Scopes::None => true,
+        Scopes::All(need) => need.iter().all(has),
+        Scopes::Any(need) => need.iter().any(has),
+    }
+}
+
+/// The thumbprint of the key a token is bound to (`cnf.jkt`).
+fn bound_key(claims: &Claims) -> Option<&str> {
+    claims.cnf.as_ref()?.get("jkt")?.as_str()
+}
+
+/// A claim as a header value; `None` when absent or when it could not be a header value
+/// (control characters: a `sub` is whatever the login service put there).
+fn claim_value(claims: &Claims, claim: Claim) -> Option<String> {
+    let v = match claim {
+        Claim::Sub => claims.sub.clone(),
+        Claim::ClientId => claims.client_id.clone(),
+        Claim::Scope => claims.scope.clone(),
+        Claim::Jti => claims.jti.clone(),
+        Claim::Aud => claims.aud.joined(),
+        Claim::Exp => claims.exp.to_string(),
+        Claim::Iat => claims.iat.to_string(),
+        Claim::AuthTime => claims.auth_time?.to_string(),
+        Claim::Jkt => bound_key(claims)?.to_string(),
+        Claim::ActSub => claims.act.as_ref()?.get("sub")?.as_str()?.to_string(),
+        Claim::AuthorizationDetails => claims.authorization_details.as_ref()?.to_string(),
+    };
+    let clean = !v.is_empty()
+        && v.len() <= 8192
+        && !v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f);
+    clean.then_some(v)
+}
+
+/// Checks a request to `route`; what goes upstream, or why not.
+fn check(
+    engine: &Engine,
+    route: &Route,
+    req: &Request,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Result<Forward, Denial>> {
+    let cfg = &engine.config;
+    let (scheme, token) = match credentials(req) {
+        Ok(c) => c,
+        Err(d) => return Ok(Err(d)),
+    };
+    let dpop = scheme == Scheme::Dpop;
+    let skew = cfg.protection.clock_skew.as_secs();
+    let now = ctx.now.secs();
+    let key = cache::Verified::key(token);
+    let claims = match engine.verified_token(&key, now.saturating_sub(skew)) {
+        Some(c) => c,
+        None => match verify(cfg, token) {
+            Ok(c) => {
+                let c = Rc::new(c);
+                engine.remember_verified(key, c.clone());
+                c
+            }
+            Err(why) => return Ok(Err(Denial::InvalidToken { why, dpop })),
+        },
+    };
+    let refuse = |why| Ok(Err(Denial::InvalidToken { why, dpop }));
+    if claims.exp.saturating_add(skew) <= now {
+        return refuse("the access token has expired");
+    }
+    if claims.nbf.is_some_and(|n| n > now.saturating_add(skew)) {
+        return refuse("the access token is not valid yet");
+    }
+    if !claims.aud.contains(&route.audience) {
+        return refuse("the access token is not meant for this resource");
+    }
+    if crate::access_token::is_revoked(cfg, ctx, &claims)? {
+        return refuse("the access token has been revoked");
+    }
+    // RFC 9449 §7.2: a bound token only with its proof; an unbound one never as DPoP.
+    let proof = match (scheme, bound_key(&claims)) {
+        (Scheme::Bearer, Some(_)) => {
+            return refuse("a DPoP-bound access token must be presented with the DPoP scheme")
+        }
+        (Scheme::Dpop, None) => return refuse("the access token is not DPoP-bound"),
+        (Scheme::Bearer, None) if route.dpop == DpopMode::Required => {
+            return refuse("this resource takes DPoP-bound access tokens only")
+        }
+        (Scheme::Bearer, None) => None,
+        (Scheme::Dpop, Some(jkt)) => {
+            let path = req
+                .path
+                .split_once('?')
+                .map_or(req.path.as_str(), |(p, _)| p);
+            let Some(htu) = crate::dpop::normalize_htu(&format!("{}{path}", route.origin)) else {
+                return Ok(Err(Denial::Malformed("the request path is not a URL path")));
+            };
+            let proof = match crate::dpop::check(cfg, &req.headers, &req.method, &htu, ctx) {
+                Ok(Some(p)) => p,
+                Ok(None) => {
+                    return Ok(Err(Denial::InvalidProof(
+                        "a DPoP proof is required with a DPoP-bound access token".into(),
+                    )))
+                }
+                Err(Interrupt::Error(e)) => {
+                    return Ok(Err(match (e.code, e.dpop_nonce) {
+                        (crate::error::ErrorCode::UseDpopNonce, Some(n)) => Denial::UseNonce(n),
+                        _ => Denial::InvalidProof(e.description.into_owned()),
+                    }))
+                }
+                Err(other) => return Err(other),
+            };
+            if proof.jkt != jkt {
+                return Ok(Err(Denial::InvalidProof(
+                    "the DPoP proof's key is not the one the access token is bound to".into(),
+                )));
+            }
+            // RFC 9449 §4.3 check 12 / §7: ath is the hash of this very token.
+            let ath = B64.encode(Sha256::digest(token.as_bytes()));
+            if proof.ath.as_deref() != Some(ath.as_str()) {
+                return Ok(Err(Denial::InvalidProof(
+                    "the DPoP proof's ath does not match the access token".into(),
+                )));
+            }
+            Some(proof)
+        }
+    };
+    if !has_scopes(route, &claims.scope) {
+        return Ok(Err(Denial::InsufficientScope));
+    }
+    if let Some(p) = &proof {
+        // The token holder pays for the replay entry: the key it is bound to owns it.
+        match crate::dpop::record(cfg, Owner::Key(&p.jkt), p, ctx) {
+            Ok(()) => {}
+            Err(Interrupt::Error(e)) if e.code == crate::error::ErrorCode::InvalidDpopProof => {
+                return Ok(Err(Denial::InvalidProof(e.description.into_owned())))
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let mut f = Forward::default();
+    for (claim, header) in &route.claim_headers {
+        f.remove.push(header.clone());
+        if let Some(v) = claim_value(&claims, *claim) {
+            f.state
+                .push((format!("oauth_edge.{}", claim.name()), v.clone()));
+            f.set.push((header.clone(), v));
+        }
+    }
+    if !route.forward_credentials {
+        f.remove.push("authorization".into());
+        f.remove.push("dpop".into());
+    }
+    Ok(Ok(f))
+}
+
+/// A request to a protected route: on to the upstream (with the route's claim headers), or a
+/// refusal.
+pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+    let cfg = &engine.config;
+    let authority = req.headers.all(":authority").next().unwrap_or("");
+    let Some(route) = find(cfg, &req.path, authority, &req.method) else {
+        return Ok(Response::forward(Forward::default()));
+    };
+    Ok(match check(engine, route, req, ctx)? {
+        Ok(f) => Response::forward(f),
+        Err(d) => answer::refuse(route, engine.dpop_algs(), d),
+    })
+}
