@@ -25,7 +25,10 @@ import pytest
 import requests
 
 from conftest import EnvoyInstance, _finish_envoy, _start_envoy, ac_plugin_config, free_port
+from test_protected_routes import API_CLIENT, ORDERS, ROUTES
+import render  # noqa: E402  (envoy/render.py, on the path via conftest)
 from helpers import (
+    revoke,
     RP_CLIENT,
     TV_CLIENT,
     client_metadata,
@@ -177,8 +180,9 @@ def etcd_replicas(etcd_cluster: EtcdCluster, keys, login_service, registry, back
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EnvoyInstance, EnvoyInstance]]:
     store = {"backend": "etcd", "etcd": {"cluster": "etcd", "prefix": PREFIX, "timeout": "1s",
                                          "username": USER, "password": PASSWORD}}
-    cfg = ac_plugin_config(login_service, store=store, device={"interval": "1s"})
-    cfg["clients"].append(client_metadata(TV_CLIENT))
+    cfg = ac_plugin_config(login_service, store=store, device={"interval": "1s"},
+                           resource_protection={"routes": [PROTECTED_ROUTE]})
+    cfg["clients"] += [client_metadata(TV_CLIENT), client_metadata(API_CLIENT)]
     started: list[EnvoyInstance] = []
     try:
         for name in ("etcd-replica-a", "etcd-replica-b"):
@@ -333,3 +337,23 @@ def test_one_member_killed_flows_keep_succeeding_all_killed_clean_errors_then_re
         assert time.time() < deadline, "service did not resume"
         time.sleep(0.5)
     assert a.health_problems() == [] and b.health_problems() == []
+
+
+PROTECTED_ROUTE = ROUTES[0]
+
+
+def test_a_token_revoked_at_a_is_refused_at_b_s_protected_route(etcd_replicas):
+    """Route protection reads the deny-list in etcd (an asynchronous store: the request waits
+    for etcd's answer, then goes on or is refused)."""
+    a, b = etcd_replicas
+    r = requests.post(a.token_url, data={"grant_type": "client_credentials", "scope": "orders:read",
+                                          "resource": ORDERS}, auth=(API_CLIENT.client_id, API_CLIENT.secret), timeout=10)
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    api = f"http://127.0.0.1:{b.listen_port}/orders/1"
+    for _ in range(3):
+        r = requests.get(api, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 200 and r.text == render.DIRECT_RESPONSE_BODY, r.text
+    assert revoke(a, token, API_CLIENT).status_code == 200
+    r = requests.get(api, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert r.status_code == 401 and "revoked" in r.headers["www-authenticate"], (r.status_code, r.headers)
