@@ -52,6 +52,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import api as api_bench  # bench/api.py: the protected-API rows (this script's folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk"
@@ -288,7 +290,7 @@ def add_cluster(yaml_text: str, name: str, port: int) -> str:
 
 class Envoy:
     def __init__(self, name: str, workdir: Path, key_file: Path, cfg: dict, ceiling_size: int | None,
-                 cpu: int | None, clusters: dict[str, int] | None = None) -> None:
+                 cpu: int | None, clusters: dict[str, int] | None = None, edit=None) -> None:
         self.name = name
         self.dir = workdir / f"envoy-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -305,6 +307,8 @@ class Envoy:
             yaml_path.write_text(add_ceiling(yaml_path.read_text(), ceiling_size))
         for cname, cport in (clusters or {}).items():
             yaml_path.write_text(add_cluster(yaml_path.read_text(), cname, cport))
+        if edit is not None:
+            yaml_path.write_text(edit(yaml_path.read_text()))
         shutil.copy(WASM, self.dir / "oauth_edge.wasm")
         self.log = self.dir / "envoy.log"
         self.log.unlink(missing_ok=True)
@@ -700,7 +704,8 @@ def machine() -> dict:
 
     envoy_v = ver([str(ENVOY), "--version"])
     m = re.search(r"version: [0-9a-f]+/([^/]+)/", envoy_v)
-    oidc = json.loads((BENCH / "node_modules" / "oidc-provider" / "package.json").read_text())["version"]
+    oidc_pkg = BENCH / "node_modules" / "oidc-provider" / "package.json"
+    oidc = json.loads(oidc_pkg.read_text())["version"] if oidc_pkg.exists() else None
     git = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
                          text=True).stdout.strip()
     return {
@@ -728,6 +733,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dpop-alg", choices=("ES256", "EdDSA"), default="ES256", help="the DPoP proofs' algorithm")
     ap.add_argument("--no-dpop", dest="dpop", action="store_false", help="skip the DPoP-bound client_credentials runs")
     ap.add_argument("--no-etcd", dest="etcd", action="store_false", help="skip the etcd store runs")
+    ap.add_argument("--no-api", dest="api", action="store_false",
+                    help="skip the protected-API rows (pass-through, jwt_authn, Bearer, DPoP)")
+    ap.add_argument("--api-only", action="store_true",
+                    help="only the protected-API rows (no peer needed): development and docs/benchmarks.md")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s everything, 10,000 codes (development)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args(argv)
@@ -740,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for need in (ENVOY, WASM, NODE):
+    for need in (ENVOY, WASM) + (() if a.api_only else (NODE,)):
         if not need.exists():
             raise BenchError(f"{need} is missing: run `make bench` (it builds and installs what is needed)")
     if not shutil.which("wrk"):
@@ -752,11 +761,45 @@ def main(argv: list[str] | None = None) -> int:
         say("one core only: no pinning, the load generator competes with the server")
 
     try:
+        if a.api_only:
+            return run_api_only(a, out, work, server_cpu, load_cpu)
         return run(a, out, work, server_cpu, load_cpu)
     finally:
         PROCS.stop_all()
         for d in TEMP_DIRS:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def make_key(work: Path, alg: str, kid: str) -> Path:
+    r = subprocess.run(["cargo", "run", "--release", "--quiet", "--bin", "oauth-edge-keygen", "--",
+                        "--alg", alg, "--kid", kid], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"keygen {alg}: {r.stderr}")
+    path = work / f"key-{alg}.json"
+    path.write_text(r.stdout)
+    os.chmod(path, 0o600)
+    return path
+
+
+def run_api_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
+    """`--api-only`: the protected-API rows alone."""
+    results: dict[str, Any] = {"machine": machine(), "params": vars(a), "skipped": {}}
+    m = results["machine"]
+    say(f"{m['nproc']} cores ({m['cpu_model']}), load {' '.join(m['loadavg_start'])}; wasm {m['wasm_bytes']} bytes")
+    api_bench.run(sys.modules[__name__], a, work, make_key(work, "EdDSA", "bench-eddsa"), server_cpu, load_cpu,
+                  results)
+    results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results-api.json").write_text(json.dumps(results, indent=1))
+    m = results["machine"]
+    lines = [f"Machine: {m['nproc']} cores, {m['cpu_model']}, Envoy {m['envoy']} (--concurrency 1, pinned to core 0), "
+             f"{m['wrk']} (1 thread, pinned to core 1); oauth-edge {m['git']}; load average at start "
+             f"{' '.join(m['loadavg_start'])}, at end {' '.join(m['loadavg_end'])}; "
+             f"{a.rounds} rounds × {a.duration} s.", ""]
+    report = "\n".join(lines + api_bench.render(sys.modules[__name__], results))
+    (out / "report-api.md").write_text(report)
+    print(report)
+    return 0
 
 
 def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
@@ -963,6 +1006,12 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
     es.stop()
     ed.stop()
     results["vm_perf"] = {"eddsa": ed.vm_start(), "es256": es.vm_start()}
+
+    # Protected APIs: pass-through, Envoy's jwt_authn, this filter's Bearer and DPoP checks.
+    if a.api:
+        api_bench.run(sys.modules[__name__], a, work, keys["EdDSA"], server_cpu, load_cpu, results)
+    else:
+        results["skipped"]["api"] = "--no-api"
 
     # VM start and memory with the default store.
     say("Envoy default (default store): VM start and memory")
@@ -1174,6 +1223,7 @@ def render_report(res: dict) -> str:
         L.extend(render_dpop(res, s))
     if res.get("etcd"):
         L.extend(render_etcd(res))
+    L.extend(api_bench.render(sys.modules[__name__], res))
     for what, why in res.get("skipped", {}).items():
         L.append(f"Skipped: the {what} runs ({why}).")
         L.append("")

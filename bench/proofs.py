@@ -2,6 +2,7 @@
 """DPoP proofs (RFC 9449 §4.2) for `make bench`, one a line, each with its own `jti`.
 
     .venv/bin/python bench/proofs.py --htu URL --count N --out FILE [--alg ES256|EdDSA] [--key FILE]
+                                     [--htm GET] [--ath HASH]
 
 One key signs them all (a client keeps its key; the filter's replay cache is per key and jti):
 header {"typ":"dpop+jwt","alg":ALG,"jwk":<public key>}, claims {"jti","htm":"POST","htu","iat"}.
@@ -61,6 +62,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--alg", choices=("ES256", "EdDSA"), default="ES256")
     ap.add_argument("--key", help="PEM file of the private key (made if missing)")
+    ap.add_argument("--ath", help="the access token's hash (RFC 9449 §4.2), for proofs sent to a resource")
     a = ap.parse_args()
 
     key = load_or_make_key(a.alg, Path(a.key) if a.key else None)
@@ -70,7 +72,9 @@ def main() -> int:
     iat = int(time.time())
     # Unique across pools too: a random prefix per run, then a counter.
     prefix = b64(os.urandom(9))
-    claims_fmt = '{"jti":"%s-%d","htm":' + json.dumps(a.htm) + ',"htu":' + json.dumps(a.htu) + ',"iat":%d}'
+    ath = (',"ath":' + json.dumps(a.ath)) if a.ath else ""
+    claims_fmt = ('{"jti":"%s-%d","htm":' + json.dumps(a.htm) + ',"htu":' + json.dumps(a.htu)
+                  + ath.replace("%", "%%") + ',"iat":%d}')
     t0 = time.time()
     with open(a.out, "w") as f:
         for i in range(a.count):

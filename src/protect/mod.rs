@@ -42,7 +42,7 @@ pub fn find<'a>(cfg: &'a Config, path: &str, authority: &str, method: &str) -> O
     if routes.is_empty() {
         return None;
     }
-    let canonical = crate::path_variant::canonical(path);
+    let canonical = comparison_form(path);
     let host = authority.to_ascii_lowercase();
     routes.iter().find(|r| {
         let under = r.prefix == "/"
@@ -58,6 +58,23 @@ pub fn find<'a>(cfg: &'a Config, path: &str, authority: &str, method: &str) -> O
                 .as_ref()
                 .is_none_or(|m| m.iter().any(|x| x == method))
     })
+}
+
+/// The path in its comparison form ([`crate::path_variant::canonical`]), without the work
+/// when the path is already in it (the common case: lower case, no escapes, dot segments,
+/// parameters or empty segments).
+fn comparison_form(path: &str) -> std::borrow::Cow<'_, str> {
+    let p = path.split_once('?').map_or(path, |(p, _)| p);
+    let plain = p.starts_with('/')
+        && p.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"/-_~".contains(&b))
+        && !p.contains("//")
+        && (p.len() == 1 || !p.ends_with('/'));
+    if plain {
+        std::borrow::Cow::Borrowed(p)
+    } else {
+        std::borrow::Cow::Owned(crate::path_variant::canonical(path))
+    }
 }
 
 /// How the token came.
@@ -283,11 +300,16 @@ fn check(
     }
     let mut f = Forward::default();
     for (claim, header) in &route.claim_headers {
-        f.remove.push(header.clone());
-        if let Some(v) = claim_value(&claims, *claim) {
-            f.state
-                .push((format!("oauth_edge.{}", claim.name()), v.clone()));
-            f.set.push((header.clone(), v));
+        match claim_value(&claims, *claim) {
+            // Setting replaces every value the client sent.
+            Some(v) => {
+                f.state
+                    .push((format!("oauth_edge.{}", claim.name()), v.clone()));
+                f.set.push((header.clone(), v));
+            }
+            // A claim the token lacks: the client's copy must not pass for it.
+            None if req.headers.all(header).next().is_some() => f.remove.push(header.clone()),
+            None => {}
         }
     }
     if !route.forward_credentials {
@@ -309,4 +331,38 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         Ok(f) => Response::forward(f),
         Err(d) => answer::refuse(route, engine.dpop_algs(), d),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_comparison_form_is_the_comparison_form() {
+        for p in [
+            "/",
+            "/orders",
+            "/orders/",
+            "/orders/1",
+            "/ORDERS/1",
+            "/orders//1",
+            "/orders/./1",
+            "/a/../orders",
+            "/%6frders",
+            "/orders;x/1",
+            "/orders/1?x=Y",
+            "/orders/1.",
+            "/o-r_d~s/9",
+        ] {
+            assert_eq!(
+                comparison_form(p).as_ref(),
+                crate::path_variant::canonical(p).as_str(),
+                "{p}"
+            );
+        }
+        assert!(matches!(
+            comparison_form("/orders/1?x=1"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 }
