@@ -18,8 +18,8 @@ import requests
 from joserfc.jwk import JWKRegistry
 
 from conftest import POP_DPOP, _finish_envoy, _start_envoy, base_plugin_config
-from helpers import (Client, ClientKey, basic_auth, client_metadata, dpop_proof, endpoint_urls, revoke,
-                     sign_jws)
+from helpers import (Client, ClientKey, basic_auth, client_metadata, dpop_proof, endpoint_urls, raw_http,
+                     revoke, sign_jws)
 
 API = "https://api.example.test"
 ORDERS = API + "/orders"
@@ -36,7 +36,8 @@ ROUTES = [
     # DPoP-bound tokens only, on one host; one of the scopes; credentials not forwarded; own headers.
     {"prefix": "/payments", "host": "api.example.test", "resource": PAYMENTS, "dpop": "required",
      "scopes": {"any": ["payments:write", "payments:admin"]}, "forward_credentials": False,
-     "claim_headers": {"sub": "x-user", "cnf.jkt": "x-dpop-jkt", "client_id": "x-client"}},
+     "claim_headers": {"sub": "x-user", "cnf.jkt": "x-dpop-jkt", "client_id": "x-client",
+                       "auth_time": "x-auth-time"}},
     # Any valid token; Envoy's RBAC filter after this one decides by the verified client_id.
     {"prefix": "/admin", "resource": ADMIN},
 ]
@@ -356,8 +357,12 @@ def test_dpop_required_route(envoy_api, backend):
     key = ClientKey("ES256", None)
     token = _token(envoy_api, API_DPOP_CLIENT, PAYMENTS, "payments:write", key)
     before = len(backend.seen())
-    r = _dpop_call(envoy_api, "POST", PAYMENTS + "/p1", token, key)
+    proof = dpop_proof(key, PAYMENTS + "/p1", htm="POST", ath=_ath(token))
+    # A client_credentials token has no auth_time: the client's own x-auth-time must not pass.
+    r = _call(envoy_api, "POST", PAYMENTS + "/p1", token, scheme="DPoP", proof=proof,
+              headers={"x-auth-time": "1"})
     assert r.status_code == 200, r.text
+    assert "x-auth-time" not in r.json()["headers"]
     seen = r.json()["headers"]
     assert seen["x-user"] == API_DPOP_CLIENT.client_id and seen["x-client"] == API_DPOP_CLIENT.client_id
     assert seen["x-dpop-jkt"] == key.thumbprint()
@@ -447,3 +452,18 @@ def test_envoy_rbac_decides_on_the_verified_claims(envoy_api):
     # A client's own header claiming to be api-client changes nothing.
     r = _call(envoy_api, "GET", ADMIN + "/users", headers={"x-oauth-client-id": "api-client"})
     assert r.status_code == 401
+
+
+def test_repeated_spoofed_claim_headers_are_all_replaced(envoy_api, backend):
+    """Two copies of a claim header and one of a claim the token lacks (act.sub on a route that
+    asks for it is not set up here: x-oauth-scope with a scope-less token is the absent claim)."""
+    token = _token(envoy_api, API_CLIENT, ORDERS, "orders:read")
+    req = (f"GET /orders/5 HTTP/1.1\r\nHost: api.example.test\r\nAuthorization: Bearer {token}\r\n"
+           "X-OAuth-Sub: admin\r\nx-oauth-sub: root\r\nX-OAuth-Client-Id: a\r\nx-oauth-client-id: b\r\n"
+           "Connection: close\r\n\r\n").encode()
+    status, _, _ = raw_http(envoy_api.listen_port, req)
+    assert status == 200
+    seen = next(s for s in reversed(backend.seen()) if s["path"] == "/orders/5")
+    subs = [v for k, v in seen["lines"] if k == "x-oauth-sub"]
+    cids = [v for k, v in seen["lines"] if k == "x-oauth-client-id"]
+    assert subs == [API_CLIENT.client_id] and cids == [API_CLIENT.client_id], seen["lines"]
