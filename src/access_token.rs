@@ -69,9 +69,10 @@ pub fn revoke(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResult<()
     deny(cfg, ctx, &Issued(claims.jti.clone(), claims.exp))
 }
 
-/// An access token this server issued, remembered by a record of the grant it came from (a
-/// code, a refresh family) so that the grant can take it down: its `jti` and `exp` (seconds).
-/// A pair serialises as a two-element array: it lives in every family record.
+/// An access token this server issued, to be taken down with the grant it came from: its `jti`
+/// and `exp` (seconds). A used code's record names the one it issued (a pair serialises as a
+/// two-element array); a refresh family's are derived from the family instead
+/// (`grants::refresh_token::access_token_jti`).
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Issued(pub String, pub u64);
 

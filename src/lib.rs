@@ -31,6 +31,7 @@ pub mod endpoints;
 pub mod engine;
 pub mod error;
 pub mod etcd;
+pub mod families;
 pub mod flights;
 pub mod flow;
 pub mod form;

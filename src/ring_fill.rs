@@ -4,10 +4,11 @@
 //! Shared data cannot be counted cheaply (tens of thousands of keys, no listing), so the adapter
 //! reads [`SAMPLES`] evenly spaced slots of each ring every few seconds, starting at a moving
 //! offset, and this module turns what it read into a fill ratio: the share of record slots that
-//! hold a live record, or for the bucketed replay cache and deny-list, live entries over the four
-//! per slot they hold comfortably (see [`crate::replay`]). With 256 samples the estimate is
-//! within about ±3 points of the truth (binomial standard error at 50 %). Rate-limit counters are
-//! overwritten, never allocated, and are not estimated.
+//! hold a live record, or for the bucketed rings, live entries over what a bucket holds
+//! comfortably (the replay cache and deny-list: four, see [`crate::replay`]; refresh families:
+//! [`FAMILY_COMFORT`], see [`crate::families`]). With 256 samples the estimate is within about ±3
+//! points of the truth (binomial standard error at 50 %). Rate-limit counters are overwritten,
+//! never allocated, and are not estimated.
 
 use crate::store::Ring;
 
@@ -17,16 +18,24 @@ pub const SAMPLES: u32 = 256;
 /// Live replay entries a bucket holds comfortably (two choices over buckets of 8).
 const BUCKET_COMFORT: f64 = 4.0;
 
+/// Live families a bucket holds comfortably (of [`crate::families::BUCKET`], 48): at 40 on
+/// average the fullest of 65,536 buckets holds about 44, and the first inserts fail near 45
+/// (tests/capacity.rs). The default sizing at 20 logins/s for 24 h reads 26.4 ÷ 40 = 66 %; the
+/// warning (80 %) comes at 24 logins/s, with room left to act.
+pub const FAMILY_COMFORT: f64 = 40.0;
+
 /// The fill ratio worth a warning.
 pub const WARN_AT: f64 = 0.8;
 
 /// How a ring's slots are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// One record per slot (`{"exp": ...}`): pushed requests, codes, refresh families, devices.
+    /// One record per slot (`{"exp": ...}`): pushed requests, codes, devices.
     Records,
     /// Buckets of expiring entries: the jti replay cache and the revocation deny-list.
     Buckets,
+    /// Buckets of refresh families ([`crate::families`]).
+    Families,
 }
 
 /// Which rings are estimated, and how.
@@ -36,6 +45,7 @@ pub fn kind(ring: &Ring) -> Option<Kind> {
     }
     match ring.name {
         "jti" | "rev" => Some(Kind::Buckets),
+        "rtf" => Some(Kind::Families),
         "rl" => None,
         _ => Some(Kind::Records),
     }
@@ -77,7 +87,7 @@ pub fn sample_slots(ring: &Ring, offset: u32) -> impl Iterator<Item = u32> {
 }
 
 /// How much of one slot's capacity is in use (0 or 1 for a record; a bucket's live entries
-/// over [`BUCKET_COMFORT`]).
+/// over what it holds comfortably).
 pub fn slot_load(kind: Kind, value: Option<&[u8]>, now_ms: u64) -> f64 {
     match kind {
         Kind::Records => {
@@ -89,6 +99,9 @@ pub fn slot_load(kind: Kind, value: Option<&[u8]>, now_ms: u64) -> f64 {
         }
         Kind::Buckets => value.map_or(0.0, |v| {
             crate::replay::live_entries(v, now_ms) as f64 / BUCKET_COMFORT
+        }),
+        Kind::Families => value.map_or(0.0, |v| {
+            crate::families::live_entries(v, now_ms) as f64 / FAMILY_COMFORT
         }),
     }
 }
@@ -117,6 +130,8 @@ mod tests {
     fn kinds() {
         assert_eq!(kind(&ring("code", 64)), Some(Kind::Records));
         assert_eq!(kind(&ring("jti", 64)), Some(Kind::Buckets));
+        assert_eq!(kind(&ring("rtf", 64)), Some(Kind::Families));
+        assert_eq!(kind(&Ring::remote("rtf")), None);
         assert_eq!(kind(&ring("rl", 64)), None);
         assert_eq!(kind(&Ring::remote("code")), None);
     }
@@ -150,6 +165,21 @@ mod tests {
         let bucket = format!("{h}:5000;{h}:5000;{h}:10;");
         assert_eq!(slot_load(Kind::Buckets, Some(bucket.as_bytes()), now), 0.5);
         assert_eq!(slot_load(Kind::Buckets, Some(b"garbage"), now), 0.0);
+        // Ten live families of twelve (expiry in seconds: 5 is live at 1,000 ms, 1 is not).
+        let entry = |exp: u32| {
+            let mut e = [0u8; crate::families::ENTRY];
+            e[12..16].copy_from_slice(&exp.to_be_bytes());
+            e
+        };
+        let mut fams = vec![crate::families::FORMAT];
+        for exp in [5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 1, 1] {
+            fams.extend_from_slice(&entry(exp));
+        }
+        assert_eq!(slot_load(Kind::Families, Some(&fams), now), 0.25);
+        assert_eq!(
+            slot_load(Kind::Families, Some(br#"{"exp":5000}"#), now),
+            0.0
+        );
         assert_eq!(estimate(&[1.0, 1.0, 0.0, 1.0]), 0.75);
         assert_eq!(estimate(&[]), 0.0);
     }

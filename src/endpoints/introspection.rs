@@ -20,9 +20,8 @@ use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
-use crate::grants::refresh_token::FamilyData;
 use crate::http::{Outcome, Response};
-use crate::{sealed, store};
+use crate::{families, sealed};
 
 use super::{authenticate_client, mime, FORM};
 
@@ -124,8 +123,8 @@ fn refresh(engine: &Engine, ctx: &mut Ctx<'_>, client: &Client, token: &str) -> 
     if claims.exp.saturating_mul(1000) <= ctx.now.unix_ms {
         return Ok(inactive());
     }
-    if let Some(found) = store::find_keyed::<FamilyData>(ctx, cfg.rings.families, &claims.fam)? {
-        let d = &found.record.data;
+    if let Some(found) = families::find(ctx, cfg.rings.families, &claims.fam)? {
+        let d = found.family;
         if d.revoked || claims.gen < d.gen {
             return Ok(inactive());
         }

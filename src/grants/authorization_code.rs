@@ -96,15 +96,15 @@ pub fn handle(
     // RFC 9449 §10: a code bound to a key (dpop_jkt, or a proof at PAR) needs a proof by it.
     crate::dpop::require_key(data.req.dpop_jkt.as_deref(), proof, "authorization code")?;
 
-    // The refresh family id and the access token's jti are drawn before the code is consumed
-    // so the used code can name them: a later replay of the code then takes both down (even if
-    // it wins the race to write the family).
+    // The refresh family id and the access token's jti (derived from the family if there is
+    // one) are drawn before the code is consumed so the used code can name them: a later
+    // replay of the code then takes both down (even if it wins the race to write the family).
     let fam = if client.allows_grant(REFRESH_TOKEN) {
         Some(ctx.random_id()?)
     } else {
         None
     };
-    let at = refresh_token::next_access_token(engine, ctx)?;
+    let at = refresh_token::first_access_token(engine, ctx, fam.as_deref())?;
     let data =
         match store::consume_read::<CodeData>(ctx, cfg.rings.codes, &h, Some(read), |d| CodeData {
             family: fam.clone(),
@@ -133,7 +133,6 @@ pub fn handle(
                 res: data.req.resources.clone(),
             },
             proof,
-            Some(at.clone()),
         )?),
         None => None,
     };

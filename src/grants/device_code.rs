@@ -23,7 +23,7 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::store::{Handle, Record};
 
-use super::issue::{issue, Issue};
+use super::issue::{issue_as, Issue, IssueOpts};
 use super::refresh_token;
 use super::DEVICE_CODE;
 
@@ -201,7 +201,9 @@ fn tokens(
         },
         proof,
     )?;
-    issue(
+    // The first access token of a grant with a refresh family takes its jti from the family.
+    let jti = refresh_token::first_jti(refresh.as_ref());
+    issue_as(
         engine,
         Issue {
             client,
@@ -216,6 +218,10 @@ fn tokens(
             proof,
         },
         DEVICE_CODE,
+        IssueOpts {
+            jti,
+            ..IssueOpts::default()
+        },
         ctx,
     )
 }

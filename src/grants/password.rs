@@ -21,7 +21,7 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::{rate_limit, scope};
 
-use super::issue::{issue, Issue};
+use super::issue::{issue_as, Issue, IssueOpts};
 use super::refresh_token;
 use super::PASSWORD;
 
@@ -121,7 +121,9 @@ pub fn handle(
         },
         proof,
     )?;
-    issue(
+    // The first access token of a grant with a refresh family takes its jti from the family.
+    let jti = refresh_token::first_jti(refresh.as_ref());
+    issue_as(
         engine,
         Issue {
             client,
@@ -136,6 +138,10 @@ pub fn handle(
             proof,
         },
         PASSWORD,
+        IssueOpts {
+            jti,
+            ..IssueOpts::default()
+        },
         ctx,
     )
 }

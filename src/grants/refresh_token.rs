@@ -2,7 +2,7 @@
 //!
 //! A refresh token is sealed and self-contained (`crate::sealed`): any instance with the same
 //! configuration can open it, also after a restart. Rotation state lives in a family record in
-//! the store (`gen`: the generation of the newest token):
+//! the store (`crate::families`; `gen`: the generation of the newest token):
 //! - token gen == record gen: rotate (CAS gen+1) and issue gen+1;
 //! - token gen <  record gen: a rotated token came back. Within the client's
 //!   `refresh_token_reuse_interval` after the rotation, the previous token is honoured once more
@@ -15,13 +15,14 @@
 //! Rotation never extends the family's absolute expiry. Under the FAPI 2.0 profile refresh
 //! tokens are not rotated at all (see [`rotates`]).
 //!
-//! The family record also names the access tokens issued from the grant that are still live (the
-//! code's, then each refresh's; the newest [`TRACKED`]): revoking the family (a replayed code,
-//! reuse detected, RFC 7009 revocation) puts them on the deny-list, so introspection and token
-//! exchange see them inactive at once (RFC 6749 §4.1.2: "revoke (when possible) all tokens
+//! The family record does not list the access tokens issued from the grant: their `jti`s are
+//! derived from the family id and an issue counter the record keeps (`n`, see
+//! [`access_token_jti`]). Revoking the family (a replayed code, reuse detected, RFC 7009
+//! revocation) puts the newest [`DENIED_ON_REVOKE`] of them on the deny-list, so introspection and
+//! token exchange see them inactive at once (RFC 6749 §4.1.2: "revoke (when possible) all tokens
 //! previously issued based on that authorization code").
 
-use serde::{Deserialize, Serialize};
+use hmac::{KeyInit, Mac};
 
 use crate::access_token::{self, Issued};
 use crate::client::Client;
@@ -29,64 +30,62 @@ use crate::config::Profile;
 use crate::dpop::Proof;
 use crate::engine::Engine;
 use crate::error::OAuthError;
-use crate::flow::{Ctx, FlowResult};
+use crate::families::{self, Family, Found};
+use crate::flow::{Ctx, FlowResult, Interrupt};
 use crate::form::Form;
 use crate::http::Response;
 use crate::scope;
 use crate::sealed::{self, RefreshClaims};
-use crate::store::{self, Found};
 
 use super::issue::{issue_as, Issue, IssueOpts};
 use super::REFRESH_TOKEN;
 use crate::token;
 
-/// A family's rotation state (the data of a record in the families ring).
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct FamilyData {
-    pub fam: String,
-    pub gen: u32,
-    #[serde(default)]
-    pub revoked: bool,
-    /// When the last rotation happened (ms), for the reuse interval.
-    pub rotated_at: u64,
-    pub cid: String,
-    /// Live access tokens issued from this grant, newest last, at most [`TRACKED`].
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ats: Vec<Issued>,
-    /// The newest generation the reuse interval's grace handed out a second time (see
-    /// [`rotate`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grace: Option<u32>,
+/// How many of a family's newest access tokens a revocation denies: the `n`-th and the three
+/// before it. A client refreshes about once per access token lifetime, so one or two are live
+/// at a time; a family refreshed faster than four times per lifetime leaves its older ones to
+/// live out their lifetime (minutes).
+pub const DENIED_ON_REVOKE: u64 = 4;
+
+/// The `jti` of the `n`-th access token issued from family `fam` (0: the grant's first, then
+/// +1 per refresh, grace and non-rotating ones included): HMAC-SHA256 keyed by the family id,
+/// 128 bits, base64url — the length of a random `jti`. The family id is a 128-bit secret only
+/// the server knows (it travels sealed), so nobody else can tell which tokens share a grant or
+/// predict the next `jti`; and because no configuration key is involved, a signing key rotation
+/// does not change the `jti`s a later revocation denies.
+pub fn access_token_jti(fam: &str, n: u64) -> String {
+    use base64::Engine as _;
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(fam.as_bytes()) else {
+        // HMAC takes keys of any length; not reached.
+        return String::new();
+    };
+    mac.update(b"oauth-edge/family-access-token/v1\0");
+    mac.update(&n.to_be_bytes());
+    let digest = mac.finalize().into_bytes();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.get(..16).unwrap_or(&[]))
 }
 
-/// How many live access tokens a family record names. A client refreshes about once per access
-/// token lifetime, so two or three are live at a time; a family refreshed faster than that loses
-/// its oldest from the list (they then live out their lifetime: minutes). Bounded because every
-/// family record is a slot of a fixed ring (about 40 bytes each).
-pub const TRACKED: usize = 4;
-
-/// `ats` with `at` added: expired ones dropped, the newest [`TRACKED`] kept.
-fn tracked(ats: &[Issued], at: Option<&Issued>, now_ms: u64) -> Vec<Issued> {
-    let mut out: Vec<Issued> = ats
-        .iter()
-        .chain(at)
-        .filter(|a| !a.expired(now_ms))
-        .cloned()
-        .collect();
-    let extra = out.len().saturating_sub(TRACKED);
-    out.drain(..extra);
-    out
-}
-
-/// The `jti` and expiry of the access token a request is about to issue, drawn before the
-/// records that name it are written.
-pub fn next_access_token(engine: &Engine, ctx: &mut Ctx<'_>) -> FlowResult<Issued> {
-    let jti = token::new_jti(ctx)?;
+/// The `jti` and expiry of the first access token of a grant, drawn before the records that
+/// name it are written: derived from its refresh family if it has one, else random.
+pub fn first_access_token(
+    engine: &Engine,
+    ctx: &mut Ctx<'_>,
+    fam: Option<&str>,
+) -> FlowResult<Issued> {
+    let jti = match fam {
+        Some(fam) => access_token_jti(fam, 0),
+        None => token::new_jti(ctx)?,
+    };
     let exp = ctx
         .now
         .secs()
         .saturating_add(engine.config.access_token_ttl.as_secs());
     Ok(Issued(jti, exp))
+}
+
+/// The `jti` of the access token issued with a grant's first refresh token (none: random).
+pub fn first_jti(refresh: Option<&RefreshClaims>) -> Option<String> {
+    refresh.map(|c| access_token_jti(&c.fam, 0))
 }
 
 pub fn handle(
@@ -139,9 +138,9 @@ pub fn handle(
     )
 }
 
-/// A refresh: checks the token against its family, records the new access token there, and
-/// issues the new tokens (`opts.jti` is set here). `res`: the new access token's resources
-/// (among the grant's, RFC 8707 §2.2).
+/// A refresh: checks the token against its family, counts the new access token there, and
+/// issues the new tokens (`opts.jti` is set here, derived from the count). `res`: the new access
+/// token's resources (among the grant's, RFC 8707 §2.2).
 #[allow(clippy::too_many_arguments)]
 pub fn refresh(
     engine: &Engine,
@@ -153,12 +152,10 @@ pub fn refresh(
     opts: IssueOpts,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let at = next_access_token(engine, ctx)?;
-    let jti = at.0.clone();
     let rotating = rotates(engine, client);
-    let next = rotate(engine, client, claims, at, rotating, ctx)?;
+    let (next, n) = rotate(engine, client, claims, rotating, ctx)?;
     let opts = IssueOpts {
-        jti: Some(jti),
+        jti: Some(access_token_jti(&next.fam, n)),
         ..opts
     };
     issue_rotated(engine, client, next, rotating, scope, res, proof, opts, ctx)
@@ -212,28 +209,26 @@ pub fn rotates(engine: &Engine, client: &Client) -> bool {
 }
 
 /// Checks a refresh token against its family and returns the claims of its successor (of the
-/// token itself if `rotate` is false: it stays valid); `at` is the access token the refresh will
-/// issue (recorded in the family).
+/// token itself if `rotate` is false: it stays valid) and the index `n` of the access token the
+/// refresh issues, counted in the family (its `jti`: [`access_token_jti`]).
 ///
 /// The grace of `refresh_token_reuse_interval` (a lost answer retried): within that time after
 /// a rotation, the previous token gets the current generation once more. Once per generation
-/// (the record keeps `grace`, the generation it handed out twice), and never for a generation
-/// that was itself handed out twice: two holders of neighbouring generations (a thief and the
-/// client) would otherwise take turns forever inside the window, each grace giving the other's
-/// next token a twin. So the second holder to use such a twin trips reuse detection; the price is
+/// (the record marks a generation it handed out twice), and never for a generation that was
+/// itself handed out twice: two holders of neighbouring generations (a thief and the client)
+/// would otherwise take turns forever inside the window, each grace giving the other's next
+/// token a twin. So the second holder to use such a twin trips reuse detection; the price is
 /// that two lost answers in a row end the family.
 pub fn rotate(
     engine: &Engine,
     client: &Client,
     claims: RefreshClaims,
-    at: Issued,
     rotate: bool,
     ctx: &mut Ctx<'_>,
-) -> FlowResult<RefreshClaims> {
+) -> FlowResult<(RefreshClaims, u64)> {
     let ring = engine.config.rings.families;
     let now_ms = ctx.now.unix_ms;
-    let family_exp_ms = claims.exp.saturating_mul(1000);
-    if family_exp_ms <= now_ms {
+    if claims.exp.saturating_mul(1000) <= now_ms {
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
     }
     let reuse = || OAuthError::invalid_grant("refresh token reuse detected: the grant is revoked");
@@ -244,91 +239,103 @@ pub fn rotate(
     };
     // A few rounds: a lost CAS means a concurrent rotation or insert; the next read sees it.
     for _ in 0..3 {
-        let Some(found) = store::find_keyed::<FamilyData>(ctx, ring, &claims.fam)? else {
+        let Some(found) = families::find(ctx, ring, &claims.fam)? else {
             // No record here (a restart, or a token from another instance): record this
-            // family now, so a second presentation of the same token is caught as reuse.
-            let fd = FamilyData {
-                fam: claims.fam.clone(),
+            // family now, so a second presentation of the same token is caught as reuse. The
+            // access tokens issued before are unknown here: counting from a random point keeps
+            // this one's `jti` from repeating one of theirs.
+            let mut r = [0u8; 8];
+            ctx.random(&mut r)?;
+            let fresh = Family {
                 gen,
-                revoked: false,
+                n: u64::from_be_bytes(r),
+                exp: claims.exp,
                 rotated_at: now_ms,
-                cid: claims.cid.clone(),
-                ats: vec![at.clone()],
-                grace: None,
+                revoked: false,
+                twice_current: false,
+                twice_previous: false,
             };
-            match store::find_or_insert_keyed(ctx, ring, &claims.fam, family_exp_ms - now_ms, &fd)?
-            {
-                Ok(_) => return Ok(RefreshClaims { gen, ..claims }),
-                Err(_) => continue,
+            match families::find_or_insert(ctx, ring, &claims.fam, &fresh)? {
+                None => return Ok((RefreshClaims { gen, ..claims }, fresh.n)),
+                Some(_) => continue,
             }
         };
-        let d = &found.record.data;
+        let d = found.family;
         if d.revoked {
             return Err(OAuthError::invalid_grant("refresh token has been revoked").into());
         }
+        let n = d.n.wrapping_add(1);
         if claims.gen < d.gen {
             let grace_ms = client.refresh_token_reuse_interval.saturating_mul(1000);
             if grace_ms > 0
                 && claims.gen.saturating_add(1) == d.gen
                 && now_ms <= d.rotated_at.saturating_add(grace_ms)
-                && d.grace.is_none_or(|g| g < claims.gen)
+                && !d.twice_current
+                && !d.twice_previous
             {
                 // The answer to the rotation was lost: hand out the current generation again.
-                let again = FamilyData {
-                    ats: tracked(&d.ats, Some(&at), now_ms),
-                    grace: Some(d.gen),
-                    ..d.clone()
+                let again = Family {
+                    n,
+                    twice_current: true,
+                    ..d
                 };
-                if store::update_keyed(ctx, ring, &found, &again)? {
-                    return Ok(RefreshClaims {
-                        gen: d.gen,
-                        ..claims
-                    });
+                if families::update(ctx, ring, &found, &again)? {
+                    return Ok((
+                        RefreshClaims {
+                            gen: d.gen,
+                            ..claims
+                        },
+                        n,
+                    ));
                 }
                 continue;
             }
             revoke_found(engine, ctx, &claims.fam, found)?;
             return Err(reuse().into());
         }
-        let next = FamilyData {
-            gen,
+        let next = Family {
+            n,
             rotated_at: if rotate { now_ms } else { d.rotated_at },
-            ats: tracked(&d.ats, Some(&at), now_ms),
-            ..d.clone()
+            ..d.at_gen(gen)
         };
-        if store::update_keyed(ctx, ring, &found, &next)? {
-            return Ok(RefreshClaims { gen, ..claims });
+        if families::update(ctx, ring, &found, &next)? {
+            return Ok((RefreshClaims { gen, ..claims }, n));
         }
     }
     Err(reuse().into())
 }
 
-/// Marks a found family revoked (re-reading once if it changed meanwhile), then puts the live
-/// access tokens it names on the deny-list.
-fn revoke_found(
-    engine: &Engine,
-    ctx: &mut Ctx<'_>,
-    fam: &str,
-    found: Found<FamilyData>,
-) -> FlowResult<()> {
+/// Marks a found family revoked (reading it again if it changed meanwhile), then puts its
+/// newest access tokens on the deny-list.
+fn revoke_found(engine: &Engine, ctx: &mut Ctx<'_>, fam: &str, found: Found) -> FlowResult<()> {
     let ring = engine.config.rings.families;
-    let mut ats = found.record.data.ats.clone();
-    let revoked = FamilyData {
-        revoked: true,
-        ..found.record.data.clone()
-    };
-    if !store::update_keyed(ctx, ring, &found, &revoked)? {
-        if let Some(again) = store::find_keyed::<FamilyData>(ctx, ring, fam)? {
-            ats = again.record.data.ats.clone();
-            let revoked = FamilyData {
-                revoked: true,
-                ..again.record.data.clone()
-            };
-            store::update_keyed(ctx, ring, &again, &revoked)?;
+    let mut found = found;
+    for _ in 0..3 {
+        let d = found.family;
+        let revoked = Family { revoked: true, ..d };
+        if d.revoked || families::update(ctx, ring, &found, &revoked)? {
+            return deny_issued(engine, ctx, fam, d.n);
+        }
+        match families::find(ctx, ring, fam)? {
+            Some(again) => found = again,
+            None => return Ok(()),
         }
     }
-    for at in &ats {
-        access_token::deny(&engine.config, ctx, at)?;
+    Err(Interrupt::Error(OAuthError::server_error(
+        "the authorization server is busy, try again",
+    )))
+}
+
+/// Denies the access tokens `n - 3 ..= n` of family `fam` until they expire at the latest (now
+/// plus the access token lifetime: when each was issued is not kept).
+fn deny_issued(engine: &Engine, ctx: &mut Ctx<'_>, fam: &str, n: u64) -> FlowResult<()> {
+    let cfg = &engine.config;
+    let exp = ctx
+        .now
+        .secs()
+        .saturating_add(cfg.access_token_ttl.as_secs());
+    for i in n.saturating_sub(DENIED_ON_REVOKE - 1)..=n {
+        access_token::deny(cfg, ctx, &Issued(access_token_jti(fam, i), exp))?;
     }
     Ok(())
 }
@@ -343,7 +350,7 @@ pub struct Grant {
 }
 
 /// Starts the refresh-token family `fam` of a new grant: its record in the families ring
-/// (naming `first_at`, the grant's first access token, if the caller drew its id), and the
+/// (counting the grant's first access token, whose `jti` is `access_token_jti(fam, 0)`), and the
 /// claims of its first token. A public client's token is bound to the DPoP key of the request,
 /// if it sent a proof (RFC 9449 §5).
 pub fn start_family(
@@ -353,28 +360,28 @@ pub fn start_family(
     fam: String,
     grant: Grant,
     proof: Option<&crate::dpop::Proof>,
-    first_at: Option<Issued>,
 ) -> FlowResult<RefreshClaims> {
     let cfg = &engine.config;
     let now_ms = ctx.now.unix_ms;
     let ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
-    let fd = FamilyData {
-        fam: fam.clone(),
+    let exp = now_ms.saturating_add(ttl_ms) / 1000;
+    let family = Family {
         gen: 0,
-        revoked: false,
+        n: 0,
+        exp,
         rotated_at: now_ms,
-        cid: client.client_id.clone(),
-        ats: first_at.into_iter().collect(),
-        grace: None,
+        revoked: false,
+        twice_current: false,
+        twice_previous: false,
     };
-    store::insert_new_keyed(ctx, cfg.rings.families, &fam, ttl_ms, &fd)?;
+    families::insert_new(ctx, cfg.rings.families, &fam, &family)?;
     Ok(RefreshClaims {
         fam,
         gen: 0,
         cid: client.client_id.clone(),
         sub: grant.sub,
         scope: grant.scope,
-        exp: now_ms.saturating_add(ttl_ms) / 1000,
+        exp,
         auth_time: grant.auth_time,
         ad: grant.ad,
         res: grant.res,
@@ -386,7 +393,8 @@ pub fn start_family(
     })
 }
 
-/// [`start_family`] with a new family id, if the client may refresh at all.
+/// [`start_family`] with a new family id, if the client may refresh at all. The grant's first
+/// access token then takes its `jti` from the family: [`first_jti`].
 pub fn first_token(
     engine: &Engine,
     ctx: &mut Ctx<'_>,
@@ -398,27 +406,28 @@ pub fn first_token(
         return Ok(None);
     }
     let fam = ctx.random_id()?;
-    start_family(engine, ctx, client, fam, grant, proof, None).map(Some)
+    start_family(engine, ctx, client, fam, grant, proof).map(Some)
 }
 
 /// Revokes a family by id (a replayed code: RFC 6749 §4.1.2; a revoked refresh token: RFC 7009)
-/// and denies the access tokens it names. If it has no record yet (the winner of a race has not
-/// written it), a revoked one is written first, so the winner finds it.
+/// and denies its newest access tokens. If it has no record yet (the winner of a race has not
+/// written it; or this process never saw it), a revoked one is written first, so the winner
+/// finds it.
 pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
     let Some(fam) = fam else { return Ok(()) };
-    let ring = engine.config.rings.families;
-    let tombstone = FamilyData {
-        fam: fam.to_string(),
-        gen: 0,
-        revoked: true,
-        rotated_at: ctx.now.unix_ms,
-        cid: String::new(),
-        ats: Vec::new(),
-        grace: None,
-    };
+    let now_ms = ctx.now.unix_ms;
     let ttl = crate::duration::millis(engine.config.refresh_token_ttl);
-    match store::find_or_insert_keyed(ctx, ring, fam, ttl, &tombstone)? {
-        Ok(_) => Ok(()),
-        Err(found) => revoke_found(engine, ctx, fam, found),
+    let tombstone = Family {
+        gen: 0,
+        n: 0,
+        exp: now_ms.saturating_add(ttl) / 1000,
+        rotated_at: now_ms,
+        revoked: true,
+        twice_current: false,
+        twice_previous: false,
+    };
+    match families::find_or_insert(ctx, engine.config.rings.families, fam, &tombstone)? {
+        None => Ok(()),
+        Some(found) => revoke_found(engine, ctx, fam, found),
     }
 }

@@ -363,6 +363,21 @@ def refresh_request(envoy: Any, refresh_token: str, client: Client = RP_CLIENT, 
                          headers={"Authorization": basic_auth(client.client_id, client.secret or "")})
 
 
+def seal_refresh_token(signing_key: dict[str, Any], claims: dict[str, Any]) -> str:
+    """A refresh token as the filter seals one (src/sealed.rs, keys.rs `sealing_key`):
+    "rt1." + base64url(nonce ‖ ChaCha20-Poly1305(key, JSON claims, aad)), the key being
+    SHA-256("oauth-edge/refresh-token-sealing/v1\\0" ‖ d) of a configured private key. For tests
+    that need families the filter has not seen (a restart, another Envoy: it records them at
+    their first refresh), or families shorter-lived than `lifetimes.refresh_token` allows."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    d = base64.urlsafe_b64decode(signing_key["d"] + "=" * (-len(signing_key["d"]) % 4))
+    key = hashlib.sha256(b"oauth-edge/refresh-token-sealing/v1\0" + d).digest()
+    nonce = os.urandom(12)
+    sealed = ChaCha20Poly1305(key).encrypt(nonce, json.dumps(claims).encode(), b"oauth-edge refresh token v1")
+    return "rt1." + b64url(nonce + sealed)
+
+
 def left_half_hash(alg: str, token: str) -> str:
     """OIDC Core §3.1.3.6 at_hash: the left half of the hash of the JWS alg's hash function
     (SHA-256 for ES256; SHA-512 for EdDSA over Ed25519, as OpenID's EdDSA registration says)."""
