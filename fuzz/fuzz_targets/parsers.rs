@@ -55,6 +55,10 @@ fuzz_target!(|data: &[u8]| {
         let _ = set.select(Some("a"), Alg::RS256);
     }
     let _ = oauth_edge::jwks_fetch::classify(Some(200), data);
+    // Shared-data values of the bucketed rings (written by us, but read back after a restart,
+    // an upgrade, or another version of the filter sharing the VM id).
+    let _ = oauth_edge::families::live_entries(data, 1_800_000_000_000);
+    let _ = oauth_edge::replay::live_entries(data, 1_800_000_000_000);
     // A header map from the host decodes or is refused, and what decodes encodes back the same.
     if let Some(pairs) = oauth_edge::pairs::decode(data) {
         let again = oauth_edge::pairs::encode(&pairs);
