@@ -55,6 +55,7 @@ pub mod ring_fill;
 pub mod ring_share;
 pub mod scope;
 pub mod sealed;
+pub mod secret;
 pub mod store;
 pub mod token;
 

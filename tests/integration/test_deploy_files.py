@@ -139,6 +139,49 @@ def test_render_accepts_key_list_and_public_only_keys(tmp_path):
     assert render.build_plugin_config(key=k1, issuer="https://as.example")["issuer"] == "https://as.example"
 
 
+def test_render_cli_key_from_env_keeps_the_key_out_and_lets_the_vm_read_it(tmp_path):
+    """--key-from-env NAME: the plugin configuration names the variable, the VM may read it
+    (host_env_keys), no active_signing_key (the first private key in the variable signs).
+    test_secrets_env.py runs it on a real Envoy."""
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path),
+                          "--key-from-env", "OAUTH_EDGE_SIGNING_KEYS"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    _, cfg = _wasm_config(yaml.safe_load((tmp_path / "envoy.yaml").read_text()))
+    plugin = json.loads(cfg["configuration"]["value"])
+    assert plugin["signing_keys"] == [{"env": "OAUTH_EDGE_SIGNING_KEYS"}]
+    assert "active_signing_key" not in plugin
+    assert cfg["vm_config"]["environment_variables"] == {"host_env_keys": ["OAUTH_EDGE_SIGNING_KEYS"]}
+
+
+def test_render_passes_every_secret_variable_to_the_vm_and_only_those():
+    """Every {"env": NAME} where the filter reads secrets (signing_keys entries, the etcd
+    password) goes into host_env_keys, once; a configuration without one has no
+    environment_variables at all (nothing of Envoy's environment reaches the VM)."""
+    cfg = render.build_plugin_config(key=_test_key())
+    assert render.vm_environment_lines(cfg) == []
+    cfg["signing_keys"] = [{"env": "KEYS_A"}, _test_key(), {"env": "KEYS_B"}, {"env": "KEYS_A"}]
+    cfg["store"] = {"backend": "etcd", "etcd": {"cluster": "etcd", "username": "u",
+                                                  "password": {"env": "ETCD_PASSWORD"}}}
+    assert render.secret_env_names(cfg) == ["KEYS_A", "KEYS_B", "ETCD_PASSWORD"]
+    doc = yaml.safe_load(render.render_text(plugin_config=cfg))
+    _, wcfg = _wasm_config(doc)
+    assert wcfg["vm_config"]["environment_variables"]["host_env_keys"] == ["KEYS_A", "KEYS_B", "ETCD_PASSWORD"]
+    cfg["signing_keys"] = [{"env": "NOT A NAME"}]
+    with pytest.raises(render.RenderError, match="not an environment variable name"):
+        render.render_text(plugin_config=cfg)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--key-from-env", "1KEY"], "not an environment variable name"),
+    (["--key-from-env", "K", "--key", "k.json"], "not allowed with"),
+], ids=["bad-name", "both"])
+def test_render_cli_refuses_bad_key_from_env(tmp_path, args, needle):
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path), *args],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    assert needle in res.stderr
+
+
 def test_rendered_directory_is_self_contained_envoy_validates(tmp_path):
     """The directory `make run` renders (envoy.yaml + oauth_edge.wasm, wasm path relative) is what
     the container mounts: Envoy accepts it with that directory as its working directory."""
