@@ -1,7 +1,9 @@
-"""The deployment files: render.py, the rendered directory, docker-compose.yml, the Istio example."""
+"""The deployment files: render.py, the rendered directory, docker-compose.yml, the Istio and Envoy
+Gateway examples."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ import render
 from conftest import ROOT, WASM, envoy_binary
 
 COMPOSE = ROOT / "envoy" / "docker-compose.yml"
+EXTENSION_POLICY = ROOT / "envoy" / "envoy-gateway" / "extension-policy.yaml"
 
 
 def _test_key():
@@ -280,3 +283,60 @@ def test_istio_wasmplugin_example_has_the_plugin_config_keys():
     assert pc["pause_on_request_headers"] is False
     assert any(d["kind"] == "EnvoyFilter" and "buffer" in json.dumps(d) for d in docs)
     assert pc["registry"]["cluster"].startswith("outbound|")
+    # The module by image digest; no `sha256` (for an oci:// URL it is the image digest again,
+    # never the module's sha256: the comment explains it).
+    assert wp["spec"]["url"].startswith("oci://") and "@sha256:" in wp["spec"]["url"]
+    assert "sha256" not in wp["spec"]
+    # The key from the gateway's environment: every variable the config names is given to the VM.
+    names = [k["env"] for k in pc["signing_keys"]]
+    assert names and {"name": names[0], "valueFrom": "HOST"} in wp["spec"]["vmConfig"]["env"]
+    assert set(names) <= {e["name"] for e in wp["spec"]["vmConfig"]["env"] if e["valueFrom"] == "HOST"}
+
+
+def _example_configs():
+    wp = next(d for d in yaml.safe_load_all((ROOT / "envoy" / "istio" / "wasmplugin.yaml").read_text())
+              if d["kind"] == "WasmPlugin")
+    eep = next(d for d in yaml.safe_load_all(EXTENSION_POLICY.read_text()) if d["kind"] == "EnvoyExtensionPolicy")
+    return {"istio": wp["spec"]["pluginConfig"], "envoy-gateway": eep["spec"]["wasm"][0]["config"]}
+
+
+def test_envoy_gateway_extension_policy_example():
+    docs = {d["kind"]: d for d in yaml.safe_load_all(EXTENSION_POLICY.read_text())}
+    eep = docs["EnvoyExtensionPolicy"]
+    assert eep["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    w = eep["spec"]["wasm"][0]
+    assert w["code"]["type"] == "Image"
+    assert w["code"]["image"]["url"].startswith("oci://") and "@sha256:" in w["code"]["image"]["url"]
+    assert "sha256" not in w["code"]["image"] and w["failOpen"] is False
+    names = [k["env"] for k in w["config"]["signing_keys"]]
+    assert names and set(names) <= set(w["env"]["hostKeys"])
+    # The Envoy container gets each variable from a Secret, and the buffer filter goes after the wasm filter.
+    proxy = docs["EnvoyProxy"]["spec"]
+    env = proxy["provider"]["kubernetes"]["envoyDeployment"]["container"]["env"]
+    assert set(names) <= {e["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"name": "envoy.filters.http.buffer", "after": "envoy.filters.http.wasm"} in proxy["filterOrder"]
+    assert w["config"]["pause_on_request_headers"] is False and "requestBuffer" in docs["BackendTrafficPolicy"]["spec"]
+
+
+@pytest.mark.parametrize("example", ["istio", "envoy-gateway"])
+def test_example_plugin_configs_load_with_the_key_from_the_environment(tmp_path, example):
+    """The examples' plugin configurations, as they are, on a real Envoy (buffer body mode, as
+    their pause_on_request_headers false asks), with the key only in Envoy's environment: the
+    filter accepts them; without the variable it refuses them, naming it."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    cfg = _example_configs()[example]
+    render.render(tmp_path, plugin_config=cfg, body_mode="buffer", route_mode="direct")
+    shutil.copyfile(WASM, tmp_path / "oauth_edge.wasm")
+    (var,) = render.secret_env_names(cfg)
+    base_env = {k: v for k, v in os.environ.items() if k != var}
+
+    def validate(env):
+        return subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "info"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, env={**base_env, **env})
+
+    res = validate({var: json.dumps(_test_key())})
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    res = validate({})
+    assert res.returncode != 0
+    assert f"signing_keys[0]: environment variable {var} is not set" in res.stdout + res.stderr
