@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
 
-.PHONY: all wasm run test unit integration lint fmt envoy etcd clean bench fuzz
+.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz
 
 all: wasm
 
@@ -54,7 +54,7 @@ test: unit integration
 unit:
 	cargo test --all-targets
 
-integration: wasm $(VENV)/.test-deps etcd
+integration: wasm $(VENV)/.test-deps etcd oci-tools
 	$(VENV)/bin/python -m pytest -c tests/pytest.ini tests/integration
 
 ## etcd (Debian's etcd-server) for the multi-replica tests of the etcd store. Installed with apt
@@ -64,6 +64,22 @@ etcd:
 		{ $(SUDO) apt-get install -y etcd-server etcd-client >/dev/null 2>&1 || \
 		  { $(SUDO) apt-get update >/dev/null 2>&1 && $(SUDO) apt-get install -y etcd-server etcd-client >/dev/null 2>&1; } || \
 		  echo "etcd could not be installed: the etcd store tests will be skipped"; }
+
+## The module as an OCI image (Istio's and Envoy Gateway's "compat" wasm image: plugin.wasm in a
+## tar.gz layer), written as an OCI image layout under $(OCI_DIR) without Docker; prints the
+## image digest and the module's sha256. OCI_TAG defaults to the version in Cargo.toml.
+OCI_DIR ?= target/oci
+OCI_TAG ?=
+oci: wasm
+	@python3 envoy/oci.py --wasm $(WASM) --out $(OCI_DIR) $(if $(OCI_TAG),--tag $(OCI_TAG))
+
+## Debian's docker-registry and skopeo, for the test that pushes the image to a local registry
+## and pulls it back. Installed with apt when possible; without them that test is skipped.
+oci-tools:
+	@command -v docker-registry >/dev/null && command -v skopeo >/dev/null || { \
+		out=$$($(SUDO) apt-get install -y docker-registry skopeo 2>&1) || \
+		out=$$({ $(SUDO) apt-get update && $(SUDO) apt-get install -y docker-registry skopeo; } 2>&1) || \
+		echo "docker-registry and skopeo could not be installed (apt-get: $$(echo "$$out" | tail -1)): the OCI image push test will be skipped"; }
 
 ## Benchmark (not a test, ~8 min): the filter in a real Envoy against Envoy's direct_response ceiling
 ## and node-oidc-provider, with wrk; see bench/README.md. Options: make bench BENCH_ARGS=--quick

@@ -13,7 +13,13 @@ and as a module (the integration tests use this same code path):
 What it does:
   * loads the demo plugin configuration (envoy/oauth-edge.json, or --plugin-config FILE);
   * replaces its `signing_keys` with the JWK(s) in --key FILE (one private JWK or a JSON list)
-    and points `active_signing_key` at the first key that has a private part;
+    and points `active_signing_key` at the first key that has a private part; or, with
+    --key-from-env NAME, with a reference to Envoy's environment variable NAME ({"env": NAME},
+    holding a JWK or a JWK Set; the first private key in it signs), so the rendered file holds
+    no key;
+  * lets the wasm VM read every environment variable the plugin configuration names as a
+    secret (`signing_keys` entries and `store.etcd.password` of the form {"env": NAME}):
+    vm_config.environment_variables.host_env_keys;
   * if the issuer is a plain-http loopback URL (http://127.0.0.1:PORT, http://localhost:PORT),
     sets its port to the listen port so the issuer is the address Envoy really answers on
     (--issuer URL sets it explicitly);
@@ -110,6 +116,33 @@ _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 class RenderError(ValueError):
     """The inputs cannot make a valid configuration."""
+
+
+# What the filter accepts as an environment variable name in a secret reference (src/secret.rs).
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def secret_env_names(plugin_config: dict[str, Any]) -> list[str]:
+    """The environment variables the plugin configuration's secret references name, in order:
+    {"env": NAME} entries of `signing_keys` and `store.etcd.password` (the places the filter
+    reads references). The VM needs each in vm_config.environment_variables.host_env_keys."""
+    found = list(plugin_config.get("signing_keys") or [])
+    store = plugin_config.get("store")
+    if isinstance(store, dict) and isinstance(store.get("etcd"), dict):
+        found.append(store["etcd"].get("password"))
+    names = [v["env"] for v in found if isinstance(v, dict) and isinstance(v.get("env"), str)]
+    for n in names:
+        if not _ENV_NAME.fullmatch(n):
+            raise RenderError(f"{n!r} is not an environment variable name")
+    return list(dict.fromkeys(names))
+
+
+def vm_environment_lines(plugin_config: dict[str, Any]) -> list[str]:
+    """The @@VM_ENVIRONMENT@@ lines: vm_config.environment_variables, or none."""
+    names = secret_env_names(plugin_config)
+    if not names:
+        return []
+    return ["environment_variables: " + json.dumps({"host_env_keys": names})]
 
 
 def routes_for(mode: str) -> list[dict[str, Any]]:
@@ -262,18 +295,31 @@ def build_plugin_config(
     listen_port: int = DEFAULTS["listen_port"],
     issuer: str | None = None,
     body_mode: str = DEFAULTS["body_mode"],
+    key_from_env: str | None = None,
 ) -> dict[str, Any]:
     """The plugin configuration dict that goes into the wasm filter's `configuration`.
 
     Body mode `buffer` sets `pause_on_request_headers: false`; `pause` leaves the key as given
     (absent means true). A value that contradicts the body mode is refused.
+    key_from_env: the signing keys are in this environment variable of Envoy (a JWK or a JWK
+    Set): `signing_keys` becomes [{"env": NAME}] and `active_signing_key` is dropped (the first
+    private key in the variable signs). Not together with `key`.
     """
     _check_body_mode(body_mode)
     cfg = _load_json(plugin_config if plugin_config is not None else DEFAULT_PLUGIN_CONFIG,
                      "plugin config")
     if not isinstance(cfg, dict):
         raise RenderError("the plugin configuration must be a JSON object")
-    if key is not None:
+    if key_from_env is not None:
+        if key is not None:
+            raise RenderError("give the signing keys either as a file (--key) or through the environment "
+                              "(--key-from-env), not both")
+        if not _ENV_NAME.fullmatch(key_from_env):
+            raise RenderError(f"--key-from-env {key_from_env!r} is not an environment variable name "
+                              "(letters, digits, _; not starting with a digit)")
+        cfg["signing_keys"] = [{"env": key_from_env}]
+        cfg.pop("active_signing_key", None)
+    elif key is not None:
         keys = load_keys(key)
         cfg["signing_keys"] = keys
         private = [k for k in keys if "d" in k and "kid" in k]
@@ -282,7 +328,7 @@ def build_plugin_config(
         else:
             cfg.pop("active_signing_key", None)
     if not cfg.get("signing_keys"):
-        raise RenderError("no signing key: pass --key FILE (e.g. from oauth-edge-keygen)")
+        raise RenderError("no signing key: pass --key FILE (e.g. from oauth-edge-keygen) or --key-from-env NAME")
     if issuer is not None:
         cfg["issuer"] = issuer
     elif isinstance(cfg.get("issuer"), str):
@@ -349,6 +395,7 @@ def render_text(
     }
     lines = body_mode_lines(body_mode)
     lines["@@EXTRA_HTTP_FILTERS@@"] = extra_filter_lines(extra_http_filters)
+    lines["@@VM_ENVIRONMENT@@"] = vm_environment_lines(plugin_config)
     if plugin_config.get("pause_on_request_headers", True) is not (body_mode == "pause"):
         raise RenderError(f"body mode {body_mode} with pause_on_request_headers "
                           f"{json.dumps(plugin_config.get('pause_on_request_headers'))} in the plugin "
@@ -389,15 +436,16 @@ def render(
     extra_http_filters: Any = None,
     max_heap_bytes: int = DEFAULTS["max_heap_bytes"],
     escaped_slashes: str = DEFAULTS["escaped_slashes"],
+    key_from_env: str | None = None,
 ) -> Path:
-    """Write OUT_DIR/envoy.yaml (mode 0600: it holds the private key); return its path.
+    """Write OUT_DIR/envoy.yaml (mode 0600: it may hold the private key); return its path.
 
     plugin_config and key are dicts/lists or paths to JSON files; extra_http_filters a list of
     HTTP filter objects (or a path to a JSON file holding one) to put before the wasm filter;
-    max_heap_bytes and escaped_slashes: see render_text.
+    max_heap_bytes and escaped_slashes: see render_text; key_from_env: see build_plugin_config.
     """
     cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer,
-                              body_mode=body_mode)
+                              body_mode=body_mode, key_from_env=key_from_env)
     text = render_text(
         plugin_config=cfg,
         listen_port=listen_port,
@@ -435,7 +483,13 @@ def main(argv: list[str] | None = None) -> int:
                         "pause_on_request_headers false: for hosts without that knob, e.g. Istio)")
     p.add_argument("--plugin-config", default=str(DEFAULT_PLUGIN_CONFIG),
                    help="plugin configuration JSON (default: envoy/oauth-edge.json)")
-    p.add_argument("--key", help="JSON file: one private JWK or a list of JWKs (signing_keys)")
+    keys = p.add_mutually_exclusive_group()
+    keys.add_argument("--key", help="JSON file: one private JWK or a list of JWKs (signing_keys)")
+    keys.add_argument("--key-from-env", metavar="NAME",
+                      help="the signing keys are in Envoy's environment variable NAME (a JWK or a JWK Set; "
+                           "the first private key signs): the rendered file holds no key, the plugin "
+                           "configuration says {\"env\": NAME} and the VM gets NAME through "
+                           "vm_config.environment_variables.host_env_keys")
     p.add_argument("--wasm", default=DEFAULT_WASM,
                    help="wasm path as Envoy sees it (default: oauth_edge.wasm, relative to its cwd)")
     p.add_argument("--issuer", help="issuer URL (default: from the plugin config, loopback port = listen port)")
@@ -465,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             extra_http_filters=args.extra_http_filters,
             max_heap_bytes=args.max_heap_bytes,
             escaped_slashes=args.escaped_slashes,
+            key_from_env=args.key_from_env,
         )
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)

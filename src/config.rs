@@ -22,6 +22,7 @@ struct Raw {
     issuer: String,
     #[serde(default)]
     endpoints: RawEndpoints,
+    /// JWKs, or secret references to a JWK or a JWK Set (see [`crate::secret`]).
     signing_keys: Vec<Value>,
     #[serde(default)]
     active_signing_key: Option<String>,
@@ -226,8 +227,9 @@ struct RawEtcd {
     timeout: Option<String>,
     #[serde(default)]
     username: Option<String>,
+    /// A string, or a secret reference (see [`crate::secret`]).
     #[serde(default)]
-    password: Option<String>,
+    password: Option<Value>,
 }
 
 fn default_etcd_prefix() -> String {
@@ -620,17 +622,27 @@ impl Config {
         }
     }
 
+    /// A configuration without secret references (any `{"env"}`/`{"file"}` is refused).
     pub fn from_json(bytes: &[u8]) -> Result<Config, String> {
+        Self::from_json_with_secrets(bytes, &crate::secret::unavailable)
+    }
+
+    /// A configuration whose secret references (see [`crate::secret`]) `resolve` reads: the
+    /// adapter's, from the host. Each is read once, here.
+    pub fn from_json_with_secrets(
+        bytes: &[u8],
+        resolve: crate::secret::Resolve<'_>,
+    ) -> Result<Config, String> {
         if bytes.iter().all(|b| b.is_ascii_whitespace()) {
             return Err(
                 "the plugin configuration is empty (issuer and signing_keys are required)".into(),
             );
         }
         let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("configuration: {e}"))?;
-        Self::validate(raw)
+        Self::validate(raw, resolve)
     }
 
-    fn validate(raw: Raw) -> Result<Config, String> {
+    fn validate(raw: Raw, resolve: crate::secret::Resolve<'_>) -> Result<Config, String> {
         let (origin, issuer_path) = split_issuer(&raw.issuer)?;
         let issuer = raw.issuer.clone();
         let token_path = endpoint_path("endpoints.token", &raw.endpoints.token)?;
@@ -672,7 +684,8 @@ impl Config {
                 return Err(format!("endpoint path {p:?} is used twice"));
             }
         }
-        let keys = KeySet::from_jwks(&raw.signing_keys, raw.active_signing_key.as_deref())?;
+        let signing_keys = crate::secret::expand_keys(&raw.signing_keys, resolve)?;
+        let keys = KeySet::from_named(&signing_keys, raw.active_signing_key.as_deref())?;
 
         let access_token_ttl = match raw.lifetimes.access_token.as_deref() {
             None => DEFAULT_ACCESS_TOKEN_TTL,
@@ -788,7 +801,7 @@ impl Config {
         };
         let etcd = match (raw.store.backend.as_deref(), raw.store.etcd) {
             (None | Some("shared_data"), None) => None,
-            (Some("etcd"), Some(e)) => Some(etcd(e)?),
+            (Some("etcd"), Some(e)) => Some(etcd(e, resolve)?),
             (Some("etcd"), None) => return Err("store.backend etcd needs store.etcd".into()),
             (None | Some("shared_data"), Some(_)) => {
                 return Err("store.etcd is set but store.backend is not \"etcd\"".into())
@@ -1173,14 +1186,18 @@ fn registry(r: RawRegistry) -> Result<RegistryConfig, String> {
     })
 }
 
-fn etcd(e: RawEtcd) -> Result<EtcdConfig, String> {
+fn etcd(e: RawEtcd, resolve: crate::secret::Resolve<'_>) -> Result<EtcdConfig, String> {
     if e.cluster.is_empty() {
         return Err("store.etcd.cluster must name an Envoy cluster".into());
     }
     if !e.prefix.starts_with('/') || e.prefix.len() < 2 || !e.prefix.ends_with('/') {
         return Err("store.etcd.prefix must look like /oauth-edge/".into());
     }
-    let credentials = match (e.username, e.password) {
+    let password = match e.password {
+        None => None,
+        Some(p) => Some(crate::secret::string("store.etcd.password", &p, resolve)?),
+    };
+    let credentials = match (e.username, password) {
         (None, None) => None,
         (Some(u), Some(p)) if !u.is_empty() => Some((u, p)),
         _ => return Err("store.etcd needs both username and password, or neither".into()),
@@ -1527,5 +1544,137 @@ pub mod tests {
         assert!(Config::from_json(b"{").is_err());
         assert!(Config::from_json(b"[]").is_err());
         assert!(Config::from_json(&[0xff, 0xfe]).is_err());
+    }
+
+    /// A resolver over a fixed set of environment variables, as the adapter's reads the VM's.
+    fn env(
+        vars: Vec<(&'static str, String)>,
+    ) -> impl Fn(&crate::secret::SecretRef) -> Result<String, String> {
+        move |r| match r {
+            crate::secret::SecretRef::Env(n) => vars
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| format!("{r} is not set")),
+            crate::secret::SecretRef::File(_) => Err(format!("{r} cannot be read")),
+        }
+    }
+
+    fn with_secrets(
+        v: &Value,
+        r: &dyn Fn(&crate::secret::SecretRef) -> Result<String, String>,
+    ) -> Result<Config, String> {
+        Config::from_json_with_secrets(v.to_string().as_bytes(), r)
+    }
+
+    #[test]
+    fn signing_keys_from_the_environment() {
+        let key = generate_jwk(Alg::EdDSA, "from-env", &mut SystemRandom).unwrap();
+        let mut v = sample();
+        v["signing_keys"] = json!([{"env": "OAUTH_EDGE_KEY"}]);
+        let c = with_secrets(&v, &env(vec![("OAUTH_EDGE_KEY", key.to_string())])).unwrap();
+        assert_eq!(c.keys.active().unwrap().kid, "from-env");
+        // The same key inline gives the same configuration (sealing, counters, nonces).
+        let mut inline = sample();
+        inline["signing_keys"] = json!([key]);
+        assert_eq!(c.counter_key, parse(&inline).unwrap().counter_key);
+
+        // Not set: refused, naming the entry and the variable; without a resolver too.
+        assert_eq!(
+            with_secrets(&v, &env(vec![])).err().unwrap(),
+            "signing_keys[0]: environment variable OAUTH_EDGE_KEY is not set"
+        );
+        assert!(parse(&v)
+            .unwrap_err()
+            .contains("this host reads no secrets"));
+
+        // The key in the variable is validated as strictly as an inline one.
+        let mut bad = key.clone();
+        bad["x"] = generate_jwk(Alg::EdDSA, "other", &mut SystemRandom).unwrap()["x"].clone();
+        let e = with_secrets(&v, &env(vec![("OAUTH_EDGE_KEY", bad.to_string())]))
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            "signing_keys[0] (environment variable OAUTH_EDGE_KEY): key \"from-env\": x does not match d"
+        );
+    }
+
+    #[test]
+    fn rotation_with_a_jwk_set_in_the_environment() {
+        let old = generate_jwk(Alg::EdDSA, "2026-11", &mut SystemRandom).unwrap();
+        let new = generate_jwk(Alg::ES256, "2026-12", &mut SystemRandom).unwrap();
+        let mut v = sample();
+        v["signing_keys"] = json!([{"env": "KEYS"}]);
+        let set = |keys: Value| env(vec![("KEYS", json!({ "keys": keys }).to_string())]);
+        let published = |c: &Config| -> Vec<String> {
+            let doc: Value = serde_json::from_slice(c.keys.jwks_json()).unwrap();
+            doc["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_string())
+                .collect()
+        };
+        // 1. The new key is added after the old one: both published, the first private signs.
+        let c = with_secrets(&v, &set(json!([old, new]))).unwrap();
+        assert_eq!(
+            (c.keys.active().unwrap().kid.as_str(), published(&c)),
+            ("2026-11", vec!["2026-11".into(), "2026-12".into()])
+        );
+        // 2. Made active: by order, or by active_signing_key.
+        let c = with_secrets(&v, &set(json!([new, old]))).unwrap();
+        assert_eq!(c.keys.active().unwrap().kid, "2026-12");
+        v["active_signing_key"] = json!("2026-12");
+        let c = with_secrets(&v, &set(json!([old, new]))).unwrap();
+        assert_eq!(c.keys.active().unwrap().kid, "2026-12");
+        // 3. The old private part dropped: still published for tokens in flight.
+        let mut old_public = old.clone();
+        old_public.as_object_mut().unwrap().remove("d");
+        let c = with_secrets(&v, &set(json!([new, old_public]))).unwrap();
+        assert_eq!(c.keys.sealing_keys().count(), 1);
+        assert_eq!(published(&c).len(), 2);
+        // Two variables work as well as one set, and a kid in both is refused.
+        v["signing_keys"] = json!([{"env": "A"}, {"env": "B"}]);
+        let two = env(vec![("A", old.to_string()), ("B", new.to_string())]);
+        assert_eq!(
+            published(&with_secrets(&v, &two).unwrap()),
+            ["2026-11", "2026-12"]
+        );
+        let dup = env(vec![
+            ("A", old.to_string()),
+            ("B", json!({"keys": [new, old]}).to_string()),
+        ]);
+        assert_eq!(
+            with_secrets(&v, &dup).err().unwrap(),
+            "signing_keys[1] (environment variable B, key 2): kid \"2026-11\" is used twice"
+        );
+    }
+
+    #[test]
+    fn etcd_password_from_the_environment() {
+        let mut v = sample();
+        v["store"] = json!({"backend": "etcd", "etcd": {"cluster": "etcd", "username": "oauth-edge",
+                                                         "password": {"env": "ETCD_PASSWORD"}}});
+        let c = with_secrets(&v, &env(vec![("ETCD_PASSWORD", "pw\n".into())])).unwrap();
+        assert_eq!(
+            c.etcd.unwrap().credentials,
+            Some(("oauth-edge".to_string(), "pw".to_string()))
+        );
+        assert_eq!(
+            with_secrets(&v, &env(vec![])).err().unwrap(),
+            "store.etcd.password: environment variable ETCD_PASSWORD is not set"
+        );
+        v["store"]["etcd"]["password"] = json!({"env": "ETCD_PASSWORD", "file": "/x"});
+        assert!(with_secrets(&v, &env(vec![]))
+            .err()
+            .unwrap()
+            .starts_with("store.etcd.password: a secret reference"));
+        v["store"]["etcd"]["password"] = json!(["pw"]);
+        assert!(parse(&v)
+            .unwrap_err()
+            .contains("store.etcd.password must be a string"));
+        v["store"]["etcd"]["password"] = json!("literal");
+        assert!(parse(&v).is_ok());
     }
 }

@@ -119,19 +119,30 @@ pub struct KeySet {
 impl KeySet {
     /// `keys` are JWKs: private ones can sign, public-only ones (retired keys) are only published.
     pub fn from_jwks(keys: &[Value], active_kid: Option<&str>) -> Result<KeySet, String> {
+        let named: Vec<(String, Value)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (format!("signing_keys[{i}]"), k.clone()))
+            .collect();
+        Self::from_named(&named, active_kid)
+    }
+
+    /// Like [`KeySet::from_jwks`], each JWK with the name its errors start with (where it came
+    /// from: see [`crate::secret::expand_keys`]).
+    pub fn from_named(
+        keys: &[(String, Value)],
+        active_kid: Option<&str>,
+    ) -> Result<KeySet, String> {
         if keys.is_empty() {
             return Err("signing_keys is empty: at least one private key is needed".into());
         }
         let mut signers = Vec::new();
         let mut published = Vec::new();
         let mut kids: Vec<String> = Vec::new();
-        for (i, k) in keys.iter().enumerate() {
-            let parsed = parse_jwk(k).map_err(|e| format!("signing_keys[{i}]: {e}"))?;
+        for (name, k) in keys {
+            let parsed = parse_jwk(k).map_err(|e| format!("{name}: {e}"))?;
             if kids.contains(&parsed.kid) {
-                return Err(format!(
-                    "signing_keys[{i}]: kid {:?} is used twice",
-                    parsed.kid
-                ));
+                return Err(format!("{name}: kid {:?} is used twice", parsed.kid));
             }
             kids.push(parsed.kid.clone());
             published.push(parsed.public);

@@ -56,6 +56,7 @@ pub mod ring_fill;
 pub mod ring_share;
 pub mod scope;
 pub mod sealed;
+pub mod secret;
 pub mod store;
 pub mod token;
 

@@ -14,6 +14,7 @@
 mod abi;
 mod exports;
 mod metrics;
+mod secrets;
 mod user;
 
 use std::cell::RefCell;
@@ -211,7 +212,7 @@ pub(crate) fn on_configure(root: u32) -> bool {
             return false;
         }
     };
-    let cfg = match Config::from_json(&raw) {
+    let cfg = match Config::from_json_with_secrets(&raw, &secrets::read) {
         Ok(cfg) => cfg,
         Err(e) => {
             log(

@@ -249,13 +249,20 @@ class EnvoyInstance:
                  body_mode: str = render.DEFAULTS["body_mode"],
                  edit_config: Callable[[dict[str, Any]], None] | None = None,
                  extra_http_filters: list[dict[str, Any]] | None = None,
-                 envoy_args: list[str] | None = None) -> None:
+                 envoy_args: list[str] | None = None,
+                 key_from_env: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         """edit_config, if given, changes the rendered bootstrap (a parsed YAML dict) in place
         before Envoy starts: for setups render.py deliberately does not produce.
         extra_http_filters go before the wasm filter (render.py --extra-http-filters).
-        envoy_args are added to Envoy's command line (e.g. --file-flush-interval-msec)."""
+        envoy_args are added to Envoy's command line (e.g. --file-flush-interval-msec).
+        key_from_env (render.py --key-from-env): the plugin configuration names this variable
+        instead of holding signing_keys, which then only say what the test put into it; env is
+        added to the Envoy process's environment (e.g. that variable)."""
         self.name = name
         self.envoy_args = list(envoy_args or [])
+        self.key_from_env = key_from_env
+        self.env = dict(env or {})
         self.extra_http_filters = extra_http_filters
         self.workdir = workdir
         self.route_mode = route_mode
@@ -329,7 +336,9 @@ class EnvoyInstance:
 
     @property
     def active_kid(self) -> str:
-        return self.plugin_config["active_signing_key"]
+        # Without active_signing_key (keys from the environment) the first private key signs.
+        return self.plugin_config.get("active_signing_key") or next(
+            k["kid"] for k in self.signing_keys if "d" in k)
 
     @property
     def active_alg(self) -> str:
@@ -349,7 +358,8 @@ class EnvoyInstance:
                 route_mode=self.route_mode,
                 body_mode=self.body_mode,
                 plugin_config=self._plugin_config_in,
-                key=self.signing_keys,
+                key=None if self.key_from_env else self.signing_keys,
+                key_from_env=self.key_from_env,
                 extra_http_filters=self.extra_http_filters,
             )
             if self._edit_config is not None:
@@ -357,8 +367,8 @@ class EnvoyInstance:
                 self._edit_config(doc)
                 rendered.write_text(yaml.safe_dump(doc, sort_keys=False))
             self.plugin_config = render.build_plugin_config(
-                self._plugin_config_in, key=self.signing_keys, listen_port=self.listen_port,
-                body_mode=self.body_mode)
+                self._plugin_config_in, key=None if self.key_from_env else self.signing_keys,
+                key_from_env=self.key_from_env, listen_port=self.listen_port, body_mode=self.body_mode)
             shutil.copyfile(WASM, self.workdir / render.DEFAULT_WASM)
             self._launch()
             try:
@@ -377,6 +387,7 @@ class EnvoyInstance:
             [envoy_binary(), "-c", str(self.workdir / "envoy.yaml"), "--concurrency", "2",
              "--use-dynamic-base-id", "-l", "info", "--drain-time-s", "1", *self.envoy_args],
             cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **self.env},
         )
         log.close()
 

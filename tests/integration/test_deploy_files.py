@@ -1,7 +1,9 @@
-"""The deployment files: render.py, the rendered directory, docker-compose.yml, the Istio example."""
+"""The deployment files: render.py, the rendered directory, docker-compose.yml, the Istio and Envoy
+Gateway examples."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ import render
 from conftest import ROOT, WASM, envoy_binary
 
 COMPOSE = ROOT / "envoy" / "docker-compose.yml"
+EXTENSION_POLICY = ROOT / "envoy" / "envoy-gateway" / "extension-policy.yaml"
 
 
 def _test_key():
@@ -139,6 +142,49 @@ def test_render_accepts_key_list_and_public_only_keys(tmp_path):
     assert render.build_plugin_config(key=k1, issuer="https://as.example")["issuer"] == "https://as.example"
 
 
+def test_render_cli_key_from_env_keeps_the_key_out_and_lets_the_vm_read_it(tmp_path):
+    """--key-from-env NAME: the plugin configuration names the variable, the VM may read it
+    (host_env_keys), no active_signing_key (the first private key in the variable signs).
+    test_secrets_env.py runs it on a real Envoy."""
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path),
+                          "--key-from-env", "OAUTH_EDGE_SIGNING_KEYS"], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    _, cfg = _wasm_config(yaml.safe_load((tmp_path / "envoy.yaml").read_text()))
+    plugin = json.loads(cfg["configuration"]["value"])
+    assert plugin["signing_keys"] == [{"env": "OAUTH_EDGE_SIGNING_KEYS"}]
+    assert "active_signing_key" not in plugin
+    assert cfg["vm_config"]["environment_variables"] == {"host_env_keys": ["OAUTH_EDGE_SIGNING_KEYS"]}
+
+
+def test_render_passes_every_secret_variable_to_the_vm_and_only_those():
+    """Every {"env": NAME} where the filter reads secrets (signing_keys entries, the etcd
+    password) goes into host_env_keys, once; a configuration without one has no
+    environment_variables at all (nothing of Envoy's environment reaches the VM)."""
+    cfg = render.build_plugin_config(key=_test_key())
+    assert render.vm_environment_lines(cfg) == []
+    cfg["signing_keys"] = [{"env": "KEYS_A"}, _test_key(), {"env": "KEYS_B"}, {"env": "KEYS_A"}]
+    cfg["store"] = {"backend": "etcd", "etcd": {"cluster": "etcd", "username": "u",
+                                                  "password": {"env": "ETCD_PASSWORD"}}}
+    assert render.secret_env_names(cfg) == ["KEYS_A", "KEYS_B", "ETCD_PASSWORD"]
+    doc = yaml.safe_load(render.render_text(plugin_config=cfg))
+    _, wcfg = _wasm_config(doc)
+    assert wcfg["vm_config"]["environment_variables"]["host_env_keys"] == ["KEYS_A", "KEYS_B", "ETCD_PASSWORD"]
+    cfg["signing_keys"] = [{"env": "NOT A NAME"}]
+    with pytest.raises(render.RenderError, match="not an environment variable name"):
+        render.render_text(plugin_config=cfg)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--key-from-env", "1KEY"], "not an environment variable name"),
+    (["--key-from-env", "K", "--key", "k.json"], "not allowed with"),
+], ids=["bad-name", "both"])
+def test_render_cli_refuses_bad_key_from_env(tmp_path, args, needle):
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(tmp_path), *args],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    assert needle in res.stderr
+
+
 def test_rendered_directory_is_self_contained_envoy_validates(tmp_path):
     """The directory `make run` renders (envoy.yaml + oauth_edge.wasm, wasm path relative) is what
     the container mounts: Envoy accepts it with that directory as its working directory."""
@@ -237,3 +283,60 @@ def test_istio_wasmplugin_example_has_the_plugin_config_keys():
     assert pc["pause_on_request_headers"] is False
     assert any(d["kind"] == "EnvoyFilter" and "buffer" in json.dumps(d) for d in docs)
     assert pc["registry"]["cluster"].startswith("outbound|")
+    # The module by image digest; no `sha256` (for an oci:// URL it is the image digest again,
+    # never the module's sha256: the comment explains it).
+    assert wp["spec"]["url"].startswith("oci://") and "@sha256:" in wp["spec"]["url"]
+    assert "sha256" not in wp["spec"]
+    # The key from the gateway's environment: every variable the config names is given to the VM.
+    names = [k["env"] for k in pc["signing_keys"]]
+    assert names and {"name": names[0], "valueFrom": "HOST"} in wp["spec"]["vmConfig"]["env"]
+    assert set(names) <= {e["name"] for e in wp["spec"]["vmConfig"]["env"] if e["valueFrom"] == "HOST"}
+
+
+def _example_configs():
+    wp = next(d for d in yaml.safe_load_all((ROOT / "envoy" / "istio" / "wasmplugin.yaml").read_text())
+              if d["kind"] == "WasmPlugin")
+    eep = next(d for d in yaml.safe_load_all(EXTENSION_POLICY.read_text()) if d["kind"] == "EnvoyExtensionPolicy")
+    return {"istio": wp["spec"]["pluginConfig"], "envoy-gateway": eep["spec"]["wasm"][0]["config"]}
+
+
+def test_envoy_gateway_extension_policy_example():
+    docs = {d["kind"]: d for d in yaml.safe_load_all(EXTENSION_POLICY.read_text())}
+    eep = docs["EnvoyExtensionPolicy"]
+    assert eep["apiVersion"] == "gateway.envoyproxy.io/v1alpha1"
+    w = eep["spec"]["wasm"][0]
+    assert w["code"]["type"] == "Image"
+    assert w["code"]["image"]["url"].startswith("oci://") and "@sha256:" in w["code"]["image"]["url"]
+    assert "sha256" not in w["code"]["image"] and w["failOpen"] is False
+    names = [k["env"] for k in w["config"]["signing_keys"]]
+    assert names and set(names) <= set(w["env"]["hostKeys"])
+    # The Envoy container gets each variable from a Secret, and the buffer filter goes after the wasm filter.
+    proxy = docs["EnvoyProxy"]["spec"]
+    env = proxy["provider"]["kubernetes"]["envoyDeployment"]["container"]["env"]
+    assert set(names) <= {e["name"] for e in env if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"name": "envoy.filters.http.buffer", "after": "envoy.filters.http.wasm"} in proxy["filterOrder"]
+    assert w["config"]["pause_on_request_headers"] is False and "requestBuffer" in docs["BackendTrafficPolicy"]["spec"]
+
+
+@pytest.mark.parametrize("example", ["istio", "envoy-gateway"])
+def test_example_plugin_configs_load_with_the_key_from_the_environment(tmp_path, example):
+    """The examples' plugin configurations, as they are, on a real Envoy (buffer body mode, as
+    their pause_on_request_headers false asks), with the key only in Envoy's environment: the
+    filter accepts them; without the variable it refuses them, naming it."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    cfg = _example_configs()[example]
+    render.render(tmp_path, plugin_config=cfg, body_mode="buffer", route_mode="direct")
+    shutil.copyfile(WASM, tmp_path / "oauth_edge.wasm")
+    (var,) = render.secret_env_names(cfg)
+    base_env = {k: v for k, v in os.environ.items() if k != var}
+
+    def validate(env):
+        return subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "info"], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120, env={**base_env, **env})
+
+    res = validate({var: json.dumps(_test_key())})
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    res = validate({})
+    assert res.returncode != 0
+    assert f"signing_keys[0]: environment variable {var} is not set" in res.stdout + res.stderr
