@@ -29,7 +29,7 @@ fn config(routes: Value) -> Value {
 
 fn setup() -> (Engine, Host) {
     let routes = json!([{"prefix": "/orders", "resource": ORDERS, "scopes": {"all": ["orders:read"]},
-                         "methods": ["GET", "POST"]}]);
+                         "methods": ["GET", "POST"], "filter_state": true}]);
     let e = Engine::new(Config::from_json(config(routes).to_string().as_bytes()).unwrap());
     let mut h = Host::without_registry();
     h.init(&e);

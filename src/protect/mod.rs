@@ -303,8 +303,10 @@ fn check(
         match claim_value(&claims, *claim) {
             // Setting replaces every value the client sent.
             Some(v) => {
-                f.state
-                    .push((format!("oauth_edge.{}", claim.name()), v.clone()));
+                if route.filter_state {
+                    f.state
+                        .push((format!("oauth_edge.{}", claim.name()), v.clone()));
+                }
                 f.set.push((header.clone(), v));
             }
             // A claim the token lacks: the client's copy must not pass for it.

@@ -39,7 +39,7 @@ ROUTES = [
      "claim_headers": {"sub": "x-user", "cnf.jkt": "x-dpop-jkt", "client_id": "x-client",
                        "auth_time": "x-auth-time"}},
     # Any valid token; Envoy's RBAC filter after this one decides by the verified client_id.
-    {"prefix": "/admin", "resource": ADMIN},
+    {"prefix": "/admin", "resource": ADMIN, "filter_state": True},
 ]
 # RBAC after the wasm filter: /admin only for api-client, read from the filter state the filter
 # sets (wasm filters cannot set dynamic metadata in Envoy; RBAC's filter_state matcher reads this).
