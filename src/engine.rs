@@ -259,18 +259,14 @@ impl Engine {
     /// A verified access token's claims from this worker's cache (if it expires after `now_s`).
     pub fn verified_token(
         &self,
-        key: &crate::protect::cache::Key,
+        token: &str,
         now_s: u64,
     ) -> Option<Rc<crate::access_token::Claims>> {
-        self.verified.borrow_mut().get(key, now_s)
+        self.verified.borrow_mut().get(token, now_s)
     }
 
-    pub fn remember_verified(
-        &self,
-        key: crate::protect::cache::Key,
-        claims: Rc<crate::access_token::Claims>,
-    ) {
-        self.verified.borrow_mut().put(key, claims);
+    pub fn remember_verified(&self, token: &str, claims: Rc<crate::access_token::Claims>) {
+        self.verified.borrow_mut().put(token, claims);
     }
 
     /// The DPoP proof algorithms accepted, space-separated.

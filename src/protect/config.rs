@@ -232,7 +232,7 @@ pub fn validate(
     skew: impl Fn(&str, Option<&str>) -> Result<Duration, String>,
 ) -> Result<Protection, String> {
     let clock_skew = skew("resource_protection.clock_skew", raw.clock_skew.as_deref())?;
-    let verified_cache_entries = raw.verified_cache_entries.unwrap_or(10_000);
+    let verified_cache_entries = raw.verified_cache_entries.unwrap_or(4_096);
     if !(16..=1_000_000).contains(&verified_cache_entries) {
         return Err(
             "resource_protection.verified_cache_entries must be between 16 and 1000000".into(),

@@ -212,13 +212,12 @@ fn check(
     let dpop = scheme == Scheme::Dpop;
     let skew = cfg.protection.clock_skew.as_secs();
     let now = ctx.now.secs();
-    let key = cache::Verified::key(token);
-    let claims = match engine.verified_token(&key, now.saturating_sub(skew)) {
+    let claims = match engine.verified_token(token, now.saturating_sub(skew)) {
         Some(c) => c,
         None => match verify(cfg, token) {
             Ok(c) => {
                 let c = Rc::new(c);
-                engine.remember_verified(key, c.clone());
+                engine.remember_verified(token, c.clone());
                 c
             }
             Err(why) => return Ok(Err(Denial::InvalidToken { why, dpop })),
