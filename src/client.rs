@@ -55,6 +55,7 @@ pub const KNOWN_METADATA: &[&str] = &[
     "jwks",
     "jwks_uri",
     "token_endpoint_auth_signing_alg",
+    "id_token_signed_response_alg",
     "dpop_bound_access_tokens",
     "authorization_details_types",
     "require_pushed_authorization_requests",
@@ -91,6 +92,8 @@ struct Metadata {
     jwks_uri: Option<String>,
     #[serde(default)]
     token_endpoint_auth_signing_alg: Option<String>,
+    #[serde(default)]
+    id_token_signed_response_alg: Option<String>,
     #[serde(default)]
     dpop_bound_access_tokens: bool,
     #[serde(default)]
@@ -131,6 +134,9 @@ pub struct Client {
     pub jwks_uri: Option<String>,
     /// The one algorithm this client signs its assertions with, if it registered one.
     pub token_endpoint_auth_signing_alg: Option<Alg>,
+    /// OIDC Registration §2: the algorithm of this client's ID tokens (`None`: RS256, the
+    /// default OpenID Connect gives, when there is an RS256 key; see `crate::oidc::key_for`).
+    pub id_token_alg: Option<Alg>,
     /// RFC 9449 §5.2: every token request of this client must carry a DPoP proof.
     pub dpop_bound_access_tokens: bool,
     pub authorization_details_types: Vec<String>,
@@ -260,6 +266,14 @@ impl Client {
                     },
                 )?),
             };
+        // Asymmetric algorithms we sign with; never `none` nor an HMAC (no client secret is
+        // kept in clear to key one).
+        let id_token_alg = match m.id_token_signed_response_alg.as_deref() {
+            None => None,
+            Some(a) => Some(Alg::parse(a).ok_or_else(|| {
+                format!("client {id:?}: id_token_signed_response_alg {a:?} is not supported (EdDSA, ES256, PS256, RS256)")
+            })?),
+        };
         if m.refresh_endpoint_returns_refresh_token && !m.refresh_token_cookie {
             return Err(format!(
                 "client {id:?}: refresh_endpoint_returns_refresh_token needs refresh_token_cookie"
@@ -304,6 +318,7 @@ impl Client {
             jwks,
             jwks_uri: m.jwks_uri,
             token_endpoint_auth_signing_alg,
+            id_token_alg,
             dpop_bound_access_tokens: m.dpop_bound_access_tokens,
             authorization_details_types: m.authorization_details_types,
             require_par: m.require_pushed_authorization_requests,

@@ -710,6 +710,14 @@ impl Config {
         let mut clients = HashMap::new();
         for (i, c) in raw.clients.iter().enumerate() {
             let client = Client::from_json(c, true).map_err(|e| format!("clients[{i}]: {e}"))?;
+            if let Some(alg) = client.id_token_alg {
+                if keys.signer_for(alg).is_none() {
+                    return Err(format!(
+                        "clients[{i}]: id_token_signed_response_alg {} needs a signing key of that algorithm",
+                        alg.as_str()
+                    ));
+                }
+            }
             if clients.contains_key(&client.client_id) {
                 return Err(format!(
                     "clients[{i}]: client_id {:?} is used twice",

@@ -181,6 +181,13 @@ impl KeySet {
         self.signers.get(self.active)
     }
 
+    /// A key that signs with `alg`: the active one if it does, else the first configured.
+    pub fn signer_for(&self, alg: Alg) -> Option<&SigningKey> {
+        self.active()
+            .filter(|k| k.alg == alg)
+            .or_else(|| self.signers.iter().find(|k| k.alg == alg))
+    }
+
     /// The JWKS document (RFC 7517 §5), built once.
     pub fn jwks_json(&self) -> &[u8] {
         &self.jwks

@@ -78,34 +78,18 @@ fn base(cfg: &Config, auth_methods: &[&str], verify_algs: &[&str]) -> Value {
         "authorization_response_iss_parameter_supported": true,
         "authorization_details_types_supported": details_types(cfg),
         "access_token_signing_alg_values_supported": cfg.keys.signing_algs(),
+        // OpenID Connect Discovery §3, in both documents so they agree: every algorithm a
+        // client may register for its ID tokens (RS256 is the default, when configured).
+        "id_token_signing_alg_values_supported": cfg.keys.signing_algs(),
+        "subject_types_supported": ["public"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp"],
     })
 }
 
 /// The same facts plus what OpenID Connect Discovery §3 requires.
 pub fn openid_configuration(cfg: &Config) -> Value {
-    let mut v = authorization_server(cfg);
-    if let Some(o) = v.as_object_mut() {
-        o.insert("subject_types_supported".into(), json!(["public"]));
-        o.insert(
-            "id_token_signing_alg_values_supported".into(),
-            json!(cfg.keys.signing_algs()),
-        );
-        o.insert(
-            "claims_supported".into(),
-            json!([
-                "iss",
-                "sub",
-                "aud",
-                "exp",
-                "iat",
-                "auth_time",
-                "nonce",
-                "at_hash",
-                "azp"
-            ]),
-        );
-    }
-    v
+    // The OIDC fields are in both documents (see `base`).
+    authorization_server(cfg)
 }
 
 /// Scopes of the static clients (the ones an operator declared), and `openid`.

@@ -5,8 +5,9 @@ use base64::Engine as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256, Sha512};
 
+use crate::client::Client;
 use crate::error::OAuthError;
-use crate::keys::{Alg, SigningKey};
+use crate::keys::{Alg, KeySet, SigningKey};
 
 #[derive(Serialize)]
 pub struct IdTokenClaims<'a> {
@@ -37,6 +38,21 @@ pub fn at_hash(alg: Alg, access_token: &str) -> String {
             B64.encode(h.get(..32).unwrap_or_default())
         }
     }
+}
+
+/// The key of a client's ID tokens. OIDC Registration §2: a client that registered no
+/// `id_token_signed_response_alg` gets RS256 — so RS256 when an RS256 key is configured, else
+/// the active key (a configuration without an RS256 key is not what OpenID Connect clients
+/// expect by default: the README says so, and the filter logs it at start). A registered
+/// algorithm without a configured key of it is the operator's error: `server_error`.
+pub fn key_for<'a>(keys: &'a KeySet, client: &Client) -> Result<&'a SigningKey, OAuthError> {
+    let key = match client.id_token_alg {
+        Some(alg) => keys.signer_for(alg),
+        None => keys.signer_for(Alg::RS256).or_else(|| keys.active()),
+    };
+    key.ok_or_else(|| {
+        OAuthError::server_error("no signing key for the client's id_token_signed_response_alg")
+    })
 }
 
 pub fn sign(key: &SigningKey, claims: &IdTokenClaims<'_>) -> Result<String, OAuthError> {

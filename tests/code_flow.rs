@@ -1106,3 +1106,43 @@ fn one_owner_holds_a_bounded_share_of_each_ring() {
     let web = format!("response_type=code&client_id=web&redirect_uri={CB}&scope=read&code_challenge={CHALLENGE}&code_challenge_method=S256");
     assert_eq!(par(&e, &mut h, &web_auth(), &web).status, 201);
 }
+
+/// Issue 16 item 5 (OIDC Registration §2): a client's registered id_token_signed_response_alg
+/// picks the ID token's key; without one (and without an RS256 key) the active key signs; a
+/// registered algorithm no configured key has is refused at start.
+#[test]
+fn id_token_signed_response_alg_picks_the_key() {
+    let es = generate_jwk(Alg::ES256, "k-es", &mut SystemRandom).unwrap();
+    let ed = generate_jwk(Alg::EdDSA, "k-ed", &mut SystemRandom).unwrap();
+    let mut cfg = config(json!({"signing_keys": [es, ed]}));
+    cfg["clients"][0]["id_token_signed_response_alg"] = json!("EdDSA");
+    let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
+    let mut h = Host::without_registry();
+    h.init(&e);
+    let ru = par_ok(&e, &mut h, "");
+    let code = code_for(&e, &mut h, &ru);
+    let v = json_body(&redeem(&e, &mut h, &code, VERIFIER));
+    let (ih, ic) = jwt_parts(v["id_token"].as_str().unwrap());
+    assert_eq!(
+        (ih["alg"].as_str(), ih["kid"].as_str()),
+        (Some("EdDSA"), Some("k-ed"))
+    );
+    let full = sha2::Sha512::digest(v["access_token"].as_str().unwrap().as_bytes());
+    assert_eq!(
+        ic["at_hash"],
+        B64.encode(&full[..32]),
+        "at_hash by the ID token's algorithm"
+    );
+    let (ah, _) = jwt_parts(v["access_token"].as_str().unwrap());
+    assert_eq!(ah["alg"], "ES256", "access tokens keep the active key");
+    // Registered, but no key of it.
+    let mut bad = config(json!({}));
+    bad["clients"][0]["id_token_signed_response_alg"] = json!("RS256");
+    let err = Config::from_json(bad.to_string().as_bytes())
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("id_token_signed_response_alg RS256"), "{err}");
+    let mut none = config(json!({}));
+    none["clients"][0]["id_token_signed_response_alg"] = json!("none");
+    assert!(Config::from_json(none.to_string().as_bytes()).is_err());
+}

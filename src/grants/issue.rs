@@ -86,6 +86,7 @@ pub fn issue_as(
         },
     )?;
     let id_token = if g.id_token {
+        let key = oidc::key_for(&cfg.keys, g.client)?;
         Some(oidc::sign(
             key,
             &IdTokenClaims {

@@ -231,6 +231,14 @@ pub(crate) fn on_configure(root: u32) -> bool {
             cfg.registry.as_ref().map_or("off", |r| r.cluster.as_str())
         ),
     );
+    if cfg.keys.signer_for(crate::keys::Alg::RS256).is_none() {
+        // OIDC Registration §2: clients that register no id_token_signed_response_alg expect
+        // RS256; they get the active key's algorithm instead.
+        log(
+            LogLevel::Warn,
+            "oauth-edge: no RS256 signing key: ID tokens of clients without id_token_signed_response_alg are signed with the active key (OpenID Connect's default is RS256)",
+        );
+    }
     let engine = Engine::new(cfg);
     create_ring_keys(&engine);
     let metrics = Metrics::define(&engine);
