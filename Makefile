@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
 
-.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz
+.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz promtool
 
 all: wasm
 
@@ -54,7 +54,7 @@ test: unit integration
 unit:
 	cargo test --all-targets
 
-integration: wasm $(VENV)/.test-deps etcd oci-tools
+integration: wasm $(VENV)/.test-deps etcd oci-tools promtool
 	$(VENV)/bin/python -m pytest -c tests/pytest.ini tests/integration
 
 ## etcd (Debian's etcd-server) for the multi-replica tests of the etcd store. Installed with apt
@@ -80,6 +80,13 @@ oci-tools:
 		out=$$($(SUDO) apt-get install -y docker-registry skopeo 2>&1) || \
 		out=$$({ $(SUDO) apt-get update && $(SUDO) apt-get install -y docker-registry skopeo; } 2>&1) || \
 		echo "docker-registry and skopeo could not be installed (apt-get: $$(echo "$$out" | tail -1)): the OCI image push test will be skipped"; }
+
+## promtool (Debian's prometheus package) checks the filter's /stats/prometheus output.
+promtool:
+	@command -v promtool >/dev/null || { \
+		out=$$(DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus 2>&1) || \
+		out=$$({ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; } 2>&1) || \
+		echo "prometheus (promtool) could not be installed (apt-get: $$(echo "$$out" | tail -1)): the promtool check will be skipped"; }
 
 ## Benchmark (not a test, ~8 min): the filter in a real Envoy against Envoy's direct_response ceiling
 ## and node-oidc-provider, with wrk; see bench/README.md. Options: make bench BENCH_ARGS=--quick

@@ -85,6 +85,7 @@ pub enum Buffer {
 pub enum MetricType {
     Counter = 0,
     Gauge = 1,
+    Histogram = 2,
 }
 
 #[link(wasm_import_module = "env")]

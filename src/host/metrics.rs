@@ -39,6 +39,9 @@ const ENDPOINTS: &[Endpoint] = &[
 
 pub struct Metrics {
     requests: Vec<(&'static str, Option<u32>)>,
+    /// Per endpoint: a histogram of the time from the request headers to the answer (µs),
+    /// waits for the registry, jwks_uri or etcd included.
+    durations: Vec<(&'static str, Option<u32>)>,
     issued: Vec<(&'static str, Option<u32>)>,
     errors: Vec<(ErrorCode, Option<u32>)>,
     registry_calls: Option<u32>,
@@ -78,6 +81,13 @@ impl Metrics {
                     )
                 })
                 .collect(),
+            durations: ENDPOINTS
+                .iter()
+                .map(|e| {
+                    let name = format!("oauth_edge.request_duration_us.{}", e.name());
+                    (e.name(), abi::define_metric(MetricType::Histogram, &name).ok())
+                })
+                .collect(),
             issued: ISSUED
                 .iter()
                 .map(|(g, name)| (*g, counter(&format!("oauth_edge.tokens_issued.{name}"))))
@@ -109,6 +119,13 @@ impl Metrics {
 
     pub fn request(&self, ep: Endpoint) {
         inc(find(&self.requests, ep.name()), 1);
+    }
+
+    /// How long a request took, in µs.
+    pub fn duration(&self, ep: Endpoint, us: u64) {
+        if let Some(id) = find(&self.durations, ep.name()) {
+            let _ = abi::record_metric(id, us);
+        }
     }
 
     pub fn outcome(&self, o: Outcome) {

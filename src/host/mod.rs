@@ -108,6 +108,8 @@ struct Active {
     in_headers: bool,
     /// A protected route's request passed while in `on_request_headers`: continue it.
     proceed: bool,
+    /// When the headers came in (ns), for the request duration histogram.
+    started_ns: u64,
 }
 
 /// A dispatched call.
@@ -365,6 +367,7 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
             answered: false,
             in_headers: false,
             proceed: false,
+            started_ns: abi::now_nanos().unwrap_or(0),
         }));
         match action {
             HeadAction::Respond(r) => {
@@ -697,6 +700,13 @@ impl Filter {
         metrics: &Option<Rc<Metrics>>,
         r: Response,
     ) {
+        if let (Some(m), Some(a)) = (metrics, self.active(context)) {
+            let us = abi::now_nanos()
+                .unwrap_or(0)
+                .saturating_sub(a.started_ns)
+                / 1000;
+            m.duration(a.endpoint, us);
+        }
         if let Some(fwd) = r.forward {
             forward(metrics, &fwd);
             let Some(a) = self.active(context) else {
