@@ -85,7 +85,10 @@ impl Metrics {
                 .iter()
                 .map(|e| {
                     let name = format!("oauth_edge.request_duration_us.{}", e.name());
-                    (e.name(), abi::define_metric(MetricType::Histogram, &name).ok())
+                    (
+                        e.name(),
+                        abi::define_metric(MetricType::Histogram, &name).ok(),
+                    )
                 })
                 .collect(),
             issued: ISSUED

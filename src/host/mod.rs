@@ -701,10 +701,7 @@ impl Filter {
         r: Response,
     ) {
         if let (Some(m), Some(a)) = (metrics, self.active(context)) {
-            let us = abi::now_nanos()
-                .unwrap_or(0)
-                .saturating_sub(a.started_ns)
-                / 1000;
+            let us = abi::now_nanos().unwrap_or(0).saturating_sub(a.started_ns) / 1000;
             m.duration(a.endpoint, us);
         }
         if let Some(fwd) = r.forward {
