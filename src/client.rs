@@ -67,6 +67,7 @@ pub const KNOWN_METADATA: &[&str] = &[
     "token_exchange_audiences",
     "allowed_resources",
     "token_exchange_subject_audiences",
+    "post_logout_redirect_uris",
 ];
 
 #[derive(Deserialize)]
@@ -116,6 +117,8 @@ struct Metadata {
     allowed_resources: Vec<String>,
     #[serde(default)]
     token_exchange_subject_audiences: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -164,6 +167,9 @@ pub struct Client {
     pub allowed_resources: Vec<String>,
     /// Audiences of subject tokens this client may exchange besides its own client_id.
     pub token_exchange_subject_audiences: Vec<String>,
+    /// OIDC RP-Initiated Logout §3.1: where the end-session endpoint may send the browser
+    /// after a logout (exact match).
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 // The hash is not a secret in the strict sense, but it never goes to a log either.
@@ -305,6 +311,17 @@ impl Client {
             .map_err(|e| format!("client {id:?}: allowed_resources: {e}"))?;
         crate::rar::check_registered(&m.token_exchange_subject_audiences)
             .map_err(|e| format!("client {id:?}: token_exchange_subject_audiences: {e}"))?;
+        // RP-Initiated Logout §3.1 (like RFC 6749 §3.1.2): absolute URIs without a fragment.
+        if m.post_logout_redirect_uris.iter().any(|u| {
+            !u.contains(':')
+                || u.contains('#')
+                || u.len() > 2048
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+        }) {
+            return Err(format!(
+                "client {id:?}: post_logout_redirect_uris must be absolute URIs without a fragment"
+            ));
+        }
         Ok(Client {
             name: m.client_name,
             secret_sha256,
@@ -329,6 +346,7 @@ impl Client {
             refresh_token_reuse_interval: m.refresh_token_reuse_interval.min(300),
             allowed_resources,
             token_exchange_subject_audiences: m.token_exchange_subject_audiences,
+            post_logout_redirect_uris: m.post_logout_redirect_uris,
             client_id: m.client_id,
         })
     }

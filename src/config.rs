@@ -68,6 +68,10 @@ struct Raw {
     token_exchange: Option<RawTokenExchange>,
     #[serde(default)]
     password_grant: Option<RawPassword>,
+    #[serde(default)]
+    userinfo: crate::oidc_settings::RawUserinfo,
+    #[serde(default)]
+    end_session: crate::oidc_settings::RawEndSession,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +191,12 @@ struct RawUser {
     subject_claim: String,
     #[serde(default = "default_auth_time_claim")]
     auth_time_claim: String,
+    #[serde(default = "default_session_claim")]
+    session_claim: String,
+}
+
+fn default_session_claim() -> String {
+    "sid".into()
 }
 
 fn default_sub_claim() -> String {
@@ -288,6 +298,17 @@ struct RawEndpoints {
     device_authorization: String,
     #[serde(default = "default_device_verification_path")]
     device_verification: String,
+    #[serde(default = "default_userinfo_path")]
+    userinfo: String,
+    #[serde(default = "default_end_session_path")]
+    end_session: String,
+}
+
+fn default_userinfo_path() -> String {
+    "/oauth/userinfo".into()
+}
+fn default_end_session_path() -> String {
+    "/oauth/logout".into()
 }
 
 fn default_revocation_path() -> String {
@@ -315,6 +336,8 @@ impl Default for RawEndpoints {
             introspection: default_introspection_path(),
             device_authorization: default_device_authorization_path(),
             device_verification: default_device_verification_path(),
+            userinfo: default_userinfo_path(),
+            end_session: default_end_session_path(),
         }
     }
 }
@@ -426,6 +449,9 @@ pub struct Config {
     pub require_pkce: bool,
     pub user: Option<UserSource>,
     pub login_url: Option<String>,
+    /// Where userinfo claims come from (only `sub` without one).
+    pub userinfo: Option<crate::oidc_settings::UserinfoSource>,
+    pub end_session: crate::oidc_settings::EndSession,
     pub refresh_cookie_name: String,
     pub rings: Rings,
     /// How much of a ring one owner may fill (see [`crate::ring_share`]).
@@ -450,6 +476,10 @@ pub struct Config {
     pub device_verification_path: String,
     pub revocation_endpoint: String,
     pub introspection_endpoint: String,
+    pub userinfo_endpoint: String,
+    pub end_session_endpoint: String,
+    pub userinfo_path: String,
+    pub end_session_path: String,
     pub device_authorization_endpoint: String,
     pub device: Option<DeviceConfig>,
     pub token_exchange: Option<TokenExchangeConfig>,
@@ -576,6 +606,8 @@ pub enum UserSource {
         key: String,
         subject_claim: String,
         auth_time_claim: String,
+        /// The login token's session id claim (OIDC `sid` derives from it: [`crate::flow::User::sid`]).
+        session_claim: String,
     },
     /// A request header set by a filter before this one (only safe if Envoy strips any
     /// client-sent copy first).
@@ -664,6 +696,8 @@ impl Config {
             "endpoints.device_verification",
             &raw.endpoints.device_verification,
         )?;
+        let userinfo_path = endpoint_path("endpoints.userinfo", &raw.endpoints.userinfo)?;
+        let end_session_path = endpoint_path("endpoints.end_session", &raw.endpoints.end_session)?;
         let as_metadata_path = format!("/.well-known/oauth-authorization-server{issuer_path}");
         let oidc_metadata_path = format!("{issuer_path}/.well-known/openid-configuration");
         let paths = [
@@ -676,6 +710,8 @@ impl Config {
             &introspection_path,
             &device_authorization_path,
             &device_verification_path,
+            &userinfo_path,
+            &end_session_path,
             &as_metadata_path,
             &oidc_metadata_path,
         ];
@@ -1078,6 +1114,10 @@ impl Config {
             own_keys,
             revocation_endpoint: format!("{origin}{revocation_path}"),
             introspection_endpoint: format!("{origin}{introspection_path}"),
+            userinfo_endpoint: format!("{origin}{userinfo_path}"),
+            end_session_endpoint: format!("{origin}{end_session_path}"),
+            userinfo_path,
+            end_session_path,
             device_authorization_endpoint: format!("{origin}{device_authorization_path}"),
             revocation_path,
             introspection_path,
@@ -1114,6 +1154,8 @@ impl Config {
             require_pkce: raw.require_pkce || fapi,
             user,
             login_url,
+            userinfo: raw.userinfo.try_into()?,
+            end_session: raw.end_session.try_into()?,
             refresh_cookie_name: cookie,
             rings,
             shares,
@@ -1297,6 +1339,7 @@ fn user_source(u: RawUser) -> Result<UserSource, String> {
             key,
             subject_claim: u.subject_claim,
             auth_time_claim: u.auth_time_claim,
+            session_claim: u.session_claim,
         }),
         (None, None, Some(name)) if !name.is_empty() => Ok(UserSource::Header { name: name.to_ascii_lowercase() }),
         _ => Err("user: set either metadata_namespace and metadata_key (e.g. jwt_authn payload_in_metadata) or header".into()),

@@ -35,6 +35,10 @@ pub enum Endpoint {
     Introspection,
     DeviceAuthorization,
     DeviceVerification,
+    /// OpenID Connect userinfo (OIDC Core §5.3).
+    Userinfo,
+    /// OpenID Connect RP-initiated logout.
+    EndSession,
     /// A protected route of an API behind the gateway (see [`crate::protect`]).
     Resource,
     /// The RFC 9728 metadata of the n-th protected resource.
@@ -54,6 +58,8 @@ impl Endpoint {
             Endpoint::Introspection => "introspection",
             Endpoint::DeviceAuthorization => "device_authorization",
             Endpoint::DeviceVerification => "device_verification",
+            Endpoint::Userinfo => "userinfo",
+            Endpoint::EndSession => "end_session",
             Endpoint::Resource => "resource",
             Endpoint::ResourceMetadata(_) => "resource_metadata",
         }
@@ -125,6 +131,8 @@ pub struct Engine {
     resource_docs: Vec<Vec<u8>>,
     /// The DPoP algorithms accepted, space-separated (the `algs` of a DPoP challenge).
     dpop_algs: String,
+    /// The userinfo endpoint as a protected resource (see [`crate::endpoints::userinfo`]).
+    pub userinfo_route: crate::protect::config::Route,
 }
 
 impl Engine {
@@ -159,6 +167,12 @@ impl Engine {
             .join(" ");
         let verified =
             crate::protect::cache::Verified::new(config.protection.verified_cache_entries);
+        let issuer_origin = config
+            .userinfo_endpoint
+            .strip_suffix(config.userinfo_path.as_str())
+            .unwrap_or_default();
+        let userinfo_route =
+            crate::protect::config::Route::userinfo(issuer_origin, &config.userinfo_path);
         let canonical_paths = paths
             .iter()
             .map(|(p, e)| {
@@ -181,6 +195,7 @@ impl Engine {
             verified: RefCell::new(verified),
             resource_docs,
             dpop_algs,
+            userinfo_route,
         }
     }
 
@@ -223,6 +238,8 @@ impl Engine {
             (&c.introspection_path, Endpoint::Introspection),
             (&c.device_authorization_path, Endpoint::DeviceAuthorization),
             (&c.device_verification_path, Endpoint::DeviceVerification),
+            (&c.userinfo_path, Endpoint::Userinfo),
+            (&c.end_session_path, Endpoint::EndSession),
         ]
         .into_iter()
         .filter(|(_, e)| {
@@ -308,16 +325,25 @@ impl Engine {
     /// Decides what to do with a request to one of our endpoints once its headers are in.
     pub fn on_headers(&self, ep: Endpoint, method: &str, headers: &Headers) -> HeadAction {
         match ep {
-            Endpoint::DeviceVerification if method == "GET" => HeadAction::Start,
+            Endpoint::DeviceVerification | Endpoint::Userinfo | Endpoint::EndSession
+                if method == "GET" =>
+            {
+                HeadAction::Start
+            }
             Endpoint::Token
             | Endpoint::Refresh
             | Endpoint::PushedAuthorization
             | Endpoint::Revocation
             | Endpoint::Introspection
             | Endpoint::DeviceAuthorization
-            | Endpoint::DeviceVerification => {
+            | Endpoint::DeviceVerification
+            | Endpoint::Userinfo
+            | Endpoint::EndSession => {
                 if method != "POST" {
-                    if ep == Endpoint::DeviceVerification {
+                    if matches!(
+                        ep,
+                        Endpoint::DeviceVerification | Endpoint::Userinfo | Endpoint::EndSession
+                    ) {
                         return HeadAction::Respond(
                             OAuthError::method_not_allowed("GET, POST").into(),
                         );
@@ -487,6 +513,8 @@ impl Engine {
                 | Endpoint::Introspection
                 | Endpoint::DeviceAuthorization
                 | Endpoint::DeviceVerification
+                | Endpoint::Userinfo
+                | Endpoint::EndSession
         ) {
             return Ok(());
         }
@@ -519,6 +547,8 @@ impl Engine {
                 Endpoint::DeviceVerification => {
                     endpoints::device_verification::handle(self, req, ctx)
                 }
+                Endpoint::Userinfo => endpoints::userinfo::handle(self, req, ctx),
+                Endpoint::EndSession => endpoints::end_session::handle(self, req, ctx),
                 Endpoint::Resource => crate::protect::handle(self, req, ctx),
                 _ => Err(Interrupt::Error(
                     OAuthError::invalid_request("not found").with_status(404),

@@ -35,6 +35,44 @@ pub struct User {
     pub sub: String,
     /// When the user authenticated (seconds since the epoch), if the source says.
     pub auth_time: Option<u64>,
+    /// The login session's id as the login service names it (e.g. a `sid` claim of its login
+    /// token), if the source says: what [`User::sid`] derives this server's `sid` from.
+    pub session: Option<String>,
+}
+
+impl User {
+    /// The OpenID Connect session id (`sid`) of this login: the same for every client the user
+    /// authorizes in one login, so RP-initiated logout ends all of them (OIDC RP-Initiated
+    /// Logout; OIDC Front-Channel Logout §3 defines the claim). Derived by a one-way hash, so
+    /// the login service's own session id never leaves the gateway, and without a key, so every
+    /// replica and every signing key agrees: from the login's session id when the source gives
+    /// one, else from the subject and the authentication time (a new login, a new `sid`), else
+    /// from the subject alone (then a logout ends every session of the user that started
+    /// before it).
+    pub fn sid(&self) -> String {
+        use base64::Engine as _;
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"oauth-edge/sid/v1\0");
+        match (&self.session, self.auth_time) {
+            (Some(s), _) => {
+                h.update(b"session\0");
+                h.update(s.as_bytes());
+            }
+            (None, Some(t)) => {
+                h.update(b"login\0");
+                h.update(self.sub.as_bytes());
+                h.update(b"\0");
+                h.update(t.to_be_bytes());
+            }
+            (None, None) => {
+                h.update(b"subject\0");
+                h.update(self.sub.as_bytes());
+            }
+        }
+        let d = h.finalize();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(d.get(..16).unwrap_or_default())
+    }
 }
 
 /// A complete request to one of our endpoints.

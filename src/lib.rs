@@ -43,6 +43,7 @@ pub mod jws;
 pub mod keys;
 pub mod metadata;
 pub mod oidc;
+pub mod oidc_settings;
 pub mod pairs;
 pub mod path_variant;
 pub mod pkce;
@@ -57,6 +58,7 @@ pub mod ring_share;
 pub mod scope;
 pub mod sealed;
 pub mod secret;
+pub mod session;
 pub mod store;
 pub mod token;
 

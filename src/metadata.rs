@@ -82,8 +82,31 @@ fn base(cfg: &Config, auth_methods: &[&str], verify_algs: &[&str]) -> Value {
         // client may register for its ID tokens (RS256 is the default, when configured).
         "id_token_signing_alg_values_supported": cfg.keys.signing_algs(),
         "subject_types_supported": ["public"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "azp"],
+        "claims_supported": claims(cfg),
+        "userinfo_endpoint": cfg.userinfo_endpoint,
+        // OIDC RP-Initiated Logout §3.
+        "end_session_endpoint": cfg.end_session_endpoint,
     })
+}
+
+/// The ID token's claims, and with a user-info service the claims userinfo can release.
+fn claims(cfg: &Config) -> Vec<&'static str> {
+    let mut out = vec![
+        "iss",
+        "sub",
+        "aud",
+        "exp",
+        "iat",
+        "auth_time",
+        "nonce",
+        "at_hash",
+        "azp",
+        "sid",
+    ];
+    if cfg.userinfo.is_some() {
+        out.extend(crate::endpoints::userinfo::releasable_claims());
+    }
+    out
 }
 
 /// The same facts plus what OpenID Connect Discovery §3 requires.

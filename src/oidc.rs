@@ -20,6 +20,10 @@ pub struct IdTokenClaims<'a> {
     pub auth_time: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nonce: Option<&'a str>,
+    /// The login session (OIDC Front-Channel Logout §3; RP-Initiated Logout's `id_token_hint`
+    /// brings it back to end that session).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<&'a str>,
     pub at_hash: &'a str,
     pub azp: &'a str,
 }

@@ -17,7 +17,7 @@ use crate::client::Client;
 use crate::config::RegistryConfig;
 
 /// Everything but unreserved characters (RFC 3986 §2.3) is escaped in the path segment.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

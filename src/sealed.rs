@@ -31,6 +31,14 @@ pub struct RefreshClaims {
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<u64>,
+    /// The login session of the grant ([`crate::flow::User::sid`]): RP-initiated logout of
+    /// that session ends the family ([`crate::session`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    /// When the grant (the family) began, seconds; 0 in tokens sealed before it was kept. A
+    /// session's end covers the families that began at or before it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ad: Option<Value>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -84,4 +92,8 @@ pub fn open(keys: &KeySet, token: &str) -> Result<RefreshClaims, OAuthError> {
         }
     }
     Err(bad())
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }

@@ -58,6 +58,7 @@ fn user() -> Option<User> {
     Some(User {
         sub: "alice".into(),
         auth_time: Some(NOW.secs() - 30),
+        session: None,
     })
 }
 
@@ -1070,6 +1071,7 @@ fn one_owner_holds_a_bounded_share_of_each_ring() {
         let u = User {
             sub: sub.into(),
             auth_time: Some(NOW.secs() - 30),
+            session: None,
         };
         authorize_at(e, h, &query, Some(u), NOW)
     };

@@ -93,6 +93,7 @@ fn authorize(r: &mut Replica, request_uri: &str, at: Now) -> Response {
     let user = Some(User {
         sub: "alice".into(),
         auth_time: Some(at.unix_ms / 1000),
+        session: None,
     });
     let path = format!(
         "/oauth/authorize?client_id=web&request_uri={}",

@@ -232,6 +232,7 @@ fn decide(h: &mut Host, e: &Engine, user_code: &str, action: &str, sub: &str) ->
         Some(User {
             sub: sub.into(),
             auth_time: Some(NOW.unix_ms / 1000),
+            session: None,
         }),
     )
 }
@@ -274,6 +275,7 @@ fn rfc8628_device_flow_pending_slow_down_tokens_once() {
     let user = Some(User {
         sub: "alice".into(),
         auth_time: None,
+        session: None,
     });
     let r = h.request_inline(&e, "GET", &q, &Headers::default(), b"", user);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -289,6 +291,7 @@ fn rfc8628_device_flow_pending_slow_down_tokens_once() {
         Some(User {
             sub: "alice".into(),
             auth_time: None,
+            session: None,
         }),
     );
     assert_eq!(r.status, 403);
@@ -329,6 +332,7 @@ fn rfc8628_s5_1_user_code_guessing_is_throttled() {
         Some(User {
             sub: "mallory".into(),
             auth_time: None,
+            session: None,
         })
     };
     let mut statuses = vec![];

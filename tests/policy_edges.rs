@@ -117,6 +117,7 @@ fn code(e: &Engine, h: &mut Host, client_id: &str, redirect_uri: &str) -> String
     let user = Some(User {
         sub: "alice".into(),
         auth_time: Some(NOW.secs() - 10),
+        session: None,
     });
     let r = h.request_at(
         e,

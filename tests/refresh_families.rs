@@ -147,6 +147,7 @@ fn code(e: &Engine, h: &mut Host) -> String {
     let user = Some(User {
         sub: "alice".into(),
         auth_time: None,
+        session: None,
     });
     let r = h.request_at(
         e,

@@ -597,6 +597,7 @@ fn code_flow(
     let user = Some(User {
         sub: "alice".into(),
         auth_time: Some(now_s()),
+        session: None,
     });
     let r = w.h.request_inline(
         &w.e,

@@ -334,6 +334,7 @@ fn alice() -> User {
     User {
         sub: "alice".into(),
         auth_time: Some(now_s() - 10),
+        session: None,
     }
 }
 

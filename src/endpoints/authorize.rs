@@ -124,6 +124,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         auth_time: user
             .auth_time
             .filter(|t| *t <= ctx.now.secs().saturating_add(60)),
+        sid: Some(user.sid()),
         family: None,
         at: None,
     };
@@ -164,7 +165,8 @@ fn error_redirect(
     redirect(redirect_uri, &params, Outcome::Error(e.code))
 }
 
-fn redirect(base: &str, params: &[(&str, &str)], outcome: Outcome) -> Response {
+/// A `303` to `base` with `params` added to its query.
+pub(crate) fn redirect(base: &str, params: &[(&str, &str)], outcome: Outcome) -> Response {
     let mut loc = base.to_string();
     let mut sep = if base.contains('?') { '&' } else { '?' };
     for (k, v) in params {

@@ -68,6 +68,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             last_poll: 0,
             sub: None,
             auth_time: None,
+            sid: None,
         };
         let slot = match store::find_or_insert_keyed(
             ctx,

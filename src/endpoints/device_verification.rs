@@ -127,6 +127,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             status: decision.clone(),
             sub: (*decision == Status::Approved).then(|| user.sub.clone()),
             auth_time: user.auth_time,
+            sid: (*decision == Status::Approved).then(|| user.sid()),
             ..d.clone()
         };
         if store::update_keyed(ctx, cfg.rings.devices, &found, &next)? {

@@ -123,6 +123,11 @@ fn refresh(engine: &Engine, ctx: &mut Ctx<'_>, client: &Client, token: &str) -> 
     if claims.exp.saturating_mul(1000) <= ctx.now.unix_ms {
         return Ok(inactive());
     }
+    if let Some(sid) = &claims.sid {
+        if crate::session::ended_since(cfg, ctx, sid, claims.iat)? {
+            return Ok(inactive());
+        }
+    }
     if let Some(found) = families::find(ctx, cfg.rings.families, &claims.fam)? {
         let d = found.family;
         if d.revoked || claims.gen < d.gen {

@@ -4,11 +4,13 @@
 pub mod authorize;
 pub mod device_authorization;
 pub mod device_verification;
+pub mod end_session;
 pub mod introspection;
 pub mod par;
 pub mod refresh;
 pub mod revocation;
 pub mod token;
+pub mod userinfo;
 
 use std::rc::Rc;
 

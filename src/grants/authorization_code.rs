@@ -33,6 +33,9 @@ pub struct CodeData {
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<u64>,
+    /// The login session's OpenID Connect `sid` ([`crate::flow::User::sid`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// The refresh family issued from this code (set when it is redeemed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
@@ -129,6 +132,7 @@ pub fn handle(
                 sub: data.sub.clone(),
                 scope: data.req.scope.clone(),
                 auth_time: data.auth_time,
+                sid: data.sid.clone(),
                 ad: data.req.authorization_details.clone(),
                 res: data.req.resources.clone(),
             },
@@ -144,6 +148,7 @@ pub fn handle(
             sub: &data.sub,
             scope: &data.req.scope,
             auth_time: data.auth_time,
+            sid: data.sid.as_deref(),
             nonce: data.req.nonce.as_deref(),
             id_token: openid,
             authorization_details: data.req.authorization_details.as_ref(),

@@ -54,6 +54,9 @@ pub struct DeviceData {
     pub sub: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_time: Option<u64>,
+    /// The approving user's login session ([`crate::flow::User::sid`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// The user_code alphabet of RFC 8628 §6.1: consonants only (no vowels, so no words; no
@@ -196,6 +199,7 @@ fn tokens(
             sub: sub.clone(),
             scope: d.scope.clone(),
             auth_time: d.auth_time,
+            sid: d.sid.clone(),
             ad: None,
             res: d.resources.clone(),
         },
@@ -210,6 +214,7 @@ fn tokens(
             sub: &sub,
             scope: &d.scope,
             auth_time: d.auth_time,
+            sid: d.sid.as_deref(),
             nonce: None,
             id_token: d.scope.split(' ').any(|s| s == "openid"),
             authorization_details: None,

@@ -19,6 +19,8 @@ pub struct Issue<'a> {
     pub sub: &'a str,
     pub scope: &'a str,
     pub auth_time: Option<u64>,
+    /// The login session (the ID token's `sid`), for grants of a logged-in user.
+    pub sid: Option<&'a str>,
     /// The ID token's nonce; `Some` only on the code grant (OIDC Core §3.1.3.6).
     pub nonce: Option<&'a str>,
     pub id_token: bool,
@@ -97,6 +99,7 @@ pub fn issue_as(
                 iat: now,
                 auth_time: g.auth_time,
                 nonce: g.nonce,
+                sid: g.sid,
                 at_hash: &oidc::at_hash(key.alg, &access_token),
                 azp: &g.client.client_id,
             },

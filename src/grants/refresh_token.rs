@@ -178,6 +178,7 @@ pub fn issue_rotated(
 ) -> FlowResult<Response> {
     let sub = next.sub.clone();
     let auth_time = next.auth_time;
+    let sid = next.sid.clone();
     let ad = next.ad.clone();
     issue_as(
         engine,
@@ -186,6 +187,7 @@ pub fn issue_rotated(
             sub: &sub,
             scope: &scope,
             auth_time,
+            sid: sid.as_deref(),
             nonce: None,
             id_token: false,
             authorization_details: ad.as_ref(),
@@ -230,6 +232,16 @@ pub fn rotate(
     let now_ms = ctx.now.unix_ms;
     if claims.exp.saturating_mul(1000) <= now_ms {
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
+    }
+    // RP-initiated logout of the login session the grant was made in ends the family.
+    if let Some(sid) = &claims.sid {
+        if crate::session::ended_since(&engine.config, ctx, sid, claims.iat)? {
+            revoke_family(engine, ctx, Some(&claims.fam))?;
+            return Err(OAuthError::invalid_grant(
+                "the login session of this refresh token has ended",
+            )
+            .into());
+        }
     }
     let reuse = || OAuthError::invalid_grant("refresh token reuse detected: the grant is revoked");
     let gen = if rotate {
@@ -345,6 +357,8 @@ pub struct Grant {
     pub sub: String,
     pub scope: String,
     pub auth_time: Option<u64>,
+    /// The login session the grant was made in, if a user logged in for it.
+    pub sid: Option<String>,
     pub ad: Option<serde_json::Value>,
     pub res: Vec<String>,
 }
@@ -383,6 +397,8 @@ pub fn start_family(
         scope: grant.scope,
         exp,
         auth_time: grant.auth_time,
+        sid: grant.sid,
+        iat: now_ms / 1000,
         ad: grant.ad,
         res: grant.res,
         jkt: if client.is_confidential() {

@@ -33,6 +33,8 @@ const ENDPOINTS: &[Endpoint] = &[
     Endpoint::Introspection,
     Endpoint::DeviceAuthorization,
     Endpoint::DeviceVerification,
+    Endpoint::Userinfo,
+    Endpoint::EndSession,
     Endpoint::Resource,
     Endpoint::ResourceMetadata(0),
 ];

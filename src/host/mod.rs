@@ -571,7 +571,10 @@ impl Filter {
         let ep = a.endpoint;
         let method = std::mem::take(&mut a.method);
         let headers = a.headers.take();
-        let user = if matches!(ep, Endpoint::Authorize | Endpoint::DeviceVerification) {
+        let user = if matches!(
+            ep,
+            Endpoint::Authorize | Endpoint::DeviceVerification | Endpoint::EndSession
+        ) {
             user::read(&engine.config)
         } else {
             None

@@ -14,6 +14,7 @@ pub fn read(cfg: &Config) -> Option<User> {
             key,
             subject_claim,
             auth_time_claim,
+            session_claim,
         } => {
             let base = [
                 "metadata",
@@ -26,7 +27,15 @@ pub fn read(cfg: &Config) -> Option<User> {
                 return None;
             }
             let auth_time = property(&base, auth_time_claim).and_then(|b| number(&b));
-            Some(User { sub, auth_time })
+            // A session id is an opaque string; anything else (or an absurd size) is ignored.
+            let session = property(&base, session_claim)
+                .and_then(|b| String::from_utf8(b).ok())
+                .filter(|s| !s.is_empty() && s.len() <= 1024);
+            Some(User {
+                sub,
+                auth_time,
+                session,
+            })
         }
         UserSource::Header { name } => {
             let v = abi::header(Map::RequestHeaders, name).ok()??;
@@ -34,6 +43,7 @@ pub fn read(cfg: &Config) -> Option<User> {
             (!sub.is_empty()).then_some(User {
                 sub,
                 auth_time: None,
+                session: None,
             })
         }
     }

@@ -72,7 +72,9 @@ fn challenge(
     if let Some(s) = scope {
         param(&mut c, "scope", &s);
     }
-    param(&mut c, "resource_metadata", &route.metadata_url);
+    if !route.metadata_url.is_empty() {
+        param(&mut c, "resource_metadata", &route.metadata_url);
+    }
     c
 }
 

@@ -162,7 +162,9 @@ pub struct Route {
     pub resource_name: Option<String>,
     /// `scheme://authority` of the resource: the external origin a DPoP proof's `htu` names.
     pub origin: String,
-    pub audience: String,
+    /// The audience the token must carry; `None`: any (the userinfo endpoint, which belongs to
+    /// this server itself and takes every access token it issued with `openid`).
+    pub audience: Option<String>,
     pub scopes: Scopes,
     pub dpop: DpopMode,
     /// Claims handed upstream, and the request header each goes in.
@@ -175,6 +177,30 @@ pub struct Route {
     /// Where this resource's RFC 9728 metadata is served (path), and its URL.
     pub metadata_path: String,
     pub metadata_url: String,
+}
+
+impl Route {
+    /// The userinfo endpoint seen as a protected resource of this server (OIDC Core §5.3.1:
+    /// an access token with `openid`, Bearer or DPoP): its own URL is the `htu` of a proof;
+    /// it publishes no RFC 9728 metadata (it is found in the server's own).
+    pub fn userinfo(issuer_origin: &str, path: &str) -> Route {
+        Route {
+            prefix: path.to_string(),
+            host: None,
+            methods: None,
+            resource: format!("{issuer_origin}{path}"),
+            resource_name: None,
+            origin: issuer_origin.to_string(),
+            audience: None,
+            scopes: Scopes::All(vec!["openid".to_string()]),
+            dpop: DpopMode::Allowed,
+            claim_headers: Vec::new(),
+            forward_credentials: false,
+            filter_state: false,
+            metadata_path: String::new(),
+            metadata_url: String::new(),
+        }
+    }
 }
 
 /// Headers a route may not set: credentials, framing, pseudo-headers, hop-by-hop.
@@ -324,7 +350,7 @@ pub fn validate(
             prefix,
             host,
             methods,
-            audience: r.audience.unwrap_or_else(|| r.resource.clone()),
+            audience: Some(r.audience.unwrap_or_else(|| r.resource.clone())),
             metadata_url: format!("{origin}{metadata_path}"),
             resource: r.resource,
             resource_name: r.resource_name,

@@ -204,6 +204,41 @@ fn check(
     req: &Request,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Result<Forward, Denial>> {
+    let claims = match authorize(engine, route, req, ctx)? {
+        Ok(c) => c,
+        Err(d) => return Ok(Err(d)),
+    };
+    let mut f = Forward::default();
+    for (claim, header) in &route.claim_headers {
+        match claim_value(&claims, *claim) {
+            // Setting replaces every value the client sent.
+            Some(v) => {
+                if route.filter_state {
+                    f.state
+                        .push((format!("oauth_edge.{}", claim.name()), v.clone()));
+                }
+                f.set.push((header.clone(), v));
+            }
+            // A claim the token lacks: the client's copy must not pass for it.
+            None if req.headers.all(header).next().is_some() => f.remove.push(header.clone()),
+            None => {}
+        }
+    }
+    if !route.forward_credentials {
+        f.remove.push("authorization".into());
+        f.remove.push("dpop".into());
+    }
+    Ok(Ok(f))
+}
+
+/// The access token of a request to `route`, once every check of the route has passed (the
+/// token, its binding and proof, the scopes; the proof's `jti` then recorded), or why not.
+pub fn authorize(
+    engine: &Engine,
+    route: &Route,
+    req: &Request,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Result<Rc<Claims>, Denial>> {
     let cfg = &engine.config;
     let (scheme, token) = match credentials(req) {
         Ok(c) => c,
@@ -230,7 +265,11 @@ fn check(
     if claims.nbf.is_some_and(|n| n > now.saturating_add(skew)) {
         return refuse("the access token is not valid yet");
     }
-    if !claims.aud.contains(&route.audience) {
+    if route
+        .audience
+        .as_ref()
+        .is_some_and(|a| !claims.aud.contains(a))
+    {
         return refuse("the access token is not meant for this resource");
     }
     if crate::access_token::is_revoked(cfg, ctx, &claims)? {
@@ -297,27 +336,7 @@ fn check(
             Err(other) => return Err(other),
         }
     }
-    let mut f = Forward::default();
-    for (claim, header) in &route.claim_headers {
-        match claim_value(&claims, *claim) {
-            // Setting replaces every value the client sent.
-            Some(v) => {
-                if route.filter_state {
-                    f.state
-                        .push((format!("oauth_edge.{}", claim.name()), v.clone()));
-                }
-                f.set.push((header.clone(), v));
-            }
-            // A claim the token lacks: the client's copy must not pass for it.
-            None if req.headers.all(header).next().is_some() => f.remove.push(header.clone()),
-            None => {}
-        }
-    }
-    if !route.forward_credentials {
-        f.remove.push("authorization".into());
-        f.remove.push("dpop".into());
-    }
-    Ok(Ok(f))
+    Ok(Ok(claims))
 }
 
 /// A request to a protected route: on to the upstream (with the route's claim headers), or a
