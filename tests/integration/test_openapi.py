@@ -22,7 +22,7 @@ def test_openapi_lists_exactly_the_filter_endpoints(envoy_main):
     advertised = {
         meta["token_endpoint"], meta["jwks_uri"], meta["authorization_endpoint"],
         meta["pushed_authorization_request_endpoint"], meta["revocation_endpoint"],
-        meta["introspection_endpoint"],
+        meta["introspection_endpoint"], meta["userinfo_endpoint"], meta["end_session_endpoint"],
     }
     expected = {u[len(issuer):] for u in advertised} | {
         "/oauth/refresh", "/.well-known/oauth-authorization-server", "/.well-known/openid-configuration",
