@@ -19,6 +19,10 @@ pub enum AuthMethod {
     PrivateKeyJwt,
     /// A public client (RFC 7591 `none`).
     None,
+    /// RFC 8705 §2.1: a certificate of a CA Envoy trusts, naming the client.
+    TlsClientAuth,
+    /// RFC 8705 §2.2: a certificate registered in the client's JWK Set.
+    SelfSignedTlsClientAuth,
 }
 
 impl AuthMethod {
@@ -28,10 +32,20 @@ impl AuthMethod {
             "client_secret_post" => Ok(AuthMethod::ClientSecretPost),
             "private_key_jwt" => Ok(AuthMethod::PrivateKeyJwt),
             "none" => Ok(AuthMethod::None),
+            "tls_client_auth" => Ok(AuthMethod::TlsClientAuth),
+            "self_signed_tls_client_auth" => Ok(AuthMethod::SelfSignedTlsClientAuth),
             other => Err(format!(
-                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, private_key_jwt, none)"
+                "token_endpoint_auth_method {other:?} is not supported (client_secret_basic, client_secret_post, private_key_jwt, tls_client_auth, self_signed_tls_client_auth, none)"
             )),
         }
+    }
+
+    /// RFC 8705 §2: the client authenticates with its TLS certificate.
+    pub fn uses_certificate(self) -> bool {
+        matches!(
+            self,
+            AuthMethod::TlsClientAuth | AuthMethod::SelfSignedTlsClientAuth
+        )
     }
 
     pub fn uses_secret(self) -> bool {
@@ -68,6 +82,12 @@ pub const KNOWN_METADATA: &[&str] = &[
     "allowed_resources",
     "token_exchange_subject_audiences",
     "post_logout_redirect_uris",
+    "tls_client_auth_subject_dn",
+    "tls_client_auth_san_dns",
+    "tls_client_auth_san_uri",
+    "tls_client_auth_san_ip",
+    "tls_client_auth_san_email",
+    "tls_client_certificate_bound_access_tokens",
 ];
 
 #[derive(Deserialize)]
@@ -119,6 +139,18 @@ struct Metadata {
     token_exchange_subject_audiences: Vec<String>,
     #[serde(default)]
     post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    tls_client_auth_subject_dn: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_dns: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_uri: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_ip: Option<String>,
+    #[serde(default)]
+    tls_client_auth_san_email: Option<String>,
+    #[serde(default)]
+    tls_client_certificate_bound_access_tokens: bool,
 }
 
 #[derive(Clone, PartialEq)]
@@ -170,6 +202,11 @@ pub struct Client {
     /// OIDC RP-Initiated Logout §3.1: where the end-session endpoint may send the browser
     /// after a logout (exact match).
     pub post_logout_redirect_uris: Vec<String>,
+    /// RFC 8705 §2.1.2: what names a `tls_client_auth` client in its certificate.
+    pub tls_client_name: Option<crate::mtls::TlsClientName>,
+    /// RFC 8705 §3.4: access tokens (and a public client's refresh tokens) are bound to the
+    /// client certificate of the token request.
+    pub tls_bound_tokens: bool,
 }
 
 // The hash is not a secret in the strict sense, but it never goes to a log either.
@@ -248,6 +285,49 @@ impl Client {
             {
                 return Err(format!("client {id:?}: jwks_uri must be an absolute URL"));
             }
+        }
+        // RFC 8705 §2.1.2: exactly one way of naming the client in its certificate. Envoy shows
+        // wasm filters no IP or email SAN, so those cannot be matched here.
+        if m.tls_client_auth_san_ip.is_some() || m.tls_client_auth_san_email.is_some() {
+            return Err(format!("client {id:?}: tls_client_auth_san_ip and tls_client_auth_san_email are not supported: Envoy does not show a certificate's IP or email SANs to wasm filters (use tls_client_auth_subject_dn, _san_dns or _san_uri)"));
+        }
+        let names: Vec<crate::mtls::TlsClientName> = [
+            m.tls_client_auth_subject_dn
+                .clone()
+                .map(crate::mtls::TlsClientName::SubjectDn),
+            m.tls_client_auth_san_dns
+                .clone()
+                .map(crate::mtls::TlsClientName::SanDns),
+            m.tls_client_auth_san_uri
+                .clone()
+                .map(crate::mtls::TlsClientName::SanUri),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let tls_client_name = match (auth_method, names.as_slice()) {
+            (AuthMethod::TlsClientAuth, [one]) => Some(one.clone()),
+            (AuthMethod::TlsClientAuth, _) => {
+                return Err(format!("client {id:?}: tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri"))
+            }
+            (_, []) => None,
+            _ => {
+                return Err(format!(
+                    "client {id:?}: tls_client_auth_* metadata needs token_endpoint_auth_method tls_client_auth"
+                ))
+            }
+        };
+        if auth_method.uses_certificate() && secret_sha256.is_some() {
+            return Err(format!(
+                "client {id:?}: a client authenticating with its certificate must not have a client_secret"
+            ));
+        }
+        if auth_method == AuthMethod::SelfSignedTlsClientAuth
+            && jwks.is_none() == m.jwks_uri.is_none()
+        {
+            return Err(format!(
+                "client {id:?}: self_signed_tls_client_auth needs exactly one of jwks and jwks_uri (with the certificate in x5c)"
+            ));
         }
         if auth_method == AuthMethod::PrivateKeyJwt {
             if jwks.is_some() == m.jwks_uri.is_some() {
@@ -347,6 +427,8 @@ impl Client {
             allowed_resources,
             token_exchange_subject_audiences: m.token_exchange_subject_audiences,
             post_logout_redirect_uris: m.post_logout_redirect_uris,
+            tls_client_name,
+            tls_bound_tokens: m.tls_client_certificate_bound_access_tokens,
             client_id: m.client_id,
         })
     }

@@ -72,6 +72,8 @@ struct Raw {
     userinfo: crate::oidc_settings::RawUserinfo,
     #[serde(default)]
     end_session: crate::oidc_settings::RawEndSession,
+    #[serde(default)]
+    mtls: Option<crate::mtls::RawMtls>,
 }
 
 #[derive(Deserialize)]
@@ -452,6 +454,8 @@ pub struct Config {
     /// Where userinfo claims come from (only `sub` without one).
     pub userinfo: Option<crate::oidc_settings::UserinfoSource>,
     pub end_session: crate::oidc_settings::EndSession,
+    /// Mutual TLS (RFC 8705), when Envoy terminates TLS with client certificates here.
+    pub mtls: Option<crate::mtls::Mtls>,
     pub refresh_cookie_name: String,
     pub rings: Rings,
     /// How much of a ring one owner may fill (see [`crate::ring_share`]).
@@ -646,6 +650,13 @@ pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024;
 
 impl Config {
+    /// `scheme://authority` of the issuer: the origin of every endpoint URL.
+    pub fn issuer_origin(&self) -> &str {
+        self.token_endpoint
+            .strip_suffix(self.token_path.as_str())
+            .unwrap_or(&self.issuer)
+    }
+
     /// Where rate-limit and failure counters live (see [`crate::rate_limit`]).
     pub fn counters(&self) -> crate::rate_limit::Counters<'_> {
         crate::rate_limit::Counters {
@@ -1156,6 +1167,7 @@ impl Config {
             login_url,
             userinfo: raw.userinfo.try_into()?,
             end_session: raw.end_session.try_into()?,
+            mtls: raw.mtls.map(TryInto::try_into).transpose()?,
             refresh_cookie_name: cookie,
             rings,
             shares,

@@ -167,12 +167,8 @@ impl Engine {
             .join(" ");
         let verified =
             crate::protect::cache::Verified::new(config.protection.verified_cache_entries);
-        let issuer_origin = config
-            .userinfo_endpoint
-            .strip_suffix(config.userinfo_path.as_str())
-            .unwrap_or_default();
         let userinfo_route =
-            crate::protect::config::Route::userinfo(issuer_origin, &config.userinfo_path);
+            crate::protect::config::Route::userinfo(config.issuer_origin(), &config.userinfo_path);
         let canonical_paths = paths
             .iter()
             .map(|(p, e)| {
@@ -428,6 +424,10 @@ impl Engine {
         if req.body.len() > self.config.max_body_bytes {
             return Step::Done(OAuthError::payload_too_large().into());
         }
+        let mut req = req;
+        if let Some(cert) = self.forwarded_cert(&req) {
+            req.client_cert = cert;
+        }
         let p = Pending {
             ep,
             req,
@@ -435,6 +435,18 @@ impl Engine {
             journal: Journal::default(),
         };
         self.run(p, rng, store)
+    }
+
+    /// With `mtls.source: "xfcc"`, the certificate is the one the trusted hop before this Envoy
+    /// names in the last `x-forwarded-client-cert` element (see [`crate::mtls`]); `None`: the
+    /// certificate stays what the adapter read from the connection.
+    fn forwarded_cert(&self, req: &Request) -> Option<Option<crate::mtls::ClientCert>> {
+        let m = self.config.mtls.as_ref()?;
+        if m.source != crate::mtls::CertSource::Xfcc {
+            return None;
+        }
+        let all: Vec<&str> = req.headers.all("x-forwarded-client-cert").collect();
+        Some(crate::mtls::ClientCert::from_xfcc(&all.join(",")))
     }
 
     /// The host's answer to the last [`Need`].
@@ -465,8 +477,9 @@ impl Engine {
             now: p.now,
         };
         let result = {
-            let mut ctx =
-                Ctx::new(p.now, rng, &mut p.journal, &local).with_source(p.req.source.as_deref());
+            let mut ctx = Ctx::new(p.now, rng, &mut p.journal, &local)
+                .with_source(p.req.source.as_deref())
+                .with_cert(p.req.client_cert.as_ref());
             if let Some(s) = store {
                 ctx = ctx.with_store(s);
             }

@@ -87,6 +87,8 @@ pub struct Request {
     /// The downstream address Envoy saw (its `source.address`, without the port): for
     /// per-address rate limits. Never taken from a header.
     pub source: Option<String>,
+    /// The TLS client certificate (RFC 8705), read only where `mtls` is configured.
+    pub client_cert: Option<crate::mtls::ClientCert>,
 }
 
 impl Request {
@@ -244,6 +246,8 @@ pub struct Ctx<'a> {
     sync_store: Option<&'a mut dyn SyncStore>,
     /// The downstream address as Envoy saw it, when a limit needs it.
     source: Option<&'a str>,
+    /// The request's TLS client certificate.
+    cert: Option<&'a crate::mtls::ClientCert>,
 }
 
 impl<'a> Ctx<'a> {
@@ -262,6 +266,7 @@ impl<'a> Ctx<'a> {
             local,
             sync_store: None,
             source: None,
+            cert: None,
         }
     }
 
@@ -274,6 +279,16 @@ impl<'a> Ctx<'a> {
     pub fn with_source(mut self, source: Option<&'a str>) -> Self {
         self.source = source;
         self
+    }
+
+    pub fn with_cert(mut self, cert: Option<&'a crate::mtls::ClientCert>) -> Self {
+        self.cert = cert;
+        self
+    }
+
+    /// The request's TLS client certificate (see [`crate::flow::Request::client_cert`]).
+    pub fn client_cert(&self) -> Option<&'a crate::mtls::ClientCert> {
+        self.cert
     }
 
     /// The downstream address (see [`crate::flow::Request::source`]).

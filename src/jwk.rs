@@ -34,6 +34,10 @@ pub struct PublicJwk {
     pub key: VerifyingKey,
     /// RFC 7638 thumbprint, base64url of the SHA-256.
     pub thumbprint: String,
+    /// SHA-256 of the DER of the JWK's certificate (`x5c`'s first member, RFC 7517 §4.7), if it
+    /// carries one: what `self_signed_tls_client_auth` compares the TLS client certificate
+    /// with (RFC 8705 §2.2).
+    pub x5c_sha256: Option<[u8; 32]>,
 }
 
 impl std::fmt::Debug for PublicJwk {
@@ -158,11 +162,27 @@ impl PublicJwk {
             _ => return Err(Refusal::Unsupported("unsupported kty")),
         };
         let thumbprint = B64.encode(Sha256::digest(thumbprint_json.as_bytes()));
+        // RFC 7517 §4.7: standard base64 (not base64url) DER certificates, the key's first.
+        let x5c_sha256 = match o.get("x5c") {
+            None => None,
+            Some(Value::Array(chain)) => {
+                let first = chain
+                    .first()
+                    .and_then(Value::as_str)
+                    .ok_or("x5c must be a non-empty array of strings")?;
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(first)
+                    .map_err(|_| "x5c holds a certificate that is not base64")?;
+                Some(Sha256::digest(&der).into())
+            }
+            Some(_) => return Err("x5c must be an array".into()),
+        };
         let jwk = PublicJwk {
             kid,
             alg,
             key,
             thumbprint,
+            x5c_sha256,
         };
         if let Some(a) = alg {
             if !jwk.fits(a) {

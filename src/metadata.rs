@@ -13,15 +13,29 @@ pub const TOKEN_AUTH_METHODS: &[&str] = &[
     "none",
 ];
 
-/// FAPI 2.0: private_key_jwt only (mTLS client authentication is not offered).
+/// FAPI 2.0: private_key_jwt (and the mTLS methods where mutual TLS is configured).
 pub const FAPI2_AUTH_METHODS: &[&str] = &["private_key_jwt"];
+
+/// The client authentication methods offered: per profile, plus RFC 8705's where Envoy hands
+/// the filter client certificates (`tls_client_auth` only where it verifies their chains).
+pub fn auth_methods(cfg: &Config) -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = match cfg.profile {
+        Profile::Fapi2 => FAPI2_AUTH_METHODS.to_vec(),
+        Profile::Default => TOKEN_AUTH_METHODS.to_vec(),
+    };
+    if let Some(m) = &cfg.mtls {
+        if m.chain_verified {
+            out.push("tls_client_auth");
+        }
+        out.push("self_signed_tls_client_auth");
+    }
+    out
+}
 
 /// RFC 8414 §2 authorization server metadata (+ RFC 9126 §5, RFC 9207 §3, RFC 9396 §10).
 pub fn authorization_server(cfg: &Config) -> Value {
-    let auth_methods = match cfg.profile {
-        Profile::Fapi2 => FAPI2_AUTH_METHODS,
-        Profile::Default => TOKEN_AUTH_METHODS,
-    };
+    let methods = auth_methods(cfg);
+    let auth_methods = methods.as_slice();
     let mut verify_algs: Vec<&str> = cfg.verify_algs.iter().map(|a| a.as_str()).collect();
     // RFC 9864's fully-specified name for the same Ed25519 signatures.
     verify_algs.push("Ed25519");
@@ -52,6 +66,31 @@ pub fn authorization_server(cfg: &Config) -> Value {
                 "device_authorization_endpoint".into(),
                 json!(cfg.device_authorization_endpoint),
             );
+        }
+        if let Some(m) = &cfg.mtls {
+            // RFC 8705 §3.3.
+            o.insert(
+                "tls_client_certificate_bound_access_tokens".into(),
+                json!(true),
+            );
+            // RFC 8705 §5: the same endpoints where the operator serves mutual TLS.
+            if let Some(alias) = &m.endpoint_aliases_origin {
+                let mut aliases = serde_json::Map::new();
+                for key in [
+                    "token_endpoint",
+                    "pushed_authorization_request_endpoint",
+                    "revocation_endpoint",
+                    "introspection_endpoint",
+                    "userinfo_endpoint",
+                    "device_authorization_endpoint",
+                ] {
+                    if let Some(url) = o.get(key).and_then(Value::as_str) {
+                        let path = url.strip_prefix(cfg.issuer_origin()).unwrap_or(url);
+                        aliases.insert(key.into(), json!(format!("{alias}{path}")));
+                    }
+                }
+                o.insert("mtls_endpoint_aliases".into(), Value::Object(aliases));
+            }
         }
     }
     v

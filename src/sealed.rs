@@ -46,6 +46,9 @@ pub struct RefreshClaims {
     /// RFC 9449 §5: a public client's refresh token is bound to its DPoP key (thumbprint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jkt: Option<String>,
+    /// RFC 8705 §3: ... or to its TLS client certificate (`x5t#S256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5t: Option<String>,
 }
 
 pub fn seal(keys: &KeySet, claims: &RefreshClaims, ctx: &mut Ctx<'_>) -> FlowResult<String> {

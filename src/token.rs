@@ -3,6 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::client::Client;
 use crate::dpop::Proof;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
@@ -53,15 +54,38 @@ pub struct AccessTokenClaims<'a> {
     pub act: Option<&'a Value>,
 }
 
-/// RFC 7800 confirmation claim with the RFC 9449 §6.1 member.
-#[derive(Serialize, Clone, Copy)]
+/// RFC 7800 confirmation claim with the RFC 9449 §6.1 member (`jkt`, a DPoP key) and the RFC
+/// 8705 §3.1 one (`x5t#S256`, a TLS client certificate).
+#[derive(Serialize, Clone)]
 pub struct Cnf<'a> {
-    pub jkt: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<&'a str>,
+    #[serde(rename = "x5t#S256", skip_serializing_if = "Option::is_none")]
+    pub x5t: Option<String>,
 }
 
 impl<'a> Cnf<'a> {
-    pub fn of(proof: Option<&'a Proof>) -> Option<Cnf<'a>> {
-        proof.map(|p| Cnf { jkt: &p.jkt })
+    pub fn of(proof: Option<&'a Proof>, cert: Option<String>) -> Option<Cnf<'a>> {
+        (proof.is_some() || cert.is_some()).then(|| Cnf {
+            jkt: proof.map(|p| p.jkt.as_str()),
+            x5t: cert,
+        })
+    }
+}
+
+/// RFC 8705 §3: the certificate thumbprint a client's tokens are bound to, for a client
+/// registered with `tls_client_certificate_bound_access_tokens`; such a client must present its
+/// certificate.
+pub fn cert_binding(client: &Client, ctx: &Ctx<'_>) -> FlowResult<Option<String>> {
+    if !client.tls_bound_tokens {
+        return Ok(None);
+    }
+    match ctx.client_cert() {
+        Some(c) => Ok(Some(c.thumbprint())),
+        None => Err(OAuthError::invalid_request(
+            "this client's tokens are bound to its TLS client certificate, and none was presented",
+        )
+        .into()),
     }
 }
 

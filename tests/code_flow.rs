@@ -606,6 +606,7 @@ fn concurrent_redemption_has_exactly_one_winner() {
             body: body.clone().into_bytes(),
             user: None,
             source: None,
+            client_cert: None,
         };
         // Both read the live code and allocate their family; then both try to consume it.
         let a = h.until_cas(&e, Endpoint::Token, req(), NOW).unwrap();

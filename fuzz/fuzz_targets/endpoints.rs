@@ -74,8 +74,15 @@ fn make_engine() -> Engine {
              "grant_types": ["urn:ietf:params:oauth:grant-type:token-exchange", "password"],
              "token_exchange_audiences": ["https://api.example"]},
             {"client_id": "pkuri", "token_endpoint_auth_method": "private_key_jwt",
-             "jwks_uri": "https://rp.example.com/jwks", "grant_types": ["client_credentials"]}
+             "jwks_uri": "https://rp.example.com/jwks", "grant_types": ["client_credentials"]},
+            {"client_id": "mtls", "token_endpoint_auth_method": "tls_client_auth",
+             "tls_client_auth_subject_dn": "CN=mtls", "tls_client_certificate_bound_access_tokens": true,
+             "grant_types": ["client_credentials", "authorization_code", "refresh_token"], "scope": "openid read",
+             "redirect_uris": ["https://mtls.example.com/cb"], "post_logout_redirect_uris": ["https://mtls.example.com/bye"]}
         ],
+        "mtls": {"chain_verified": true},
+        "userinfo": {"cluster": "users"},
+        "end_session": {"logout_url": "/bye", "clear_cookies": ["login"]},
         "jwks_fetch": {"cluster": "jwks"},
         "device": {"interval": "1s"},
         "token_exchange": {"trusted_issuers": [{"issuer": "https://idp.example", "jwks_uri": "https://idp.example/jwks"}]},
@@ -102,7 +109,7 @@ fn shared() -> &'static std::cell::RefCell<Shared> {
     S.with(|s| *s)
 }
 
-const PATHS: [&str; 13] = [
+const PATHS: [&str; 15] = [
     "/oauth/token",
     "/oauth/pushed-authorization",
     "/oauth/authorize",
@@ -116,6 +123,8 @@ const PATHS: [&str; 13] = [
     "/oauth/device",
     "/api/orders",
     "/.well-known/oauth-protected-resource/api",
+    "/oauth/userinfo",
+    "/oauth/logout",
 ];
 const METHODS: [&str; 3] = ["POST", "GET", "PUT"];
 const TYPES: [&str; 3] = ["application/x-www-form-urlencoded", "application/json", "text/plain"];
@@ -142,14 +151,25 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let headers = Headers(headers);
-    let user = (sel & 4 != 0).then(|| User { sub: "alice".into(), auth_time: Some(1_800_000_000) });
+    let user = (sel & 4 != 0).then(|| User {
+        sub: "alice".into(),
+        auth_time: Some(1_800_000_000),
+        session: (sel & 16 != 0).then(|| "login-1".into()),
+    });
+    // Half of the requests come over a connection with the mtls client's certificate.
+    let client_cert = (sel & 8 != 0).then(|| oauth_edge::mtls::ClientCert {
+        sha256: [7; 32],
+        subject: Some("CN=mtls".into()),
+        dns: None,
+        uri: None,
+    });
     let now = Now { unix_ms: 1_800_000_000_000 };
     let Some(ep) = e.route(&path).or_else(|| e.protected(&path, "api.example", method)) else { return };
     let r = match e.on_headers(ep, method, &headers) {
         HeadAction::Respond(r) => r,
         HeadAction::ReadBody | HeadAction::Start => {
             let source = Some("192.0.2.1".to_string());
-            let req = Request { method: method.into(), path, headers, body: body.to_vec(), user, source };
+            let req = Request { method: method.into(), path, headers, body: body.to_vec(), user, source, client_cert };
             let mut st = shared().borrow_mut();
             let mut step = e.start_with(ep, req, now, &mut SystemRandom, Some(&mut *st));
             loop {

@@ -71,7 +71,10 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 o.insert("iat".into(), json!(c.iat));
                 o.insert("exp".into(), json!(c.exp));
                 o.insert("jti".into(), json!(c.jti));
-                let token_type = if c.cnf.is_some() { "DPoP" } else { "Bearer" };
+                // A DPoP-bound token is a DPoP token; a certificate-bound one stays Bearer (RFC
+                // 8705 §3).
+                let dpop = c.cnf.as_ref().is_some_and(|v| v.get("jkt").is_some());
+                let token_type = if dpop { "DPoP" } else { "Bearer" };
                 o.insert("token_type".into(), json!(token_type));
                 for (k, v) in [
                     ("cnf", c.cnf),

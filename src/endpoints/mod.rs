@@ -38,11 +38,19 @@ pub fn authenticate_client(
     if !valid_client_id(presented.client_id()) {
         return Err(failed().into());
     }
-    // FAPI 2.0 §5.3.2.1: only private_key_jwt (mTLS client auth is not offered).
-    if cfg.profile == Profile::Fapi2 && !matches!(presented, Presented::Assertion { .. }) {
-        return Err(presented
-            .failed("the FAPI 2.0 profile requires private_key_jwt client authentication")
-            .into());
+    // FAPI 2.0 §5.3.2.1: private_key_jwt, or mTLS (a client naming itself, whose registered
+    // method is checked below), never a secret.
+    let fapi_refusal = || {
+        presented
+            .failed("the FAPI 2.0 profile requires private_key_jwt or mTLS client authentication")
+    };
+    if cfg.profile == Profile::Fapi2
+        && !matches!(
+            presented,
+            Presented::Assertion { .. } | Presented::Public { .. }
+        )
+    {
+        return Err(fapi_refusal().into());
     }
     let lookup = lookup_client(cfg, ctx, presented.client_id())?;
     let client = engine::found(lookup, failed())?;
@@ -52,6 +60,16 @@ pub fn authenticate_client(
                 return Err(failed().into());
             }
             client_assertion::verify(cfg, &client, assertion, ctx)?;
+        }
+        // RFC 8705 §2: the client names itself (client_id) and its certificate authenticates it.
+        Presented::Public { .. } if client.auth_method.uses_certificate() => {
+            if cfg.mtls.is_none() {
+                return Err(failed().into());
+            }
+            crate::mtls::authenticate(cfg, &client, ctx.client_cert(), ctx)?;
+        }
+        Presented::Public { .. } if cfg.profile == Profile::Fapi2 => {
+            return Err(fapi_refusal().into())
         }
         _ => client_auth::authenticate(&client, &presented)?,
     }
@@ -98,8 +116,18 @@ pub fn lookup_client(cfg: &Config, ctx: &mut Ctx<'_>, id: &str) -> FlowResult<Lo
 
 /// RFC 9449 §5.2: clients registered with `dpop_bound_access_tokens`, and every client under
 /// the FAPI 2.0 profile (sender-constrained tokens only), must send a proof.
-pub fn require_proof(cfg: &Config, client: &Client, proof: Option<&Proof>) -> FlowResult<()> {
-    if proof.is_none() && (client.dpop_bound_access_tokens || cfg.profile == Profile::Fapi2) {
+/// Under FAPI 2.0 a client whose tokens are bound to its TLS certificate (RFC 8705 §3) is
+/// sender-constrained without one.
+pub fn require_proof(
+    cfg: &Config,
+    client: &Client,
+    proof: Option<&Proof>,
+    cert: Option<&crate::mtls::ClientCert>,
+) -> FlowResult<()> {
+    let cert_bound = client.tls_bound_tokens && cert.is_some() && cfg.mtls.is_some();
+    if proof.is_none()
+        && (client.dpop_bound_access_tokens || (cfg.profile == Profile::Fapi2 && !cert_bound))
+    {
         return Err(
             OAuthError::invalid_dpop_proof("a DPoP proof is required for this client").into(),
         );

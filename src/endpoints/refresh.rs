@@ -74,6 +74,8 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
         )
         .into());
     }
+    // A certificate-bound grant only over a connection with that certificate (RFC 8705 §3).
+    crate::grants::refresh_token::require_cert(claims.x5t.as_deref(), ctx)?;
     // The grant's resources, if the client may still ask for them (before rotating).
     let resources = crate::rar::narrow(&claims.res, &[], &client)?;
     let scope = claims.scope.clone();

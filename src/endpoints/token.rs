@@ -33,7 +33,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     // jti is recorded only once the client is authenticated: strangers cannot fill the cache.
     let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.token_htu, ctx)?;
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
-    require_proof(cfg, &client, proof.as_ref())?;
+    require_proof(cfg, &client, proof.as_ref(), ctx.client_cert())?;
     if let Some(p) = &proof {
         dpop::record(cfg, crate::ring_share::Owner::Client(&client), p, ctx)?;
     }

@@ -83,7 +83,7 @@ pub fn issue_as(
             jti: &jti,
             auth_time: g.auth_time,
             authorization_details: g.authorization_details,
-            cnf: Cnf::of(g.proof),
+            cnf: Cnf::of(g.proof, token::cert_binding(g.client, ctx)?),
             act: None,
         },
     )?;

@@ -126,6 +126,7 @@ pub fn handle(
     let resources = crate::rar::narrow(&claims.res, &requested, client)?;
     // RFC 9449 §5: a bound refresh token needs a proof by the same key.
     crate::dpop::require_key(claims.jkt.as_deref(), proof, "refresh token")?;
+    require_cert(claims.x5t.as_deref(), ctx)?;
     refresh(
         engine,
         client,
@@ -199,6 +200,19 @@ pub fn issue_rotated(
         opts,
         ctx,
     )
+}
+
+/// RFC 8705 §3: a refresh token bound to a TLS client certificate is used only over a
+/// connection with that certificate.
+pub fn require_cert(x5t: Option<&str>, ctx: &Ctx<'_>) -> FlowResult<()> {
+    let Some(x5t) = x5t else { return Ok(()) };
+    match ctx.client_cert() {
+        Some(c) if c.thumbprint() == x5t => Ok(()),
+        _ => Err(OAuthError::invalid_grant(
+            "the refresh token is bound to a TLS client certificate this request did not present",
+        )
+        .into()),
+    }
 }
 
 /// Whether a refresh hands out a new refresh token. Under the FAPI 2.0 profile a confidential
@@ -405,6 +419,11 @@ pub fn start_family(
             None
         } else {
             proof.map(|p| p.jkt.clone())
+        },
+        x5t: if client.is_confidential() {
+            None
+        } else {
+            crate::token::cert_binding(client, ctx)?
         },
     })
 }

@@ -185,7 +185,7 @@ pub fn handle(
             jti: &jti,
             auth_time: None,
             authorization_details: None,
-            cnf: Cnf::of(proof),
+            cnf: Cnf::of(proof, token::cert_binding(client, ctx)?),
             act: act.as_ref(),
         },
     )?;

@@ -586,6 +586,10 @@ impl Filter {
         };
         let headers = headers.unwrap_or_else(request_headers);
         let path = headers.all(":path").next().unwrap_or_default().to_string();
+        let client_cert = match &engine.config.mtls {
+            Some(m) if m.source == crate::mtls::CertSource::Connection => connection_cert(),
+            _ => None,
+        };
         let req = Request {
             method,
             path,
@@ -593,6 +597,7 @@ impl Filter {
             body,
             user,
             source,
+            client_cert,
         };
         let step = engine.start_with(ep, req, now(), &mut SystemRandom, Some(&mut SharedData));
         self.drive(context, engine, metrics, step);
@@ -960,6 +965,24 @@ fn source_address() -> Option<String> {
         host.trim_start_matches('[')
             .trim_end_matches(']')
             .to_string(),
+    )
+}
+
+/// The TLS client certificate of the downstream connection, from Envoy's connection attributes
+/// (see [`crate::mtls`]): `None` without TLS or without a client certificate.
+fn connection_cert() -> Option<crate::mtls::ClientCert> {
+    let text = |leaf: &str| {
+        abi::property(&["connection", leaf])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+    };
+    let digest = text("sha256_peer_certificate_digest")?;
+    crate::mtls::ClientCert::from_digest_hex(
+        &digest,
+        text("subject_peer_certificate"),
+        text("dns_san_peer_certificate"),
+        text("uri_san_peer_certificate"),
     )
 }
 

@@ -275,6 +275,19 @@ pub fn authorize(
     if crate::access_token::is_revoked(cfg, ctx, &claims)? {
         return refuse("the access token has been revoked");
     }
+    // RFC 8705 §3: a certificate-bound token only over a connection with that certificate.
+    if let Some(x5t) = claims
+        .cnf
+        .as_ref()
+        .and_then(|c| c.get("x5t#S256"))
+        .and_then(|v| v.as_str())
+    {
+        if ctx.client_cert().map(|c| c.thumbprint()).as_deref() != Some(x5t) {
+            return refuse(
+                "the access token is bound to a TLS client certificate this request did not present",
+            );
+        }
+    }
     // RFC 9449 §7.2: a bound token only with its proof; an unbound one never as DPoP.
     let proof = match (scheme, bound_key(&claims)) {
         (Scheme::Bearer, Some(_)) => {

@@ -96,6 +96,8 @@ pub struct Host {
     pub jwks_calls: HashMap<String, usize>,
     /// The downstream address requests come from.
     pub source: Option<String>,
+    /// The TLS client certificate of the connection requests come over (RFC 8705).
+    pub cert: Option<oauth_edge::mtls::ClientCert>,
     /// Other dispatched calls (the password grant's credential check), and how many were made.
     pub http: Box<dyn FnMut(&HttpCall) -> HttpAnswer>,
     pub http_calls: usize,
@@ -116,6 +118,7 @@ impl Host {
             jwks: HashMap::new(),
             jwks_calls: HashMap::new(),
             source: Some("192.0.2.7".into()),
+            cert: None,
             http: Box::new(|_: &HttpCall| HttpAnswer {
                 status: None,
                 body: vec![],
@@ -197,6 +200,7 @@ impl Host {
             body: body.to_vec(),
             user,
             source: self.source.clone(),
+            client_cert: self.cert.clone(),
         }
     }
 
