@@ -145,6 +145,36 @@ def vm_environment_lines(plugin_config: dict[str, Any]) -> list[str]:
     return ["environment_variables: " + json.dumps({"host_env_keys": names})]
 
 
+def transport_socket_lines(tls: dict[str, Any] | None) -> list[str]:
+    """The @@TRANSPORT_SOCKET@@ lines: none (plain HTTP), or TLS with client certificates for
+    RFC 8705 mutual TLS. tls: {"cert", "key"} (the server's PEM files), "client_ca" (PEM of the
+    CAs client certificates chain to; Envoy then asks every client for a certificate, without
+    requiring one), "accept_untrusted" (Envoy completes the handshake with a certificate that does
+    not chain to client_ca: needed for self_signed_tls_client_auth; the plugin must then not
+    declare mtls.chain_verified, since tls_client_auth would take any certificate)."""
+    if not tls:
+        return []
+    unknown = set(tls) - {"cert", "key", "client_ca", "accept_untrusted"}
+    if unknown or not tls.get("cert") or not tls.get("key"):
+        raise RenderError("tls needs cert and key (and optionally client_ca, accept_untrusted), "
+                          f"not {sorted(tls)}")
+    if tls.get("accept_untrusted") and not tls.get("client_ca"):
+        raise RenderError("tls accept_untrusted needs client_ca: without a validation context Envoy "
+                          "asks for no client certificate")
+    common: dict[str, Any] = {"tls_certificates": [{"certificate_chain": {"filename": str(tls["cert"])},
+                                                   "private_key": {"filename": str(tls["key"])}}]}
+    if tls.get("client_ca"):
+        validation: dict[str, Any] = {"trusted_ca": {"filename": str(tls["client_ca"])}}
+        if tls.get("accept_untrusted"):
+            validation["trust_chain_verification"] = "ACCEPT_UNTRUSTED"
+        common["validation_context"] = validation
+    socket = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": False,
+        "common_tls_context": common}}
+    return ["transport_socket: " + json.dumps(socket)]
+
+
 def routes_for(mode: str) -> list[dict[str, Any]]:
     """The virtual host's routes for one route mode."""
     if mode == "cluster":
@@ -362,6 +392,7 @@ def render_text(
     extra_http_filters: Any = None,
     max_heap_bytes: int = DEFAULTS["max_heap_bytes"],
     escaped_slashes: str = DEFAULTS["escaped_slashes"],
+    tls: dict[str, Any] | None = None,
 ) -> str:
     """The rendered envoy.yaml text.
 
@@ -396,6 +427,7 @@ def render_text(
     lines = body_mode_lines(body_mode)
     lines["@@EXTRA_HTTP_FILTERS@@"] = extra_filter_lines(extra_http_filters)
     lines["@@VM_ENVIRONMENT@@"] = vm_environment_lines(plugin_config)
+    lines["@@TRANSPORT_SOCKET@@"] = transport_socket_lines(tls)
     if plugin_config.get("pause_on_request_headers", True) is not (body_mode == "pause"):
         raise RenderError(f"body mode {body_mode} with pause_on_request_headers "
                           f"{json.dumps(plugin_config.get('pause_on_request_headers'))} in the plugin "
@@ -437,6 +469,7 @@ def render(
     max_heap_bytes: int = DEFAULTS["max_heap_bytes"],
     escaped_slashes: str = DEFAULTS["escaped_slashes"],
     key_from_env: str | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> Path:
     """Write OUT_DIR/envoy.yaml (mode 0600: it may hold the private key); return its path.
 
@@ -458,6 +491,7 @@ def render(
         extra_http_filters=extra_http_filters,
         max_heap_bytes=max_heap_bytes,
         escaped_slashes=escaped_slashes,
+        tls=tls,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -502,7 +536,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--escaped-slashes", choices=ESCAPED_SLASHES_ACTIONS, default=DEFAULTS["escaped_slashes"],
                    help="path_with_escaped_slashes_action for %%2F/%%5C in paths (default UNESCAPE_AND_REDIRECT; "
                         "KEEP_UNCHANGED for applications that use %%2F in their paths)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve the listener over TLS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="... and this private key")
+    p.add_argument("--tls-client-ca", metavar="PEM",
+                   help="ask clients for certificates chaining to these CAs (RFC 8705 mutual TLS; not required)")
+    p.add_argument("--tls-accept-untrusted", action="store_true",
+                   help="complete the handshake with client certificates that do not chain to --tls-client-ca "
+                        "(self_signed_tls_client_auth; never with mtls.chain_verified)")
     args = p.parse_args(argv)
+    tls = None
+    if args.tls_cert or args.tls_key:
+        tls = {"cert": args.tls_cert, "key": args.tls_key, "client_ca": args.tls_client_ca,
+               "accept_untrusted": args.tls_accept_untrusted}
     try:
         path = render(
             args.out,
@@ -520,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             max_heap_bytes=args.max_heap_bytes,
             escaped_slashes=args.escaped_slashes,
             key_from_env=args.key_from_env,
+            tls=tls,
         )
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)

@@ -251,7 +251,8 @@ class EnvoyInstance:
                  extra_http_filters: list[dict[str, Any]] | None = None,
                  envoy_args: list[str] | None = None,
                  key_from_env: str | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 tls: dict[str, Any] | None = None) -> None:
         """edit_config, if given, changes the rendered bootstrap (a parsed YAML dict) in place
         before Envoy starts: for setups render.py deliberately does not produce.
         extra_http_filters go before the wasm filter (render.py --extra-http-filters).
@@ -260,6 +261,9 @@ class EnvoyInstance:
         instead of holding signing_keys, which then only say what the test put into it; env is
         added to the Envoy process's environment (e.g. that variable)."""
         self.name = name
+        # render.py's tls (cert, key, client_ca, accept_untrusted): the listener speaks HTTPS;
+        # tls["server_ca"], if given, is what clients verify the listener's certificate with.
+        self.tls = dict(tls) if tls else None
         self.envoy_args = list(envoy_args or [])
         self.key_from_env = key_from_env
         self.env = dict(env or {})
@@ -281,7 +285,13 @@ class EnvoyInstance:
     # URLs
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.listen_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.listen_port}"
+
+    @property
+    def verify(self) -> Any:
+        """requests' verify= for this listener: its CA over TLS."""
+        return self.tls.get("server_ca", False) if self.tls else True
 
     @property
     def admin_url(self) -> str:
@@ -361,6 +371,7 @@ class EnvoyInstance:
                 key=None if self.key_from_env else self.signing_keys,
                 key_from_env=self.key_from_env,
                 extra_http_filters=self.extra_http_filters,
+                tls={k: v for k, v in self.tls.items() if k != "server_ca"} if self.tls else None,
             )
             if self._edit_config is not None:
                 doc = yaml.safe_load(rendered.read_text())
@@ -412,7 +423,7 @@ class EnvoyInstance:
             try:
                 r = requests.get(self.admin_url + "/ready", timeout=1)
                 if r.status_code == 200 and r.text.strip() == "LIVE":
-                    j = requests.get(self.jwks_url, timeout=2)
+                    j = requests.get(self.jwks_url, timeout=2, verify=self.verify)
                     if j.status_code == 200:
                         return
             except requests.RequestException:

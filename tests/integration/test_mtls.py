@@ -1,0 +1,235 @@
+"""Issue 16 items 1-3 through a real Envoy: mutual TLS client authentication and
+certificate-bound access tokens (RFC 8705).
+
+Every certificate is made here with `cryptography`: a server CA and the listener's certificate,
+a client PKI (a CA and two clients' certificates), and a self-signed client certificate. Two
+Envoys render a TLS listener with render.py's tls options:
+
+  envoy_pki   client_ca = the client PKI's CA, chains verified by Envoy (a certificate that does
+              not chain never completes the handshake): plugin mtls.chain_verified true;
+  envoy_self  the same, with trust_chain_verification ACCEPT_UNTRUSTED (self-signed client
+              certificates complete the handshake): mtls.chain_verified false, so tls_client_auth
+              is never accepted there.
+
+Authlib (an OAuth2Session over the client certificate) gets a certificate-bound token; the
+protected route takes it only over a connection with that certificate."""
+from __future__ import annotations
+
+import base64
+import datetime
+import hashlib
+import ipaddress
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from conftest import _finish_envoy, _start_envoy, base_plugin_config
+
+API = "https://api.example.test"
+
+
+class Pki:
+    """PEM files of every certificate the tests use, in one directory."""
+
+    def __init__(self, d: Path) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        self.dir = d
+        now = datetime.datetime.now(datetime.timezone.utc)
+
+        def name(cn: str, org: str | None = None) -> Any:
+            attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+            if org:
+                attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+            return x509.Name(attrs)
+
+        def issue(subject: Any, key: Any, issuer: Any, issuer_key: Any, *, ca: bool = False,
+                  sans: list[Any] | None = None) -> Any:
+            b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                 .not_valid_before(now - datetime.timedelta(minutes=5))
+                 .not_valid_after(now + datetime.timedelta(days=1))
+                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+            if sans:
+                b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            return b.sign(issuer_key, hashes.SHA256())
+
+        def write(stem: str, cert: Any, key: Any | None = None) -> None:
+            (d / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            if key is not None:
+                (d / f"{stem}.key").write_bytes(key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption()))
+            self.der[stem] = cert.public_bytes(serialization.Encoding.DER)
+            self.subject[stem] = cert.subject.rfc4514_string()
+
+        self.der: dict[str, bytes] = {}
+        # RFC 4514 strings, as RFC 8705 §2.1.2 registers them: the last RDN first ("O=Example,CN=client-a").
+        self.subject: dict[str, str] = {}
+        new_key = lambda: ec.generate_private_key(ec.SECP256R1())  # noqa: E731
+        server_ca_key, client_ca_key = new_key(), new_key()
+        server_ca = issue(name("test server CA"), server_ca_key, name("test server CA"), server_ca_key, ca=True)
+        client_ca = issue(name("test client CA"), client_ca_key, name("test client CA"), client_ca_key, ca=True)
+        write("server-ca", server_ca)
+        write("client-ca", client_ca)
+        k = new_key()
+        write("server", issue(name("127.0.0.1"), k, server_ca.subject, server_ca_key,
+                              sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), k)
+        for stem, cn, dns in (("client-a", "client-a", "a.clients.example"), ("client-b", "client-b", "b.clients.example")):
+            k = new_key()
+            write(stem, issue(name(cn, "Example"), k, client_ca.subject, client_ca_key, sans=[x509.DNSName(dns)]), k)
+        k = new_key()
+        write("self", issue(name("self-signed client"), k, name("self-signed client"), k), k)
+
+    def pair(self, stem: str) -> tuple[str, str]:
+        return str(self.dir / f"{stem}.crt"), str(self.dir / f"{stem}.key")
+
+    def path(self, stem: str) -> str:
+        return str(self.dir / f"{stem}.crt")
+
+    def x5t(self, stem: str) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(self.der[stem]).digest()).rstrip(b"=").decode()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+def _clients(pki: Pki) -> list[dict[str, Any]]:
+    return [
+        {"client_id": "mtls-a", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_subject_dn": pki.subject["client-a"], "tls_client_certificate_bound_access_tokens": True,
+         "grant_types": ["client_credentials"], "scope": "read", "allowed_resources": [API],
+         "resource_server_audiences": [API]},
+        {"client_id": "mtls-dns", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_dns": "a.clients.example", "grant_types": ["client_credentials"], "scope": "read"},
+        {"client_id": "mtls-self", "token_endpoint_auth_method": "self_signed_tls_client_auth",
+         "tls_client_certificate_bound_access_tokens": True,
+         "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "use": "sig",
+                            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+                            "x5c": [base64.b64encode(pki.der["self"]).decode()]}]},
+         "grant_types": ["client_credentials"], "scope": "read", "allowed_resources": [API]},
+    ]
+
+
+def _envoy(name: str, pki: Pki, keys, registry, backend, tmp_path_factory, *, chain_verified: bool) -> Any:
+    cfg = base_plugin_config()
+    cfg["clients"] += _clients(pki)
+    cfg["mtls"] = {"chain_verified": chain_verified, "endpoint_aliases_origin": "https://mtls.as.example.test"}
+    cfg["resource_protection"] = {"routes": [{"prefix": "/api", "resource": API, "scopes": {"all": ["read"]}}]}
+    tls = {"cert": pki.path("server"), "key": str(pki.dir / "server.key"), "client_ca": pki.path("client-ca"),
+           "accept_untrusted": not chain_verified, "server_ca": pki.path("server-ca")}
+    return _start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=cfg, signing_keys=[keys.ed25519],
+                        registry_port=registry.port, backend_port=backend.port, tls=tls)
+
+
+@pytest.fixture(scope="module")
+def envoy_pki(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
+    inst = _envoy("mtls-pki", pki, keys, registry, backend, tmp_path_factory, chain_verified=True)
+    yield inst
+    _finish_envoy(inst)
+
+
+@pytest.fixture(scope="module")
+def envoy_self(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
+    inst = _envoy("mtls-self", pki, keys, registry, backend, tmp_path_factory, chain_verified=False)
+    yield inst
+    _finish_envoy(inst)
+
+
+def _token(envoy, client_id: str, cert: tuple[str, str] | None, **form: str) -> requests.Response:
+    return requests.post(envoy.token_url, data={"grant_type": "client_credentials", "client_id": client_id, **form},
+                         cert=cert, verify=envoy.verify, timeout=10)
+
+
+def _api(envoy, token: str, cert: tuple[str, str] | None) -> requests.Response:
+    return requests.get(envoy.base_url + "/api/orders", headers={"Authorization": f"Bearer {token}"},
+                        cert=cert, verify=envoy.verify, timeout=10)
+
+
+def _claims(jwt: str) -> dict[str, Any]:
+    payload = jwt.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def test_authlib_gets_a_certificate_bound_token_that_only_its_certificate_can_use(envoy_pki, pki):
+    from authlib.integrations.requests_client import OAuth2Session
+
+    # tls_client_auth sends client_id and no secret: Authlib's "none" method does exactly that.
+    sess = OAuth2Session("mtls-a", token_endpoint_auth_method="none", scope="read")
+    sess.cert, sess.verify = pki.pair("client-a"), envoy_pki.verify
+    sess.trust_env = False  # else REQUESTS_CA_BUNDLE, where set, wins over the session's verify
+    token = sess.fetch_token(envoy_pki.token_url, grant_type="client_credentials", resource=API)
+    assert token["token_type"] == "Bearer"
+    claims = _claims(token["access_token"])
+    assert claims["cnf"] == {"x5t#S256": pki.x5t("client-a")}, claims
+    # The holder of the certificate calls the API; a second client without it cannot.
+    r = sess.get(envoy_pki.base_url + "/api/orders")
+    assert r.status_code == 200, r.text
+    r = _api(envoy_pki, token["access_token"], pki.pair("client-b"))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token", r.text
+    assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+    r = _api(envoy_pki, token["access_token"], None)
+    assert r.status_code == 401 and r.json()["error"] == "invalid_token", r.text
+    # Introspection (the same client, authenticated by its certificate) shows the binding.
+    r = requests.post(envoy_pki.base_url + "/oauth/introspect",
+                      data={"token": token["access_token"], "client_id": "mtls-a"},
+                      cert=pki.pair("client-a"), verify=envoy_pki.verify, timeout=10)
+    body = r.json()
+    assert body["active"] is True and body["token_type"] == "Bearer", body
+    assert body["cnf"] == {"x5t#S256": pki.x5t("client-a")}
+
+
+def test_tls_client_auth_refusals(envoy_pki, pki):
+    # No certificate, another client's certificate, a wrong SAN.
+    for client_id, cert in (("mtls-a", None), ("mtls-a", pki.pair("client-b")), ("mtls-dns", pki.pair("client-b"))):
+        r = _token(envoy_pki, client_id, cert)
+        assert r.status_code == 401 and r.json()["error"] == "invalid_client", (client_id, r.text)
+    # The matching SAN authenticates.
+    assert _token(envoy_pki, "mtls-dns", pki.pair("client-a")).status_code == 200
+    # A self-signed certificate never completes the handshake where Envoy verifies chains.
+    with pytest.raises(requests.exceptions.SSLError):
+        _token(envoy_pki, "mtls-self", pki.pair("self"))
+    # Garbage, then a valid request.
+    for junk in (b"\xff\xfe", b"client_id=mtls-a&client_id=mtls-a", b"grant_type=client_credentials"):
+        r = requests.post(envoy_pki.token_url, data=junk, cert=pki.pair("client-a"), verify=envoy_pki.verify,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+        assert 400 <= r.status_code < 500, r.text
+    assert _token(envoy_pki, "mtls-a", pki.pair("client-a")).status_code == 200
+
+
+def test_metadata_offers_the_mtls_methods(envoy_pki, envoy_self):
+    pki_meta = requests.get(envoy_pki.base_url + "/.well-known/oauth-authorization-server",
+                            verify=envoy_pki.verify, timeout=10).json()
+    assert {"tls_client_auth", "self_signed_tls_client_auth"} <= set(pki_meta["token_endpoint_auth_methods_supported"])
+    assert pki_meta["tls_client_certificate_bound_access_tokens"] is True
+    assert pki_meta["mtls_endpoint_aliases"]["token_endpoint"].startswith("https://mtls.as.example.test/")
+    self_meta = requests.get(envoy_self.base_url + "/.well-known/oauth-authorization-server",
+                             verify=envoy_self.verify, timeout=10).json()
+    assert "tls_client_auth" not in self_meta["token_endpoint_auth_methods_supported"]
+    assert "self_signed_tls_client_auth" in self_meta["token_endpoint_auth_methods_supported"]
+
+
+def test_self_signed_client_authenticates_with_its_registered_certificate(envoy_self, pki):
+    r = _token(envoy_self, "mtls-self", pki.pair("self"), resource=API)
+    assert r.status_code == 200, r.text
+    at = r.json()["access_token"]
+    assert _claims(at)["cnf"] == {"x5t#S256": pki.x5t("self")}
+    assert _api(envoy_self, at, pki.pair("self")).status_code == 200
+    assert _api(envoy_self, at, pki.pair("client-a")).status_code == 401
+    # A PKI certificate is not the registered one; and where chains are not verified,
+    # tls_client_auth takes no certificate at all.
+    r = _token(envoy_self, "mtls-self", pki.pair("client-a"))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+    r = _token(envoy_self, "mtls-a", pki.pair("client-a"))
+    assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
+    r = _token(envoy_self, "mtls-self", None)
+    assert r.status_code == 401, r.text
