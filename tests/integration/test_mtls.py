@@ -233,3 +233,32 @@ def test_self_signed_client_authenticates_with_its_registered_certificate(envoy_
     assert r.status_code == 401 and r.json()["error"] == "invalid_client", r.text
     r = _token(envoy_self, "mtls-self", None)
     assert r.status_code == 401, r.text
+
+
+@pytest.fixture(scope="module")
+def envoy_fapi_mtls(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
+    cfg = base_plugin_config(profile="fapi2")
+    cfg["clients"] = [c for c in cfg["clients"] if c.get("token_endpoint_auth_method") == "private_key_jwt"]
+    cfg["clients"] += _clients(pki)
+    cfg.pop("password_grant", None)
+    cfg["mtls"] = {"chain_verified": True}
+    tls = {"cert": pki.path("server"), "key": str(pki.dir / "server.key"), "client_ca": pki.path("client-ca"),
+           "server_ca": pki.path("server-ca")}
+    inst = _start_envoy("mtls-fapi", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+                        signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port, tls=tls)
+    yield inst
+    _finish_envoy(inst)
+
+
+def test_fapi2_offers_mtls_authentication_and_the_mtls_sender_constraint(envoy_fapi_mtls, pki):
+    meta = requests.get(envoy_fapi_mtls.base_url + "/.well-known/oauth-authorization-server",
+                        verify=envoy_fapi_mtls.verify, timeout=10).json()
+    assert set(meta["token_endpoint_auth_methods_supported"]) == {
+        "private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"}
+    # Certificate authentication and certificate-bound tokens: no DPoP proof needed.
+    r = _token(envoy_fapi_mtls, "mtls-a", pki.pair("client-a"))
+    assert r.status_code == 200, r.text
+    assert _claims(r.json()["access_token"])["cnf"] == {"x5t#S256": pki.x5t("client-a")}
+    # Certificate authentication without certificate-bound tokens: DPoP is still required.
+    r = _token(envoy_fapi_mtls, "mtls-dns", pki.pair("client-a"))
+    assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof", r.text
