@@ -249,10 +249,15 @@ impl Engine {
         .collect()
     }
 
-    /// Whether any policy reads the downstream address (rate limits, registry misses): only then
-    /// does the adapter ask the host for it.
-    pub fn needs_source_address(&self) -> bool {
+    /// Whether any policy reads the downstream address of a request to `ep` (rate limits,
+    /// registry misses, ring shares): only then does the adapter ask the host for it. Never at a
+    /// protected route, whose checks charge the token's key, not an address (a property read
+    /// per API call saved).
+    pub fn needs_source_address(&self, ep: Endpoint) -> bool {
         let c = &self.config;
+        if ep == Endpoint::Resource {
+            return false;
+        }
         c.rate_limits.per_address.is_some()
             || c.rate_limits.per_client.is_some()
             || c.registry.is_some()

@@ -579,7 +579,7 @@ impl Filter {
         } else {
             None
         };
-        let source = if engine.needs_source_address() {
+        let source = if engine.needs_source_address(ep) {
             source_address()
         } else {
             None
