@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::flow::{Ctx, FlowResult};
+use crate::flow::{Ctx, FlowResult, StoreResult};
 use crate::jws::{Alg, Audience, Untrusted};
 use crate::store;
 
@@ -60,6 +60,42 @@ fn deny_id(jti: &str) -> String {
     format!("revoked-at\0{jti}")
 }
 
+/// The shared-data key whose version is the deny-list's epoch.
+const EPOCH_KEY: &str = "oauth_edge.revoked_epoch";
+
+/// The deny-list's epoch: the version of one shared-data key that every denial writes after its
+/// entry (versions come from one process-wide counter, so any write moves it). A reader that
+/// reads the epoch, then finds a token not on the list, may skip the list for that token while
+/// the epoch stays: a denial whose entry it could have missed writes the epoch after it. `None`
+/// for a remote deny-list (etcd), whose denials other replicas make. The key is created on first
+/// use (a create changes the version too).
+pub fn revocation_epoch(cfg: &Config, ctx: &mut Ctx<'_>) -> FlowResult<Option<u64>> {
+    if cfg.rings.revoked.remote {
+        return Ok(None);
+    }
+    for _ in 0..2 {
+        match ctx.local_get(EPOCH_KEY)? {
+            StoreResult::Value {
+                value: Some(_),
+                cas,
+            } if cas != 0 => return Ok(Some(cas)),
+            StoreResult::Value { .. } => {
+                ctx.local_cas(EPOCH_KEY, vec![b'1'], 0)?;
+            }
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
+/// Moves the epoch, after a denial's entry is written.
+fn bump_epoch(cfg: &Config, ctx: &mut Ctx<'_>) -> FlowResult<()> {
+    if !cfg.rings.revoked.remote {
+        ctx.local_cas(EPOCH_KEY, vec![b'1'], 0)?;
+    }
+    Ok(())
+}
+
 pub fn is_revoked(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResult<bool> {
     store::seen(ctx, cfg.rings.revoked, &deny_id(&claims.jti))
 }
@@ -93,7 +129,7 @@ pub fn deny(cfg: &Config, ctx: &mut Ctx<'_>, at: &Issued) -> FlowResult<()> {
         &deny_id(&at.0),
         at.1.saturating_mul(1000),
     )?;
-    Ok(())
+    bump_epoch(cfg, ctx)
 }
 
 /// Verified, unexpired and not revoked.

@@ -279,11 +279,11 @@ impl Engine {
         &self,
         token: &str,
         now_s: u64,
-    ) -> Option<Rc<crate::access_token::Claims>> {
+    ) -> Option<Rc<crate::protect::cache::Entry>> {
         self.verified.borrow_mut().get(token, now_s)
     }
 
-    pub fn remember_verified(&self, token: &str, claims: Rc<crate::access_token::Claims>) {
+    pub fn remember_verified(&self, token: &str, claims: Rc<crate::protect::cache::Entry>) {
         self.verified.borrow_mut().put(token, claims);
     }
 

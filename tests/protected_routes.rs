@@ -215,3 +215,35 @@ fn strict_configuration() {
         );
     }
 }
+
+#[test]
+fn a_revocation_is_seen_on_the_next_call_even_for_a_token_checked_before() {
+    let (e, mut h) = setup();
+    let a = token(&e, &mut h, "orders:read", ORDERS);
+    let b = token(&e, &mut h, "orders:read", ORDERS);
+    let bearer = |t: &str| format!("Bearer {t}");
+    // Both used (and found not revoked) a few times: the worker remembers that.
+    for _ in 0..3 {
+        for t in [&a, &b] {
+            let r = call(&e, &mut h, "/orders/1", &[("authorization", &bearer(t))]);
+            assert_eq!(r.status, 0, "{r:?}");
+        }
+    }
+    let r = h.request_at(
+        &e,
+        "POST",
+        "/oauth/revoke",
+        &form_headers(&[("authorization", &basic("svc", "svc-secret"))]),
+        format!("token={a}").as_bytes(),
+        None,
+        NOW,
+    );
+    assert_eq!(r.status, 200);
+    let r = call(&e, &mut h, "/orders/1", &[("authorization", &bearer(&a))]);
+    assert_error(&r, 401, "invalid_token");
+    // The other token is checked against the list once more, and still goes on.
+    for _ in 0..2 {
+        let r = call(&e, &mut h, "/orders/1", &[("authorization", &bearer(&b))]);
+        assert_eq!(r.status, 0, "{r:?}");
+    }
+}

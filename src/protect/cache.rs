@@ -8,16 +8,44 @@
 //! the young one. So memory stays under the bound (entries × the token's length, about 0.5–1 KB
 //! each), recently used tokens stay, and nothing is scanned. What is cached is only what cannot
 //! change for a given token (signature, `typ`, `iss`, the claims); expiry, audience, scope,
-//! revocation and the DPoP proof are checked on every request.
+//! revocation and the DPoP proof are checked on every request. For revocation an entry also
+//! remembers the deny-list's epoch at which the token was last found not revoked
+//! ([`crate::access_token::revocation_epoch`]): while the epoch stays, nothing was revoked in
+//! between, and the deny-list itself need not be read.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::access_token::Claims;
 
+/// A verified token's claims, and when it was last seen not revoked.
+pub struct Entry {
+    pub claims: Claims,
+    /// The deny-list epoch of the last check that found the token not revoked (0: none yet).
+    pub clean_at: Cell<u64>,
+}
+
+impl Entry {
+    pub fn new(claims: Claims) -> Entry {
+        Entry {
+            claims,
+            clean_at: Cell::new(0),
+        }
+    }
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Claims;
+
+    fn deref(&self) -> &Claims {
+        &self.claims
+    }
+}
+
 pub struct Verified {
-    young: HashMap<Box<str>, Rc<Claims>>,
-    old: HashMap<Box<str>, Rc<Claims>>,
+    young: HashMap<Box<str>, Rc<Entry>>,
+    old: HashMap<Box<str>, Rc<Entry>>,
     bound: usize,
 }
 
@@ -31,7 +59,7 @@ impl Verified {
     }
 
     /// The claims of a token verified before, if it has not expired (`now_s`).
-    pub fn get(&mut self, token: &str, now_s: u64) -> Option<Rc<Claims>> {
+    pub fn get(&mut self, token: &str, now_s: u64) -> Option<Rc<Entry>> {
         if let Some(c) = self.young.get(token) {
             return (c.exp > now_s).then(|| c.clone());
         }
@@ -43,11 +71,11 @@ impl Verified {
         Some(c)
     }
 
-    pub fn put(&mut self, token: &str, claims: Rc<Claims>) {
+    pub fn put(&mut self, token: &str, claims: Rc<Entry>) {
         self.insert(token.into(), claims);
     }
 
-    fn insert(&mut self, token: Box<str>, claims: Rc<Claims>) {
+    fn insert(&mut self, token: Box<str>, claims: Rc<Entry>) {
         if self.young.len() >= self.bound / 2 {
             self.old = std::mem::take(&mut self.young);
         }
@@ -67,12 +95,12 @@ impl Verified {
 mod tests {
     use super::*;
 
-    fn claims(exp: u64) -> Rc<Claims> {
-        Rc::new(
+    fn claims(exp: u64) -> Rc<Entry> {
+        Rc::new(Entry::new(
             serde_json::from_value(serde_json::json!({"iss": "i", "sub": "s", "aud": "a",
                 "client_id": "c", "iat": 1, "exp": exp, "jti": "j"}))
             .expect("claims"),
-        )
+        ))
     }
 
     #[test]

@@ -31,6 +31,7 @@ use crate::flow::{Ctx, FlowResult, Interrupt, Request};
 use crate::http::{Forward, Response};
 use crate::jws::{Alg, Untrusted};
 use crate::ring_share::Owner;
+use cache::Entry;
 
 use answer::Denial;
 use config::{Claim, DpopMode, Route, Scopes};
@@ -197,6 +198,21 @@ fn claim_value(claims: &Claims, claim: Claim) -> Option<String> {
     clean.then_some(v)
 }
 
+/// The deny-list, read only when something was revoked since this worker last found the token
+/// not revoked (the epoch moved; see [`crate::access_token::revocation_epoch`]). In etcd there is
+/// no epoch: the deny-list is read on every call.
+fn revoked(cfg: &Config, ctx: &mut Ctx<'_>, entry: &Entry) -> FlowResult<bool> {
+    let epoch = crate::access_token::revocation_epoch(cfg, ctx)?;
+    if epoch.is_some_and(|e| e == entry.clean_at.get()) {
+        return Ok(false);
+    }
+    let revoked = crate::access_token::is_revoked(cfg, ctx, &entry.claims)?;
+    if let (false, Some(e)) = (revoked, epoch) {
+        entry.clean_at.set(e);
+    }
+    Ok(revoked)
+}
+
 /// Checks a request to `route`; what goes upstream, or why not.
 fn check(
     engine: &Engine,
@@ -238,7 +254,7 @@ pub fn authorize(
     route: &Route,
     req: &Request,
     ctx: &mut Ctx<'_>,
-) -> FlowResult<Result<Rc<Claims>, Denial>> {
+) -> FlowResult<Result<Rc<Entry>, Denial>> {
     let cfg = &engine.config;
     let (scheme, token) = match credentials(req) {
         Ok(c) => c,
@@ -251,7 +267,7 @@ pub fn authorize(
         Some(c) => c,
         None => match verify(cfg, token) {
             Ok(c) => {
-                let c = Rc::new(c);
+                let c = Rc::new(Entry::new(c));
                 engine.remember_verified(token, c.clone());
                 c
             }
@@ -272,7 +288,7 @@ pub fn authorize(
     {
         return refuse("the access token is not meant for this resource");
     }
-    if crate::access_token::is_revoked(cfg, ctx, &claims)? {
+    if revoked(cfg, ctx, &claims)? {
         return refuse("the access token has been revoked");
     }
     // RFC 8705 §3: a certificate-bound token only over a connection with that certificate.
