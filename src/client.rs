@@ -286,10 +286,20 @@ impl Client {
                 return Err(format!("client {id:?}: jwks_uri must be an absolute URL"));
             }
         }
-        // RFC 8705 §2.1.2: exactly one way of naming the client in its certificate. Envoy shows
-        // wasm filters no IP or email SAN, so those cannot be matched here.
-        if m.tls_client_auth_san_ip.is_some() || m.tls_client_auth_san_email.is_some() {
-            return Err(format!("client {id:?}: tls_client_auth_san_ip and tls_client_auth_san_email are not supported: Envoy does not show a certificate's IP or email SANs to wasm filters (use tls_client_auth_subject_dn, _san_dns or _san_uri)"));
+        // RFC 8705 §2.1.2: exactly one way of naming the client in its certificate.
+        let ip = match m.tls_client_auth_san_ip.as_deref() {
+            None => None,
+            Some(t) => Some(t.parse::<std::net::IpAddr>().map_err(|_| {
+                format!("client {id:?}: tls_client_auth_san_ip must be an IPv4 or IPv6 address")
+            })?),
+        };
+        if m.tls_client_auth_san_email
+            .as_deref()
+            .is_some_and(|e| !e.contains('@'))
+        {
+            return Err(format!(
+                "client {id:?}: tls_client_auth_san_email must be an email address"
+            ));
         }
         let names: Vec<crate::mtls::TlsClientName> = [
             m.tls_client_auth_subject_dn
@@ -301,6 +311,10 @@ impl Client {
             m.tls_client_auth_san_uri
                 .clone()
                 .map(crate::mtls::TlsClientName::SanUri),
+            ip.map(crate::mtls::TlsClientName::SanIp),
+            m.tls_client_auth_san_email
+                .clone()
+                .map(crate::mtls::TlsClientName::SanEmail),
         ]
         .into_iter()
         .flatten()
@@ -308,7 +322,7 @@ impl Client {
         let tls_client_name = match (auth_method, names.as_slice()) {
             (AuthMethod::TlsClientAuth, [one]) => Some(one.clone()),
             (AuthMethod::TlsClientAuth, _) => {
-                return Err(format!("client {id:?}: tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri"))
+                return Err(format!("client {id:?}: tls_client_auth needs exactly one of tls_client_auth_subject_dn, tls_client_auth_san_dns, tls_client_auth_san_uri, tls_client_auth_san_ip, tls_client_auth_san_email"))
             }
             (_, []) => None,
             _ => {

@@ -685,7 +685,8 @@ impl Config {
         Self::validate(raw, resolve)
     }
 
-    fn validate(raw: Raw, resolve: crate::secret::Resolve<'_>) -> Result<Config, String> {
+    fn validate(mut raw: Raw, resolve: crate::secret::Resolve<'_>) -> Result<Config, String> {
+        let mtls: Option<crate::mtls::Mtls> = raw.mtls.take().map(TryInto::try_into).transpose()?;
         let (origin, issuer_path) = split_issuer(&raw.issuer)?;
         let issuer = raw.issuer.clone();
         let token_path = endpoint_path("endpoints.token", &raw.endpoints.token)?;
@@ -764,6 +765,21 @@ impl Config {
                         alg.as_str()
                     ));
                 }
+            }
+            // Envoy's connection attributes show no IP or email SAN: only a certificate read
+            // whole (XFCC `Cert`) has them.
+            if matches!(
+                client.tls_client_name,
+                Some(
+                    crate::mtls::TlsClientName::SanIp(_) | crate::mtls::TlsClientName::SanEmail(_)
+                )
+            ) && mtls
+                .as_ref()
+                .is_none_or(|m| m.source != crate::mtls::CertSource::Xfcc)
+            {
+                return Err(format!(
+                    "clients[{i}]: tls_client_auth_san_ip and _san_email need mtls.source xfcc with the certificate (Cert): Envoy shows wasm filters no IP or email SAN"
+                ));
             }
             if clients.contains_key(&client.client_id) {
                 return Err(format!(
@@ -1167,7 +1183,7 @@ impl Config {
             login_url,
             userinfo: raw.userinfo.try_into()?,
             end_session: raw.end_session.try_into()?,
-            mtls: raw.mtls.map(TryInto::try_into).transpose()?,
+            mtls,
             refresh_cookie_name: cookie,
             rings,
             shares,

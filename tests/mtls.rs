@@ -27,6 +27,7 @@ fn cert(der: &[u8], subject: &str) -> ClientCert {
         subject: Some(subject.into()),
         dns: Some("client.example.com".into()),
         uri: None,
+        sans: None,
     }
 }
 
@@ -367,4 +368,92 @@ fn registration_refuses_what_cannot_be_checked() {
         let err = Config::from_json(cfg.to_string().as_bytes()).err().unwrap();
         assert!(err.contains(why), "{err}");
     }
+}
+
+/// A real certificate (tests/fixtures/mtls-client.pem, made with Python's `cryptography`):
+/// subject O=Example,CN=device-7 (RFC 4514), SANs first.example, device-7.example,
+/// spiffe://example/device-7, 192.0.2.7, 2001:db8::7, ops@Example.com.
+const PEM: &str = include_str!("fixtures/mtls-client.pem");
+const PEM_SHA256: &str = "c5ab345b77e378b0809222e3d289e267eae3e32d33680f1f678f99bfe974f3cf";
+
+#[test]
+fn a_whole_certificate_gives_its_subject_and_every_san() {
+    let c = ClientCert::from_pem(PEM).unwrap();
+    let hex: String = c.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, PEM_SHA256);
+    assert_eq!(c.subject, None, "the subject comes from XFCC's Subject");
+    let sans = c.sans.as_ref().unwrap();
+    assert_eq!(sans.dns, ["first.example", "device-7.example"]);
+    assert_eq!(sans.uri, ["spiffe://example/device-7"]);
+    assert_eq!(
+        sans.ip,
+        [
+            "192.0.2.7".parse::<std::net::IpAddr>().unwrap(),
+            "2001:db8::7".parse().unwrap()
+        ]
+    );
+    assert_eq!(sans.email, ["ops@Example.com"]);
+    // Through XFCC's Cert (URL-encoded PEM), with or without the hop's Hash; a Hash that is not
+    // the certificate's refuses it.
+    let enc = percent_encoding::utf8_percent_encode(PEM, percent_encoding::NON_ALPHANUMERIC);
+    let from_xfcc = ClientCert::from_xfcc(&format!("Hash={PEM_SHA256};Cert=\"{enc}\"")).unwrap();
+    assert_eq!(from_xfcc, c);
+    assert_eq!(
+        ClientCert::from_xfcc(&format!("Cert=\"{enc}\"")).unwrap(),
+        c
+    );
+    let wrong = "00".repeat(32);
+    assert!(ClientCert::from_xfcc(&format!("Hash={wrong};Cert=\"{enc}\"")).is_none());
+    assert!(
+        ClientCert::from_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----")
+            .is_none()
+    );
+    assert!(ClientCert::from_der(b"\x30\x03\x02\x01\x00").is_none());
+}
+
+#[test]
+fn ip_and_email_sans_match_with_the_whole_certificate() {
+    let clients = json!([
+        {"client_id": "ip", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_ip": "2001:0db8:0:0:0:0:0:7", "grant_types": ["client_credentials"], "scope": "read"},
+        {"client_id": "mail", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_email": "ops@example.COM", "grant_types": ["client_credentials"], "scope": "read"},
+        {"client_id": "dns2", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_dns": "device-7.example", "grant_types": ["client_credentials"], "scope": "read"},
+        {"client_id": "other-ip", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_ip": "192.0.2.8", "grant_types": ["client_credentials"], "scope": "read"}
+    ]);
+    let (e, mut h) =
+        setup(json!({"mtls": {"chain_verified": true, "source": "xfcc"}, "clients": clients}));
+    let enc =
+        percent_encoding::utf8_percent_encode(PEM, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let xfcc = format!("By=spiffe://gw;Hash={PEM_SHA256};Cert=\"{enc}\"");
+    let post = |h: &mut Host, id: &str, xfcc: &str| {
+        h.request_at(
+            &e,
+            "POST",
+            "/oauth/token",
+            &form_headers(&[("x-forwarded-client-cert", xfcc)]),
+            format!("grant_type=client_credentials&client_id={id}").as_bytes(),
+            None,
+            NOW,
+        )
+    };
+    for id in ["ip", "mail", "dns2"] {
+        let r = post(&mut h, id, &xfcc);
+        assert_eq!(r.status, 200, "{id}: {}", String::from_utf8_lossy(&r.body));
+    }
+    assert_error(&post(&mut h, "other-ip", &xfcc), 401, "invalid_client");
+    // The same certificate named only by its digest (no Cert): no SAN beyond what is named.
+    assert_error(
+        &post(&mut h, "ip", &format!("Hash={PEM_SHA256}")),
+        401,
+        "invalid_client",
+    );
+    // With the connection as the source, IP and email SANs are refused at start.
+    let cfg = json!({"issuer": "https://as.example.com",
+                     "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
+                     "mtls": {"chain_verified": true}, "clients": [clients[0].clone()]});
+    let err = Config::from_json(cfg.to_string().as_bytes()).err().unwrap();
+    assert!(err.contains("mtls.source xfcc"), "{err}");
 }

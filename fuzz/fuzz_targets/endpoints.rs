@@ -162,6 +162,7 @@ fuzz_target!(|data: &[u8]| {
         subject: Some("CN=mtls".into()),
         dns: None,
         uri: None,
+        sans: None,
     });
     let now = Now { unix_ms: 1_800_000_000_000 };
     let Some(ep) = e.route(&path).or_else(|| e.protected(&path, "api.example", method)) else { return };

@@ -2,7 +2,8 @@
 //! headers, registry answers and cache entries, request_uri / code handles, sealed refresh
 //! tokens, JWS (client assertions, DPoP proofs), JWKs and JWK Sets (DPoP headers, jwks_uri
 //! answers), DPoP htu URLs, the host's header maps (proxy-wasm pair encoding) and request paths
-//! compared with our endpoint paths. Nothing may panic.
+//! compared with our endpoint paths, client certificates (XFCC values, PEM, DER). Nothing may
+//! panic.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -32,6 +33,12 @@ fuzz_target!(|data: &[u8]| {
         let _ = client_auth::extract(&h, &f);
     }
     let _ = RawAuthz::from_json(data);
+    // A client certificate from Envoy's XFCC header, or its DER (RFC 8705).
+    let _ = oauth_edge::mtls::ClientCert::from_der(data);
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = oauth_edge::mtls::ClientCert::from_xfcc(s);
+        let _ = oauth_edge::mtls::ClientCert::from_pem(s);
+    }
     let _ = registry::classify("c", Some(200), data);
     let _ = registry::decode_entry("c", data, 0);
     if let Ok(s) = std::str::from_utf8(data) {

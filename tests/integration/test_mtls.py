@@ -85,6 +85,11 @@ class Pki:
             k = new_key()
             write(stem, issue(name(cn, "Example"), k, client_ca.subject, client_ca_key, sans=[x509.DNSName(dns)]), k)
         k = new_key()
+        write("client-ip", issue(name("client-ip", "Example"), k, client_ca.subject, client_ca_key,
+                                 sans=[x509.DNSName("ip.clients.example"),
+                                       x509.IPAddress(ipaddress.ip_address("192.0.2.9")),
+                                       x509.RFC822Name("device@clients.example")]), k)
+        k = new_key()
         write("self", issue(name("self-signed client"), k, name("self-signed client"), k), k)
 
     def pair(self, stem: str) -> tuple[str, str]:
@@ -262,3 +267,52 @@ def test_fapi2_offers_mtls_authentication_and_the_mtls_sender_constraint(envoy_f
     # Certificate authentication without certificate-bound tokens: DPoP is still required.
     r = _token(envoy_fapi_mtls, "mtls-dns", pki.pair("client-a"))
     assert r.status_code == 400 and r.json()["error"] == "invalid_dpop_proof", r.text
+
+
+@pytest.fixture(scope="module")
+def envoy_xfcc(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
+    """The PKI listener, with Envoy putting the client certificate itself into
+    x-forwarded-client-cert (forward_client_cert_details SANITIZE_SET: any client-sent copy is
+    replaced) and the plugin reading it there (mtls.source xfcc): IP and email SANs then work."""
+    cfg = base_plugin_config()
+    cfg["clients"] += _clients(pki) + [
+        {"client_id": "mtls-ip", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_ip": "192.0.2.9", "grant_types": ["client_credentials"], "scope": "read"},
+        {"client_id": "mtls-mail", "token_endpoint_auth_method": "tls_client_auth",
+         "tls_client_auth_san_email": "device@clients.example", "grant_types": ["client_credentials"],
+         "scope": "read"}]
+    cfg["mtls"] = {"chain_verified": True, "source": "xfcc"}
+
+    def xfcc(doc: dict[str, Any]) -> None:
+        hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["forward_client_cert_details"] = "SANITIZE_SET"
+        hcm["set_current_client_cert_details"] = {"subject": True, "cert": True, "uri": True, "dns": True}
+
+    tls = {"cert": pki.path("server"), "key": str(pki.dir / "server.key"), "client_ca": pki.path("client-ca"),
+           "server_ca": pki.path("server-ca")}
+    inst = _start_envoy("mtls-xfcc", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+                        signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
+                        tls=tls, edit_config=xfcc)
+    yield inst
+    _finish_envoy(inst)
+
+
+def test_ip_and_email_sans_through_envoys_own_xfcc(envoy_xfcc, pki):
+    for client_id in ("mtls-ip", "mtls-mail"):
+        r = _token(envoy_xfcc, client_id, pki.pair("client-ip"))
+        assert r.status_code == 200, (client_id, r.text)
+        r = _token(envoy_xfcc, client_id, pki.pair("client-a"))
+        assert r.status_code == 401, (client_id, r.text)
+    # The PKI client by its subject, and its bound token, as over the connection.
+    r = _token(envoy_xfcc, "mtls-a", pki.pair("client-a"))
+    assert r.status_code == 200, r.text
+    assert _claims(r.json()["access_token"])["cnf"] == {"x5t#S256": pki.x5t("client-a")}
+    # A client's own XFCC naming another certificate is replaced by Envoy's (SANITIZE_SET).
+    forged = f"Hash={hashlib.sha256(pki.der['client-a']).hexdigest()};Subject=\"{pki.subject['client-a']}\""
+    r = requests.post(envoy_xfcc.token_url, data={"grant_type": "client_credentials", "client_id": "mtls-a"},
+                      headers={"x-forwarded-client-cert": forged}, cert=pki.pair("client-b"),
+                      verify=envoy_xfcc.verify, timeout=10)
+    assert r.status_code == 401, r.text
+    r = requests.post(envoy_xfcc.token_url, data={"grant_type": "client_credentials", "client_id": "mtls-a"},
+                      headers={"x-forwarded-client-cert": forged}, verify=envoy_xfcc.verify, timeout=10)
+    assert r.status_code == 401, r.text
