@@ -206,6 +206,9 @@ pub struct Ctx<'a> {
     sync_store: Option<&'a mut dyn SyncStore>,
     /// The downstream address as Envoy saw it, when a limit needs it.
     source: Option<&'a str>,
+    /// The client the request named, once found: its origins decide the answer's CORS headers
+    /// (see [`crate::cors`]).
+    pub cors_client: Option<std::rc::Rc<crate::client::Client>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -224,6 +227,7 @@ impl<'a> Ctx<'a> {
             local,
             sync_store: None,
             source: None,
+            cors_client: None,
         }
     }
 
