@@ -229,6 +229,10 @@ def base_plugin_config(**overrides: Any) -> dict[str, Any]:
     cfg = json.loads((ROOT / "envoy" / "oauth-edge.json").read_text())
     # The demo's rate limits would throttle the suite's bursts; the rate-limit tests set their own.
     cfg.pop("rate_limits", None)
+    # The demo's login (its jwt_authn and login page, envoy/demo/server.py) is not in front of
+    # these Envoys: nobody is logged in; ac_plugin_config sets the tests' own login.
+    cfg.pop("user", None)
+    cfg.pop("login_url", None)
     cfg["lifetimes"] = {"access_token": f"{ACCESS_TOKEN_LIFETIME}s"}
     cfg["limits"] = {"max_body_bytes": MAX_BODY}
     cfg["registry"]["timeout"] = "500ms"
