@@ -140,16 +140,17 @@ def test_authorize_sends_to_the_login_page_then_issues_a_code(demo):
 
 
 def test_demo_spa_must_push_its_request(demo):
-    verifier, challenge = _pkce()
+    """demo-spa is registered with require_pushed_authorization_requests."""
+    _, challenge = _pkce()
     query = urllib.parse.urlencode({
         "client_id": "demo-spa", "response_type": "code", "redirect_uri": demo.base_url + "/app/callback",
         "code_challenge": challenge, "code_challenge_method": "S256", "scope": "read"})
     login = _login(demo)
     r = requests.get(f"{demo.base_url}/oauth/authorize?{query}", allow_redirects=False, timeout=10,
                      cookies={"demo_login": login.cookies["demo_login"]})
-    assert r.status_code in (303, 400)
-    if r.status_code == 303:
-        assert "error=invalid_request" in r.headers["location"], r.headers["location"]
+    assert r.status_code == 400
+    assert r.json() == {"error": "invalid_request",
+                        "error_description": "pushed authorization requests are required"}
 
 
 def test_logout_page_clears_the_login_and_refresh_cookies(demo):
