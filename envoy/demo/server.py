@@ -323,6 +323,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         if ctype.startswith("text/html"):
+            # The callback URL carries the code: never in a Referer.
+            self.send_header("Referrer-Policy", "no-referrer")
             self.send_header("Content-Security-Policy",
                              "default-src 'self'; connect-src *; style-src 'self'; frame-ancestors 'none'")
         for k, v in (headers or {}).items():

@@ -121,3 +121,19 @@ def test_refresh_answers_allow_credentials_for_the_exact_origin(demo):
         else:
             assert r.headers["access-control-allow-origin"] == origin
             assert r.headers["access-control-allow-credentials"] == "true"
+
+
+def test_preflight_in_body_mode_buffer(envoy_buffer_direct):
+    """Body mode `buffer` (Istio: the filter continues on headers, Envoy's buffer filter holds the
+    router): a preflight is still answered by the filter, not by the route's direct_response.
+    demo-spa (envoy/oauth-edge.json) is one of its static clients."""
+    origin = "http://127.0.0.1:10001"
+    for path in ("/oauth/token", "/oauth/refresh"):
+        r = requests.options(envoy_buffer_direct.base_url + path, timeout=5,
+                             headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert r.status_code == 204, r.text
+        assert r.headers["access-control-allow-origin"] == origin
+        assert r.headers["access-control-allow-credentials"] == "true"
+    r = requests.options(envoy_buffer_direct.base_url + "/oauth/token", timeout=5,
+                         headers={"Origin": EVIL, "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 403 and r.json()["error"] == "invalid_request"
