@@ -335,3 +335,50 @@ fn endpoints_without_cors_send_no_cors_headers() {
     assert!(r.header("access-control-allow-origin").is_none());
     assert!(r.header("vary").is_none());
 }
+
+/// A registry client: its origins are honoured on the actual request (a public client's form
+/// POST is a CORS simple request), but a preflight, which names no client, is answered only for
+/// the static clients' origins.
+#[test]
+fn registry_clients_origins_on_actual_requests_only() {
+    const REG: &str = "https://registry-app.example.com";
+    let cfg = json!({
+        "issuer": "https://as.example.com",
+        "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
+        "registry": {"cluster": "registry"},
+        "store": {"share_percent": 100, "replay_share_percent": 100, "request_uri_slots": 64,
+                  "code_slots": 64, "refresh_family_slots": 64, "jti_slots": 64, "revoked_slots": 64},
+        "clients": []
+    });
+    let e = Engine::new(Config::from_json(cfg.to_string().as_bytes()).unwrap());
+    let mut h = Host::new(Box::new(|id: &str| {
+        if id == "reg-spa" {
+            let body = json!({"client_id": "reg-spa", "token_endpoint_auth_method": "none",
+                              "grant_types": ["authorization_code"], "scope": "read",
+                              "redirect_uris": [format!("{REG}/cb")]});
+            (Some(200), body.to_string().into_bytes())
+        } else {
+            (Some(404), Vec::new())
+        }
+    }));
+    h.init(&e);
+    assert_error(&preflight(&e, "/oauth/token", REG), 403, "invalid_request");
+    let r = token(
+        &e,
+        &mut h,
+        REG,
+        None,
+        "grant_type=authorization_code&client_id=reg-spa&code=nope&redirect_uri=x&code_verifier=y",
+    );
+    assert_error(&r, 400, "invalid_grant");
+    assert_eq!(r.header("access-control-allow-origin"), Some(REG));
+    assert_eq!(r.header("access-control-allow-credentials"), None);
+    let r = token(
+        &e,
+        &mut h,
+        EVIL,
+        None,
+        "grant_type=authorization_code&client_id=reg-spa&code=nope&redirect_uri=x&code_verifier=y",
+    );
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}
