@@ -159,7 +159,11 @@ pub fn is_preflight(method: &str, headers: &Headers) -> bool {
 /// origin may call, else `403 invalid_request` (flat JSON, no CORS headers: the browser refuses
 /// the actual request).
 pub fn preflight(kind: Kind, ep: Endpoint, origins: &Origins, headers: &Headers) -> Response {
-    let allowed = origin(headers).filter(|o| origins.preflight_allows(kind, o));
+    // Documents: any origin, `null` included (the answer is `*`, never with credentials).
+    let allowed = match kind {
+        Kind::Document => Some("*"),
+        _ => origin(headers).filter(|o| origins.preflight_allows(kind, o)),
+    };
     let Some(o) = allowed else {
         let mut r: Response =
             OAuthError::invalid_request("this origin may not call this endpoint from a browser")
