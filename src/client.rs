@@ -188,7 +188,8 @@ pub struct Client {
     /// the resource server of: it may introspect access tokens issued for one of them, besides
     /// its own tokens (RFC 7662 §2.1, §4; not an RFC 7591 name).
     pub resource_server_audiences: Vec<String>,
-    /// Origins allowed to call `/oauth/refresh` (also every redirect_uri's origin).
+    /// Origins a browser may call `/oauth/refresh` and, through CORS, the token, PAR and
+    /// revocation endpoints from (also every redirect_uri's origin).
     pub allowed_origins: Vec<String>,
     /// Seconds during which the previous refresh token may be used again (a lost answer
     /// retried, FAPI 2.0 §5.3.2.1) without revoking the family. 0: never.

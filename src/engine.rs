@@ -133,6 +133,8 @@ pub struct Engine {
     dpop_algs: String,
     /// The userinfo endpoint as a protected resource (see [`crate::endpoints::userinfo`]).
     pub userinfo_route: crate::protect::config::Route,
+    /// The origins CORS preflights are answered for (see [`crate::cors`]).
+    cors: crate::cors::Origins,
 }
 
 impl Engine {
@@ -177,6 +179,7 @@ impl Engine {
                 (c, last, *e)
             })
             .collect();
+        let cors = crate::cors::Origins::new(config.clients.values());
         Engine {
             config,
             paths,
@@ -192,6 +195,7 @@ impl Engine {
             resource_docs,
             dpop_algs,
             userinfo_route,
+            cors,
         }
     }
 
@@ -324,7 +328,24 @@ impl Engine {
     }
 
     /// Decides what to do with a request to one of our endpoints once its headers are in.
+    /// `headers` needs only `content-length`, `origin` and `access-control-request-method`.
     pub fn on_headers(&self, ep: Endpoint, method: &str, headers: &Headers) -> HeadAction {
+        let Some(kind) = crate::cors::Kind::of(ep) else {
+            return self.head_action(ep, method, headers);
+        };
+        if crate::cors::is_preflight(method, headers) {
+            return HeadAction::Respond(crate::cors::preflight(kind, ep, &self.cors, headers));
+        }
+        match self.head_action(ep, method, headers) {
+            HeadAction::Respond(mut r) => {
+                crate::cors::decorate(kind, &self.cors, headers, None, &mut r);
+                HeadAction::Respond(r)
+            }
+            other => other,
+        }
+    }
+
+    fn head_action(&self, ep: Endpoint, method: &str, headers: &Headers) -> HeadAction {
         match ep {
             Endpoint::DeviceVerification | Endpoint::Userinfo | Endpoint::EndSession
                 if method == "GET" =>
@@ -481,23 +502,28 @@ impl Engine {
             engine: self,
             now: p.now,
         };
-        let result = {
+        let (result, client) = {
             let mut ctx = Ctx::new(p.now, rng, &mut p.journal, &local)
                 .with_source(p.req.source.as_deref())
                 .with_cert(p.req.client_cert.as_ref());
             if let Some(s) = store {
                 ctx = ctx.with_store(s);
             }
-            match self.per_address_limit(p.ep, &p.req, &mut ctx) {
+            let result = match self.per_address_limit(p.ep, &p.req, &mut ctx) {
                 Err(e) => Err(e),
                 Ok(()) => self.dispatch(p.ep, &p.req, &mut ctx),
-            }
+            };
+            (result, ctx.cors_client.take())
         };
-        match result {
-            Ok(r) => Step::Done(r),
-            Err(Interrupt::Error(e)) => Step::Done(self.challenge(e).into()),
-            Err(Interrupt::Need(n)) => Step::Need(n, p),
+        let mut r = match result {
+            Ok(r) => r,
+            Err(Interrupt::Error(e)) => self.challenge(e).into(),
+            Err(Interrupt::Need(n)) => return Step::Need(n, p),
+        };
+        if let Some(kind) = crate::cors::Kind::of(p.ep) {
+            crate::cors::decorate(kind, &self.cors, &p.req.headers, client.as_deref(), &mut r);
         }
+        Step::Done(r)
     }
 
     /// Under the FAPI 2.0 profile no endpoint takes Basic: a 401 that names no challenge of its

@@ -248,6 +248,9 @@ pub struct Ctx<'a> {
     source: Option<&'a str>,
     /// The request's TLS client certificate.
     cert: Option<&'a crate::mtls::ClientCert>,
+    /// The client the request named, once found: its origins decide the answer's CORS headers
+    /// (see [`crate::cors`]).
+    pub cors_client: Option<std::rc::Rc<crate::client::Client>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -267,6 +270,7 @@ impl<'a> Ctx<'a> {
             sync_store: None,
             source: None,
             cert: None,
+            cors_client: None,
         }
     }
 

@@ -25,6 +25,7 @@ pub mod client;
 pub mod client_assertion;
 pub mod client_auth;
 pub mod config;
+pub mod cors;
 pub mod dpop;
 pub mod duration;
 pub mod endpoints;

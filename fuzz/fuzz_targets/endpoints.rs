@@ -126,7 +126,8 @@ const PATHS: [&str; 15] = [
     "/oauth/userinfo",
     "/oauth/logout",
 ];
-const METHODS: [&str; 3] = ["POST", "GET", "PUT"];
+// OPTIONS: CORS preflights (with fuzzed Origin and Access-Control-Request-Method headers).
+const METHODS: [&str; 4] = ["POST", "GET", "PUT", "OPTIONS"];
 const TYPES: [&str; 3] = ["application/x-www-form-urlencoded", "application/json", "text/plain"];
 
 fuzz_target!(|data: &[u8]| {

@@ -54,6 +54,7 @@ pub fn authenticate_client(
     }
     let lookup = lookup_client(cfg, ctx, presented.client_id())?;
     let client = engine::found(lookup, failed())?;
+    ctx.cors_client = Some(client.clone());
     match &presented {
         Presented::Assertion { assertion, .. } => {
             if client.auth_method != AuthMethod::PrivateKeyJwt {

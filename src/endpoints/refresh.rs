@@ -57,6 +57,7 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
         lookup,
         OAuthError::invalid_grant("refresh token is invalid or expired"),
     )?;
+    ctx.cors_client = Some(client.clone());
     if !client.refresh_token_cookie || !client.allows_grant(REFRESH_TOKEN) {
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
     }

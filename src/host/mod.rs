@@ -322,10 +322,13 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
                     m.request(ep);
                 }
                 let method = header_string(":method").unwrap_or_default();
-                // Only what the decision needs: the body's announced length.
+                // Only what the decision needs: the body's announced length, and for CORS the
+                // Origin and a preflight's requested method.
                 let mut head = Headers::default();
-                if let Some(v) = header_string("content-length") {
-                    head.0.push(("content-length".into(), v));
+                for name in ["content-length", "origin", "access-control-request-method"] {
+                    if let Some(v) = header_string(name) {
+                        head.0.push((name.into(), v));
+                    }
                 }
                 let action = engine.on_headers(ep, &method, &head);
                 (ep, (method, action))

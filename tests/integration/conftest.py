@@ -229,6 +229,10 @@ def base_plugin_config(**overrides: Any) -> dict[str, Any]:
     cfg = json.loads((ROOT / "envoy" / "oauth-edge.json").read_text())
     # The demo's rate limits would throttle the suite's bursts; the rate-limit tests set their own.
     cfg.pop("rate_limits", None)
+    # The demo's login (its jwt_authn and login page, envoy/demo/server.py) is not in front of
+    # these Envoys: nobody is logged in; ac_plugin_config sets the tests' own login.
+    cfg.pop("user", None)
+    cfg.pop("login_url", None)
     cfg["lifetimes"] = {"access_token": f"{ACCESS_TOKEN_LIFETIME}s"}
     cfg["limits"] = {"max_body_bytes": MAX_BODY}
     cfg["registry"]["timeout"] = "500ms"
@@ -985,3 +989,123 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"oauth-edge wasm: {WASM} ({'present' if WASM.exists() else 'MISSING'})",
             f"envoy: {os.environ.get('OAUTH_EDGE_ENVOY') or ROOT / '.venv' / 'bin' / 'envoy'}"]
 
+
+
+# --------------------------------------------------------------------------- the demo (make run)
+def load_demo_server() -> Any:
+    """envoy/demo/server.py as the module `demo_server`."""
+    import importlib.util
+
+    if "demo_server" in sys.modules:
+        return sys.modules["demo_server"]
+    spec = importlib.util.spec_from_file_location("demo_server", ROOT / "envoy" / "demo" / "server.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["demo_server"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class DemoRun:
+    """`make run` on free ports: envoy/demo/server.py setup, render.py with the same arguments as
+    the Makefile, then `server.py serve ... -- envoy ...` (the demo servers with Envoy as their
+    child), so the very code path `make run` takes is tested."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / "demo.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.listen_port = self.admin_port = self.spa_port = self.backend_port = self.registry_port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.listen_port}"
+
+    @property
+    def spa_url(self) -> str:
+        return f"http://127.0.0.1:{self.spa_port}"
+
+    def start(self, keys: Keys) -> "DemoRun":
+        demo_server = load_demo_server()
+
+        last = ""
+        for _attempt in range(3):  # a free port can be taken between probing and binding
+            (self.listen_port, self.admin_port, self.spa_port, self.backend_port,
+             self.registry_port) = (free_port() for _ in range(5))
+            paths = demo_server.setup(self.workdir, self.listen_port, self.spa_port)
+            render.render(self.workdir, listen_port=self.listen_port, admin_port=self.admin_port,
+                          route_mode="cluster", backend_port=self.backend_port,
+                          registry_port=self.registry_port, key=[keys.ed25519],
+                          plugin_config=paths["plugin_config"], extra_http_filters=paths["filters"])
+            shutil.copyfile(WASM, self.workdir / render.DEFAULT_WASM)
+            log = open(self.log_path, "ab")
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "envoy" / "demo" / "server.py"), "serve", "--dir", ".",
+                 "--issuer", self.base_url, "--backend-port", str(self.backend_port),
+                 "--spa-port", str(self.spa_port), "--registry-port", str(self.registry_port), "--",
+                 envoy_binary(), "-c", "envoy.yaml", "--concurrency", "2", "--use-dynamic-base-id",
+                 "-l", "info", "--drain-time-s", "1"],
+                cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+            try:
+                self._wait_ready()
+                return self
+            except RuntimeError as exc:
+                last = str(exc)
+                self.stop()
+                if "Address already in use" not in self.log_text():
+                    break
+        raise RuntimeError(f"the demo did not start: {last}\n{self.log_text()[-4000:]}")
+
+    def _wait_ready(self, timeout: float = 45.0) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}")
+            try:
+                ready = requests.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1)
+                app = requests.get(self.base_url + "/app/", timeout=1)
+                spa = requests.get(self.spa_url + "/app/", timeout=1)
+                if ready.text.strip() == "LIVE" and app.status_code == 200 and spa.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"not ready after {timeout}s")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> int | None:
+        """SIGTERM to the demo server, which stops Envoy; its exit code."""
+        if self.proc is None:
+            return None
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                rc = self.proc.wait(timeout=10)
+        self.proc = None
+        return rc
+
+
+@pytest.fixture(scope="session")
+def demo(keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    """The demo as `make run` starts it, on free ports (envoy/demo/server.py and Envoy)."""
+    if not WASM.exists() or WASM.stat().st_size < 1000:
+        pytest.fail(f"filter not built: {WASM} missing (run `make wasm`)", pytrace=False)
+    run = DemoRun(tmp_path_factory.mktemp("demo")).start(keys)
+    yield run
+    rc = run.stop()
+    problems = [line for line in run.log_text().splitlines() if any(m in line for m in BAD_LOG_MARKERS)]
+    assert rc == 0, f"the demo server exited with {rc}\n{run.log_text()[-3000:]}"
+    assert not problems, "\n".join(problems)
+    # Envoy, the demo server's child, stopped with it.
+    assert "main dispatch loop exited" in run.log_text()
