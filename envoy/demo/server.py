@@ -216,11 +216,13 @@ def jwt_authn_filter(jwk: dict[str, str], issuer: str) -> dict[str, Any]:
                     "payload_in_metadata": LOGIN_METADATA_KEY,
                 },
             },
+            # /oauth/logout too: the filter then knows whose login the browser holds (it clears
+            # the login cookie only when the ID token hint names that login).
             "rules": [{
-                "match": {"path": "/oauth/authorize"},
+                "match": {"path": path},
                 "requires": {"requires_any": {"requirements": [
                     {"provider_name": "demo_login"}, {"allow_missing": {}}]}},
-            }],
+            } for path in ("/oauth/authorize", "/oauth/logout")],
         },
     }
 
@@ -234,6 +236,8 @@ def demo_plugin_config(listen_port: int, spa_port: int, base: Path = DEMO_PLUGIN
     cfg = json.loads(text)
     for c in cfg.get("clients", []):
         c["redirect_uris"] = [_move(u, moves) for u in c.get("redirect_uris", [])]
+        if "post_logout_redirect_uris" in c:
+            c["post_logout_redirect_uris"] = [_move(u, moves) for u in c["post_logout_redirect_uris"]]
         if "allowed_origins" in c:
             c["allowed_origins"] = [_move(u, moves) for u in c["allowed_origins"]]
     return cfg
@@ -301,7 +305,7 @@ class DemoState:
         return safe_return_to(value)
 
     def app_config(self) -> bytes:
-        cfg = {"issuer": self.issuer, "client_id": "demo-spa", "scope": "openid profile read",
+        cfg = {"issuer": self.issuer, "client_id": "demo-spa", "scope": "openid profile email read",
                "refresh_endpoint": self.issuer + self.refresh_path,
                "login_logout": self.issuer + "/login/logout"}
         return ("window.DEMO_CONFIG = " + json.dumps(cfg) + ";\n").encode()
@@ -440,8 +444,16 @@ the user from it at <code>/oauth/authorize</code>.</p>{err}
         self.end_headers()
         self.wfile.write(page)
 
-    # the client registry
+    # the client registry, and the user-info service of the filter's /oauth/userinfo
     def _registry(self, path: str) -> None:
+        if path.startswith("/users/"):
+            user = USERS.get(urllib.parse.unquote(path[len("/users/"):]))
+            if user is None:
+                return self._not_found()
+            sub = urllib.parse.unquote(path[len("/users/"):])
+            claims = {"sub": sub, "name": user["name"], "email": user["email"], "email_verified": True,
+                      "preferred_username": sub}
+            return self._send(200, json.dumps(claims).encode(), "application/json")
         if not path.startswith("/clients/"):
             return self._not_found()
         client = REGISTRY_CLIENTS.get(urllib.parse.unquote(path[len("/clients/"):]))

@@ -233,6 +233,9 @@ def base_plugin_config(**overrides: Any) -> dict[str, Any]:
     # these Envoys: nobody is logged in; ac_plugin_config sets the tests' own login.
     cfg.pop("user", None)
     cfg.pop("login_url", None)
+    # ... and the demo's user-info service and login logout page.
+    cfg.pop("userinfo", None)
+    cfg.pop("end_session", None)
     cfg["lifetimes"] = {"access_token": f"{ACCESS_TOKEN_LIFETIME}s"}
     cfg["limits"] = {"max_body_bytes": MAX_BODY}
     cfg["registry"]["timeout"] = "500ms"

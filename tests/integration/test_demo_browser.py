@@ -115,6 +115,14 @@ def test_click_through_the_demo(demo, browser, origin):
     assert refreshed["payload"]["sub"] == "alice"
     assert refreshed["payload"]["jti"] != access["payload"]["jti"]
 
+    # OpenID Connect userinfo with the access token (CORS from the second origin).
+    d.find_element(By.ID, "userinfo").click()
+    _wait_status(d, "userinfo", "Userinfo for alice: Alice Example")
+    info = json.loads(_text(d, "userinfo"))
+    assert info == {"sub": "alice", "name": "Alice Example", "preferred_username": "alice",
+                    "email": "alice@example.com", "email_verified": True}, info
+    assert _decoded(d, "id-token")["payload"]["sid"]
+
     # Revoke the access token; the refresh cookie still works.
     d.find_element(By.ID, "revoke").click()
     _wait_status(d, "revocation", "Access token revoked")
@@ -122,12 +130,11 @@ def test_click_through_the_demo(demo, browser, origin):
     d.find_element(By.ID, "refresh").click()
     _wait_status(d, "refresh after revocation", "Refreshed.")
 
-    # Log out: the login service forgets the login and the refresh cookie.
+    # Log out (RP-initiated logout): the session ends, both cookies are cleared, and the browser
+    # comes back to the app with the state it sent.
     d.find_element(By.ID, "logout").click()
-    _wait(d, "the logout page", lambda d: d.find_elements(By.ID, "logged-out"))
-    d.find_element(By.LINK_TEXT, "Back").click()
-    _wait(d, "back at the app", lambda d: d.current_url == app)
-    _open_app(d, app)
+    _wait_status(d, "back at the app after logout", "Logged out: the login session ended")
+    assert d.current_url == app, d.current_url
     d.find_element(By.ID, "refresh").click()
     _wait_status(d, "refresh after logout", "refresh token cookie is missing")
 
@@ -135,6 +142,6 @@ def test_click_through_the_demo(demo, browser, origin):
     log = _text(d, "log")
     assert f"GET {demo.base_url}/.well-known/oauth-authorization-server -> 200" in log
     assert f"POST {demo.base_url}/oauth/refresh -> 400 invalid_request" in log
-    # Logging in again needs the login page again (the login cookie is gone).
+    # Logging in again needs the login page again (the filter cleared the login cookie).
     d.find_element(By.ID, "login").click()
     _wait(d, "the login page again", lambda d: "/login?return_to=" in d.current_url)

@@ -278,7 +278,7 @@ def test_istio_wasmplugin_example_has_the_plugin_config_keys():
     optional = {"active_signing_key", "pause_on_request_headers"}
     # The demo's own login (envoy/demo/server.py behind Envoy's jwt_authn): no end users in the
     # Istio example.
-    demo_login = {"user", "login_url"}
+    demo_login = {"user", "login_url", "userinfo", "end_session"}
     assert set(pc) - optional <= set(demo)
     assert set(demo) - demo_login <= set(pc)
     # WasmPlugin cannot set allow_on_headers_stop_iteration: the example must use approach (b),

@@ -1,12 +1,13 @@
 // oauth-edge demo app: a public client in plain JavaScript, no build step.
 // PAR + PKCE S256 -> /oauth/authorize -> code -> tokens (kept in memory only) -> refresh through
-// the HttpOnly cookie at /oauth/refresh -> revocation -> logout.
+// the HttpOnly cookie at /oauth/refresh -> userinfo -> revocation -> RP-initiated logout.
 "use strict";
 
 const cfg = window.DEMO_CONFIG;
 const redirectUri = location.origin + "/app/callback";
 let meta = null; // the authorization server's metadata (RFC 8414)
 let tokens = null; // {access_token, id_token, ...}: memory only, never storage
+let idToken = null; // the last ID token: the hint of the RP-initiated logout
 
 const $ = (id) => document.getElementById(id);
 
@@ -46,8 +47,9 @@ function log(method, url, res, body) {
 // One call to the authorization server. `credentials: "include"` where the refresh cookie is set
 // or sent (the code redemption, /oauth/refresh): across origins the browser then needs
 // Access-Control-Allow-Credentials, which oauth-edge sends only there.
-async function call(method, url, { form, json, credentials } = {}) {
+async function call(method, url, { form, json, credentials, bearer } = {}) {
   const init = { method, credentials: credentials ? "include" : "omit", headers: {} };
+  if (bearer) init.headers.Authorization = `Bearer ${bearer}`;
   if (form) {
     init.headers["Content-Type"] = "application/x-www-form-urlencoded";
     init.body = new URLSearchParams(form).toString();
@@ -70,8 +72,9 @@ function show(t) {
     $("id-token").textContent = "(none)";
     return;
   }
+  if (t.id_token) idToken = t.id_token;
   $("access-token").textContent = JSON.stringify(decodeJwt(t.access_token), null, 2);
-  $("id-token").textContent = t.id_token ? JSON.stringify(decodeJwt(t.id_token), null, 2) : "(none)";
+  $("id-token").textContent = idToken ? JSON.stringify(decodeJwt(idToken), null, 2) : "(none)";
   const sub = decodeJwt(t.access_token).payload.sub;
   status(`Logged in as ${sub}; access token expires in ${t.expires_in} s; refresh token in an HttpOnly cookie.`);
 }
@@ -137,9 +140,31 @@ async function revoke() {
   status("Access token revoked (the refresh cookie still works: try Refresh tokens).");
 }
 
+async function userinfo() {
+  if (!tokens) return status("No access token: log in or refresh first.", true);
+  // OpenID Connect userinfo: the access token in the header (a CORS call from any origin).
+  const { res, body } = await call("GET", meta.userinfo_endpoint, { bearer: tokens.access_token });
+  if (res.status !== 200) return fail("Userinfo", body);
+  $("userinfo").textContent = JSON.stringify(body, null, 2);
+  status(`Userinfo for ${body.sub}: ${body.name || "(no name)"}.`);
+}
+
 async function logout() {
   if (tokens) await revoke();
-  // The demo login service clears the login cookie and this browser's refresh token cookie.
+  if (idToken && meta.end_session_endpoint) {
+    // RP-initiated logout: the authorization server ends the login session (every refresh token
+    // of it), clears the refresh and login cookies and sends the browser back here with state.
+    const state = randomString();
+    sessionStorage.setItem("demo.logout", state);
+    const q = new URLSearchParams({
+      id_token_hint: idToken, client_id: cfg.client_id,
+      post_logout_redirect_uri: location.origin + "/app/", state,
+    });
+    location.assign(`${meta.end_session_endpoint}?${q}`);
+    return;
+  }
+  // Without an ID token (the page was reloaded): the demo login service's own logout page
+  // clears the login cookie and this browser's refresh token cookie.
   const q = new URLSearchParams({ return_to: location.origin + "/app/" });
   location.assign(`${cfg.login_logout}?${q}`);
 }
@@ -149,7 +174,8 @@ async function main() {
   $("origin").textContent = location.origin;
   $("issuer").textContent = cfg.issuer;
   $("cross-origin").hidden = new URL(cfg.issuer).origin === location.origin;
-  for (const [id, fn] of [["login", login], ["refresh", refresh], ["revoke", revoke], ["logout", logout]]) {
+  for (const [id, fn] of [["login", login], ["refresh", refresh], ["userinfo", userinfo], ["revoke", revoke],
+    ["logout", logout]]) {
     $(id).addEventListener("click", () => fn().catch((e) => status(`${id} failed: ${e}`, true)));
   }
   const wellKnown = `${new URL(cfg.issuer).origin}/.well-known/oauth-authorization-server${new URL(cfg.issuer).pathname.replace(/\/$/, "")}`;
@@ -158,6 +184,13 @@ async function main() {
   meta = body;
   const params = new URLSearchParams(location.search);
   if (location.pathname === "/app/callback") await callback(params);
+  const loggedOut = sessionStorage.getItem("demo.logout");
+  if (loggedOut && params.get("state")) {
+    sessionStorage.removeItem("demo.logout");
+    history.replaceState(null, "", "/app/");
+    if (params.get("state") === loggedOut) status("Logged out: the login session ended at the authorization server.");
+    else status("Logout came back with the wrong state.", true);
+  }
   document.body.dataset.ready = "true";
 }
 
