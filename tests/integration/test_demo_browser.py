@@ -17,7 +17,8 @@ CHROMEDRIVER = shutil.which("chromedriver")
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import TimeoutException, WebDriverException
+    from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
+                                            TimeoutException, WebDriverException)
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -58,7 +59,10 @@ def _text(d: Any, element_id: str) -> str:
 
 def _wait(d: Any, what: str, condition: Any) -> None:
     try:
-        WebDriverWait(d, WAIT).until(condition)
+        # A page that navigates (a redirect away and back) replaces its elements while we read
+        # them: not yet, try again.
+        WebDriverWait(d, WAIT, ignored_exceptions=(StaleElementReferenceException,
+                                                   NoSuchElementException)).until(condition)
     except TimeoutException:
         console = "\n".join(str(e) for e in d.get_log("browser"))
         status = d.find_elements(By.ID, "status")
