@@ -316,6 +316,9 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
             return Action::Continue;
         };
         let path = header_string(":path").unwrap_or_default();
+        // A protected route's request: every header, read once here (one host call instead of
+        // one per header), kept for the check.
+        let mut all_headers = None;
         let (ep, action) = match engine.route(&path) {
             Some(ep) => {
                 if let Some(m) = &metrics {
@@ -342,13 +345,19 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
                 }
                 // An API behind the gateway: its protected routes are checked here.
                 None if engine.protects_routes() => {
-                    let method = header_string(":method").unwrap_or_default();
-                    let authority = header_string(":authority").unwrap_or_default();
-                    match engine.protected(&path, &authority, &method) {
+                    let headers = request_headers();
+                    let method = headers
+                        .all(":method")
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let authority = headers.all(":authority").next().unwrap_or_default();
+                    match engine.protected(&path, authority, &method) {
                         Some(ep) => {
                             if let Some(m) = &metrics {
                                 m.request(ep);
                             }
+                            all_headers = Some(headers);
                             (ep, (method, HeadAction::Start))
                         }
                         None => return Action::Continue,
@@ -365,7 +374,7 @@ pub(crate) fn on_request_headers(context: u32, end_of_stream: bool) -> Action {
         stream.active = Some(Box::new(Active {
             endpoint: ep,
             method,
-            headers: None,
+            headers: all_headers,
             pending: None,
             answered: false,
             in_headers: false,
