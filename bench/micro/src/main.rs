@@ -18,7 +18,6 @@ use oauth_edge::jwk::PublicJwk;
 use oauth_edge::jws::{Alg, Untrusted};
 use oauth_edge::keys::{generate_jwk, KeySet};
 use oauth_edge::random::SystemRandom;
-use p256::elliptic_curve::ff::Field;
 use p256::elliptic_curve::group::Group;
 use serde_json::{json, Value};
 
@@ -116,8 +115,48 @@ fn cases() -> Vec<Case> {
         ));
     }
 
+    // ES256 verification alone: p256 0.14 (what the filter used before) and src/es256.rs with the
+    // key's table cached ("seen key") or built first ("new key": the cache emptied every time).
+    {
+        use p256::ecdsa::signature::{Signer, Verifier};
+        let sk = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).ok();
+        let sig: Option<p256::ecdsa::Signature> = sk.as_ref().map(|k| k.sign(&msg));
+        let vk = sk.as_ref().map(|k| *k.verifying_key());
+        let key = vk.as_ref().and_then(oauth_edge::es256::PublicKey::new);
+        let raw = sig.map(|s| s.to_bytes().to_vec()).unwrap_or_default();
+        let (m1, m2, m3) = (msg.clone(), msg.clone(), msg.clone());
+        let (k2, k3) = (key.clone(), key);
+        let (r2, r3) = (raw.clone(), raw);
+        out.push((
+            "ES256 verify, p256 0.14",
+            Box::new(move || {
+                if let (Some(vk), Some(sig)) = (&vk, &sig) {
+                    assert!(vk.verify(black_box(&m1), sig).is_ok());
+                }
+            }),
+        ));
+        out.push((
+            "ES256 verify, es256 seen key",
+            Box::new(move || {
+                if let Some(k) = &k2 {
+                    assert!(oauth_edge::es256::verify(k, black_box(&m2), &r2));
+                }
+            }),
+        ));
+        out.push((
+            "ES256 verify, es256 new key",
+            Box::new(move || {
+                oauth_edge::es256::clear_cache();
+                if let Some(k) = &k3 {
+                    assert!(oauth_edge::es256::verify(k, black_box(&m3), &r3));
+                }
+            }),
+        ));
+    }
+
     // Proof verification, the whole DPoP signature path (parse JWS, parse the header's JWK,
-    // verify). "seen key": the same key every time; "new key": a pool of 64 keys in turn.
+    // verify). "seen key": the same key every time; "new key": a pool of keys, more than the
+    // verifier caches, in turn.
     for alg in [Alg::EdDSA, Alg::ES256] {
         let (t, _) = proof(alg, 0);
         let name = if alg == Alg::EdDSA {
@@ -132,7 +171,7 @@ fn cases() -> Vec<Case> {
             }),
         ));
     }
-    let pool: Vec<String> = (0..64).map(|i| proof(Alg::ES256, i).0).collect();
+    let pool: Vec<String> = (0..(oauth_edge::es256::CACHE_KEYS + 64)).map(|i| proof(Alg::ES256, i).0).collect();
     let mut i = 0usize;
     out.push((
         "DPoP proof ES256, new key",
