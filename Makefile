@@ -101,10 +101,11 @@ bench: wasm envoy etcd
 		cd bench && npm ci --no-audit --no-fund; fi
 	python3 bench/bench.py $(BENCH_ARGS)
 
-## Fuzz every network-facing parser and the endpoints (cargo-fuzz, libFuzzer, stable Rust with
-## no sanitizer). FUZZ_SECONDS per target; findings land in fuzz/artifacts/.
+## Fuzz every network-facing parser and the endpoints, and the ES256 verifier against p256's
+## (es256: differential) (cargo-fuzz, libFuzzer, stable Rust with no sanitizer). FUZZ_SECONDS
+## per target; findings land in fuzz/artifacts/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := parsers config endpoints
+FUZZ_TARGETS := parsers config endpoints es256
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cargo fuzz build -s none -O
