@@ -1,6 +1,8 @@
 //! Differential: the ES256 verifier of `src/es256.rs` against p256 0.14's, which it replaced,
 //! on signatures made from the input (valid ones, valid ones with bits flipped, their high-s
-//! twins, edge-case r and s) and on arbitrary keys and signatures. They must always agree.
+//! twins, edge-case r and s) and on arbitrary keys and signatures; and its field arithmetic
+//! (`src/es256/field.rs`) against p256's on the input's first two 32-byte values. They must
+//! always agree.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -45,7 +47,38 @@ fn check(vk: &p256::ecdsa::VerifyingKey, msg: &[u8], sig: &[u8]) {
     );
 }
 
+type Ref = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::FieldElement;
+
+fn field(a: &[u8; 32], b: &[u8; 32]) {
+    use es256::field::Fe;
+    let (Some(x), Some(y)) = (Fe::from_be_bytes(a), Fe::from_be_bytes(b)) else {
+        assert!(
+            Ref::from_repr((*a).into()).is_none().into()
+                || Ref::from_repr((*b).into()).is_none().into()
+        );
+        return;
+    };
+    let rx = Ref::from_repr((*a).into()).expect("below p");
+    let ry = Ref::from_repr((*b).into()).expect("below p");
+    let bytes = |r: Ref| -> [u8; 32] { r.to_repr().into() };
+    assert_eq!((x * y).to_be_bytes(), bytes(rx * ry));
+    assert_eq!((x + y).to_be_bytes(), bytes(rx + ry));
+    assert_eq!((x - y).to_be_bytes(), bytes(rx - ry));
+    assert_eq!((-x).to_be_bytes(), bytes(-rx));
+    assert_eq!(x.square().to_be_bytes(), bytes(rx.square()));
+    assert_eq!((x * y * y).to_be_bytes(), bytes(rx * ry * ry));
+    assert_eq!(x == y, a == b);
+    if let Some(i) = x.invert() {
+        assert_eq!(i.to_be_bytes(), bytes(rx.invert().expect("nonzero")));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
+    if let (Some(a), Some(b)) = (data.get(..32), data.get(32..64)) {
+        if let (Ok(a), Ok(b)) = (a.try_into(), b.try_into()) {
+            field(a, b);
+        }
+    }
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };

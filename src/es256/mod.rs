@@ -22,8 +22,12 @@
 //! - the final `x ≡ r` test is done projectively (`X = r·Z²`, or `(r + n)·Z²`), without an
 //!   inversion.
 //!
-//! The field arithmetic is p256's (`FieldElement` through its field trait). Signing stays with
-//! p256 (constant time; see `keys.rs`).
+//! The field arithmetic is this module's own (`field.rs`: nine 29-bit limbs, so that every limb
+//! product is one native `i64.mul` in wasm, and a Montgomery reduction P-256 makes free of
+//! multiplications), checked against p256's field. Scalars (mod n) are p256's. Signing stays
+//! with p256 (constant time; see `keys.rs`).
+
+pub mod field;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -34,8 +38,7 @@ use std::sync::OnceLock;
 use p256::elliptic_curve::ff::{Field, PrimeField};
 use sha2::{Digest, Sha256};
 
-/// P-256's base field element (p256 does not name the type; its field trait does).
-type Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::FieldElement;
+use field::Fe;
 type Scalar = p256::Scalar;
 
 /// Blocks each scalar is cut into; the multiplication needs `BLOCK_BITS` doublings.
@@ -69,15 +72,15 @@ const GY: [u8; 32] = [
 ];
 
 fn fe(bytes: &[u8; 32]) -> Option<Fe> {
-    Fe::from_repr((*bytes).into()).into_option()
+    Fe::from_be_bytes(bytes)
 }
 
 fn is_zero(a: &Fe) -> bool {
-    bool::from(a.is_zero())
+    a.is_zero()
 }
 
 fn eq(a: &Fe, b: &Fe) -> bool {
-    is_zero(&(*a - *b))
+    a == b
 }
 
 /// An affine point (never the point at infinity here).
@@ -223,7 +226,7 @@ fn normalize(points: &[Jacobian]) -> Option<Vec<Affine>> {
         prefix.push(acc);
         acc = acc * p.z;
     }
-    let mut inv = acc.invert_vartime().into_option()?;
+    let mut inv = acc.invert()?;
     let mut out = vec![
         Affine {
             x: Fe::ZERO,

@@ -18,6 +18,7 @@ use oauth_edge::jwk::PublicJwk;
 use oauth_edge::jws::{Alg, Untrusted};
 use oauth_edge::keys::{generate_jwk, KeySet};
 use oauth_edge::random::SystemRandom;
+use p256::elliptic_curve::ff::PrimeField as _;
 use p256::elliptic_curve::group::Group;
 use serde_json::{json, Value};
 
@@ -171,7 +172,9 @@ fn cases() -> Vec<Case> {
             }),
         ));
     }
-    let pool: Vec<String> = (0..(oauth_edge::es256::CACHE_KEYS + 64)).map(|i| proof(Alg::ES256, i).0).collect();
+    let pool: Vec<String> = (0..(oauth_edge::es256::CACHE_KEYS + 64))
+        .map(|i| proof(Alg::ES256, i).0)
+        .collect();
     let mut i = 0usize;
     out.push((
         "DPoP proof ES256, new key",
@@ -219,7 +222,39 @@ fn cases() -> Vec<Case> {
             black_box(black_box(a).invert());
         }),
     ));
-    let s = p256::Scalar::from(0x1234_5678_9abc_def1u64).square().square();
+    // The verifier's own field (src/es256/field.rs).
+    {
+        use oauth_edge::es256::field::Fe as Own;
+        let a = Own::from_be_bytes(&a.to_repr().into()).unwrap_or(Own::ONE);
+        let b = Own::from_be_bytes(&b.to_repr().into()).unwrap_or(Own::ONE);
+        out.push((
+            "es256 field mul",
+            Box::new(move || {
+                black_box(black_box(a) * black_box(b));
+            }),
+        ));
+        out.push((
+            "es256 field square",
+            Box::new(move || {
+                black_box(black_box(a).square());
+            }),
+        ));
+        out.push((
+            "es256 field add",
+            Box::new(move || {
+                black_box(black_box(a) + black_box(b));
+            }),
+        ));
+        out.push((
+            "es256 field invert",
+            Box::new(move || {
+                black_box(black_box(a).invert());
+            }),
+        ));
+    }
+    let s = p256::Scalar::from(0x1234_5678_9abc_def1u64)
+        .square()
+        .square();
     out.push((
         "p256 scalar mul",
         Box::new(move || {
