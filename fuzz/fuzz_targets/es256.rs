@@ -1,6 +1,7 @@
 //! Differential: the ES256 verifier of `src/es256.rs` against p256 0.14's, which it replaced,
 //! on signatures made from the input (valid ones, valid ones with bits flipped, their high-s
-//! twins, edge-case r and s) and on arbitrary keys and signatures; and its field arithmetic
+//! twins, edge-case r and s) and on arbitrary keys and signatures; the constant-time signer's
+//! signatures against p256's (the same bytes: RFC 6979 nonces); and its field arithmetic
 //! (`src/es256/field.rs`) against p256's on the input's first two 32-byte values. They must
 //! always agree.
 #![no_main]
@@ -107,6 +108,13 @@ fuzz_target!(|data: &[u8]| {
     let (mask, msg) = rest.split_at(rest.len().min(64));
     let sig: p256::ecdsa::Signature = sk.sign(msg);
     let good = sig.to_bytes();
+    // The constant-time signer makes p256's signature, byte for byte (RFC 6979 nonces).
+    assert_eq!(
+        es256::sign::SigningKey::new(&sk)
+            .sign(msg)
+            .map(|s| s.to_vec()),
+        Some(good.to_vec())
+    );
     let mut s = good.to_vec();
     match mode % 6 {
         0 => {}

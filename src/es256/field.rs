@@ -256,6 +256,22 @@ impl Fe {
         if self.is_zero() {
             return None;
         }
+        Some(self.pow_p_minus_2())
+    }
+
+    /// `b` where `mask` is all ones, `a` where it is zero; the same instructions either way.
+    #[inline(always)]
+    pub fn select(a: &Fe, b: &Fe, mask: i64) -> Fe {
+        let mut out = [0i64; 9];
+        for ((o, x), y) in out.iter_mut().zip(a.0).zip(b.0) {
+            *o = (x & !mask) | (y & mask);
+        }
+        Fe(out)
+    }
+
+    /// a^(p − 2): a⁻¹ for a ≠ 0 and 0 for 0, by a fixed chain of squarings and multiplications
+    /// (constant time).
+    pub fn pow_p_minus_2(&self) -> Fe {
         // p − 2 = ffffffff 00000001 00000000 00000000 00000000 ffffffff ffffffff fffffffd, with
         // x_k = a^(2^k − 1) for the runs of ones.
         let x1 = *self;
@@ -269,8 +285,7 @@ impl Fe {
         t = t.sqn(128) * x32; // 00000000 × 3, ffffffff
         t = t.sqn(32) * x32; // ffffffff
         t = t.sqn(30) * x30; // fffffffd: 30 ones,
-        t = t.sqn(2) * x1; // then 0, 1
-        Some(t)
+        t.sqn(2) * x1 // then 0, 1
     }
 
     fn sqn(&self, n: usize) -> Fe {

@@ -28,6 +28,7 @@
 //! with p256 (constant time; see `keys.rs`).
 
 pub mod field;
+pub mod sign;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -391,9 +392,11 @@ fn generator_table() -> &'static [Affine] {
     })
 }
 
-/// Builds the generator's table now, so that no request pays for it.
+/// Builds the generator's tables (verification and signing) now, so that no request pays for
+/// them.
 pub fn warm_up() {
     generator_table();
+    sign::warm_up();
 }
 
 /// A P-256 public key ready for verification.

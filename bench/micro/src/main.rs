@@ -116,6 +116,22 @@ fn cases() -> Vec<Case> {
         ));
     }
 
+    // ES256 signing with p256 0.14 directly (what KeySet::sign did before src/es256/sign.rs).
+    {
+        use p256::ecdsa::signature::Signer;
+        let sk = p256::ecdsa::SigningKey::from_slice(&[0x42; 32]).ok();
+        let msg = msg.clone();
+        out.push((
+            "sign ES256, p256 0.14",
+            Box::new(move || {
+                if let Some(k) = &sk {
+                    let s: p256::ecdsa::Signature = k.sign(black_box(&msg));
+                    black_box(s);
+                }
+            }),
+        ));
+    }
+
     // ES256 verification alone: p256 0.14 (what the filter used before) and src/es256.rs with the
     // key's table cached ("seen key") or built first ("new key": the cache emptied every time).
     {
