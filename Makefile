@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 DEMO_PORT := 10000
 ADMIN_PORT := 9901
 
-.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz promtool
+.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench micro fuzz promtool
 
 all: wasm
 
@@ -100,6 +100,16 @@ bench: wasm envoy etcd
 		|| [ bench/package-lock.json -nt bench/node_modules/.package-lock.json ]; then \
 		cd bench && npm ci --no-audit --no-fund; fi
 	python3 bench/bench.py $(BENCH_ARGS)
+
+## Per-primitive crypto micro-benchmark inside V8 (bench/micro: a wasm32-wasip1 program with the
+## filter's release profile, run by Node 24's V8 through node:wasi). MICRO_ARGS: rounds, ms per
+## primitive and round, and a name filter.
+MICRO_ARGS ?= 7 300
+MICRO_WASM := bench/micro/target/wasm32-wasip1/release/oauth-edge-micro.wasm
+micro:
+	@if [ ! -x bench/node_modules/.bin/node ]; then cd bench && npm ci --no-audit --no-fund; fi
+	cd bench/micro && cargo build --release --target wasm32-wasip1
+	bench/node_modules/.bin/node --no-warnings bench/micro/run.mjs $(MICRO_WASM) $(MICRO_ARGS)
 
 ## Fuzz every network-facing parser and the endpoints, and the ES256 verifier against p256's
 ## (es256: differential) (cargo-fuzz, libFuzzer, stable Rust with no sanitizer). FUZZ_SECONDS

@@ -224,7 +224,7 @@ impl Fe {
         *self + *self
     }
 
-    #[inline(always)]
+    #[inline]
     pub fn square(&self) -> Fe {
         let [a0, a1, a2, a3, a4, a5, a6, a7, a8] = self.0;
         let [_, d1, d2, d3, d4, d5, d6, d7, d8] = self.0.map(|x| x << 1);
@@ -307,7 +307,7 @@ impl Eq for Fe {}
 
 impl Add for Fe {
     type Output = Fe;
-    #[inline(always)]
+    #[inline]
     fn add(self, rhs: Fe) -> Fe {
         let mut t = [0i64; 9];
         for ((o, x), y) in t.iter_mut().zip(self.0).zip(rhs.0) {
@@ -319,7 +319,7 @@ impl Add for Fe {
 
 impl Sub for Fe {
     type Output = Fe;
-    #[inline(always)]
+    #[inline]
     fn sub(self, rhs: Fe) -> Fe {
         let mut t = [0i64; 9];
         for (((o, x), y), e) in t.iter_mut().zip(self.0).zip(rhs.0).zip(P8) {
@@ -338,7 +338,7 @@ impl Neg for Fe {
 
 impl Mul for Fe {
     type Output = Fe;
-    #[inline(always)]
+    #[inline]
     fn mul(self, rhs: Fe) -> Fe {
         let [a0, a1, a2, a3, a4, a5, a6, a7, a8] = self.0;
         let [b0, b1, b2, b3, b4, b5, b6, b7, b8] = rhs.0;
