@@ -24,8 +24,8 @@
 //!
 //! The field arithmetic is this module's own (`field.rs`: nine 29-bit limbs, so that every limb
 //! product is one native `i64.mul` in wasm, and a Montgomery reduction P-256 makes free of
-//! multiplications), checked against p256's field. Scalars (mod n) are p256's. Signing stays
-//! with p256 (constant time; see `keys.rs`).
+//! multiplications), checked against p256's field. Scalars (mod n) are p256's. Signing is
+//! `sign.rs` (constant time, p256's signatures byte for byte).
 
 pub mod field;
 pub mod sign;
@@ -49,7 +49,7 @@ pub const BLOCK_BITS: usize = 256 / BLOCKS;
 const W_KEY: u32 = 5;
 /// NAF width for the generator (a larger table, built once per VM).
 const W_GEN: u32 = 7;
-/// Keys whose tables a worker keeps (about 4 KiB each).
+/// Keys whose tables a worker keeps (about 9 KiB each: at most about 1.2 MB per worker).
 pub const CACHE_KEYS: usize = 128;
 
 /// The group order n, big-endian.

@@ -344,6 +344,16 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Before/after pairs whose ratio is taken round by round (same round: the same load).
+const RATIOS: [(&str, &str); 6] = [
+    ("sign ES256", "sign ES256, p256 0.14"),
+    ("ES256 verify, es256 seen key", "ES256 verify, p256 0.14"),
+    ("ES256 verify, es256 new key", "ES256 verify, p256 0.14"),
+    ("es256 field mul", "p256 field mul"),
+    ("es256 field square", "p256 field square"),
+    ("DPoP proof ES256, seen key", "DPoP proof EdDSA, seen key"),
+];
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
@@ -394,5 +404,20 @@ fn main() {
             m,
             format!("{lo:.3}–{hi:.3}")
         );
+    }
+    let index = |n: &str| cases.iter().position(|(c, _)| *c == n);
+    for (a, b) in RATIOS {
+        let (Some(i), Some(j)) = (index(a), index(b)) else {
+            continue;
+        };
+        let mut r: Vec<f64> = samples[i]
+            .iter()
+            .zip(&samples[j])
+            .map(|(x, y)| x / y)
+            .collect();
+        let m = median(&mut r);
+        let lo = r.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().cloned().fold(0.0, f64::max);
+        println!("ratio {a} / {b}: {m:.3} ({lo:.3}–{hi:.3}) per round");
     }
 }
