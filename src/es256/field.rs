@@ -10,8 +10,9 @@
 //! each round's multiplier is the low limb itself, and adding m·p = m·(2^256 − 2^224 + 2^192 +
 //! 2^96 − 1) is four shifted additions, no multiplication. Elements are kept in Montgomery form
 //! (x·R mod p) and only partly reduced: every value is below 2^257, additions and subtractions
-//! fold what lies above 2^256 back with 2^256 ≡ 2^224 − 2^192 − 2^96 + 1; comparisons bring both
-//! sides to the canonical representative first.
+//! fold what lies above 2^256 back with 2^256 ≡ 2^224 − 2^192 − 2^96 + 1 (an addition before its
+//! single carry pass, a subtraction after one); comparisons bring both sides to the canonical
+//! representative first.
 //!
 //! Bounds (why nothing overflows): inputs below 2^258 with limbs below 2^29 give columns below
 //! 9·2^58 < 2^61.2; the reduction adds at most four terms below 2^53 and a carry per limb; the
@@ -66,6 +67,27 @@ fn normalize(t: [i64; 9]) -> Fe {
 fn settle(t: [i64; 9]) -> Fe {
     let Fe([l0, l1, l2, l3, l4, l5, l6, l7, l8]) = normalize(t);
     // bit 256 is bit 24 of limb 8.
+    let h = l8 >> 24;
+    normalize([
+        l0 + h,
+        l1,
+        l2,
+        l3 - (h << 9),
+        l4,
+        l5,
+        l6 - (h << 18),
+        l7 + (h << 21),
+        l8 & ((1 << 24) - 1),
+    ])
+}
+
+/// A sum of two elements (limbs below 2^30, so nothing is pending but one carry per limb) to
+/// below 2^257 with normalized limbs, in one carry pass: the fold takes whatever limb 8 holds
+/// above bit 24 — h·2^256 becomes h·(2^224 − 2^192 − 2^96 + 1) whatever the pending carries —
+/// so the value stays congruent, nonnegative and below 2^256 + 2^234 (see the module's bounds).
+#[inline(always)]
+fn settle_sum(t: [i64; 9]) -> Fe {
+    let [l0, l1, l2, l3, l4, l5, l6, l7, l8] = t;
     let h = l8 >> 24;
     normalize([
         l0 + h,
@@ -313,7 +335,7 @@ impl Add for Fe {
         for ((o, x), y) in t.iter_mut().zip(self.0).zip(rhs.0) {
             *o = x + y;
         }
-        settle(t)
+        settle_sum(t)
     }
 }
 
