@@ -199,10 +199,18 @@ fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
     (acc.x * acc.z.pow_p_minus_2()).to_be_bytes()
 }
 
-/// A P-256 private key for signing.
+/// A P-256 private key for signing (zeroized when dropped, like p256's).
 pub struct SigningKey {
     d: Scalar,
     d_bytes: [u8; 32],
+}
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        use p256::elliptic_curve::zeroize::Zeroize;
+        self.d_bytes.zeroize();
+        self.d.zeroize();
+    }
 }
 
 impl SigningKey {
