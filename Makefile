@@ -16,7 +16,7 @@ SPA_PORT := 10001
 DEMO_BACKEND_PORT := 10002
 DEMO_REGISTRY_PORT := 10003
 
-.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench fuzz promtool chromium
+.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench micro fuzz promtool chromium
 
 all: wasm
 
@@ -127,10 +127,21 @@ bench: wasm envoy etcd
 		cd bench && npm ci --no-audit --no-fund; fi
 	python3 bench/bench.py $(BENCH_ARGS)
 
-## Fuzz every network-facing parser and the endpoints (cargo-fuzz, libFuzzer, stable Rust with
-## no sanitizer). FUZZ_SECONDS per target; findings land in fuzz/artifacts/.
+## Per-primitive crypto micro-benchmark inside V8 (bench/micro: a wasm32-wasip1 program with the
+## filter's release profile, run by Node 24's V8 through node:wasi). MICRO_ARGS: rounds, ms per
+## primitive and round, and a name filter.
+MICRO_ARGS ?= 7 300
+MICRO_WASM := bench/micro/target/wasm32-wasip1/release/oauth-edge-micro.wasm
+micro:
+	@if [ ! -x bench/node_modules/.bin/node ]; then cd bench && npm ci --no-audit --no-fund; fi
+	cd bench/micro && cargo build --release --target wasm32-wasip1
+	bench/node_modules/.bin/node --no-warnings bench/micro/run.mjs $(MICRO_WASM) $(MICRO_ARGS)
+
+## Fuzz every network-facing parser and the endpoints, and the ES256 verifier against p256's
+## (es256: differential) (cargo-fuzz, libFuzzer, stable Rust with no sanitizer). FUZZ_SECONDS
+## per target; findings land in fuzz/artifacts/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := parsers config endpoints
+FUZZ_TARGETS := parsers config endpoints es256
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cargo fuzz build -s none -O

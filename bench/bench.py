@@ -74,6 +74,11 @@ USER = "alice"
 ISSUER = "https://as.bench.example"
 AUDIENCE = "https://api.example.com"
 TOKEN_BODY = "grant_type=client_credentials&scope=read%20write"
+# The FAPI path: client_credentials with an ES256 private_key_jwt assertion (appended to this body
+# by wrk/dpop.lua) and an ES256 DPoP proof, at oauth-edge's es256 Envoy and at the peer.
+FAPI_ID = "bench-fapi"
+FAPI_BODY = (TOKEN_BODY + f"&client_id={FAPI_ID}&client_assertion_type="
+             "urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion=")
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
 CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
 CONNS = (1, 32)
@@ -524,8 +529,10 @@ class ProofPools:
     """Pools of DPoP proofs, one file per run, all signed by one key (made on first use). Keeps
     the (time, size) of each pool to follow how full the filter's replay cache gets."""
 
-    def __init__(self, work: Path, htu: str, alg: str, window_s: float, slots: int, cpu: int | None) -> None:
+    def __init__(self, work: Path, htu: str, alg: str, window_s: float, slots: int, cpu: int | None,
+                 extra: list[str] | None = None, tag: str = "") -> None:
         self.work, self.htu, self.alg, self.cpu = work, htu, alg, cpu
+        self.extra, self.tag = extra or [], tag  # extra proofs.py arguments (the FAPI path's assertions)
         self.window_s, self.slots = window_s, slots  # a jti's life in the cache: lifetime + 2 skews
         self.key = work / f"dpop-key-{alg}.pem"
         self.used: list[tuple[float, int]] = []  # (iat, proofs accepted)
@@ -533,9 +540,10 @@ class ProofPools:
 
     def make(self, count: int) -> Path:
         self.n += 1
-        out = self.work / f"proofs-{self.n}.txt"
+        out = self.work / f"proofs{self.tag}-{self.n}.txt"
         r = subprocess.run(taskset(self.cpu) + [str(VENV_PY), str(PROOFS), "--htu", self.htu, "--count", str(count),
-                                                "--out", str(out), "--alg", self.alg, "--key", str(self.key)],
+                                                "--out", str(out), "--alg", self.alg, "--key", str(self.key)]
+                           + self.extra,
                            capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
             raise BenchError(f"proofs.py: {r.stderr[-2000:]}")
@@ -571,6 +579,26 @@ def measure_dpop(t: Target, pools: ProofPools, conns: int, duration: int, rate: 
     r.update(pool=count, jti_live_start=live0, jti_load=(live0 + r["requests"]) / pools.slots)
     f.unlink(missing_ok=True)  # up to tens of MB each
     return r
+
+
+def probe_fapi(url: str, pools: ProofPools) -> dict:
+    """One FAPI-path request (assertion + proof) must give a DPoP-bound ES256 token; its replay a 4xx."""
+    assertion, proof = open(pools.make(2)).readline().split()
+    hd = {"Content-Type": "application/x-www-form-urlencoded", "DPoP": proof}
+    st, _, body = http("POST", url, (FAPI_BODY + assertion).encode(), hd)
+    if st != 200:
+        raise BenchError(f"FAPI probe {url}: {st} {body[:300]!r}")
+    j = json.loads(body)
+    h = j["access_token"].split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+    if j.get("token_type") != "DPoP" or "jkt" not in claims.get("cnf", {}):
+        raise BenchError(f"FAPI probe {url}: token_type {j.get('token_type')!r}, cnf {claims.get('cnf')!r}")
+    st2, _, _ = http("POST", url, (FAPI_BODY + assertion).encode(), hd)
+    if st2 < 400:
+        raise BenchError(f"FAPI probe {url}: a replayed request got {st2}")
+    pools.record(1)
+    return {"status": st, "body_bytes": len(body), "alg": jwt_header(j["access_token"])["alg"],
+            "request_bytes": len(FAPI_BODY) + len(assertion) + len(proof), "replay_status": st2}
 
 
 def probe_dpop(envoy: "Envoy", pools: ProofPools, auth: str) -> dict:
@@ -821,14 +849,29 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
 
     # Rings big enough for the code and refresh runs (each redemption starts a refresh family).
     perf_cfg = plugin_config(code_slots=131072, family_slots=262144, lifetimes={"code": "60s", "refresh_token": "2m"})
-    # The eddsa Envoy also serves the DPoP runs: a replay cache for their jtis (the only store
-    # setting in which it differs from es256), and a proof lifetime that covers a pool made just
-    # before its run and sent within `duration` seconds (60 s, the default, for runs up to 15 s).
+    # The eddsa Envoy also serves the DPoP runs: a replay cache for their jtis, and a proof
+    # lifetime that covers a pool made just before its run and sent within `duration` seconds (60 s,
+    # the default, for runs up to 15 s). es256 gets the same for the FAPI runs (below).
     dpop_lifetime = min(600, max(60, 2 * a.duration + 30))
     ed_cfg = dict(perf_cfg, store=dict(perf_cfg["store"], jti_slots=JTI_SLOTS),
                   dpop={"proof_lifetime": f"{dpop_lifetime}s"})
+    # The FAPI path's client key (ES256, private_key_jwt), registered at the es256 Envoy and the peer.
+    r = subprocess.run(["cargo", "run", "--release", "--quiet", "--bin", "oauth-edge-keygen", "--",
+                        "--alg", "ES256", "--kid", "fapi-key"], cwd=ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise BenchError(f"keygen fapi: {r.stderr}")
+    fapi_key = work / "key-fapi-client.json"
+    fapi_key.write_text(r.stdout)
+    os.chmod(fapi_key, 0o600)
+    fapi_public = {k: v for k, v in json.loads(r.stdout).items() if k != "d"}
+    # es256 also serves the FAPI runs: the same replay cache and proof lifetime as eddsa's DPoP
+    # runs, and the FAPI client.
+    es_cfg = dict(ed_cfg, clients=ed_cfg["clients"] + [{
+        "client_id": FAPI_ID, "token_endpoint_auth_method": "private_key_jwt",
+        "token_endpoint_auth_signing_alg": "ES256", "jwks": {"keys": [fapi_public]},
+        "dpop_bound_access_tokens": True, "grant_types": ["client_credentials"], "scope": "read write"}])
     say("starting Envoy es256, then eddsa (with the ceiling route sized like its token answer)")
-    es = Envoy("es256", work, keys["ES256"], perf_cfg, 1, server_cpu)
+    es = Envoy("es256", work, keys["ES256"], es_cfg, 1, server_cpu)
     es_probe = probe_token(es.url, "/oauth/token", basic(CLIENT_ID, CLIENT_SECRET))
     ed = Envoy("eddsa", work, keys["EdDSA"], ed_cfg, es_probe["body_bytes"], server_cpu)
     ed_probe = probe_token(ed.url, "/oauth/token", basic(CLIENT_ID, CLIENT_SECRET))
@@ -839,7 +882,8 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
         raise BenchError(f"ceiling: {st}")
     peer_port = free_ports(1)[0]
     env = dict(os.environ, NODE_ENV="production")
-    peer_proc = PROCS.spawn("peer", taskset(server_cpu) + [str(NODE), str(PEER), str(peer_port)], BENCH,
+    peer_proc = PROCS.spawn("peer", taskset(server_cpu) + [str(NODE), str(PEER), str(peer_port),
+                                                            json.dumps(fapi_public)], BENCH,
                             work / "peer.log", env=env)
     peer_url = f"http://127.0.0.1:{peer_port}"
     deadline = time.time() + 60
@@ -868,6 +912,7 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
 
     # DPoP-bound client_credentials at the eddsa Envoy: proofs for its token_endpoint (htu).
     dpop_t, pools = None, None
+    fapi_ts: list[tuple[Target, ProofPools]] = []
     why = dpop_available() if a.dpop else "--no-dpop"
     if why:
         results["skipped"]["dpop"] = why
@@ -882,6 +927,18 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
         dpop_t = Target("dpop", ed.url + "/oauth/token", ed.pid, "dpop.lua", ["", auth, TOKEN_BODY], ed.admin)
         say(f"DPoP ({a.dpop_alg} proofs, htu {htu}): {results['probes']['dpop']['body_bytes']} B answers, "
             f"a replayed proof gets {results['probes']['dpop']['replay_status']}")
+        # The FAPI path: ES256 assertion + ES256 proof per request, oauth-edge (es256) vs the peer.
+        st, _, body = http("GET", es.url + "/.well-known/oauth-authorization-server")
+        es_htu = json.loads(body)["token_endpoint"]
+        for name, url, htu_, aud, pid, admin in (("fapi", es.url + "/oauth/token", es_htu, ISSUER, es.pid, es.admin),
+                                                  ("fapi-peer", peer_url + "/token", peer_url + "/token", peer_url,
+                                                   peer_proc.pid, None)):
+            p = ProofPools(work, htu_, "ES256", dpop_lifetime + 20, JTI_SLOTS, load_cpu, tag="-" + name,
+                           extra=["--client-jwk", str(fapi_key), "--client-id", FAPI_ID, "--aud", aud])
+            results["probes"][name] = probe_fapi(url, p)
+            fapi_ts.append((Target(name, url, pid, "dpop.lua", ["", "", FAPI_BODY], admin), p))
+        say(f"FAPI path (ES256 private_key_jwt + ES256 DPoP): answers {results['probes']['fapi']['body_bytes']} B "
+            f"(oauth-edge), {results['probes']['fapi-peer']['body_bytes']} B (peer)")
 
     # The etcd store: one member, and an Envoy (EdDSA) whose state lives there.
     et, etcd = None, None
@@ -914,6 +971,10 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
         # Plain EdDSA's rate bounds the pool: a proof only adds work.
         w = measure_dpop(dpop_t, pools, 32, a.warmup, warm_rate, load_cpu)
         dpop_rate = {c: w["rps"] for c in CONNS}
+    fapi_rate: dict[tuple[str, int], float] = {}
+    for t, p in fapi_ts:
+        w = measure_dpop(t, p, 32, a.warmup, warm_rate, load_cpu)
+        fapi_rate.update({(t.name, c): w["rps"] for c in CONNS})
     etcd_rate: dict[int, float] = {}
     if et:
         for conns in CONNS:
@@ -940,6 +1001,14 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
                 say(f"round {rnd} c{conns:<2} dpop     {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
                     f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req  (replay cache {r['jti_load']:.2f} jtis per slot"
                     + (", pool ran out: run ended early" if r.get("starved") else "") + ")")
+            for t, p in fapi_ts:
+                r = measure_dpop(t, p, conns, a.duration, fapi_rate[(t.name, conns)], load_cpu)
+                r["round"] = rnd
+                results["runs"].append(r)
+                fapi_rate[(t.name, conns)] = r["rps"]
+                say(f"round {rnd} c{conns:<2} {t.name:9}{r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+                    f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req"
+                    + ("  (pool ran out: run ended early)" if r.get("starved") else ""))
         if rnd <= a.code_rounds:
             for conns in CONNS:
                 files = {}
@@ -1194,9 +1263,11 @@ def render_report(res: dict) -> str:
     dp = res["probes"].get("dpop")
     names = {"ceiling": "ceiling (Envoy direct_response + buffer)", "eddsa": "oauth-edge client_credentials EdDSA",
              "es256": "oauth-edge client_credentials ES256", "peer": "peer: node-oidc-provider ES256",
-             "dpop": f"oauth-edge client_credentials EdDSA + DPoP proof ({dp['proof_alg'] if dp else '-'})"}
+             "dpop": f"oauth-edge client_credentials EdDSA + DPoP proof ({dp['proof_alg'] if dp else '-'})",
+             "fapi": "oauth-edge FAPI path: ES256 private_key_jwt + ES256 DPoP, ES256 token",
+             "fapi-peer": "peer: node-oidc-provider FAPI path (the same)"}
     for conns in CONNS:
-        for t in ("ceiling", "eddsa", "es256", "peer", "dpop"):
+        for t in ("ceiling", "eddsa", "es256", "peer", "dpop", "fapi", "fapi-peer"):
             x = s.get((t, conns))
             if x:
                 L.append(f"| {names[t]} | {conns} | {x['rps']:,.0f} | {x['rps_min']:,.0f}–{x['rps_max']:,.0f} | "
@@ -1211,7 +1282,8 @@ def render_report(res: dict) -> str:
     L.append("")
     L.append("| ratio | 1 conn | 32 conns |")
     L.append("| --- | ---: | ---: |")
-    for a_, b_ in (("eddsa", "ceiling"), ("es256", "ceiling"), ("eddsa", "peer"), ("es256", "peer"), ("dpop", "eddsa")):
+    for a_, b_ in (("eddsa", "ceiling"), ("es256", "ceiling"), ("eddsa", "peer"), ("es256", "peer"), ("dpop", "eddsa"),
+                   ("fapi", "fapi-peer")):
         if not any(r["target"] == a_ for r in res["runs"]):
             continue
         cells = []
@@ -1222,6 +1294,17 @@ def render_report(res: dict) -> str:
     L.append("")
     if dp:
         L.extend(render_dpop(res, s))
+    fp = res["probes"].get("fapi")
+    if fp:
+        pp = res["probes"]["fapi-peer"]
+        L.append(f"FAPI path: every request of the fapi rows is a client_credentials request of client `{FAPI_ID}` "
+                 f"authenticated by an ES256 `private_key_jwt` assertion (own jti, exp 4 min after iat), with an ES256 "
+                 f"DPoP proof (own jti), both sent once from a pool made just before the run ({fp['request_bytes']} B "
+                 f"of body and proof); the token is DPoP-bound and ES256-signed (oauth-edge: the es256 Envoy, "
+                 f"{fp['body_bytes']} B answers; node-oidc-provider: the same client registered with "
+                 f"`dpop_bound_access_tokens`, {pp['body_bytes']} B answers). A replayed request gets "
+                 f"{fp['replay_status']} (oauth-edge) and {pp['replay_status']} (peer).")
+        L.append("")
     if res.get("etcd"):
         L.extend(render_etcd(res))
     L.extend(api_bench.render(sys.modules[__name__], res))
@@ -1276,8 +1359,8 @@ def render_report(res: dict) -> str:
                 f"{v['spawn_to_first_answer_s'] * 1000:.0f} ms |")
 
     L.append(vm_row("default (16,384 + 16,384 + 65,536 slots)", vm))
-    L.append(vm_row("bench perf Envoys (16,384 + 131,072 + 262,144)", res["vm_perf"]["es256"]))
-    L.append(vm_row(f"eddsa Envoy (the same + {JTI_SLOTS:,} jti slots)", res["vm_perf"]["eddsa"]))
+    L.append(vm_row(f"es256 Envoy (16,384 + 131,072 + 262,144 + {JTI_SLOTS:,} jti slots)", res["vm_perf"]["es256"]))
+    L.append(vm_row("eddsa Envoy (the same)", res["vm_perf"]["eddsa"]))
     if "memory_codes" in res:
         L.append(vm_row("mem Envoy (16,384 + 131,072 + 65,536)", res["memory_codes"]["vm"]))
     L.append("")

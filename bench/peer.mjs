@@ -1,7 +1,11 @@
 // The peer for `make bench`: node-oidc-provider issuing ES256 JWT access tokens (RFC 9068
 // profile) for client_credentials with client_secret_basic, one static client, on loopback.
 //
-//   node peer.mjs PORT
+//   node peer.mjs PORT [FAPI_CLIENT_PUBLIC_JWK_JSON]
+//
+// With a public ES256 JWK, a second client `bench-fapi` authenticates with private_key_jwt
+// (ES256) and gets DPoP-bound tokens (`dpop_bound_access_tokens`; DPoP is on by default in
+// oidc-provider 9): the FAPI path of the bench.
 //
 // Two settings its JWT access tokens need: `resourceIndicators` enabled with a default resource,
 // and that resource's `accessTokenFormat: 'jwt'` (without them oidc-provider issues opaque
@@ -12,6 +16,8 @@ import Provider from 'oidc-provider';
 const port = Number(process.argv[2] || 3000);
 const issuer = `http://127.0.0.1:${port}`;
 const resource = 'https://api.example.com';
+
+const fapiJwk = process.argv[3] ? JSON.parse(process.argv[3]) : null;
 
 const jwk = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
 jwk.kid = 'peer-es256';
@@ -28,7 +34,18 @@ const provider = new Provider(issuer, {
     redirect_uris: [],
     scope: 'read write',
     id_token_signed_response_alg: 'ES256', // the only key is ES256 (the default is RS256)
-  }],
+  }, ...(fapiJwk ? [{
+    client_id: 'bench-fapi',
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    jwks: { keys: [fapiJwk] },
+    dpop_bound_access_tokens: true,
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'read write',
+    id_token_signed_response_alg: 'ES256',
+  }] : [])],
   jwks: { keys: [jwk] },
   scopes: ['read', 'write'],
   features: {

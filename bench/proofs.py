@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/proofs.py --htu URL --count N --out FILE [--alg ES256|EdDSA] [--key FILE]
                                      [--htm GET] [--ath HASH]
+                                     [--client-jwk FILE --client-id ID --aud AUD]
 
 One key signs them all (a client keeps its key; the filter's replay cache is per key and jti):
 header {"typ":"dpop+jwt","alg":ALG,"jwk":<public key>}, claims {"jti","htm":"POST","htu","iat"}.
@@ -10,6 +11,10 @@ header {"typ":"dpop+jwt","alg":ALG,"jwk":<public key>}, claims {"jti","htm":"POS
 `dpop.proof_lifetime` (+ `clock_skew`). With --key the private key is kept in (or read from) a
 PEM file, so successive pools share one key. Run with the project's virtualenv
 (`cryptography`); bench.py itself stays standard-library only.
+
+With --client-jwk (a private ES256 JWK, as oauth-edge-keygen makes it), each line is
+`ASSERTION PROOF`: a private_key_jwt client assertion (RFC 7523: iss = sub = ID, aud = AUD, its own
+jti, exp 4 minutes after iat) signed by that key, then the DPoP proof (the FAPI path of the bench).
 """
 from __future__ import annotations
 
@@ -63,7 +68,17 @@ def main() -> int:
     ap.add_argument("--alg", choices=("ES256", "EdDSA"), default="ES256")
     ap.add_argument("--key", help="PEM file of the private key (made if missing)")
     ap.add_argument("--ath", help="the access token's hash (RFC 9449 §4.2), for proofs sent to a resource")
+    ap.add_argument("--client-jwk", help="private ES256 JWK of a client: each line starts with its assertion")
+    ap.add_argument("--client-id", help="the assertion's iss and sub")
+    ap.add_argument("--aud", help="the assertion's aud")
     a = ap.parse_args()
+
+    client_key, assertion_header = None, None
+    if a.client_jwk:
+        jwk = json.loads(Path(a.client_jwk).read_text())
+        d = int.from_bytes(base64.urlsafe_b64decode(jwk["d"] + "=" * (-len(jwk["d"]) % 4)), "big")
+        client_key = ec.derive_private_key(d, ec.SECP256R1())
+        assertion_header = b64(json.dumps({"alg": "ES256", "kid": jwk["kid"]}, separators=(",", ":")).encode())
 
     key = load_or_make_key(a.alg, Path(a.key) if a.key else None)
     header = b64(json.dumps({"typ": "dpop+jwt", "alg": a.alg, "jwk": public_jwk(a.alg, key)},
@@ -85,7 +100,14 @@ def main() -> int:
                 sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
             else:
                 sig = key.sign(data)
-            f.write(signing_input + "." + b64(sig) + "\n")
+            line = signing_input + "." + b64(sig)
+            if client_key is not None:
+                claims = json.dumps({"iss": a.client_id, "sub": a.client_id, "aud": a.aud,
+                                     "jti": f"a-{prefix}-{i}", "iat": iat, "exp": iat + 240}, separators=(",", ":"))
+                assertion_input = assertion_header + "." + b64(claims.encode())
+                r, s_ = decode_dss_signature(client_key.sign(assertion_input.encode(), ecdsa))
+                line = assertion_input + "." + b64(r.to_bytes(32, "big") + s_.to_bytes(32, "big")) + " " + line
+            f.write(line + "\n")
     print(json.dumps({"count": a.count, "iat": iat, "alg": a.alg, "elapsed_s": time.time() - t0}))
     return 0
 

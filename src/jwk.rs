@@ -22,7 +22,8 @@ const MAX_RSA_BITS: usize = 4096;
 #[derive(Clone)]
 pub enum VerifyingKey {
     Ed25519(ed25519_dalek::VerifyingKey),
-    P256(p256::ecdsa::VerifyingKey),
+    /// Validated by p256 when read; verified with `crate::es256`.
+    P256(crate::es256::PublicKey),
     Rsa(Box<rsa::PublicKey>),
 }
 
@@ -125,8 +126,9 @@ impl PublicJwk {
                 sec1.extend_from_slice(&y);
                 let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                     .map_err(|_| "x, y is not a P-256 point")?;
+                let key = crate::es256::PublicKey::new(&vk).ok_or("x, y is not a P-256 point")?;
                 (
-                    VerifyingKey::P256(vk),
+                    VerifyingKey::P256(key),
                     format!(
                         r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
                         B64.encode(&x),

@@ -4,6 +4,8 @@
 -- A run lasts D seconds like fixed.lua; should the pool run out first, the connections left get an
 -- empty request and wait, and the run ends when the last answer is in (`starved` counts them).
 -- A success is a 200 whose token_type is DPoP.
+-- FAPI path: a pool line `ASSERTION PROOF` (proofs.py --client-jwk) appends the client assertion to
+-- BODY (which then ends with `client_assertion=`), and an empty AUTHORIZATION sends none.
 dofile(debug.getinfo(1, "S").source:match("^@(.*/)") .. "common.lua")
 bench.counters = { "ok", "failures", "failures_4xx", "failures_5xx", "not_dpop", "starved", "pool" }
 
@@ -14,12 +16,20 @@ ok, failures, failures_4xx, failures_5xx, not_dpop, starved, pool = 0, 0, 0, 0, 
 function init(args)
   proofs = bench.read_lines(args[1])
   pool = #proofs
-  headers = { ["Content-Type"] = "application/x-www-form-urlencoded", ["Authorization"] = args[2] }
+  headers = { ["Content-Type"] = "application/x-www-form-urlencoded" }
+  if args[2] ~= "" then
+    headers["Authorization"] = args[2]
+  end
   body = args[3]
 end
 
-local function token_request(proof)
-  headers["DPoP"] = proof
+local function token_request(line)
+  local assertion, proof = line:match("^(%S+) (%S+)$")
+  if assertion then
+    headers["DPoP"] = proof
+    return wrk.format("POST", nil, headers, body .. assertion)
+  end
+  headers["DPoP"] = line
   return wrk.format("POST", nil, headers, body)
 end
 

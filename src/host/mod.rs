@@ -241,6 +241,13 @@ pub(crate) fn on_configure(root: u32) -> bool {
             "oauth-edge: no RS256 signing key: ID tokens of clients without id_token_signed_response_alg are signed with the active key (OpenID Connect's default is RS256)",
         );
     }
+    if cfg.verify_algs.contains(&crate::keys::Alg::ES256)
+        || cfg.keys.signer_for(crate::keys::Alg::ES256).is_some()
+    {
+        // The ES256 generator tables (about a millisecond or two), at VM start rather than in
+        // the first request that signs or verifies ES256.
+        crate::es256::warm_up();
+    }
     let engine = Engine::new(cfg);
     create_ring_keys(&engine);
     let metrics = Metrics::define(&engine);

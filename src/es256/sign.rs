@@ -1,0 +1,330 @@
+//! ES256 signing in constant time, on this module's field (`field.rs`).
+//!
+//! The signature is the one p256 0.14 makes, byte for byte (the tests compare them): ECDSA over
+//! P-256 with SHA-256, the nonce k from RFC 6979 (the `rfc6979` crate, as p256's `ecdsa` uses
+//! it), `r = x(k·G) mod n`, `s = k⁻¹·(z + r·d) mod n`, s not normalised. Only k·G is computed
+//! here; every other step is p256's constant-time scalar arithmetic.
+//!
+//! k·G is a fixed-base comb with no doublings: k is recoded into 64 signed radix-16 digits in
+//! [−8, 8) plus a final carry, and the sum Σ d_i·16^i·G is read from a table of
+//! j·16^i·G (j = 1..8, affine; built once per VM from public data). Constant-time structure:
+//! - the recoding is arithmetic on the nibbles (no branch on them);
+//! - each table row is scanned whole, every entry combined with a mask (no index depends on k);
+//!   the sign of a digit negates y by a masked select;
+//! - the additions are the complete formulas of Renes, Costello and Batina (2015, Algorithm 5,
+//!   as primeorder implements them), correct for every input including the identity, so there
+//!   is no special case to branch on; a zero digit keeps the sum by a masked select;
+//! - the field arithmetic is branch-free and its inversion a fixed exponentiation chain.
+//!
+//! LLVM may turn a masked select into wasm's `select` instruction, which V8 compiles to a
+//! conditional move, not a branch. Retrying with the next RFC 6979 candidate when r or s is 0
+//! (probability about 2^−256) is the only data-dependent branch, as in p256.
+
+use std::sync::OnceLock;
+
+use p256::elliptic_curve::ff::{Field, PrimeField};
+use p256::elliptic_curve::ops::Reduce;
+use p256::elliptic_curve::Curve;
+use sha2::{Digest, Sha256};
+
+use super::field::Fe;
+use super::{Jacobian, GX, GY};
+
+type Scalar = p256::Scalar;
+
+/// b of y² = x³ − 3x + b.
+const B: [u8; 32] = [
+    0x5a, 0xc6, 0x35, 0xd8, 0xaa, 0x3a, 0x93, 0xe7, 0xb3, 0xeb, 0xbd, 0x55, 0x76, 0x98, 0x86, 0xbc,
+    0x65, 0x1d, 0x06, 0xb0, 0xcc, 0x53, 0xb0, 0xf6, 0x3b, 0xce, 0x3c, 0x3e, 0x27, 0xd2, 0x60, 0x4b,
+];
+
+#[derive(Clone, Copy)]
+struct Affine {
+    x: Fe,
+    y: Fe,
+}
+
+/// Homogeneous projective coordinates: x = X/Z, y = Y/Z; the identity is (0 : 1 : 0).
+#[derive(Clone, Copy)]
+struct Projective {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+}
+
+struct Comb {
+    /// Row i: j·16^i·G for j = 1..8; row 64: 16^64·G alone (the recoding's final carry).
+    rows: Vec<[Affine; 8]>,
+    b: Fe,
+}
+
+fn comb() -> Option<&'static Comb> {
+    static COMB: OnceLock<Option<Comb>> = OnceLock::new();
+    COMB.get_or_init(build).as_ref()
+}
+
+/// The table, from public data only (so the verifier's variable-time formulas may build it).
+fn build() -> Option<Comb> {
+    let g = super::Affine {
+        x: Fe::from_be_bytes(&GX)?,
+        y: Fe::from_be_bytes(&GY)?,
+    };
+    let mut points = Vec::with_capacity(65 * 8);
+    let mut base = Jacobian::from_affine(&g);
+    for _ in 0..=64 {
+        let mut m = base;
+        points.push(m);
+        for _ in 1..8 {
+            m = m.add(&base);
+            points.push(m);
+        }
+        // 16·base = 2·(8·base)
+        base = m.double();
+    }
+    let affine = super::normalize(&points)?;
+    let rows = affine
+        .chunks_exact(8)
+        .map(|c| {
+            let mut row = [Affine {
+                x: Fe::ZERO,
+                y: Fe::ZERO,
+            }; 8];
+            for (d, s) in row.iter_mut().zip(c) {
+                *d = Affine { x: s.x, y: s.y };
+            }
+            row
+        })
+        .collect();
+    Some(Comb {
+        rows,
+        b: Fe::from_be_bytes(&B)?,
+    })
+}
+
+/// Builds the table now (about a millisecond in V8), so that no request pays for it.
+pub fn warm_up() {
+    comb();
+}
+
+/// All ones if a == b, else zero (a, b in [0, 2^62)).
+#[inline(always)]
+fn eq_mask(a: i64, b: i64) -> i64 {
+    // (a ^ b) − 1 has its top bit set exactly when a == b.
+    -(((a ^ b) - 1) >> 63 & 1)
+}
+
+/// The entry for a digit in [−8, 8] of a row, and a mask that is all ones for digit 0.
+#[inline(always)]
+fn select(row: &[Affine; 8], digit: i64) -> (Affine, i64) {
+    let sign = digit >> 63; // all ones if negative
+    let abs = (digit ^ sign) - sign;
+    let mut p = Affine {
+        x: Fe::ZERO,
+        y: Fe::ZERO,
+    };
+    for (j, entry) in (1i64..).zip(row.iter()) {
+        let m = eq_mask(abs, j);
+        p.x = Fe::select(&p.x, &entry.x, m);
+        p.y = Fe::select(&p.y, &entry.y, m);
+    }
+    p.y = Fe::select(&p.y, &-p.y, sign);
+    (p, eq_mask(abs, 0))
+}
+
+impl Projective {
+    const IDENTITY: Projective = Projective {
+        x: Fe::ZERO,
+        y: Fe::ONE,
+        z: Fe::ZERO,
+    };
+
+    /// Complete mixed addition, a = −3 (Renes–Costello–Batina 2015, Algorithm 5; the step
+    /// numbers are the paper's, as in primeorder). `rhs` must not be the identity (affine
+    /// points cannot be).
+    #[inline(always)]
+    fn add_mixed(&self, rhs: &Affine, b: &Fe) -> Projective {
+        let xx = self.x * rhs.x; // 1
+        let yy = self.y * rhs.y; // 2
+        let xy_pairs = ((self.x + self.y) * (rhs.x + rhs.y)) - (xx + yy); // 3, 4, 5, 6, 7
+        let yz_pairs = (rhs.y * self.z) + self.y; // 8, 9 (t4)
+        let xz_pairs = (rhs.x * self.z) + self.x; // 10, 11 (y3)
+
+        let bz_part = xz_pairs - (*b * self.z); // 12, 13
+        let bz3_part = bz_part.double() + bz_part; // 14, 15
+        let yy_m_bzz3 = yy - bz3_part; // 16
+        let yy_p_bzz3 = yy + bz3_part; // 17
+
+        let z3 = self.z.double() + self.z; // 19, 20
+        let bxz_part = (*b * xz_pairs) - (z3 + xx); // 18, 21, 22
+        let bxz3_part = bxz_part.double() + bxz_part; // 23, 24
+        let xx3_m_zz3 = xx.double() + xx - z3; // 25, 26, 27
+
+        Projective {
+            x: (yy_p_bzz3 * xy_pairs) - (yz_pairs * bxz3_part), // 28, 32, 33
+            y: (yy_p_bzz3 * yy_m_bzz3) + (xx3_m_zz3 * bxz3_part), // 29, 30, 31
+            z: (yy_m_bzz3 * yz_pairs) + (xy_pairs * xx3_m_zz3), // 34, 35, 36
+        }
+    }
+
+    fn select(a: &Projective, b: &Projective, mask: i64) -> Projective {
+        Projective {
+            x: Fe::select(&a.x, &b.x, mask),
+            y: Fe::select(&a.y, &b.y, mask),
+            z: Fe::select(&a.z, &b.z, mask),
+        }
+    }
+}
+
+/// The x coordinate of k·G, big-endian (k in [1, n), so k·G is never the identity).
+fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
+    // Nibbles, least significant first, recoded to digits in [−8, 8) with a carry.
+    let mut digits = [0i64; 65];
+    let mut carry = 0i64;
+    for (i, d) in digits.iter_mut().take(64).enumerate() {
+        let byte = k.get(31 - i / 2).copied().unwrap_or(0);
+        let nibble = i64::from((byte >> (4 * (i % 2))) & 0xf);
+        let v = nibble + carry;
+        carry = (v + 8) >> 4;
+        *d = v - (carry << 4);
+    }
+    if let Some(last) = digits.get_mut(64) {
+        *last = carry;
+    }
+    let mut acc = Projective::IDENTITY;
+    for (row, digit) in comb.rows.iter().zip(digits) {
+        let (p, zero) = select(row, digit);
+        let sum = acc.add_mixed(&p, &comb.b);
+        acc = Projective::select(&sum, &acc, zero);
+    }
+    (acc.x * acc.z.pow_p_minus_2()).to_be_bytes()
+}
+
+/// A P-256 private key for signing (zeroized when dropped, like p256's).
+pub struct SigningKey {
+    d: Scalar,
+    d_bytes: [u8; 32],
+}
+
+impl Drop for SigningKey {
+    fn drop(&mut self) {
+        use p256::elliptic_curve::zeroize::Zeroize;
+        self.d_bytes.zeroize();
+        self.d.zeroize();
+    }
+}
+
+impl SigningKey {
+    /// From a key p256 has validated (d in [1, n)).
+    pub fn new(sk: &p256::ecdsa::SigningKey) -> SigningKey {
+        let d_bytes: [u8; 32] = sk.to_bytes().into();
+        SigningKey {
+            d: *sk.as_nonzero_scalar().as_ref(),
+            d_bytes,
+        }
+    }
+
+    /// The JWS ES256 signature of `msg` (`r ‖ s`); `None` only if the comb table could not be
+    /// built (never, with the curve's constants).
+    pub fn sign(&self, msg: &[u8]) -> Option<[u8; 64]> {
+        let comb = comb()?;
+        let h: [u8; 32] = Sha256::digest(msg).into();
+        let z = <Scalar as Reduce<p256::FieldBytes>>::reduce(&h.into());
+        let order = p256::NistP256::ORDER;
+        let mut kgen =
+            rfc6979::KGenerator::<Sha256, p256::U256>::new(&self.d_bytes, &h, &[], &order);
+        loop {
+            let mut k_bytes = [0u8; 32];
+            kgen.fill_next_k(&mut k_bytes);
+            // fill_next_k only returns k in [1, n).
+            let Some(k) = Scalar::from_repr(k_bytes.into()).into_option() else {
+                continue;
+            };
+            let x = mul_base_x(&k_bytes, comb);
+            let r = <Scalar as Reduce<p256::FieldBytes>>::reduce(&x.into());
+            let Some(k_inv) = k.invert().into_option() else {
+                continue;
+            };
+            let s = k_inv * (z + r * self.d);
+            if bool::from(r.is_zero() | s.is_zero()) {
+                continue;
+            }
+            let mut out = [0u8; 64];
+            for (o, b) in out
+                .iter_mut()
+                .zip(r.to_repr().iter().chain(s.to_repr().iter()))
+            {
+                *o = *b;
+            }
+            return Some(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p256::ecdsa::signature::Signer;
+
+    #[test]
+    fn digits_and_table() {
+        let comb = comb().unwrap();
+        assert_eq!(comb.rows.len(), 65);
+        // k = 1, n − 1, and multiples of 16^i: against p256.
+        let n_minus_1: [u8; 32] = (-Scalar::ONE).to_repr().into();
+        let mut cases = vec![n_minus_1];
+        for i in 0..32 {
+            for v in [1u8, 8, 9, 0xf0, 0x88, 0xff] {
+                let mut k = [0u8; 32];
+                k[i] = v;
+                cases.push(k);
+            }
+        }
+        for k in cases {
+            let s = Scalar::from_repr(k.into()).unwrap();
+            let expect = (p256::ProjectivePoint::GENERATOR * s).to_affine();
+            let expect = p256::ecdsa::VerifyingKey::from_affine(expect).unwrap();
+            let sec1 = expect.to_sec1_point(false);
+            assert_eq!(
+                &mul_base_x(&k, comb)[..],
+                sec1.x().unwrap().as_slice(),
+                "{k:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn eq_mask_and_select() {
+        for a in 0i64..=8 {
+            for b in 0i64..=8 {
+                assert_eq!(eq_mask(a, b), if a == b { -1 } else { 0 });
+            }
+        }
+    }
+
+    #[test]
+    fn signatures_are_p256s_byte_for_byte() {
+        let mut seed = 0xabcdefu64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..300 {
+            let mut d = [0u8; 32];
+            for b in d.iter_mut() {
+                *b = next() as u8;
+            }
+            if i % 50 == 0 {
+                d = (-Scalar::ONE).to_repr().into(); // d = n − 1
+            }
+            let Ok(sk) = p256::ecdsa::SigningKey::from_slice(&d) else {
+                continue;
+            };
+            let msg: Vec<u8> = (0..(next() % 300)).map(|_| next() as u8).collect();
+            let theirs: p256::ecdsa::Signature = sk.sign(&msg);
+            let ours = SigningKey::new(&sk).sign(&msg).unwrap();
+            assert_eq!(ours[..], theirs.to_bytes()[..], "key {d:02x?}");
+        }
+    }
+}
