@@ -37,6 +37,7 @@ pub mod families;
 pub mod flights;
 pub mod flow;
 pub mod form;
+pub mod gateway;
 pub mod grants;
 pub mod http;
 pub mod jwk;

@@ -60,7 +60,8 @@ fn replicas(auth: bool) -> (Replica, Replica, Rc<RefCell<FakeEtcd>>) {
     let (a, b) = (make(), make());
     // Only the (local) rate-limit ring has keys in shared data; no remote ring is created here.
     assert!(a.e.rings().iter().all(|r| !r.remote));
-    assert_eq!(a.h.shared.len(), 16);
+    // 16 slots and the marker that says the ring's keys exist (workers skip the walk).
+    assert_eq!(a.h.shared.len(), 16 + 1);
     (a, b, etcd)
 }
 

@@ -64,17 +64,17 @@ pub extern "C" fn proxy_on_request_headers(
     _headers: usize,
     end_of_stream: u32,
 ) -> u32 {
-    super::on_request_headers(context, end_of_stream != 0) as u32
+    super::on_request_headers(context, end_of_stream != 0)
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(context: u32, size: usize, end_of_stream: u32) -> u32 {
-    super::on_request_body(context, size, end_of_stream != 0) as u32
+    super::on_request_body(context, size, end_of_stream != 0)
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(context: u32, _trailers: usize) -> u32 {
-    super::on_request_trailers(context) as u32
+    super::on_request_trailers(context)
 }
 
 #[no_mangle]

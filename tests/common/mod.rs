@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod io;
 
 use std::collections::HashMap;
 
@@ -134,13 +135,7 @@ impl Host {
 
     /// What the adapter does at configure time: create every ring key, empty.
     pub fn init(&mut self, e: &Engine) {
-        for ring in e.rings() {
-            for key in ring.keys() {
-                if self.shared.get(&key).1.is_none() {
-                    let _ = self.shared.set(&key, b"", 0);
-                }
-            }
-        }
+        oauth_edge::gateway::rings::create_keys(&io::SharedIo::new(&mut self.shared), e);
     }
 
     pub fn store(&mut self, op: StoreOp) -> StoreResult {
@@ -204,46 +199,39 @@ impl Host {
         }
     }
 
-    /// One need, answered as the adapter would.
+    /// One need, answered by the core's lookup policy (the adapter's): the calls it makes are
+    /// served by this host's registry, jwks_uri documents, etcd and HTTP closure.
     pub fn answer(&mut self, e: &Engine, need: Need, now: Now) -> Answer {
-        match need {
-            Need::Store(op) => match (e.store_call(&op, now), &self.etcd) {
-                (Some(call), Some(etcd)) => {
-                    let (status, body) = etcd.borrow_mut().handle(&call, now.unix_ms / 1000);
-                    Answer::Store(e.store_answer(&op, status, &body, now))
-                }
-                _ => Answer::Store(self.store(op)),
-            },
-            Need::Client(id) => {
-                let key = oauth_edge::registry::shared_key(&id);
-                if let (Some(entry), _) = self.shared.get(&key) {
-                    if let Some(l) = e.client_from_shared(&id, &entry, now) {
-                        return Answer::Client(l);
-                    }
-                }
-                assert!(e.registry_call(&id).is_some());
+        use oauth_edge::gateway::lookup::{self, Waiting};
+        let out = {
+            let io = io::SharedIo::new(&mut self.shared);
+            lookup::outgoing(e, &io, need, now)
+        };
+        let (call, waiting) = match out {
+            Ok(out) => out,
+            Err(answer) => return answer,
+        };
+        let (status, body) = match &waiting {
+            Waiting::Store(_) => {
+                let etcd = self.etcd.as_ref().expect("a store call goes to etcd");
+                etcd.borrow_mut().handle(&call, now.unix_ms / 1000)
+            }
+            Waiting::Client(id) => {
                 self.registry_calls += 1;
-                let (status, body) = (self.registry)(&id);
-                let (l, write) = e.client_from_registry(&id, status, &body, now);
-                if let Some(w) = write {
-                    let _ = self.shared.set(&w.key, &w.value, 0);
-                }
-                Answer::Client(l)
+                (self.registry)(id)
             }
-            Need::Http(call) => {
+            Waiting::Jwks(url) => {
+                *self.jwks_calls.entry(url.clone()).or_default() += 1;
+                self.jwks.get(url).cloned().unwrap_or((Some(404), vec![]))
+            }
+            Waiting::Http => {
                 self.http_calls += 1;
-                Answer::Http((self.http)(&call))
+                let a = (self.http)(&call);
+                (a.status, a.body)
             }
-            Need::Jwks(url) => match e.jwks_call(&url) {
-                Err(l) => Answer::Jwks(l),
-                Ok(_call) => {
-                    *self.jwks_calls.entry(url.clone()).or_default() += 1;
-                    let (status, body) =
-                        self.jwks.get(&url).cloned().unwrap_or((Some(404), vec![]));
-                    Answer::Jwks(e.jwks_from_fetch(&url, status, &body, now))
-                }
-            },
-        }
+        };
+        let io = io::SharedIo::new(&mut self.shared);
+        lookup::answer(e, &io, waiting, status, &body, now)
     }
 
     /// Runs a step to its answer.

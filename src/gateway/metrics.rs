@@ -1,7 +1,7 @@
 //! Envoy stats from the filter. Counters are defined once per VM; Envoy shows them with its
 //! `wasmcustom.` prefix (and in /stats/prometheus, with tags from the stats_tags in envoy.yaml).
 
-use super::abi::{self, MetricType};
+use super::host::{Host, MetricKind};
 
 use crate::engine::{Endpoint, Events};
 use crate::error::ErrorCode;
@@ -57,13 +57,9 @@ pub struct Metrics {
     ring_fill: Vec<(&'static str, Option<u32>)>,
 }
 
-fn counter(name: &str) -> Option<u32> {
-    abi::define_metric(MetricType::Counter, name).ok()
-}
-
-fn inc(id: Option<u32>, by: u32) {
+fn inc(host: &dyn Host, id: Option<u32>, by: u32) {
     if let (Some(id), true) = (id, by > 0) {
-        let _ = abi::increment_metric(id, i64::from(by));
+        host.increment_metric(id, i64::from(by));
     }
 }
 
@@ -72,7 +68,8 @@ fn find<K: PartialEq>(list: &[(K, Option<u32>)], k: K) -> Option<u32> {
 }
 
 impl Metrics {
-    pub fn define(engine: &crate::engine::Engine) -> Metrics {
+    pub fn define(host: &dyn Host, engine: &crate::engine::Engine) -> Metrics {
+        let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
         Metrics {
             requests: ENDPOINTS
                 .iter()
@@ -87,10 +84,7 @@ impl Metrics {
                 .iter()
                 .map(|e| {
                     let name = format!("oauth_edge.request_duration_us.{}", e.name());
-                    (
-                        e.name(),
-                        abi::define_metric(MetricType::Histogram, &name).ok(),
-                    )
+                    (e.name(), host.define_metric(MetricKind::Histogram, &name))
                 })
                 .collect(),
             issued: ISSUED
@@ -116,51 +110,51 @@ impl Metrics {
                         "oauth_edge.ring_fill_percent.{}",
                         crate::ring_fill::label(r)
                     );
-                    (r.name, abi::define_metric(MetricType::Gauge, &name).ok())
+                    (r.name, host.define_metric(MetricKind::Gauge, &name))
                 })
                 .collect(),
         }
     }
 
-    pub fn request(&self, ep: Endpoint) {
-        inc(find(&self.requests, ep.name()), 1);
+    pub fn request(&self, host: &dyn Host, ep: Endpoint) {
+        inc(host, find(&self.requests, ep.name()), 1);
     }
 
     /// How long a request took, in µs.
-    pub fn duration(&self, ep: Endpoint, us: u64) {
+    pub fn duration(&self, host: &dyn Host, ep: Endpoint, us: u64) {
         if let Some(id) = find(&self.durations, ep.name()) {
-            let _ = abi::record_metric(id, us);
+            host.record_metric(id, us);
         }
     }
 
-    pub fn outcome(&self, o: Outcome) {
+    pub fn outcome(&self, host: &dyn Host, o: Outcome) {
         match o {
-            Outcome::Issued(g) => inc(find(&self.issued, g), 1),
-            Outcome::Error(code) => inc(find(&self.errors, code), 1),
+            Outcome::Issued(g) => inc(host, find(&self.issued, g), 1),
+            Outcome::Error(code) => inc(host, find(&self.errors, code), 1),
             Outcome::Served => {}
-            Outcome::Forwarded => inc(self.forwarded, 1),
+            Outcome::Forwarded => inc(host, self.forwarded, 1),
         }
     }
 
-    pub fn registry_call(&self) {
-        inc(self.registry_calls, 1);
+    pub fn registry_call(&self, host: &dyn Host) {
+        inc(host, self.registry_calls, 1);
     }
 
     /// A ring's estimated fill, in percent.
-    pub fn ring_fill(&self, ring: &'static str, percent: u64) {
+    pub fn ring_fill(&self, host: &dyn Host, ring: &'static str, percent: u64) {
         if let Some(id) = find(&self.ring_fill, ring) {
-            let _ = abi::record_metric(id, percent);
+            host.record_metric(id, percent);
         }
     }
 
     /// A request waited for a registry or jwks_uri call already in flight.
-    pub fn coalesced(&self) {
-        inc(self.coalesced, 1);
+    pub fn coalesced(&self, host: &dyn Host) {
+        inc(host, self.coalesced, 1);
     }
 
-    pub fn events(&self, e: Events) {
-        inc(self.cache_hits, e.cache_hits);
-        inc(self.registry_not_found, e.registry_not_found);
-        inc(self.registry_failures, e.registry_failures);
+    pub fn events(&self, host: &dyn Host, e: Events) {
+        inc(host, self.cache_hits, e.cache_hits);
+        inc(host, self.registry_not_found, e.registry_not_found);
+        inc(host, self.registry_failures, e.registry_failures);
     }
 }

@@ -2,12 +2,12 @@
 //! metadata (e.g. jwt_authn's `payload_in_metadata`, which a client cannot set) or a header set
 //! by an earlier filter.
 
-use super::abi::{self, Map};
+use super::host::Host;
 
 use crate::config::{Config, UserSource};
 use crate::flow::User;
 
-pub fn read(cfg: &Config) -> Option<User> {
+pub fn read(host: &dyn Host, cfg: &Config) -> Option<User> {
     match cfg.user.as_ref()? {
         UserSource::Metadata {
             namespace,
@@ -22,13 +22,14 @@ pub fn read(cfg: &Config) -> Option<User> {
                 namespace.as_str(),
                 key.as_str(),
             ];
-            let sub = property(&base, subject_claim).and_then(|b| String::from_utf8(b).ok())?;
+            let sub =
+                property(host, &base, subject_claim).and_then(|b| String::from_utf8(b).ok())?;
             if sub.is_empty() {
                 return None;
             }
-            let auth_time = property(&base, auth_time_claim).and_then(|b| number(&b));
+            let auth_time = property(host, &base, auth_time_claim).and_then(|b| number(&b));
             // A session id is an opaque string; anything else (or an absurd size) is ignored.
-            let session = property(&base, session_claim)
+            let session = property(host, &base, session_claim)
                 .and_then(|b| String::from_utf8(b).ok())
                 .filter(|s| !s.is_empty() && s.len() <= 1024);
             Some(User {
@@ -38,8 +39,7 @@ pub fn read(cfg: &Config) -> Option<User> {
             })
         }
         UserSource::Header { name } => {
-            let v = abi::header(Map::RequestHeaders, name).ok()??;
-            let sub = String::from_utf8(v).ok()?;
+            let sub = host.request_header(name)?;
             (!sub.is_empty()).then_some(User {
                 sub,
                 auth_time: None,
@@ -49,10 +49,10 @@ pub fn read(cfg: &Config) -> Option<User> {
     }
 }
 
-fn property(base: &[&str; 4], leaf: &str) -> Option<Vec<u8>> {
+fn property(host: &dyn Host, base: &[&str; 4], leaf: &str) -> Option<Vec<u8>> {
     let mut path: Vec<&str> = base.to_vec();
     path.push(leaf);
-    abi::property(&path).ok().flatten()
+    host.property(&path)
 }
 
 /// A JSON number in metadata arrives as 8 bytes (a double from a protobuf Struct, or an
