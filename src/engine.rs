@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::endpoints;
 use crate::error::OAuthError;
 use crate::flow::{
-    Answer, Ctx, Interrupt, Journal, JwksLookup, Local, Lookup, Need, Now, Request, StoreOp,
-    StoreResult, SyncStore,
+    Answer, Ctx, Interrupt, Journal, JwksLookup, Local, Lookup, Need, Now, Request, SessionOp,
+    StoreOp, StoreResult, SyncStore,
 };
 use crate::http::{Headers, Outcome, Response};
 use crate::jwks_fetch::{self, JwksCache};
@@ -121,9 +121,8 @@ pub struct Engine {
     oidc_metadata: Vec<u8>,
     cache: RefCell<LocalCache>,
     jwks_cache: RefCell<JwksCache>,
-    /// etcd login token and leases (remote store only).
-    etcd_token: RefCell<Option<String>>,
-    leases: RefCell<crate::etcd::LeaseCache>,
+    /// The etcd login token and leases (remote store only).
+    etcd: RefCell<crate::etcd::Session>,
     events: Cell<Events>,
     /// Access tokens this worker verified at protected routes.
     verified: RefCell<crate::protect::cache::Verified>,
@@ -188,8 +187,7 @@ impl Engine {
             oidc_metadata,
             cache: RefCell::new(LocalCache::default()),
             jwks_cache: RefCell::new(JwksCache::default()),
-            etcd_token: RefCell::new(None),
-            leases: RefCell::new(crate::etcd::LeaseCache::default()),
+            etcd: RefCell::new(crate::etcd::Session::default()),
             events: Cell::new(Events::default()),
             verified: RefCell::new(verified),
             resource_docs,
@@ -630,44 +628,31 @@ impl Engine {
     /// The call for a store operation when the state lives in etcd (`None` with shared data).
     pub fn store_call(&self, op: &StoreOp, now: Now) -> Option<Call> {
         let cfg = self.config.etcd.as_ref()?;
-        let lease = match op {
-            StoreOp::Cas { expires_at_ms, .. } => self.leases.borrow().get(
-                crate::etcd::class_for(*expires_at_ms, now.unix_ms),
-                now.unix_ms,
-            ),
-            _ => None,
-        };
-        let token = self.etcd_token.borrow().clone();
-        Some(crate::etcd::call(cfg, op, lease, token.as_deref()))
+        Some(self.etcd.borrow().call(cfg, op, now.unix_ms))
     }
 
-    /// etcd's answer to a store operation; keeps logins and leases for what follows.
-    pub fn store_answer(
+    /// etcd's answer to a store operation.
+    pub fn store_answer(&self, op: &StoreOp, status: Option<u16>, body: &[u8]) -> StoreResult {
+        self.etcd.borrow_mut().answer(op, status, body)
+    }
+
+    /// The call for an etcd login or lease (`None` with shared data).
+    pub fn session_call(&self, op: &SessionOp) -> Option<Call> {
+        let cfg = self.config.etcd.as_ref()?;
+        Some(self.etcd.borrow().session_call(cfg, op))
+    }
+
+    /// etcd's answer to a login or lease, kept for the operations that follow.
+    pub fn session_answer(
         &self,
-        op: &StoreOp,
+        op: &SessionOp,
         status: Option<u16>,
         body: &[u8],
         now: Now,
-    ) -> StoreResult {
-        use crate::etcd::Parsed;
-        match crate::etcd::parse(op, status, body) {
-            Parsed::Result(r) => r,
-            Parsed::Lease(id) => {
-                if let StoreOp::Lease { ttl_s } = op {
-                    let class = ttl_s.saturating_sub(crate::etcd::LEASE_REUSE_S + 5);
-                    self.leases.borrow_mut().put(class, id, now.unix_ms);
-                }
-                StoreResult::Lease
-            }
-            Parsed::Token(t) => {
-                *self.etcd_token.borrow_mut() = Some(t);
-                StoreResult::Authenticated
-            }
-            Parsed::Unauthenticated => {
-                *self.etcd_token.borrow_mut() = None;
-                StoreResult::Failed
-            }
-        }
+    ) -> bool {
+        self.etcd
+            .borrow_mut()
+            .session_answer(op, status, body, now.unix_ms)
     }
 
     /// The answer to a `jwks_uri` fetch (`status` `None` for a reset or a failed dispatch).
@@ -784,26 +769,12 @@ impl Local for LocalAnswers<'_> {
         self.engine.config.etcd.is_some()
     }
 
-    fn remote_prerequisite(&self, op: &StoreOp) -> Option<StoreOp> {
+    fn remote_prerequisite(&self, op: &StoreOp) -> Option<SessionOp> {
         let cfg = self.engine.config.etcd.as_ref()?;
-        if cfg.credentials.is_some() && self.engine.etcd_token.borrow().is_none() {
-            return Some(StoreOp::Authenticate);
-        }
-        if let StoreOp::Cas { expires_at_ms, .. } = op {
-            let class = crate::etcd::class_for(*expires_at_ms, self.now.unix_ms);
-            if self
-                .engine
-                .leases
-                .borrow()
-                .get(class, self.now.unix_ms)
-                .is_none()
-            {
-                return Some(StoreOp::Lease {
-                    ttl_s: class + crate::etcd::LEASE_REUSE_S + 5,
-                });
-            }
-        }
-        None
+        self.engine
+            .etcd
+            .borrow()
+            .prerequisite(cfg, op, self.now.unix_ms)
     }
 
     fn jwks(&self, url: &str, refresh: bool) -> Option<JwksLookup> {

@@ -1,6 +1,7 @@
 //! The short-lived state in etcd, through its v3 JSON gateway (grpc-gateway; etcd ≥ 3.4): how a
-//! store operation becomes one HTTP call, and what the answer means. The adapter only
-//! dispatches; the engine keeps the login token and the leases.
+//! store operation becomes one HTTP call, and what the answer means. The gateway only
+//! dispatches; the [`Session`] (the login token and the leases, one per worker, kept by the
+//! engine) decides what must come before an operation and remembers what the answers gave.
 //!
 //! - `Get` → `POST /v3/kv/range`: the value and its `mod_revision` (the version), or
 //!   [`ABSENT`] when there is no such key;
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::config::EtcdConfig;
-use crate::flow::{StoreOp, StoreResult, ABSENT};
+use crate::flow::{SessionOp, StoreOp, StoreResult, ABSENT};
 use crate::registry::Call;
 
 /// How long a granted lease is used for new writes; it is granted this much longer than its
@@ -99,22 +100,39 @@ pub fn call(cfg: &EtcdConfig, op: &StoreOp, lease: Option<i64>, token: Option<&s
                 json!({"compare": [compare], "success": [{"request_put": put}]}),
             )
         }
-        StoreOp::Lease { ttl_s } => ("/v3/lease/grant", json!({ "TTL": ttl_s.to_string() })),
-        StoreOp::Authenticate => {
+    };
+    post(cfg, path, body, token)
+}
+
+/// The HTTP call for a session operation (a login carries no token).
+pub fn session_call(cfg: &EtcdConfig, op: &SessionOp, token: Option<&str>) -> Call {
+    match op {
+        SessionOp::Lease { ttl_s } => post(
+            cfg,
+            "/v3/lease/grant",
+            json!({ "TTL": ttl_s.to_string() }),
+            token,
+        ),
+        SessionOp::Authenticate => {
             let (name, password) = cfg.credentials.clone().unwrap_or_default();
-            (
+            post(
+                cfg,
                 "/v3/auth/authenticate",
                 json!({"name": name, "password": password}),
+                None,
             )
         }
-    };
+    }
+}
+
+fn post(cfg: &EtcdConfig, path: &str, body: serde_json::Value, token: Option<&str>) -> Call {
     let mut headers = vec![
         (":method", "POST".to_string()),
         (":path", path.to_string()),
         (":authority", cfg.authority.clone()),
         ("content-type", "application/json".to_string()),
     ];
-    if let (Some(t), false) = (token, matches!(op, StoreOp::Authenticate)) {
+    if let Some(t) = token {
         headers.push(("authorization", t.to_string()));
     }
     Call {
@@ -127,7 +145,7 @@ pub fn call(cfg: &EtcdConfig, op: &StoreOp, lease: Option<i64>, token: Option<&s
 }
 
 /// What an answer means, and what to remember from it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {
     Result(StoreResult),
     Lease(i64),
@@ -145,21 +163,28 @@ fn num(v: Option<&serde_json::Value>) -> Option<u64> {
     }
 }
 
-pub fn parse(op: &StoreOp, status: Option<u16>, body: &[u8]) -> Parsed {
+/// A 200 answer's JSON, or what any other answer means.
+fn envelope(status: Option<u16>, body: &[u8]) -> Result<serde_json::Value, Parsed> {
     let failed = Parsed::Result(StoreResult::Failed);
     let Some(status) = status else {
-        return failed;
+        return Err(failed);
     };
-    let v: serde_json::Value = match serde_json::from_slice(body) {
-        Ok(v) => v,
-        Err(_) => return failed,
-    };
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|_| failed.clone())?;
     if status == 401 || (status != 200 && is_auth_error(&v)) {
-        return Parsed::Unauthenticated;
+        return Err(Parsed::Unauthenticated);
     }
     if status != 200 {
-        return failed;
+        return Err(failed);
     }
+    Ok(v)
+}
+
+pub fn parse(op: &StoreOp, status: Option<u16>, body: &[u8]) -> Parsed {
+    let failed = Parsed::Result(StoreResult::Failed);
+    let v = match envelope(status, body) {
+        Ok(v) => v,
+        Err(p) => return p,
+    };
     match op {
         StoreOp::Get { .. } => {
             let kv = v.get("kvs").and_then(|k| k.get(0));
@@ -198,14 +223,106 @@ pub fn parse(op: &StoreOp, status: Option<u16>, body: &[u8]) -> Parsed {
                 Parsed::Result(StoreResult::Conflict)
             }
         }
-        StoreOp::Lease { .. } => match num(v.get("ID")).and_then(|id| i64::try_from(id).ok()) {
+    }
+}
+
+pub fn parse_session(op: &SessionOp, status: Option<u16>, body: &[u8]) -> Parsed {
+    let failed = Parsed::Result(StoreResult::Failed);
+    let v = match envelope(status, body) {
+        Ok(v) => v,
+        Err(p) => return p,
+    };
+    match op {
+        SessionOp::Lease { .. } => match num(v.get("ID")).and_then(|id| i64::try_from(id).ok()) {
             Some(id) if id != 0 => Parsed::Lease(id),
             _ => failed,
         },
-        StoreOp::Authenticate => match v.get("token").and_then(|t| t.as_str()) {
+        SessionOp::Authenticate => match v.get("token").and_then(|t| t.as_str()) {
             Some(t) if !t.is_empty() => Parsed::Token(t.to_string()),
             _ => failed,
         },
+    }
+}
+
+/// This worker's session with etcd: the login token (with authentication on) and a lease per
+/// lifetime class. What must come before an operation, the operation's call, and what each
+/// answer leaves behind.
+#[derive(Debug, Default)]
+pub struct Session {
+    token: Option<String>,
+    leases: LeaseCache,
+}
+
+impl Session {
+    /// What must happen before `op` can be sent: a login (authentication on, no token), then a
+    /// lease for a write (none fresh for its lifetime class).
+    pub fn prerequisite(&self, cfg: &EtcdConfig, op: &StoreOp, now_ms: u64) -> Option<SessionOp> {
+        if cfg.credentials.is_some() && self.token.is_none() {
+            return Some(SessionOp::Authenticate);
+        }
+        if let StoreOp::Cas { expires_at_ms, .. } = op {
+            let class = class_for(*expires_at_ms, now_ms);
+            if self.leases.get(class, now_ms).is_none() {
+                return Some(SessionOp::Lease {
+                    ttl_s: class + LEASE_REUSE_S + 5,
+                });
+            }
+        }
+        None
+    }
+
+    /// The call for a store operation, with the token and, for a write, its class's lease.
+    pub fn call(&self, cfg: &EtcdConfig, op: &StoreOp, now_ms: u64) -> Call {
+        let lease = match op {
+            StoreOp::Cas { expires_at_ms, .. } => {
+                self.leases.get(class_for(*expires_at_ms, now_ms), now_ms)
+            }
+            StoreOp::Get { .. } => None,
+        };
+        call(cfg, op, lease, self.token.as_deref())
+    }
+
+    pub fn session_call(&self, cfg: &EtcdConfig, op: &SessionOp) -> Call {
+        session_call(cfg, op, self.token.as_deref())
+    }
+
+    /// A store operation's answer; a refused token is forgotten (the next operation logs in).
+    pub fn answer(&mut self, op: &StoreOp, status: Option<u16>, body: &[u8]) -> StoreResult {
+        match parse(op, status, body) {
+            Parsed::Result(r) => r,
+            Parsed::Unauthenticated => {
+                self.token = None;
+                StoreResult::Failed
+            }
+            // Not answers to a store operation.
+            Parsed::Lease(_) | Parsed::Token(_) => StoreResult::Failed,
+        }
+    }
+
+    /// A session operation's answer, kept: whether it succeeded.
+    pub fn session_answer(
+        &mut self,
+        op: &SessionOp,
+        status: Option<u16>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> bool {
+        match (parse_session(op, status, body), op) {
+            (Parsed::Lease(id), SessionOp::Lease { ttl_s }) => {
+                let class = ttl_s.saturating_sub(LEASE_REUSE_S + 5);
+                self.leases.put(class, id, now_ms);
+                true
+            }
+            (Parsed::Token(t), SessionOp::Authenticate) => {
+                self.token = Some(t);
+                true
+            }
+            (Parsed::Unauthenticated, _) => {
+                self.token = None;
+                false
+            }
+            _ => false,
+        }
     }
 }
 
@@ -275,7 +392,7 @@ mod tests {
         };
         let b = body(&call(&cfg(), &update, None, None));
         assert_eq!(b["compare"][0]["mod_revision"], "42");
-        let a = call(&cfg(), &StoreOp::Authenticate, None, Some("old"));
+        let a = session_call(&cfg(), &SessionOp::Authenticate, Some("old"));
         assert!(!a.headers.iter().any(|(k, _)| *k == "authorization"));
         assert_eq!(body(&a), json!({"name": "oauth-edge", "password": "pw"}));
     }
@@ -316,15 +433,15 @@ mod tests {
             Parsed::Result(StoreResult::Conflict)
         );
         assert_eq!(
-            parse(
-                &StoreOp::Lease { ttl_s: 60 },
+            parse_session(
+                &SessionOp::Lease { ttl_s: 60 },
                 Some(200),
                 br#"{"ID":"123","TTL":"60"}"#
             ),
             Parsed::Lease(123)
         );
         assert_eq!(
-            parse(&StoreOp::Authenticate, Some(200), br#"{"token":"t.1"}"#),
+            parse_session(&SessionOp::Authenticate, Some(200), br#"{"token":"t.1"}"#),
             Parsed::Token("t.1".into())
         );
         assert_eq!(
@@ -355,5 +472,88 @@ mod tests {
         assert_eq!(c.get(60, 59_999), Some(5));
         assert_eq!(c.get(60, 60_000), None);
         assert_eq!(c.get(120, 0), None);
+    }
+
+    fn has_token(c: &Call, t: &str) -> bool {
+        c.headers.contains(&("authorization", t.to_string()))
+    }
+
+    #[test]
+    fn a_session_logs_in_then_leases_then_writes_and_logs_in_again_when_refused() {
+        let cfg = cfg();
+        let mut s = Session::default();
+        let now = 1_000_000;
+        let write = StoreOp::Cas {
+            key: "k".into(),
+            value: vec![],
+            cas: ABSENT,
+            expires_at_ms: now + 30_000,
+        };
+        let get = StoreOp::Get { key: "k".into() };
+        // Authentication on: a login first, for reads too.
+        assert_eq!(
+            s.prerequisite(&cfg, &get, now),
+            Some(SessionOp::Authenticate)
+        );
+        let login = s.session_call(&cfg, &SessionOp::Authenticate);
+        assert!(!login.headers.iter().any(|(k, _)| *k == "authorization"));
+        assert!(!s.session_answer(&SessionOp::Authenticate, Some(503), b"x", now));
+        assert_eq!(
+            s.prerequisite(&cfg, &get, now),
+            Some(SessionOp::Authenticate)
+        );
+        assert!(s.session_answer(
+            &SessionOp::Authenticate,
+            Some(200),
+            br#"{"token":"t.1"}"#,
+            now
+        ));
+        assert_eq!(s.prerequisite(&cfg, &get, now), None);
+        assert!(has_token(&s.call(&cfg, &get, now), "t.1"));
+        // A write needs a lease of its lifetime class (60 s), granted a minute longer.
+        let lease = SessionOp::Lease {
+            ttl_s: 60 + LEASE_REUSE_S + 5,
+        };
+        assert_eq!(s.prerequisite(&cfg, &write, now), Some(lease.clone()));
+        assert!(has_token(&s.session_call(&cfg, &lease), "t.1"));
+        assert!(s.session_answer(&lease, Some(200), br#"{"ID":"77"}"#, now));
+        assert_eq!(s.prerequisite(&cfg, &write, now), None);
+        assert_eq!(
+            body(&s.call(&cfg, &write, now))["success"][0]["request_put"]["lease"],
+            "77"
+        );
+        // The lease is reused for a minute, then a new one is asked for.
+        let later = now + LEASE_REUSE_S * 1000;
+        let write_later = StoreOp::Cas {
+            key: "k".into(),
+            value: vec![],
+            cas: ABSENT,
+            expires_at_ms: later + 30_000,
+        };
+        assert!(matches!(
+            s.prerequisite(&cfg, &write_later, later),
+            Some(SessionOp::Lease { .. })
+        ));
+        // etcd forgot the token (restart, expiry): the operation fails, the next logs in.
+        let refused = br#"{"error":"etcdserver: invalid auth token","code":16}"#;
+        assert_eq!(s.answer(&get, Some(401), refused), StoreResult::Failed);
+        assert_eq!(
+            s.prerequisite(&cfg, &get, later),
+            Some(SessionOp::Authenticate)
+        );
+    }
+
+    #[test]
+    fn without_authentication_reads_need_nothing() {
+        let mut cfg = cfg();
+        cfg.credentials = None;
+        let s = Session::default();
+        let get = StoreOp::Get { key: "k".into() };
+        assert_eq!(s.prerequisite(&cfg, &get, 0), None);
+        assert!(!s
+            .call(&cfg, &get, 0)
+            .headers
+            .iter()
+            .any(|(k, _)| *k == "authorization"));
     }
 }

@@ -528,7 +528,6 @@ mod tests {
                         StoreResult::Written
                     }
                 },
-                _ => StoreResult::Failed,
             }
         }
     }
@@ -541,7 +540,7 @@ mod tests {
         fn jwks(&self, _: &str, _: bool) -> Option<crate::flow::JwksLookup> {
             None
         }
-        fn remote_prerequisite(&self, _: &StoreOp) -> Option<StoreOp> {
+        fn remote_prerequisite(&self, _: &StoreOp) -> Option<crate::flow::SessionOp> {
             None
         }
         fn remote(&self) -> bool {

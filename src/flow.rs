@@ -113,11 +113,15 @@ pub enum StoreOp {
         /// When the record may be dropped: a remote store attaches a lease that outlives it.
         expires_at_ms: u64,
     },
-    /// Remote store only: a lease for records that must live `ttl_s` seconds.
-    Lease {
-        ttl_s: u64,
-    },
-    /// Remote store only: log in (etcd authentication).
+}
+
+/// What a remote store (etcd) needs before a [`StoreOp`] can be sent: the session the engine
+/// keeps with it (see [`crate::etcd::Session`]). Shared data has no such thing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOp {
+    /// A lease for records that must live `ttl_s` seconds.
+    Lease { ttl_s: u64 },
+    /// Log in (etcd authentication).
     Authenticate,
 }
 
@@ -136,10 +140,6 @@ pub enum StoreResult {
     Conflict,
     /// The store could not be reached or refused the operation.
     Failed,
-    /// A lease was granted (remote store; the engine keeps it for the writes that follow).
-    Lease,
-    /// Logged in (remote store; the engine keeps the token).
-    Authenticated,
 }
 
 /// A store that answers at once (Envoy's shared data). With one, store operations run inline
@@ -171,6 +171,8 @@ pub enum Need {
     /// This client's record: shared-data cache first, then the registry.
     Client(String),
     Store(StoreOp),
+    /// A remote store's login or lease, before a store operation.
+    Session(SessionOp),
     /// The JWK Set at this URL (a client's `jwks_uri`), fetched now.
     Jwks(String),
     /// An HTTP call to an Envoy cluster (the password grant's credential check).
@@ -192,6 +194,8 @@ pub struct HttpAnswer {
 pub enum Answer {
     Client(Lookup),
     Store(StoreResult),
+    /// Whether the session operation succeeded (the engine keeps what it got).
+    Session(bool),
     Jwks(JwksLookup),
     Http(HttpAnswer),
 }
@@ -204,7 +208,7 @@ pub trait Local {
     fn jwks(&self, url: &str, refresh: bool) -> Option<JwksLookup>;
     /// For a remote store: what must happen before `op` can be sent (log in, get a lease), if
     /// anything. `None` for the shared-data store.
-    fn remote_prerequisite(&self, op: &StoreOp) -> Option<StoreOp>;
+    fn remote_prerequisite(&self, op: &StoreOp) -> Option<SessionOp>;
     /// Whether the short-lived state lives in a remote store (answers in later callbacks).
     fn remote(&self) -> bool;
 }
@@ -347,17 +351,22 @@ impl<'a> Ctx<'a> {
         loop {
             let r = match self.next() {
                 Some(Answer::Store(r)) => r,
+                Some(Answer::Session(true)) => {
+                    prerequisites += 1;
+                    continue;
+                }
+                // A failed login or lease counts as a failed operation.
+                Some(Answer::Session(false)) => StoreResult::Failed,
                 Some(_) => return Err(internal("journal out of order")),
                 None => {
-                    let ask = match self.local.remote_prerequisite(&op) {
-                        Some(pre) if prerequisites < 4 => pre,
-                        _ => op.clone(),
+                    let need = match self.local.remote_prerequisite(&op) {
+                        Some(pre) if prerequisites < 4 => Need::Session(pre),
+                        _ => Need::Store(op.clone()),
                     };
-                    return Err(Interrupt::Need(Need::Store(ask)));
+                    return Err(Interrupt::Need(need));
                 }
             };
             match r {
-                StoreResult::Lease | StoreResult::Authenticated => prerequisites += 1,
                 StoreResult::Failed if failures == 0 => failures += 1,
                 r => return Ok(r),
             }

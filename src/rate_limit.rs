@@ -243,7 +243,6 @@ mod tests {
                         StoreResult::Written
                     }
                 },
-                _ => StoreResult::Failed,
             }
         }
     }
@@ -256,7 +255,7 @@ mod tests {
         fn jwks(&self, _: &str, _: bool) -> Option<crate::flow::JwksLookup> {
             None
         }
-        fn remote_prerequisite(&self, _: &StoreOp) -> Option<StoreOp> {
+        fn remote_prerequisite(&self, _: &StoreOp) -> Option<crate::flow::SessionOp> {
             None
         }
         fn remote(&self) -> bool {

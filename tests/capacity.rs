@@ -101,7 +101,6 @@ impl SyncStore for Shared {
                 Some(_) => StoreResult::Conflict,
                 None => StoreResult::Failed,
             },
-            _ => StoreResult::Failed,
         }
     }
 }
@@ -114,7 +113,7 @@ impl Local for NoLocal {
     fn jwks(&self, _: &str, _: bool) -> Option<JwksLookup> {
         None
     }
-    fn remote_prerequisite(&self, _: &StoreOp) -> Option<StoreOp> {
+    fn remote_prerequisite(&self, _: &StoreOp) -> Option<oauth_edge::flow::SessionOp> {
         None
     }
     fn remote(&self) -> bool {

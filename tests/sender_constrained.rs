@@ -1003,7 +1003,7 @@ impl oauth_edge::flow::Local for NoLocal {
     fn remote_prerequisite(
         &self,
         _: &oauth_edge::flow::StoreOp,
-    ) -> Option<oauth_edge::flow::StoreOp> {
+    ) -> Option<oauth_edge::flow::SessionOp> {
         None
     }
     fn remote(&self) -> bool {

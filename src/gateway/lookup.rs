@@ -7,7 +7,7 @@
 
 use crate::engine::Engine;
 use crate::flow::{
-    Answer, HttpAnswer, JwksLookup, Lookup, Need, Now, StoreOp, StoreResult, SyncStore,
+    Answer, HttpAnswer, JwksLookup, Lookup, Need, Now, SessionOp, StoreOp, StoreResult, SyncStore,
 };
 use crate::http::Call;
 
@@ -24,6 +24,8 @@ pub enum Waiting {
     Http,
     /// A store operation on etcd.
     Store(StoreOp),
+    /// An etcd login or lease.
+    Session(SessionOp),
 }
 
 /// The lookups that requests waiting for the same answer share (see [`crate::flights`]).
@@ -38,7 +40,7 @@ impl Waiting {
         match self {
             Waiting::Client(id) => Some(FlightKey::Client(id.clone())),
             Waiting::Jwks(url) => Some(FlightKey::Jwks(url.clone())),
-            Waiting::Http | Waiting::Store(_) => None,
+            Waiting::Http | Waiting::Store(_) | Waiting::Session(_) => None,
         }
     }
 }
@@ -56,6 +58,11 @@ pub fn outgoing(
             Some(call) => Ok((call, Waiting::Store(op))),
             // Shared data answers inline; kept so a Need is always answered.
             None => Err(Answer::Store(SharedStore(host).run(&op))),
+        },
+        Need::Session(op) => match engine.session_call(&op) {
+            Some(call) => Ok((call, Waiting::Session(op))),
+            // Shared data has no session; the flow never asks for one there.
+            None => Err(Answer::Session(false)),
         },
         Need::Http(call) => Ok((call, Waiting::Http)),
         Need::Jwks(url) => match engine.jwks_call(&url) {
@@ -98,7 +105,7 @@ pub fn answer(
 ) -> Answer {
     match waiting {
         Waiting::Store(op) => {
-            let result = engine.store_answer(&op, status, body, now);
+            let result = engine.store_answer(&op, status, body);
             if result == StoreResult::Failed {
                 host.log(
                     Level::Warn,
@@ -106,6 +113,16 @@ pub fn answer(
                 );
             }
             Answer::Store(result)
+        }
+        Waiting::Session(op) => {
+            let ok = engine.session_answer(&op, status, body, now);
+            if !ok {
+                host.log(
+                    Level::Warn,
+                    &format!("oauth-edge: etcd {op:?} failed (status {status:?})"),
+                );
+            }
+            Answer::Session(ok)
         }
         Waiting::Http => {
             if status.is_none_or(|s| s >= 500) {
@@ -181,8 +198,6 @@ impl SyncStore for SharedStore<'_> {
                     Err(SetError::Other(_)) => StoreResult::Failed,
                 }
             }
-            // etcd sessions have no meaning in shared data.
-            StoreOp::Lease { .. } | StoreOp::Authenticate => StoreResult::Failed,
         }
     }
 }

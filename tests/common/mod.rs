@@ -67,7 +67,6 @@ impl SyncStore for SharedData {
                     cas: u64::from(cas.unwrap_or(0)),
                 }
             }
-            StoreOp::Lease { .. } | StoreOp::Authenticate => StoreResult::Failed,
             StoreOp::Cas {
                 key, value, cas, ..
             } => {
@@ -212,7 +211,7 @@ impl Host {
             Err(answer) => return answer,
         };
         let (status, body) = match &waiting {
-            Waiting::Store(_) => {
+            Waiting::Store(_) | Waiting::Session(_) => {
                 let etcd = self.etcd.as_ref().expect("a store call goes to etcd");
                 etcd.borrow_mut().handle(&call, now.unix_ms / 1000)
             }
