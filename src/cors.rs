@@ -193,6 +193,7 @@ pub fn preflight(kind: Kind, ep: Endpoint, origins: &Origins, headers: &Headers)
         body: Vec::new(),
         outcome: Outcome::Served,
         forward: None,
+        cause: None,
     };
     if kind.any_origin() {
         r.headers.push(("access-control-allow-origin", "*".into()));

@@ -798,8 +798,8 @@ pub fn found(lookup: Lookup, unknown: OAuthError) -> Result<Rc<crate::client::Cl
     match lookup {
         Lookup::Found(c) => Ok(c),
         Lookup::NotFound => Err(unknown),
-        Lookup::Unavailable(_) => Err(OAuthError::server_error(
-            "the client registry is unavailable",
-        )),
+        Lookup::Unavailable(why) => {
+            Err(OAuthError::server_error("the client registry is unavailable").with_cause(why))
+        }
     }
 }

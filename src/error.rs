@@ -140,6 +140,10 @@ pub struct OAuthError {
     pub retry_after: Option<u64>,
     /// A fresh DPoP server nonce for the client to use (RFC 9449 §8).
     pub dpop_nonce: Option<String>,
+    /// What went wrong inside, for the operator's log (Envoy's log, through the gateway); never
+    /// in the answer. No secret or token goes in here. Boxed: errors travel in every
+    /// `Result` of the flows, and a cause is rare.
+    pub cause: Option<Box<Cow<'static, str>>>,
 }
 
 impl OAuthError {
@@ -153,6 +157,7 @@ impl OAuthError {
             allow: None,
             retry_after: None,
             dpop_nonce: None,
+            cause: None,
         }
     }
 
@@ -174,6 +179,18 @@ impl OAuthError {
     pub fn server_error(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::ServerError, d)
     }
+    /// A failure of ours: the client hears `server_error` / "internal error", the log hears
+    /// `cause`.
+    pub fn internal(cause: impl Into<Cow<'static, str>>) -> Self {
+        Self::server_error("internal error").with_cause(cause)
+    }
+
+    /// Keeps what went wrong for the log (see [`OAuthError::cause`]).
+    pub fn with_cause(mut self, cause: impl Into<Cow<'static, str>>) -> Self {
+        self.cause = Some(Box::new(cause.into()));
+        self
+    }
+
     pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new(ErrorCode::InvalidGrant, d)
     }
@@ -242,6 +259,7 @@ impl OAuthError {
         })
         .unwrap_or_else(|_| br#"{"error":"server_error"}"#.to_vec());
         let mut resp = Response::json(self.status, body, Outcome::Error(self.code));
+        resp.cause = self.cause.map(|c| *c);
         resp.no_store();
         if self.status == 401 {
             let c = match (self.basic_challenge, self.challenge) {
@@ -272,6 +290,19 @@ impl From<OAuthError> for Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_for_the_log_not_the_client() {
+        let r = OAuthError::internal("the signing key is gone").into_response();
+        assert_eq!(r.status, 500);
+        let body = String::from_utf8(r.body.clone()).unwrap();
+        assert_eq!(
+            body,
+            r#"{"error":"server_error","error_description":"internal error"}"#
+        );
+        assert_eq!(r.cause.as_deref(), Some("the signing key is gone"));
+        assert_eq!(OAuthError::invalid_request("x").into_response().cause, None);
+    }
 
     fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
         r.headers

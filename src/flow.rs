@@ -487,6 +487,6 @@ impl<'a> Ctx<'a> {
 }
 
 /// An internal failure: the client hears `server_error`, the detail stays out of the answer.
-pub fn internal(_why: &'static str) -> Interrupt {
-    Interrupt::Error(OAuthError::server_error("internal error"))
+pub fn internal(why: &'static str) -> Interrupt {
+    Interrupt::Error(OAuthError::internal(why))
 }

@@ -36,6 +36,8 @@ pub struct Response {
     pub outcome: Outcome,
     /// Set for [`Outcome::Forwarded`]: nothing is answered, the request goes on.
     pub forward: Option<Box<Forward>>,
+    /// Why an internal failure happened, for the operator's log only (never sent).
+    pub cause: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Response {
@@ -46,6 +48,7 @@ impl Response {
             body,
             outcome,
             forward: None,
+            cause: None,
         }
     }
 
@@ -57,6 +60,7 @@ impl Response {
             body: Vec::new(),
             outcome: Outcome::Forwarded,
             forward: Some(Box::new(f)),
+            cause: None,
         }
     }
 

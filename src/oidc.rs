@@ -60,10 +60,10 @@ pub fn key_for<'a>(keys: &'a KeySet, client: &Client) -> Result<&'a SigningKey, 
 }
 
 pub fn sign(key: &SigningKey, claims: &IdTokenClaims<'_>) -> Result<String, OAuthError> {
-    let json =
-        serde_json::to_vec(claims).map_err(|_| OAuthError::server_error("internal error"))?;
+    let json = serde_json::to_vec(claims)
+        .map_err(|e| OAuthError::internal(format!("ID token claims: {e}")))?;
     key.sign_id_token(&json)
-        .ok_or_else(|| OAuthError::server_error("internal error"))
+        .ok_or_else(|| OAuthError::internal("the ID token could not be signed"))
 }
 
 #[cfg(test)]

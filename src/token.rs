@@ -99,10 +99,10 @@ pub fn sign_access_token(
     key: &SigningKey,
     claims: &AccessTokenClaims<'_>,
 ) -> Result<String, OAuthError> {
-    let json =
-        serde_json::to_vec(claims).map_err(|_| OAuthError::server_error("internal error"))?;
+    let json = serde_json::to_vec(claims)
+        .map_err(|e| OAuthError::internal(format!("access token claims: {e}")))?;
     key.sign_access_token(&json)
-        .ok_or_else(|| OAuthError::server_error("internal error"))
+        .ok_or_else(|| OAuthError::internal("the access token could not be signed"))
 }
 
 /// A successful token answer (flat JSON, `no-store`).
@@ -153,7 +153,7 @@ impl TokenAnswer<'_> {
                 r.no_store();
                 r
             }
-            Err(_) => OAuthError::server_error("internal error").into_response(),
+            Err(e) => OAuthError::internal(format!("token response: {e}")).into_response(),
         }
     }
 }

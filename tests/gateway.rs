@@ -387,6 +387,11 @@ fn failed_calls_become_clean_errors_and_the_next_request_works() {
         .iter()
         .any(|(l, m)| *l == Level::Error && m.contains("cannot call the cluster")));
     vm.h.refuse_dispatch.set(false);
+    // Why, in the log with the endpoint; not in the answer.
+    assert!(vm.h.logs.borrow().iter().any(|(l, m)| *l == Level::Error
+        && m.contains("token answered 500: ")
+        && m.contains("registry")));
+    assert!(!body.to_string().contains("BadArgument"));
     // A reset (no headers), a body over the limit, garbage, a 503: each a clean answer.
     for (status, body) in [
         (None, Vec::new()),

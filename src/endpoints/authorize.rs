@@ -182,6 +182,7 @@ pub(crate) fn redirect(base: &str, params: &[(&str, &str)], outcome: Outcome) ->
         body: Vec::new(),
         outcome,
         forward: None,
+        cause: None,
     };
     r.no_store();
     r

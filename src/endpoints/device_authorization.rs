@@ -94,7 +94,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             expires_in: dev.lifetime.as_secs(),
             interval: dev.interval.as_secs(),
         })
-        .map_err(|_| OAuthError::server_error("internal error"))?;
+        .map_err(|e| OAuthError::internal(format!("device authorization response: {e}")))?;
         let mut r = Response::json(200, body, Outcome::Issued("device_authorization"));
         r.no_store();
         return Ok(r);

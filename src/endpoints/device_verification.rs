@@ -45,6 +45,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 body: Vec::new(),
                 outcome: Outcome::Served,
                 forward: None,
+                cause: None,
             };
             r.no_store();
             return Ok(r);

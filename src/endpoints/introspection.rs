@@ -91,8 +91,8 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             None => inactive(),
         }
     };
-    let body =
-        serde_json::to_vec(&answer).map_err(|_| OAuthError::server_error("internal error"))?;
+    let body = serde_json::to_vec(&answer)
+        .map_err(|e| OAuthError::internal(format!("introspection response: {e}")))?;
     let mut r = Response::json(200, body, Outcome::Served);
     r.no_store();
     Ok(r)

@@ -87,7 +87,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         request_uri: format!("{REQUEST_URI_PREFIX}{}", handle.encode()),
         expires_in: ttl.as_secs(),
     })
-    .map_err(|_| OAuthError::server_error("internal error"))?;
+    .map_err(|e| OAuthError::internal(format!("PAR response: {e}")))?;
     let mut r = Response::json(201, body, Outcome::Issued("pushed_authorization"));
     r.no_store();
     Ok(r)

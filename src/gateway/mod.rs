@@ -479,6 +479,7 @@ impl Gateway {
                     Level::Error,
                     &format!("oauth-edge[{context}]: cannot read the request body: {e}"),
                 );
+                // Already logged with its cause.
                 let r = OAuthError::server_error("internal error").into();
                 self.finish(host, context, engine, metrics, r);
             }
@@ -674,8 +675,16 @@ impl Gateway {
             }
             return;
         }
-        if let Some(a) = self.active(context) {
+        let endpoint = self.active(context).map(|a| {
             a.answered = true;
+            a.endpoint
+        });
+        if let Some(cause) = &r.cause {
+            let at = endpoint.map_or("?", |e| e.name());
+            host.log(
+                Level::Error,
+                &format!("oauth-edge[{context}]: {at} answered {}: {cause}", r.status),
+            );
         }
         respond(host, metrics, engine, r);
     }

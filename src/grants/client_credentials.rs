@@ -47,7 +47,7 @@ pub fn handle(
     let key = cfg
         .keys
         .active()
-        .ok_or_else(|| OAuthError::server_error("internal error"))?;
+        .ok_or_else(|| OAuthError::internal("no active signing key"))?;
     let ttl = cfg.access_token_ttl.as_secs();
     let jti = token::new_jti(ctx)?;
     let now_secs = ctx.now.secs();

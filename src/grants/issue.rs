@@ -63,7 +63,7 @@ pub fn issue_as(
     let key = cfg
         .keys
         .active()
-        .ok_or_else(|| OAuthError::server_error("internal error"))?;
+        .ok_or_else(|| OAuthError::internal("no active signing key"))?;
     let now = ctx.now.secs();
     let ttl = cfg.access_token_ttl.as_secs();
     let jti = match opts.jti {

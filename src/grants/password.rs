@@ -69,7 +69,7 @@ pub fn handle(
         "password": password,
         "client_id": client.client_id,
     }))
-    .map_err(|_| OAuthError::server_error("internal error"))?;
+    .map_err(|e| OAuthError::internal(format!("the credential check request: {e}")))?;
     let answer = ctx.http(HttpCall {
         cluster: pw.cluster.clone(),
         headers: vec![

@@ -166,7 +166,7 @@ pub fn handle(
     let key = cfg
         .keys
         .active()
-        .ok_or_else(|| OAuthError::server_error("internal error"))?;
+        .ok_or_else(|| OAuthError::internal("no active signing key"))?;
     let now = ctx.now.secs();
     let exp = now
         .saturating_add(cfg.access_token_ttl.as_secs())
