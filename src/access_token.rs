@@ -8,7 +8,6 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::flow::{Ctx, FlowResult, StoreResult};
 use crate::jws::{Alg, Audience, Untrusted};
-use crate::store;
 
 /// The claims of one of our access tokens (RFC 9068 §2.2 and what we add).
 #[derive(Deserialize, Debug, Clone)]
@@ -97,7 +96,7 @@ fn bump_epoch(cfg: &Config, ctx: &mut Ctx<'_>) -> FlowResult<()> {
 }
 
 pub fn is_revoked(cfg: &Config, ctx: &mut Ctx<'_>, claims: &Claims) -> FlowResult<bool> {
-    store::seen(ctx, cfg.rings.revoked, &deny_id(&claims.jti))
+    crate::replay::seen(ctx, cfg.rings.revoked, &deny_id(&claims.jti))
 }
 
 /// Puts the token on the deny-list until it expires anyway.
@@ -123,7 +122,7 @@ pub fn deny(cfg: &Config, ctx: &mut Ctx<'_>, at: &Issued) -> FlowResult<()> {
     if at.expired(ctx.now.unix_ms) {
         return Ok(());
     }
-    store::remember_once(
+    crate::replay::remember_once(
         ctx,
         cfg.rings.revoked,
         &deny_id(&at.0),

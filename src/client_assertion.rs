@@ -25,7 +25,6 @@ use crate::flow::{Ctx, FlowResult, JwksLookup};
 use crate::jwk::JwkSet;
 use crate::jws::{Audience, Untrusted};
 use crate::ring_share::{self, Kind, Owner};
-use crate::store;
 
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
@@ -153,7 +152,7 @@ pub fn verify(cfg: &Config, client: &Client, assertion: &str, ctx: &mut Ctx<'_>)
     let id = format!("assertion\0{}\0{}", client.client_id, jti);
     // The assertion's signature is verified: the client itself pays for the entry.
     ring_share::charge(cfg, ctx, Kind::Assertion, Owner::Client(client))?;
-    if !store::remember_once(ctx, cfg.rings.jtis, &id, exp.saturating_add(skew))? {
+    if !crate::replay::remember_once(ctx, cfg.rings.jtis, &id, exp.saturating_add(skew))? {
         return Err(failed("the client assertion has been used before").into());
     }
     Ok(())

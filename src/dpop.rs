@@ -36,7 +36,6 @@ use crate::http::Headers;
 use crate::jwk::PublicJwk;
 use crate::jws::Untrusted;
 use crate::ring_share::{self, Kind, Owner};
-use crate::store;
 
 /// A proof that passed every check: the key the tokens get bound to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,7 +198,7 @@ pub fn record(cfg: &Config, owner: Owner<'_>, proof: &Proof, ctx: &mut Ctx<'_>) 
     // The entry is charged to its owner: the authenticated client (a public one at the
     // caller's address), or at a protected route the key the access token is bound to.
     ring_share::charge(cfg, ctx, Kind::DpopProof, owner)?;
-    if !store::remember_once(ctx, cfg.rings.jtis, &proof.replay_id, proof.replay_until)? {
+    if !crate::replay::remember_once(ctx, cfg.rings.jtis, &proof.replay_id, proof.replay_until)? {
         return Err(bad("the DPoP proof's jti has been used before").into());
     }
     Ok(())

@@ -7,7 +7,7 @@ pub enum Outcome {
     /// Tokens were issued for this grant type.
     Issued(&'static str),
     /// An OAuth error was answered.
-    Error(crate::error::ErrorCode),
+    Error(crate::error_code::ErrorCode),
     /// A document (metadata, JWKS) was served.
     Served,
     /// A request to a protected route goes on to the upstream (see [`Response::forward`]).

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jws::Alg;
+use crate::keys::Alg;
 
 /// Members only a private (or symmetric) JWK has (RFC 7518 §6.2.2, §6.3.2, §6.4, RFC 8037 §2).
 const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
@@ -90,7 +90,7 @@ impl PublicJwk {
         let alg = match o.get("alg") {
             None => None,
             Some(Value::String(s)) => Some(
-                crate::jws::verify_alg(s)
+                crate::keys::verify_alg(s)
                     .ok_or(Refusal::Unsupported("unsupported alg"))?
                     .0,
             ),

@@ -38,15 +38,7 @@ pub struct Header {
     crit: Option<Value>,
 }
 
-/// An `alg` name of a signature to verify: ours, plus RFC 9864's fully-specified `Ed25519`
-/// (the same signature as `EdDSA` over Ed25519, which RFC 9864 deprecates). Returns the
-/// algorithm and its canonical name as sent.
-pub fn verify_alg(name: &str) -> Option<(Alg, &'static str)> {
-    match name {
-        "Ed25519" => Some((Alg::EdDSA, "Ed25519")),
-        other => Alg::parse(other).map(|a| (a, a.as_str())),
-    }
-}
+pub use crate::keys::verify_alg;
 
 /// A parsed, not yet verified compact JWS.
 pub struct Untrusted<'a> {

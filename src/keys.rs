@@ -10,6 +10,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+/// An `alg` name of a signature to verify: ours, plus RFC 9864's fully-specified `Ed25519`
+/// (the same signature as `EdDSA` over Ed25519, which RFC 9864 deprecates). Returns the
+/// algorithm and its canonical name as sent.
+pub fn verify_alg(name: &str) -> Option<(Alg, &'static str)> {
+    match name {
+        "Ed25519" => Some((Alg::EdDSA, "Ed25519")),
+        other => Alg::parse(other).map(|a| (a, a.as_str())),
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Alg {
     EdDSA,

@@ -31,6 +31,7 @@ pub mod duration;
 pub mod endpoints;
 pub mod engine;
 pub mod error;
+pub mod error_code;
 pub mod es256;
 pub mod etcd;
 pub mod families;

@@ -19,6 +19,28 @@ use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Interrupt, StoreResult};
 use crate::store::Ring;
 
+/// A replay cache (assertion and DPoP proof `jti`s, revoked token ids): records `id` as seen
+/// until `exp_ms`. `Ok(true)` the first time, `Ok(false)` while an earlier sighting is live. Of
+/// concurrent callers with the same id, one wins. On shared data the ring's slots are buckets
+/// of several entries (this module); in a remote store each id is its own key
+/// ([`crate::store`]).
+pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> FlowResult<bool> {
+    if ring.remote {
+        crate::store::remember_once_remote(ctx, ring, id, exp_ms)
+    } else {
+        remember_in_buckets(ctx, ring, id, exp_ms)
+    }
+}
+
+/// Whether `id` was remembered by [`remember_once`] and has not expired (a deny-list lookup).
+pub fn seen(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
+    if ring.remote {
+        crate::store::seen_remote(ctx, ring, id)
+    } else {
+        seen_in_buckets(ctx, ring, id)
+    }
+}
+
 /// Entries per bucket.
 pub const BUCKET: usize = 8;
 
@@ -99,7 +121,7 @@ fn read(ctx: &mut Ctx<'_>, keys: &[String; 2]) -> FlowResult<[(Vec<Entry>, u64);
 
 /// `Ok(true)` the first time `id` is seen (it is then remembered until `exp_ms`), `Ok(false)`
 /// while an earlier sighting is live.
-pub fn remember(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> FlowResult<bool> {
+fn remember_in_buckets(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> FlowResult<bool> {
     let (h, keys) = place(ring, id);
     let exp = exp_ms.max(ctx.now.unix_ms.saturating_add(1));
     for _ in 0..4 {
@@ -130,7 +152,7 @@ pub fn remember(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> FlowRes
 }
 
 /// Whether `id` is remembered and not expired.
-pub fn seen(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
+fn seen_in_buckets(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
     let (h, keys) = place(ring, id);
     let buckets = read(ctx, &keys)?;
     Ok(buckets.iter().any(|(e, _)| e.iter().any(|x| x.h == h)))

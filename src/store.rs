@@ -529,15 +529,14 @@ pub fn update_keyed<T: Serialize>(
 /// Keys a remote replay-cache entry may use: one (a key per id; etcd has room).
 const ONCE_PROBES_REMOTE: u32 = 1;
 
-/// A replay cache (assertion and DPoP proof `jti`s): records `id` as seen until `exp_ms`.
-/// `Ok(true)` the first time, `Ok(false)` while an earlier sighting is live. Of concurrent
-/// callers with the same id, one wins. On shared data the ring's slots are buckets of several
-/// entries ([`crate::replay`]); in a remote store each id is its own key, created only if absent.
-pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> FlowResult<bool> {
-    if !ring.remote {
-        // Shared data: buckets of several entries (see crate::replay).
-        return crate::replay::remember(ctx, ring, id, exp_ms);
-    }
+/// [`crate::replay::remember_once`] in a remote store: each id is its own key, created only if
+/// absent.
+pub(crate) fn remember_once_remote(
+    ctx: &mut Ctx<'_>,
+    ring: Ring,
+    id: &str,
+    exp_ms: u64,
+) -> FlowResult<bool> {
     let (seed, h) = keyed(id);
     let now = ctx.now.unix_ms;
     for _ in 0..3 {
@@ -581,11 +580,8 @@ pub fn remember_once(ctx: &mut Ctx<'_>, ring: Ring, id: &str, exp_ms: u64) -> Fl
     Err(unavailable())
 }
 
-/// Whether `id` was remembered by [`remember_once`] and has not expired (a deny-list lookup).
-pub fn seen(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
-    if !ring.remote {
-        return crate::replay::seen(ctx, ring, id);
-    }
+/// [`crate::replay::seen`] in a remote store.
+pub(crate) fn seen_remote(ctx: &mut Ctx<'_>, ring: Ring, id: &str) -> FlowResult<bool> {
     let (seed, h) = keyed(id);
     let now = ctx.now.unix_ms;
     for i in 0..ONCE_PROBES_REMOTE {

@@ -1014,7 +1014,8 @@ impl oauth_edge::flow::Local for NoLocal {
 #[test]
 fn the_replay_cache_holds_several_ids_per_slot_and_catches_every_replay() {
     use oauth_edge::flow::{Ctx, Journal};
-    use oauth_edge::store::{remember_once, seen, Ring};
+    use oauth_edge::replay::{remember_once, seen};
+    use oauth_edge::store::Ring;
     let ring = Ring {
         name: "jti",
         size: 1024,
