@@ -402,9 +402,9 @@ impl Client {
         // One list for every grant: the older token-exchange-only name is read into it.
         let mut allowed_resources = m.allowed_resources;
         allowed_resources.extend(m.token_exchange_audiences);
-        crate::rar::check_registered(&allowed_resources)
+        check_registered(&allowed_resources)
             .map_err(|e| format!("client {id:?}: allowed_resources: {e}"))?;
-        crate::rar::check_registered(&m.token_exchange_subject_audiences)
+        check_registered(&m.token_exchange_subject_audiences)
             .map_err(|e| format!("client {id:?}: token_exchange_subject_audiences: {e}"))?;
         // RP-Initiated Logout §3.1 (like RFC 6749 §3.1.2): absolute URIs without a fragment.
         if m.post_logout_redirect_uris.iter().any(|u| {
@@ -538,6 +538,19 @@ pub fn hash_secret(secret: &str) -> String {
         s.push_str(&format!("{b:02x}"));
     }
     s
+}
+
+/// A registered list of resources or audiences: the operator's (or registry's) entries, each
+/// non-empty, at most 2048 bytes, without whitespace or control characters. (Token exchange
+/// audiences may be logical names, so URIs are not required here; a `resource` parameter is
+/// still checked to be a URI when it is asked for.)
+pub fn check_registered(list: &[String]) -> Result<(), &'static str> {
+    if list.iter().any(|r| {
+        r.is_empty() || r.len() > 2048 || r.chars().any(|c| c.is_whitespace() || c.is_control())
+    }) {
+        return Err("entries must be 1 to 2048 characters without spaces or control characters");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

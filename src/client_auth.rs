@@ -186,6 +186,53 @@ pub fn authenticate(client: &Client, presented: &Presented) -> Result<(), OAuthE
     }
 }
 
+/// RFC 8705 §2: authenticates a client registered for one of the mTLS methods by the request's
+/// certificate.
+pub fn tls(
+    cfg: &crate::config::Config,
+    client: &Client,
+    cert: Option<&crate::mtls::ClientCert>,
+    ctx: &mut crate::flow::Ctx<'_>,
+) -> crate::flow::FlowResult<()> {
+    let failed = || OAuthError::invalid_client("client authentication failed");
+    let Some(cert) = cert else {
+        return Err(OAuthError::invalid_client(
+            "this client authenticates with a TLS client certificate, and none was presented",
+        )
+        .into());
+    };
+    match client.auth_method {
+        AuthMethod::TlsClientAuth => {
+            let verified = cfg.mtls.as_ref().is_some_and(|m| m.chain_verified);
+            match &client.tls_client_name {
+                Some(name) if verified && name.matches(cert) => Ok(()),
+                _ => Err(failed().into()),
+            }
+        }
+        AuthMethod::SelfSignedTlsClientAuth => {
+            let set = match (&client.jwks, &client.jwks_uri) {
+                (Some(set), _) => set.clone(),
+                (None, Some(url)) => match ctx.jwks(url, false)? {
+                    crate::flow::JwksLookup::Found(set) => set,
+                    crate::flow::JwksLookup::Unavailable(_) => {
+                        return Err(OAuthError::invalid_client(
+                            "the client's jwks_uri could not be read",
+                        )
+                        .into())
+                    }
+                },
+                (None, None) => return Err(failed().into()),
+            };
+            if set.keys.iter().any(|k| k.x5c_sha256 == Some(cert.sha256)) {
+                Ok(())
+            } else {
+                Err(failed().into())
+            }
+        }
+        _ => Err(failed().into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

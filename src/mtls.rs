@@ -31,10 +31,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::client::{AuthMethod, Client};
-use crate::error::OAuthError;
-use crate::flow::{Ctx, FlowResult, JwksLookup};
-
 /// The client certificate of a request, as Envoy (or the trusted hop) saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClientCert {
@@ -349,7 +345,7 @@ pub enum TlsClientName {
 
 impl TlsClientName {
     /// RFC 8705 §2.1.2: the registered value equals the subject, or one SAN of the type.
-    fn matches(&self, cert: &ClientCert) -> bool {
+    pub fn matches(&self, cert: &ClientCert) -> bool {
         let sans = cert.sans.as_ref();
         match self {
             TlsClientName::SubjectDn(dn) => cert.subject.as_deref().is_some_and(|s| same_dn(s, dn)),
@@ -394,53 +390,6 @@ fn same_dn(a: &str, b: &str) -> bool {
             .collect()
     }
     parts(a) == parts(b)
-}
-
-/// RFC 8705 §2: authenticates a client registered for one of the mTLS methods by the request's
-/// certificate.
-pub fn authenticate(
-    cfg: &crate::config::Config,
-    client: &Client,
-    cert: Option<&ClientCert>,
-    ctx: &mut Ctx<'_>,
-) -> FlowResult<()> {
-    let failed = || OAuthError::invalid_client("client authentication failed");
-    let Some(cert) = cert else {
-        return Err(OAuthError::invalid_client(
-            "this client authenticates with a TLS client certificate, and none was presented",
-        )
-        .into());
-    };
-    match client.auth_method {
-        AuthMethod::TlsClientAuth => {
-            let verified = cfg.mtls.as_ref().is_some_and(|m| m.chain_verified);
-            match &client.tls_client_name {
-                Some(name) if verified && name.matches(cert) => Ok(()),
-                _ => Err(failed().into()),
-            }
-        }
-        AuthMethod::SelfSignedTlsClientAuth => {
-            let set = match (&client.jwks, &client.jwks_uri) {
-                (Some(set), _) => set.clone(),
-                (None, Some(url)) => match ctx.jwks(url, false)? {
-                    JwksLookup::Found(set) => set,
-                    JwksLookup::Unavailable(_) => {
-                        return Err(OAuthError::invalid_client(
-                            "the client's jwks_uri could not be read",
-                        )
-                        .into())
-                    }
-                },
-                (None, None) => return Err(failed().into()),
-            };
-            if set.keys.iter().any(|k| k.x5c_sha256 == Some(cert.sha256)) {
-                Ok(())
-            } else {
-                Err(failed().into())
-            }
-        }
-        _ => Err(failed().into()),
-    }
 }
 
 #[cfg(test)]

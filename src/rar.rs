@@ -132,19 +132,6 @@ pub fn narrow(
     Ok(out)
 }
 
-/// A registered list of resources or audiences: the operator's (or registry's) entries, each
-/// non-empty, at most 2048 bytes, without whitespace or control characters. (Token exchange
-/// audiences may be logical names, so URIs are not required here; a `resource` parameter is
-/// still checked to be a URI when it is asked for.)
-pub fn check_registered(list: &[String]) -> Result<(), &'static str> {
-    if list.iter().any(|r| {
-        r.is_empty() || r.len() > 2048 || r.chars().any(|c| c.is_whitespace() || c.is_control())
-    }) {
-        return Err("entries must be 1 to 2048 characters without spaces or control characters");
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
