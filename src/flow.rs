@@ -490,3 +490,181 @@ impl<'a> Ctx<'a> {
 pub fn internal(why: &'static str) -> Interrupt {
     Interrupt::Error(OAuthError::internal(why))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counting randomness: every byte says which call made it.
+    struct Counter(u8);
+    impl Random for Counter {
+        fn fill(&mut self, dest: &mut [u8]) -> Result<(), crate::random::RandomError> {
+            for b in dest {
+                self.0 = self.0.wrapping_add(1);
+                *b = self.0;
+            }
+            Ok(())
+        }
+    }
+
+    /// A worker with no static clients or caches; `remote`: state in etcd, which wants a login
+    /// before anything (until `logged_in`).
+    struct Worker {
+        remote: bool,
+        logged_in: std::cell::Cell<bool>,
+    }
+    impl Local for Worker {
+        fn client(&self, _: &str) -> Option<Lookup> {
+            None
+        }
+        fn jwks(&self, _: &str, _: bool) -> Option<JwksLookup> {
+            None
+        }
+        fn remote_prerequisite(&self, _: &StoreOp) -> Option<SessionOp> {
+            (self.remote && !self.logged_in.get()).then_some(SessionOp::Authenticate)
+        }
+        fn remote(&self) -> bool {
+            self.remote
+        }
+    }
+
+    const NOW: Now = Now { unix_ms: 1_000 };
+
+    /// A flow: a random id, a registry lookup, then a read; returns what it saw.
+    fn flow(ctx: &mut Ctx<'_>) -> FlowResult<(String, bool, StoreResult)> {
+        let id = ctx.random_id()?;
+        let found = matches!(ctx.client("c")?, Lookup::NotFound);
+        let r = ctx.get("k")?;
+        Ok((id, found, r))
+    }
+
+    fn run(
+        journal: &mut Journal,
+        local: &Worker,
+        rng: &mut Counter,
+    ) -> FlowResult<(String, bool, StoreResult)> {
+        let mut ctx = Ctx::new(NOW, rng, journal, local);
+        flow(&mut ctx)
+    }
+
+    fn need(r: FlowResult<(String, bool, StoreResult)>) -> Need {
+        match r {
+            Err(Interrupt::Need(n)) => n,
+            other => panic!("expected a need, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_rerun_takes_the_same_path_with_the_same_random_bytes() {
+        let local = Worker {
+            remote: false,
+            logged_in: false.into(),
+        };
+        let mut rng = Counter(0);
+        let mut j = Journal::default();
+        assert_eq!(
+            need(run(&mut j, &local, &mut rng)),
+            Need::Client("c".into())
+        );
+        j.answers.push(Answer::Client(Lookup::NotFound));
+        // No inline store: the read stops the flow too.
+        assert_eq!(
+            need(run(&mut j, &local, &mut rng)),
+            Need::Store(StoreOp::Get { key: "k".into() })
+        );
+        j.answers.push(Answer::Store(StoreResult::Value {
+            value: None,
+            cas: 3,
+        }));
+        let (id, not_found, r) = run(&mut j, &local, &mut rng).unwrap();
+        // The id was drawn once, on the first run, and replayed after.
+        assert_eq!(rng.0, 16);
+        let first: Vec<u8> = (1..=16).collect();
+        use base64::Engine as _;
+        assert_eq!(
+            id,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(first)
+        );
+        assert!(not_found);
+        assert_eq!(
+            r,
+            StoreResult::Value {
+                value: None,
+                cas: 3
+            }
+        );
+    }
+
+    #[test]
+    fn answers_out_of_order_are_an_internal_error_not_a_wrong_path() {
+        let local = Worker {
+            remote: false,
+            logged_in: false.into(),
+        };
+        let mut j = Journal::default();
+        j.answers.push(Answer::Store(StoreResult::Written));
+        match run(&mut j, &local, &mut Counter(0)) {
+            Err(Interrupt::Error(e)) => {
+                assert_eq!(e.code, crate::error::ErrorCode::ServerError);
+                assert_eq!(
+                    e.cause.as_deref().map(|c| c.as_ref()),
+                    Some("journal out of order")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A remote read: the login first, one retry of a failure, then the answer or the failure.
+    fn remote_read(answers: &[Answer]) -> FlowResult<StoreResult> {
+        let local = Worker {
+            remote: true,
+            logged_in: false.into(),
+        };
+        let mut j = Journal::default();
+        j.answers.extend_from_slice(answers);
+        let mut rng = Counter(0);
+        let mut ctx = Ctx::new(NOW, &mut rng, &mut j, &local);
+        ctx.get("k")
+    }
+
+    #[test]
+    fn a_remote_store_logs_in_first_and_retries_a_failure_once() {
+        let get = || Need::Store(StoreOp::Get { key: "k".into() });
+        let login = Need::Session(SessionOp::Authenticate);
+        assert!(matches!(remote_read(&[]), Err(Interrupt::Need(n)) if n == login));
+        // Logged in (the worker remembers; here it still says no: at most 4 logins, then
+        // the operation goes anyway).
+        let ok = Answer::Session(true);
+        assert!(matches!(remote_read(&[ok.clone()]), Err(Interrupt::Need(n)) if n == login));
+        let four = vec![ok.clone(); 4];
+        assert!(matches!(remote_read(&four), Err(Interrupt::Need(n)) if n == get()));
+        let mut a = four.clone();
+        a.push(Answer::Store(StoreResult::Written));
+        assert_eq!(remote_read(&a).unwrap(), StoreResult::Written);
+        // A failed login is a failure: retried once, then the flow hears it.
+        let failed = Answer::Store(StoreResult::Failed);
+        let r = remote_read(&[Answer::Session(false), failed.clone()]).unwrap();
+        assert_eq!(r, StoreResult::Failed);
+        let mut a = four;
+        a.push(failed.clone());
+        assert!(matches!(remote_read(&a), Err(Interrupt::Need(_))));
+        a.push(Answer::Store(StoreResult::Conflict));
+        assert_eq!(remote_read(&a).unwrap(), StoreResult::Conflict);
+    }
+
+    #[test]
+    fn the_sid_is_stable_per_login_and_hides_the_login_session_id() {
+        let u = |session: Option<&str>, auth_time| User {
+            sub: "alice".into(),
+            auth_time,
+            session: session.map(str::to_string),
+        };
+        assert_eq!(u(Some("s1"), Some(1)).sid(), u(Some("s1"), Some(2)).sid());
+        assert_ne!(u(Some("s1"), None).sid(), u(Some("s2"), None).sid());
+        assert_ne!(u(None, Some(1)).sid(), u(None, Some(2)).sid());
+        assert_ne!(u(None, None).sid(), u(None, Some(1)).sid());
+        assert!(!u(Some("s1"), None).sid().contains("s1"));
+        assert_eq!(u(None, None).sid().len(), 22);
+    }
+}
