@@ -636,7 +636,9 @@ mod tests {
         // Logged in (the worker remembers; here it still says no: at most 4 logins, then
         // the operation goes anyway).
         let ok = Answer::Session(true);
-        assert!(matches!(remote_read(&[ok.clone()]), Err(Interrupt::Need(n)) if n == login));
+        assert!(
+            matches!(remote_read(std::slice::from_ref(&ok)), Err(Interrupt::Need(n)) if n == login)
+        );
         let four = vec![ok.clone(); 4];
         assert!(matches!(remote_read(&four), Err(Interrupt::Need(n)) if n == get()));
         let mut a = four.clone();
