@@ -46,6 +46,7 @@ pub mod jwks_fetch;
 pub mod jws;
 pub mod keys;
 pub mod metadata;
+pub mod mint;
 pub mod mtls;
 pub mod oidc;
 pub mod oidc_settings;

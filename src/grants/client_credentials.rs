@@ -16,7 +16,7 @@ use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
 use crate::http::Response;
 use crate::scope;
-use crate::token::{self, AccessTokenClaims, Aud, Cnf};
+use crate::token;
 
 use super::CLIENT_CREDENTIALS;
 
@@ -44,35 +44,27 @@ pub fn handle(
     // registered for (RFC 9700 §2.3).
     let resources: Vec<String> = form.get_all("resource").map(str::to_string).collect();
     crate::rar::check_allowed(&resources, client)?;
-    let key = cfg
-        .keys
-        .active()
-        .ok_or_else(|| OAuthError::internal("no active signing key"))?;
-    let ttl = cfg.access_token_ttl.as_secs();
-    let jti = token::new_jti(ctx)?;
-    let now_secs = ctx.now.secs();
-    let at = token::sign_access_token(
-        key,
-        &AccessTokenClaims {
-            iss: &cfg.issuer,
+    let minted = crate::mint::access_token(
+        cfg,
+        crate::mint::AccessGrant {
+            client,
             sub: &client.client_id,
-            aud: Aud::of(&resources, &cfg.access_token_audience),
-            client_id: &client.client_id,
             scope: &granted,
-            iat: now_secs,
-            exp: now_secs.saturating_add(ttl),
-            jti: &jti,
+            resources: &resources,
             auth_time: None,
             authorization_details: None,
-            cnf: Cnf::of(proof, token::cert_binding(client, ctx)?),
             act: None,
+            proof,
+            not_after: None,
+            jti: None,
         },
+        ctx,
     )?;
     Ok(token::token_response(
         CLIENT_CREDENTIALS,
-        &at,
+        &minted.token,
         proof,
-        ttl,
+        minted.expires_in,
         &granted,
     ))
 }

@@ -7,12 +7,11 @@ use serde_json::Value;
 use crate::client::Client;
 use crate::dpop::Proof;
 use crate::engine::Engine;
-use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::http::Response;
 use crate::oidc::{self, IdTokenClaims};
 use crate::sealed::{self, RefreshClaims};
-use crate::token::{self, AccessTokenClaims, Aud, Cnf, TokenAnswer};
+use crate::token::TokenAnswer;
 
 pub struct Issue<'a> {
     pub client: &'a Client,
@@ -60,33 +59,24 @@ pub fn issue_as(
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
     let cfg = &engine.config;
-    let key = cfg
-        .keys
-        .active()
-        .ok_or_else(|| OAuthError::internal("no active signing key"))?;
     let now = ctx.now.secs();
-    let ttl = cfg.access_token_ttl.as_secs();
-    let jti = match opts.jti {
-        Some(j) => j,
-        None => token::new_jti(ctx)?,
-    };
-    let access_token = token::sign_access_token(
-        key,
-        &AccessTokenClaims {
-            iss: &cfg.issuer,
+    let minted = crate::mint::access_token(
+        cfg,
+        crate::mint::AccessGrant {
+            client: g.client,
             sub: g.sub,
-            aud: Aud::of(g.resources, &cfg.access_token_audience),
-            client_id: &g.client.client_id,
             scope: g.scope,
-            iat: now,
-            exp: now.saturating_add(ttl),
-            jti: &jti,
+            resources: g.resources,
             auth_time: g.auth_time,
             authorization_details: g.authorization_details,
-            cnf: Cnf::of(g.proof, token::cert_binding(g.client, ctx)?),
             act: None,
+            proof: g.proof,
+            not_after: None,
+            jti: opts.jti,
         },
+        ctx,
     )?;
+    let access_token = minted.token;
     let id_token = if g.id_token {
         let key = oidc::key_for(&cfg.keys, g.client)?;
         Some(oidc::sign(
@@ -115,7 +105,7 @@ pub fn issue_as(
     let mut resp = TokenAnswer {
         access_token: &access_token,
         token_type: "",
-        expires_in: ttl,
+        expires_in: minted.expires_in,
         scope: g.scope,
         refresh_token: if in_cookie && !opts.refresh_in_body {
             None

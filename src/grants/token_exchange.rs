@@ -43,7 +43,7 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::jws::{Alg, Audience, Untrusted};
 use crate::scope;
-use crate::token::{self, AccessTokenClaims, Aud, Cnf, TokenAnswer};
+use crate::token::TokenAnswer;
 
 use super::TOKEN_EXCHANGE;
 
@@ -163,35 +163,25 @@ pub fn handle(
         // §4.1: no new actor — whoever acted for the subject still does.
         None => subject.act.clone(),
     };
-    let key = cfg
-        .keys
-        .active()
-        .ok_or_else(|| OAuthError::internal("no active signing key"))?;
-    let now = ctx.now.secs();
-    let exp = now
-        .saturating_add(cfg.access_token_ttl.as_secs())
-        .min(subject.exp);
-    let jti = token::new_jti(ctx)?;
-    let at = token::sign_access_token(
-        key,
-        &AccessTokenClaims {
-            iss: &cfg.issuer,
+    let minted = crate::mint::access_token(
+        cfg,
+        crate::mint::AccessGrant {
+            client,
             sub: &subject.sub,
-            aud: Aud::of(&targets, &cfg.access_token_audience),
-            client_id: &client.client_id,
             scope: &granted,
-            iat: now,
-            exp,
-            jti: &jti,
+            resources: &targets,
             auth_time: None,
             authorization_details: None,
-            cnf: Cnf::of(proof, token::cert_binding(client, ctx)?),
             act: act.as_ref(),
+            proof,
+            not_after: Some(subject.exp),
+            jti: None,
         },
+        ctx,
     )?;
     Ok(TokenAnswer {
-        access_token: &at,
-        expires_in: exp.saturating_sub(now),
+        access_token: &minted.token,
+        expires_in: minted.expires_in,
         scope: &granted,
         issued_token_type: Some(TYPE_ACCESS_TOKEN),
         ..Default::default()
