@@ -14,11 +14,12 @@ use crate::flow::{
     Answer, Ctx, Interrupt, Journal, JwksLookup, Local, Lookup, Need, Now, Request, SessionOp,
     StoreOp, StoreResult, SyncStore,
 };
+use crate::http::Call;
 use crate::http::{Headers, Outcome, Response};
 use crate::jwks_fetch::{self, JwksCache};
 use crate::metadata;
 use crate::random::Random;
-use crate::registry::{self, Call, LocalCache};
+use crate::registry::{self, LocalCache};
 use crate::store::Ring;
 
 /// The endpoints this filter answers; every other path passes through.

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::config::EtcdConfig;
 use crate::flow::{SessionOp, StoreOp, StoreResult, ABSENT};
-use crate::registry::Call;
+use crate::http::Call;
 
 /// How long a granted lease is used for new writes; it is granted this much longer than its
 /// class, so every record it carries outlives its own expiry.

@@ -176,11 +176,8 @@ pub enum Need {
     /// The JWK Set at this URL (a client's `jwks_uri`), fetched now.
     Jwks(String),
     /// An HTTP call to an Envoy cluster (the password grant's credential check).
-    Http(HttpCall),
+    Http(crate::http::Call),
 }
-
-/// A call for the adapter to dispatch as it is.
-pub type HttpCall = crate::http::Call;
 
 /// What a dispatched call came back with (`status` `None`: reset, timeout or no answer).
 #[derive(Debug, Clone)]
@@ -408,7 +405,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// An HTTP call through the host, answered in a later callback. Journaled.
-    pub fn http(&mut self, call: HttpCall) -> FlowResult<HttpAnswer> {
+    pub fn http(&mut self, call: crate::http::Call) -> FlowResult<HttpAnswer> {
         match self.next() {
             Some(Answer::Http(a)) => Ok(a),
             Some(_) => Err(internal("journal out of order")),

@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use crate::config::JwksFetchConfig;
 use crate::flow::JwksLookup;
+use crate::http::Call;
 use crate::jwk::JwkSet;
-use crate::registry::Call;
 
 pub const MAX_ENTRIES: usize = 1_024;
 

@@ -23,7 +23,7 @@ pub const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
-pub use crate::http::Call;
+use crate::http::Call;
 
 pub fn call(cfg: &RegistryConfig, client_id: &str) -> Call {
     let path = format!(

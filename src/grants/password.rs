@@ -16,8 +16,9 @@ use crate::client::Client;
 use crate::dpop::Proof;
 use crate::engine::Engine;
 use crate::error::OAuthError;
-use crate::flow::{Ctx, FlowResult, HttpCall};
+use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
+use crate::http::Call;
 use crate::http::Response;
 use crate::{rate_limit, scope};
 
@@ -70,7 +71,7 @@ pub fn handle(
         "client_id": client.client_id,
     }))
     .map_err(|e| OAuthError::internal(format!("the credential check request: {e}")))?;
-    let answer = ctx.http(HttpCall {
+    let answer = ctx.http(Call {
         cluster: pw.cluster.clone(),
         headers: vec![
             (":method", "POST".into()),

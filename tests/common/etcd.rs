@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use oauth_edge::registry::Call;
+use oauth_edge::http::Call;
 
 #[derive(Default)]
 pub struct FakeEtcd {

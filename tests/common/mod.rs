@@ -9,9 +9,9 @@ use std::collections::HashMap;
 
 use oauth_edge::engine::{Endpoint, Engine, HeadAction, Pending, Step};
 use oauth_edge::flow::{
-    Answer, HttpAnswer, HttpCall, Need, Now, Request, StoreOp, StoreResult, SyncStore, User,
+    Answer, HttpAnswer, Need, Now, Request, StoreOp, StoreResult, SyncStore, User,
 };
-use oauth_edge::http::{Headers, Response};
+use oauth_edge::http::{Call as HttpCall, Headers, Response};
 use oauth_edge::random::SystemRandom;
 
 /// proxy-wasm shared data as proxy-wasm-cpp-host implements it: one process-wide version
