@@ -66,7 +66,7 @@ pub mod sealed;
 pub mod secret;
 pub mod session;
 pub mod store;
-pub mod token;
+pub mod token_answer;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

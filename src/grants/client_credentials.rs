@@ -16,7 +16,7 @@ use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
 use crate::http::Response;
 use crate::scope;
-use crate::token;
+use crate::token_answer as token;
 
 use super::CLIENT_CREDENTIALS;
 

@@ -11,7 +11,7 @@ use crate::flow::{Ctx, FlowResult};
 use crate::http::Response;
 use crate::oidc::{self, IdTokenClaims};
 use crate::sealed::{self, RefreshClaims};
-use crate::token::TokenAnswer;
+use crate::token_answer::TokenAnswer;
 
 pub struct Issue<'a> {
     pub client: &'a Client,

@@ -39,7 +39,7 @@ use crate::sealed::{self, RefreshClaims};
 
 use super::issue::{issue_as, Issue, IssueOpts};
 use super::REFRESH_TOKEN;
-use crate::token;
+use crate::mint;
 
 /// How many of a family's newest access tokens a revocation denies: the `n`-th and the three
 /// before it. A client refreshes about once per access token lifetime, so one or two are live
@@ -74,7 +74,7 @@ pub fn first_access_token(
 ) -> FlowResult<Issued> {
     let jti = match fam {
         Some(fam) => access_token_jti(fam, 0),
-        None => token::new_jti(ctx)?,
+        None => mint::new_jti(ctx)?,
     };
     let exp = ctx
         .now
@@ -423,7 +423,7 @@ pub fn start_family(
         x5t: if client.is_confidential() {
             None
         } else {
-            crate::token::cert_binding(client, ctx)?
+            crate::mint::cert_binding(client, ctx)?
         },
     })
 }

@@ -43,7 +43,7 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::jws::{Alg, Audience, Untrusted};
 use crate::scope;
-use crate::token::TokenAnswer;
+use crate::token_answer::TokenAnswer;
 
 use super::TOKEN_EXCHANGE;
 
