@@ -5,7 +5,6 @@
 //! under `cargo test`. How a flow is rerun with its answers: see [`crate::flow`].
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 
 use crate::config::Config;
 use crate::endpoints;
@@ -125,14 +124,10 @@ pub struct Engine {
     /// The etcd login token and leases (remote store only).
     etcd: RefCell<crate::etcd::Session>,
     events: Cell<Events>,
-    /// Access tokens this worker verified at protected routes.
-    verified: RefCell<crate::protect::cache::Verified>,
+    /// What the checks of protected routes keep (verified tokens, the userinfo route).
+    pub guard: crate::protect::guard::Guard,
     /// The RFC 9728 documents, by [`Endpoint::ResourceMetadata`] index.
     resource_docs: Vec<Vec<u8>>,
-    /// The DPoP algorithms accepted, space-separated (the `algs` of a DPoP challenge).
-    dpop_algs: String,
-    /// The userinfo endpoint as a protected resource (see [`crate::endpoints::userinfo`]).
-    pub userinfo_route: crate::protect::config::Route,
     /// The origins CORS preflights are answered for (see [`crate::cors`]).
     cors: crate::cors::Origins,
 }
@@ -161,16 +156,7 @@ impl Engine {
             );
             paths.push((route.metadata_path.clone(), Endpoint::ResourceMetadata(i)));
         }
-        let dpop_algs = config
-            .verify_algs
-            .iter()
-            .map(|a| a.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        let verified =
-            crate::protect::cache::Verified::new(config.protection.verified_cache_entries);
-        let userinfo_route =
-            crate::protect::config::Route::userinfo(config.issuer_origin(), &config.userinfo_path);
+        let guard = crate::protect::guard::Guard::new(&config);
         let canonical_paths = paths
             .iter()
             .map(|(p, e)| {
@@ -190,10 +176,8 @@ impl Engine {
             jwks_cache: RefCell::new(JwksCache::default()),
             etcd: RefCell::new(crate::etcd::Session::default()),
             events: Cell::new(Events::default()),
-            verified: RefCell::new(verified),
+            guard,
             resource_docs,
-            dpop_algs,
-            userinfo_route,
             cors,
         }
     }
@@ -275,24 +259,6 @@ impl Engine {
     /// Whether a request to another path falls under a protected route.
     pub fn protected(&self, path: &str, authority: &str, method: &str) -> Option<Endpoint> {
         crate::protect::find(&self.config, path, authority, method).map(|_| Endpoint::Resource)
-    }
-
-    /// A verified access token's claims from this worker's cache (if it expires after `now_s`).
-    pub fn verified_token(
-        &self,
-        token: &str,
-        now_s: u64,
-    ) -> Option<Rc<crate::protect::cache::Entry>> {
-        self.verified.borrow_mut().get(token, now_s)
-    }
-
-    pub fn remember_verified(&self, token: &str, claims: Rc<crate::protect::cache::Entry>) {
-        self.verified.borrow_mut().put(token, claims);
-    }
-
-    /// The DPoP proof algorithms accepted, space-separated.
-    pub fn dpop_algs(&self) -> &str {
-        &self.dpop_algs
     }
 
     /// Which endpoint a request path (query string included or not) belongs to.
@@ -590,9 +556,11 @@ impl Engine {
                 Endpoint::DeviceVerification => {
                     endpoints::device_verification::handle(self, req, ctx)
                 }
-                Endpoint::Userinfo => endpoints::userinfo::handle(self, req, ctx),
+                Endpoint::Userinfo => {
+                    endpoints::userinfo::handle(&self.config, &self.guard, req, ctx)
+                }
                 Endpoint::EndSession => endpoints::end_session::handle(self, req, ctx),
-                Endpoint::Resource => crate::protect::handle(self, req, ctx),
+                Endpoint::Resource => crate::protect::handle(&self.config, &self.guard, req, ctx),
                 _ => Err(Interrupt::Error(
                     OAuthError::invalid_request("not found").with_status(404),
                 )),
@@ -791,16 +759,4 @@ impl Local for LocalAnswers<'_> {
 fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
     let (h, n) = (haystack.as_bytes(), needle.as_bytes());
     n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
-}
-
-/// The found client of a lookup, or the right error: unknown → `invalid_client`, registry
-/// trouble → `server_error`.
-pub fn found(lookup: Lookup, unknown: OAuthError) -> Result<Rc<crate::client::Client>, OAuthError> {
-    match lookup {
-        Lookup::Found(c) => Ok(c),
-        Lookup::NotFound => Err(unknown),
-        Lookup::Unavailable(why) => {
-            Err(OAuthError::server_error("the client registry is unavailable").with_cause(why))
-        }
-    }
 }

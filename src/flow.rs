@@ -157,6 +157,20 @@ pub enum Lookup {
     Unavailable(String),
 }
 
+impl Lookup {
+    /// The found client, or the right error: unknown → `unknown` (the endpoint's own), registry
+    /// trouble → `server_error` (with the reason for the log).
+    pub fn found(self, unknown: OAuthError) -> Result<Rc<Client>, OAuthError> {
+        match self {
+            Lookup::Found(c) => Ok(c),
+            Lookup::NotFound => Err(unknown),
+            Lookup::Unavailable(why) => {
+                Err(OAuthError::server_error("the client registry is unavailable").with_cause(why))
+            }
+        }
+    }
+}
+
 /// What fetching a JWK Set came to.
 #[derive(Debug, Clone)]
 pub enum JwksLookup {

@@ -13,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::authz::{AuthzRequest, RawAuthz};
 use crate::client::valid_client_id;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -39,7 +39,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .filter(|c| valid_client_id(c))
         .ok_or_else(|| OAuthError::invalid_request("client_id is missing or malformed"))?;
     let lookup = super::lookup_client(cfg, ctx, client_id)?;
-    let client = engine::found(lookup, OAuthError::invalid_request("unknown client_id"))?;
+    let client = lookup.found(OAuthError::invalid_request("unknown client_id"))?;
 
     let pushed = match q.get("request_uri") {
         Some(uri) => {

@@ -15,7 +15,7 @@
 use serde_json::json;
 
 use crate::client::origin_of;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -111,7 +111,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         let d = &found.record.data;
         let Some(decision) = &action else {
             let lookup = ctx.client(&d.client_id)?;
-            let client = engine::found(lookup, unknown())?;
+            let client = lookup.found(unknown())?;
             let body = json!({
                 "user_code": code,
                 "client_id": d.client_id,

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::client::valid_client_id;
 use crate::config::Config;
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -115,7 +115,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 ));
             };
             let unknown = OAuthError::invalid_request("client_id is not a known client");
-            let client = engine::found(lookup_client(cfg, ctx, id)?, unknown)?;
+            let client = lookup_client(cfg, ctx, id)?.found(unknown)?;
             if !client.post_logout_redirect_uris.iter().any(|u| u == uri) {
                 return Err(refuse(
                     "post_logout_redirect_uri is not registered for this client",

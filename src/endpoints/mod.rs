@@ -18,7 +18,6 @@ use crate::client::{valid_client_id, AuthMethod, Client};
 use crate::client_auth::{self, Presented};
 use crate::config::{Config, Profile};
 use crate::dpop::Proof;
-use crate::engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Interrupt, Lookup, Need};
 use crate::form::Form;
@@ -53,7 +52,7 @@ pub fn authenticate_client(
         return Err(fapi_refusal().into());
     }
     let lookup = lookup_client(cfg, ctx, presented.client_id())?;
-    let client = engine::found(lookup, failed())?;
+    let client = lookup.found(failed())?;
     ctx.cors_client = Some(client.clone());
     match &presented {
         Presented::Assertion { assertion, .. } => {

@@ -6,7 +6,7 @@
 //! its `Origin` must be one of the client's (its redirect_uris' origins or allowed_origins).
 //! Statuses as the seeds say: 400 invalid_request, 401 invalid_grant.
 
-use crate::engine::{self, Engine};
+use crate::engine::Engine;
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Interrupt, Request};
 use crate::grants::issue::{refresh_cookie, IssueOpts};
@@ -53,10 +53,9 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
         .ok_or_else(|| OAuthError::invalid_request("refresh token cookie is missing"))?;
     let claims = sealed::open(&cfg.keys, &token)?;
     let lookup = ctx.client(&claims.cid)?;
-    let client = engine::found(
-        lookup,
-        OAuthError::invalid_grant("refresh token is invalid or expired"),
-    )?;
+    let client = lookup.found(OAuthError::invalid_grant(
+        "refresh token is invalid or expired",
+    ))?;
     ctx.cors_client = Some(client.clone());
     if !client.refresh_token_cookie || !client.allows_grant(REFRESH_TOKEN) {
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());

@@ -16,13 +16,13 @@
 
 use serde_json::{Map, Value};
 
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
 use crate::http::{Call, Outcome, Response};
 use crate::oidc_settings::UserinfoSource;
-use crate::protect::{self, answer};
+use crate::protect::{self, answer, Guard};
 
 use super::{mime, FORM};
 
@@ -58,9 +58,13 @@ pub fn releasable_claims() -> impl Iterator<Item = &'static str> {
     SCOPE_CLAIMS.iter().flat_map(|(_, c)| c.iter().copied())
 }
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
-    let route = &engine.userinfo_route;
+pub fn handle(
+    cfg: &Config,
+    guard: &Guard,
+    req: &Request,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
+    let route = &guard.userinfo_route;
     let from_body;
     let req = match body_token(req)? {
         Some(r) => {
@@ -69,9 +73,9 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         }
         None => req,
     };
-    let claims = match protect::authorize(engine, route, req, ctx)? {
+    let claims = match protect::authorize(cfg, guard, route, req, ctx)? {
         Ok(c) => c,
-        Err(d) => return Ok(answer::refuse(route, engine.dpop_algs(), d)),
+        Err(d) => return Ok(answer::refuse(route, guard.dpop_algs(), d)),
     };
     let granted: Vec<&str> = claims.scope.split(' ').collect();
     let mut out = Map::new();
@@ -88,7 +92,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                     why: "the user of this access token is unknown",
                     dpop: claims.cnf.is_some(),
                 };
-                return Ok(answer::refuse(route, engine.dpop_algs(), denial));
+                return Ok(answer::refuse(route, guard.dpop_algs(), denial));
             };
             for name in wanted {
                 if let Some(v) = user.remove(name).filter(|v| !v.is_null()) {

@@ -16,6 +16,7 @@
 pub mod answer;
 pub mod cache;
 pub mod config;
+pub mod guard;
 pub mod metadata;
 
 use std::rc::Rc;
@@ -26,12 +27,12 @@ use sha2::{Digest, Sha256};
 
 use crate::access_token::Claims;
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::flow::{Ctx, FlowResult, Interrupt, Request};
 use crate::http::{Forward, Response};
 use crate::jws::{Alg, Untrusted};
 use crate::ring_share::Owner;
 use cache::Entry;
+pub use guard::Guard;
 
 use answer::Denial;
 use config::{Claim, DpopMode, Route, Scopes};
@@ -215,12 +216,13 @@ fn revoked(cfg: &Config, ctx: &mut Ctx<'_>, entry: &Entry) -> FlowResult<bool> {
 
 /// Checks a request to `route`; what goes upstream, or why not.
 fn check(
-    engine: &Engine,
+    cfg: &Config,
+    guard: &Guard,
     route: &Route,
     req: &Request,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Result<Forward, Denial>> {
-    let claims = match authorize(engine, route, req, ctx)? {
+    let claims = match authorize(cfg, guard, route, req, ctx)? {
         Ok(c) => c,
         Err(d) => return Ok(Err(d)),
     };
@@ -250,12 +252,12 @@ fn check(
 /// The access token of a request to `route`, once every check of the route has passed (the
 /// token, its binding and proof, the scopes; the proof's `jti` then recorded), or why not.
 pub fn authorize(
-    engine: &Engine,
+    cfg: &Config,
+    guard: &Guard,
     route: &Route,
     req: &Request,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Result<Rc<Entry>, Denial>> {
-    let cfg = &engine.config;
     let (scheme, token) = match credentials(req) {
         Ok(c) => c,
         Err(d) => return Ok(Err(d)),
@@ -263,12 +265,12 @@ pub fn authorize(
     let dpop = scheme == Scheme::Dpop;
     let skew = cfg.protection.clock_skew.as_secs();
     let now = ctx.now.secs();
-    let claims = match engine.verified_token(token, now.saturating_sub(skew)) {
+    let claims = match guard.verified(token, now.saturating_sub(skew)) {
         Some(c) => c,
         None => match verify(cfg, token) {
             Ok(c) => {
                 let c = Rc::new(Entry::new(c));
-                engine.remember_verified(token, c.clone());
+                guard.remember(token, c.clone());
                 c
             }
             Err(why) => return Ok(Err(Denial::InvalidToken { why, dpop })),
@@ -370,15 +372,19 @@ pub fn authorize(
 
 /// A request to a protected route: on to the upstream (with the route's claim headers), or a
 /// refusal.
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(
+    cfg: &Config,
+    guard: &Guard,
+    req: &Request,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<Response> {
     let authority = req.headers.all(":authority").next().unwrap_or("");
     let Some(route) = find(cfg, &req.path, authority, &req.method) else {
         return Ok(Response::forward(Forward::default()));
     };
-    Ok(match check(engine, route, req, ctx)? {
+    Ok(match check(cfg, guard, route, req, ctx)? {
         Ok(f) => Response::forward(f),
-        Err(d) => answer::refuse(route, engine.dpop_algs(), d),
+        Err(d) => answer::refuse(route, guard.dpop_algs(), d),
     })
 }
 
