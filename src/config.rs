@@ -1130,9 +1130,9 @@ impl Config {
                 })
             }
         };
-        let token_htu = crate::dpop::normalize_htu(&format!("{origin}{token_path}"))
+        let token_htu = crate::htu::normalize(&format!("{origin}{token_path}"))
             .ok_or("the token endpoint URL cannot be normalised")?;
-        let par_htu = crate::dpop::normalize_htu(&format!("{origin}{par_path}"))
+        let par_htu = crate::htu::normalize(&format!("{origin}{par_path}"))
             .ok_or("the PAR endpoint URL cannot be normalised")?;
         Ok(Config {
             counter_key: keys.counter_key(),

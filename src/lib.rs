@@ -39,6 +39,7 @@ pub mod flow;
 pub mod form;
 pub mod grants;
 pub mod http;
+pub mod htu;
 pub mod jwk;
 pub mod jwks_fetch;
 pub mod jws;
