@@ -48,7 +48,7 @@ pub fn handle(
         .keys
         .active()
         .ok_or_else(|| OAuthError::server_error("internal error"))?;
-    let ttl = cfg.access_token_ttl.as_secs();
+    let ttl = cfg.lifetimes.access_token.as_secs();
     let jti = token::new_jti(ctx)?;
     let now_secs = ctx.now.secs();
     let at = token::sign_access_token(

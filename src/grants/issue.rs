@@ -65,7 +65,7 @@ pub fn issue_as(
         .active()
         .ok_or_else(|| OAuthError::server_error("internal error"))?;
     let now = ctx.now.secs();
-    let ttl = cfg.access_token_ttl.as_secs();
+    let ttl = cfg.lifetimes.access_token.as_secs();
     let jti = match opts.jti {
         Some(j) => j,
         None => token::new_jti(ctx)?,
@@ -95,7 +95,7 @@ pub fn issue_as(
                 iss: &cfg.issuer,
                 sub: g.sub,
                 aud: &g.client.client_id,
-                exp: now.saturating_add(cfg.id_token_ttl.as_secs()),
+                exp: now.saturating_add(cfg.lifetimes.id_token.as_secs()),
                 iat: now,
                 auth_time: g.auth_time,
                 nonce: g.nonce,
@@ -142,6 +142,9 @@ pub fn refresh_cookie(engine: &Engine, value: &str, max_age: u64) -> String {
     let c = &engine.config;
     format!(
         "{}={}; Path={}; Max-Age={}; Secure; HttpOnly; SameSite=Strict",
-        c.refresh_cookie_name, value, c.refresh_path, max_age
+        c.refresh_cookie_name,
+        value,
+        c.endpoints.path(crate::config::Endpoint::Refresh),
+        max_age
     )
 }

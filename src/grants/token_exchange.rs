@@ -169,7 +169,7 @@ pub fn handle(
         .ok_or_else(|| OAuthError::server_error("internal error"))?;
     let now = ctx.now.secs();
     let exp = now
-        .saturating_add(cfg.access_token_ttl.as_secs())
+        .saturating_add(cfg.lifetimes.access_token.as_secs())
         .min(subject.exp);
     let jti = token::new_jti(ctx)?;
     let at = token::sign_access_token(
