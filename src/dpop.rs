@@ -148,7 +148,7 @@ pub fn check(
         return Err(bad("htm does not match the request method").into());
     }
     // 9. htu, normalised, without query and fragment.
-    if crate::htu::normalize(&claims.htu).as_deref() != Some(htu) {
+    if crate::url::normalize_htu(&claims.htu).as_deref() != Some(htu) {
         return Err(bad("htu does not match the endpoint URL").into());
     }
     // 11. iat within [now - lifetime - skew, now + skew].

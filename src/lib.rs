@@ -39,7 +39,6 @@ pub mod flow;
 pub mod form;
 pub mod grants;
 pub mod http;
-pub mod htu;
 pub mod jwk;
 pub mod jwks_fetch;
 pub mod jws;
@@ -65,6 +64,7 @@ pub mod secret;
 pub mod session;
 pub mod store;
 pub mod token;
+pub mod url;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

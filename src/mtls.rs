@@ -397,9 +397,9 @@ fn same_dn(a: &str, b: &str) -> bool {
 }
 
 /// RFC 8705 §2: authenticates a client registered for one of the mTLS methods by the request's
-/// certificate.
+/// certificate. `mtls`: the configuration's (`tls_client_auth` needs chains Envoy verified).
 pub fn authenticate(
-    cfg: &crate::config::Config,
+    mtls: Option<&Mtls>,
     client: &Client,
     cert: Option<&ClientCert>,
     ctx: &mut Ctx<'_>,
@@ -413,7 +413,7 @@ pub fn authenticate(
     };
     match client.auth_method {
         AuthMethod::TlsClientAuth => {
-            let verified = cfg.mtls.as_ref().is_some_and(|m| m.chain_verified);
+            let verified = mtls.is_some_and(|m| m.chain_verified);
             match &client.tls_client_name {
                 Some(name) if verified && name.matches(cert) => Ok(()),
                 _ => Err(failed().into()),

@@ -30,7 +30,6 @@ use crate::client::Client;
 use crate::keys::{Alg, KeySet};
 
 pub use crypto::{AssertionConfig, DpopConfig, JwksFetchConfig, Profile};
-pub(crate) use endpoints::split_issuer;
 pub use endpoints::{Endpoint, Endpoints};
 pub use error::ConfigError;
 pub use grants::{DeviceConfig, PasswordConfig, TokenExchangeConfig, TrustedIssuer};

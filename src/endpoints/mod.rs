@@ -67,7 +67,7 @@ pub fn authenticate_client(
             if cfg.mtls.is_none() {
                 return Err(failed().into());
             }
-            crate::mtls::authenticate(cfg, &client, ctx.client_cert(), ctx)?;
+            crate::mtls::authenticate(cfg.mtls.as_ref(), &client, ctx.client_cert(), ctx)?;
         }
         Presented::Public { .. } if cfg.profile == Profile::Fapi2 => {
             return Err(fapi_refusal().into())

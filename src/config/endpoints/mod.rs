@@ -120,7 +120,7 @@ impl Endpoints {
     /// Paths checked and unique, URLs from the issuer.
     pub(super) fn build(raw: RawEndpoints, issuer: &str) -> Result<Endpoints, ConfigError> {
         let (origin, issuer_path) =
-            split_issuer(issuer).map_err(|e| ConfigError::message("issuer", e))?;
+            crate::url::split_issuer(issuer).map_err(|e| ConfigError::message("issuer", e))?;
         let mut served: Vec<(Endpoint, String, String)> = Vec::new();
         for ep in Endpoint::ALL {
             let path = match ep.row().path {
@@ -155,7 +155,7 @@ impl Endpoints {
                 .iter()
                 .find(|(e, _, _)| *e == ep)
                 .map_or("", |(_, _, u)| u);
-            crate::htu::normalize(url).ok_or_else(|| {
+            crate::url::normalize_htu(url).ok_or_else(|| {
                 ConfigError::message(
                     "issuer",
                     format!("the {what} endpoint URL cannot be normalised"),
@@ -185,36 +185,6 @@ fn endpoint_path(key: &str, p: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(p.to_string())
-}
-
-/// The issuer is an https URL without query or fragment (RFC 8414 §2); plain http only for
-/// loopback, so the demo and tests can run. Returns (scheme://authority, path without a
-/// trailing slash).
-pub(crate) fn split_issuer(issuer: &str) -> Result<(String, String), String> {
-    let rest = if let Some(r) = issuer.strip_prefix("https://") {
-        r
-    } else if let Some(r) = issuer.strip_prefix("http://") {
-        let host = r.split(['/', ':']).next().unwrap_or("");
-        if !(host == "localhost" || host == "127.0.0.1" || r.starts_with("[::1]")) {
-            return Err("issuer must be an https URL (http only for localhost)".into());
-        }
-        r
-    } else {
-        return Err("issuer must be an https URL".into());
-    };
-    if issuer.contains(['?', '#']) || issuer.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("issuer must not have a query, fragment or spaces".into());
-    }
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("")),
-        None => (rest, ""),
-    };
-    if authority.is_empty() {
-        return Err("issuer has no host".into());
-    }
-    let scheme_len = issuer.len() - rest.len();
-    let origin = format!("{}{}", issuer.get(..scheme_len).unwrap_or(""), authority);
-    Ok((origin, path.trim_end_matches('/').to_string()))
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
-//! The DPoP `htu` comparison form of an endpoint URL (RFC 9449 §4.3): a leaf that both the
-//! configuration (our endpoints' own `htu`s, computed once) and the proof checks use, so the
-//! configuration does not depend on [`crate::dpop`], which reads it.
+//! URL forms the configuration and the request checks share: the issuer split into origin and
+//! path, and the DPoP `htu` comparison form of an endpoint URL (RFC 9449 §4.3). A leaf (it
+//! imports nothing of ours), so the configuration depends neither on [`crate::dpop`] nor on
+//! [`crate::protect`], which read it.
 
 /// An endpoint URL as `htu` is compared (RFC 9449 §4.3 check 9 and RFC 3986 §6.2.2–6.2.3):
 /// scheme and host lower case, the scheme's default port dropped, percent-encodings of
 /// unreserved characters decoded and the others upper case, an empty path as `/`, query and
 /// fragment removed. `None` for anything that is not an absolute http(s) URL.
-pub fn normalize(url: &str) -> Option<String> {
+pub fn normalize_htu(url: &str) -> Option<String> {
     let url = url.split(['#', '?']).next().unwrap_or("");
     let (scheme, rest) = url.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -67,13 +68,43 @@ pub fn normalize(url: &str) -> Option<String> {
     Some(out)
 }
 
+/// The issuer is an https URL without query or fragment (RFC 8414 §2); plain http only for
+/// loopback, so the demo and tests can run. Returns (scheme://authority, path without a
+/// trailing slash).
+pub fn split_issuer(issuer: &str) -> Result<(String, String), String> {
+    let rest = if let Some(r) = issuer.strip_prefix("https://") {
+        r
+    } else if let Some(r) = issuer.strip_prefix("http://") {
+        let host = r.split(['/', ':']).next().unwrap_or("");
+        if !(host == "localhost" || host == "127.0.0.1" || r.starts_with("[::1]")) {
+            return Err("issuer must be an https URL (http only for localhost)".into());
+        }
+        r
+    } else {
+        return Err("issuer must be an https URL".into());
+    };
+    if issuer.contains(['?', '#']) || issuer.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("issuer must not have a query, fragment or spaces".into());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("")),
+        None => (rest, ""),
+    };
+    if authority.is_empty() {
+        return Err("issuer has no host".into());
+    }
+    let scheme_len = issuer.len() - rest.len();
+    let origin = format!("{}{}", issuer.get(..scheme_len).unwrap_or(""), authority);
+    Ok((origin, path.trim_end_matches('/').to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn htu_normalisation() {
-        let n = |s: &str| normalize(s);
+        let n = |s: &str| normalize_htu(s);
         assert_eq!(
             n("https://AS.example.com:443/oauth/token?x=1#f").as_deref(),
             Some("https://as.example.com/oauth/token")
