@@ -19,7 +19,7 @@
 use serde::Deserialize;
 
 use crate::client::Client;
-use crate::config::{Config, Profile};
+use crate::config::{Config, Endpoint, Profile};
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, JwksLookup};
 use crate::jwk::JwkSet;
@@ -122,8 +122,9 @@ pub fn verify(cfg: &Config, client: &Client, assertion: &str, ctx: &mut Ctx<'_>)
         Profile::Fapi2 => c.aud == Audience::One(cfg.issuer.clone()),
         Profile::Default => {
             c.aud.contains(&cfg.issuer)
-                || c.aud.contains(&cfg.token_endpoint)
-                || c.aud.contains(&cfg.par_endpoint)
+                || c.aud.contains(cfg.endpoints.url(Endpoint::Token))
+                || c.aud
+                    .contains(cfg.endpoints.url(Endpoint::PushedAuthorization))
         }
     };
     if !aud_ok {

@@ -147,7 +147,7 @@ pub fn check(
         return Err(bad("htm does not match the request method").into());
     }
     // 9. htu, normalised, without query and fragment.
-    if normalize_htu(&claims.htu).as_deref() != Some(htu) {
+    if crate::url::normalize_htu(&claims.htu).as_deref() != Some(htu) {
         return Err(bad("htu does not match the endpoint URL").into());
     }
     // 11. iat within [now - lifetime - skew, now + skew].
@@ -204,71 +204,6 @@ pub fn record(cfg: &Config, owner: Owner<'_>, proof: &Proof, ctx: &mut Ctx<'_>) 
     Ok(())
 }
 
-/// An endpoint URL as `htu` is compared (RFC 9449 §4.3 check 9 and RFC 3986 §6.2.2–6.2.3):
-/// scheme and host lower case, the scheme's default port dropped, percent-encodings of
-/// unreserved characters decoded and the others upper case, an empty path as `/`, query and
-/// fragment removed. `None` for anything that is not an absolute http(s) URL.
-pub fn normalize_htu(url: &str) -> Option<String> {
-    let url = url.split(['#', '?']).next().unwrap_or("");
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => "443",
-        "http" => "80",
-        _ => return None,
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (rest.get(..i)?, rest.get(i..)?),
-        None => (rest, ""),
-    };
-    if authority.is_empty() || authority.contains('@') {
-        return None;
-    }
-    let authority = authority.to_ascii_lowercase();
-    let authority = match authority.rsplit_once(':') {
-        // Not the colon of an IPv6 literal without port.
-        Some((host, port)) if !port.contains(']') => {
-            if port == default_port || port.is_empty() {
-                host.to_string()
-            } else {
-                authority.clone()
-            }
-        }
-        _ => authority.clone(),
-    };
-    let mut out = String::with_capacity(url.len());
-    out.push_str(&scheme);
-    out.push_str("://");
-    out.push_str(&authority);
-    if path.is_empty() {
-        out.push('/');
-        return Some(out);
-    }
-    let bytes = path.as_bytes();
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let s = std::str::from_utf8(hex).ok()?;
-            let v = u8::from_str_radix(s, 16).ok()?;
-            if v.is_ascii_alphanumeric() || b"-._~".contains(&v) {
-                out.push(char::from(v));
-            } else {
-                out.push('%');
-                out.push_str(&s.to_ascii_uppercase());
-            }
-            i += 3;
-        } else {
-            if b.is_ascii_control() || b == b' ' || !b.is_ascii() {
-                return None;
-            }
-            out.push(char::from(b));
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
 /// Nonces are stateless: `base64url(period ‖ HMAC(key, period)[..16])`, where the period is the
 /// current time divided by the nonce lifetime. The current and the previous period are valid,
 /// so a nonce lives between one and two lifetimes, then rotates — on every worker and every
@@ -302,45 +237,4 @@ fn nonce_valid(cfg: &Config, nonce: &str, now_ms: u64) -> bool {
     [p, p.saturating_sub(1)]
         .iter()
         .any(|q| bool::from(nonce_for(cfg, *q).as_bytes().ct_eq(nonce.as_bytes())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn htu_normalisation() {
-        let n = |s: &str| normalize_htu(s);
-        assert_eq!(
-            n("https://AS.example.com:443/oauth/token?x=1#f").as_deref(),
-            Some("https://as.example.com/oauth/token")
-        );
-        assert_eq!(
-            n("HTTP://127.0.0.1:80/o%61uth/%2ftoken").as_deref(),
-            Some("http://127.0.0.1/oauth/%2Ftoken")
-        );
-        assert_eq!(
-            n("http://127.0.0.1:8080").as_deref(),
-            Some("http://127.0.0.1:8080/")
-        );
-        assert_eq!(
-            n("http://[::1]:443/x").as_deref(),
-            Some("http://[::1]:443/x")
-        );
-        assert_eq!(n("https://[::1]:443/x").as_deref(), Some("https://[::1]/x"));
-        assert_eq!(n("http://[::1]/x").as_deref(), Some("http://[::1]/x"));
-        for bad in [
-            "",
-            "/oauth/token",
-            "ftp://x/y",
-            "https://",
-            "https://u@h/x",
-            "https://h/%zz",
-            "https://h/%4",
-            "https://h/a b",
-            "https://h/é",
-        ] {
-            assert_eq!(n(bad), None, "{bad}");
-        }
-    }
 }

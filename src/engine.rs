@@ -21,50 +21,8 @@ use crate::random::Random;
 use crate::registry::{self, LocalCache};
 use crate::store::Ring;
 
-/// The endpoints this filter answers; every other path passes through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Token,
-    Refresh,
-    PushedAuthorization,
-    Authorize,
-    Jwks,
-    AuthorizationServerMetadata,
-    OpenIdConfiguration,
-    Revocation,
-    Introspection,
-    DeviceAuthorization,
-    DeviceVerification,
-    /// OpenID Connect userinfo (OIDC Core §5.3).
-    Userinfo,
-    /// OpenID Connect RP-initiated logout.
-    EndSession,
-    /// A protected route of an API behind the gateway (see [`crate::protect`]).
-    Resource,
-    /// The RFC 9728 metadata of the n-th protected resource.
-    ResourceMetadata(u16),
-}
-
-impl Endpoint {
-    pub fn name(self) -> &'static str {
-        match self {
-            Endpoint::Token => "token",
-            Endpoint::Refresh => "refresh",
-            Endpoint::PushedAuthorization => "par",
-            Endpoint::Authorize => "authorize",
-            Endpoint::Jwks => "jwks",
-            Endpoint::AuthorizationServerMetadata | Endpoint::OpenIdConfiguration => "metadata",
-            Endpoint::Revocation => "revocation",
-            Endpoint::Introspection => "introspection",
-            Endpoint::DeviceAuthorization => "device_authorization",
-            Endpoint::DeviceVerification => "device_verification",
-            Endpoint::Userinfo => "userinfo",
-            Endpoint::EndSession => "end_session",
-            Endpoint::Resource => "resource",
-            Endpoint::ResourceMetadata(_) => "resource_metadata",
-        }
-    }
-}
+/// The endpoints this filter answers (one table: see [`crate::config::endpoints`]).
+pub use crate::config::endpoints::Endpoint;
 
 /// What to do once the request headers are in.
 #[derive(Debug)]
@@ -208,32 +166,12 @@ impl Engine {
     /// The endpoint paths this configuration answers (the device endpoints only when the device
     /// flow is configured).
     fn endpoint_paths(config: &Config) -> Vec<(String, Endpoint)> {
-        let c = config;
-        [
-            (&c.token_path, Endpoint::Token),
-            (&c.refresh_path, Endpoint::Refresh),
-            (&c.par_path, Endpoint::PushedAuthorization),
-            (&c.authorize_path, Endpoint::Authorize),
-            (&c.jwks_path, Endpoint::Jwks),
-            (&c.as_metadata_path, Endpoint::AuthorizationServerMetadata),
-            (&c.oidc_metadata_path, Endpoint::OpenIdConfiguration),
-            (&c.revocation_path, Endpoint::Revocation),
-            (&c.introspection_path, Endpoint::Introspection),
-            (&c.device_authorization_path, Endpoint::DeviceAuthorization),
-            (&c.device_verification_path, Endpoint::DeviceVerification),
-            (&c.userinfo_path, Endpoint::Userinfo),
-            (&c.end_session_path, Endpoint::EndSession),
-        ]
-        .into_iter()
-        .filter(|(_, e)| {
-            c.device.is_some()
-                || !matches!(
-                    e,
-                    Endpoint::DeviceAuthorization | Endpoint::DeviceVerification
-                )
-        })
-        .map(|(p, e)| (p.clone(), e))
-        .collect()
+        config
+            .endpoints
+            .paths()
+            .filter(|(e, _)| config.device.is_some() || !e.row().device_only)
+            .map(|(e, p)| (p.to_string(), e))
+            .collect()
     }
 
     /// Whether any policy reads the downstream address of a request to `ep` (rate limits,

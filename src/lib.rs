@@ -67,6 +67,7 @@ pub mod secret;
 pub mod session;
 pub mod store;
 pub mod token_answer;
+pub mod url;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

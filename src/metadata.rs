@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::config::{Config, Profile};
+use crate::config::{Config, Endpoint, Profile};
 use crate::grants;
 
 pub const TOKEN_AUTH_METHODS: &[&str] = &[
@@ -41,15 +41,20 @@ pub fn authorization_server(cfg: &Config) -> Value {
     verify_algs.push("Ed25519");
     let mut v = base(cfg, auth_methods, &verify_algs);
     if let Some(o) = v.as_object_mut() {
-        // RFC 7009 §2 / RFC 8414 §2, RFC 7662 §4 / RFC 8414 §2.
-        o.insert("revocation_endpoint".into(), json!(cfg.revocation_endpoint));
+        // Every endpoint's URL under its field (the endpoint table's `metadata` column): RFC
+        // 8414 §2, RFC 9126 §5, RFC 7009 §2, RFC 7662 §4, RFC 8628 §4 (the device endpoint
+        // only with the device flow), OIDC Discovery §3, OIDC RP-Initiated Logout §3.
+        for ep in Endpoint::ALL {
+            let row = ep.row();
+            if let Some(field) = row.metadata {
+                if !row.device_only || cfg.device.is_some() {
+                    o.insert(field.into(), json!(cfg.endpoints.url(*ep)));
+                }
+            }
+        }
         o.insert(
             "revocation_endpoint_auth_methods_supported".into(),
             json!(auth_methods),
-        );
-        o.insert(
-            "introspection_endpoint".into(),
-            json!(cfg.introspection_endpoint),
         );
         let confidential: Vec<&str> = auth_methods
             .iter()
@@ -60,13 +65,6 @@ pub fn authorization_server(cfg: &Config) -> Value {
             "introspection_endpoint_auth_methods_supported".into(),
             json!(confidential),
         );
-        if cfg.device.is_some() {
-            // RFC 8628 §4.
-            o.insert(
-                "device_authorization_endpoint".into(),
-                json!(cfg.device_authorization_endpoint),
-            );
-        }
         if let Some(m) = &cfg.mtls {
             // RFC 8705 §3.3.
             o.insert(
@@ -76,14 +74,12 @@ pub fn authorization_server(cfg: &Config) -> Value {
             // RFC 8705 §5: the same endpoints where the operator serves mutual TLS.
             if let Some(alias) = &m.endpoint_aliases_origin {
                 let mut aliases = serde_json::Map::new();
-                for key in [
-                    "token_endpoint",
-                    "pushed_authorization_request_endpoint",
-                    "revocation_endpoint",
-                    "introspection_endpoint",
-                    "userinfo_endpoint",
-                    "device_authorization_endpoint",
-                ] {
+                let keys = Endpoint::ALL
+                    .iter()
+                    .map(|e| e.row())
+                    .filter(|r| r.mtls_alias)
+                    .filter_map(|r| r.metadata);
+                for key in keys {
                     if let Some(url) = o.get(key).and_then(Value::as_str) {
                         let path = url.strip_prefix(cfg.issuer_origin()).unwrap_or(url);
                         aliases.insert(key.into(), json!(format!("{alias}{path}")));
@@ -99,10 +95,6 @@ pub fn authorization_server(cfg: &Config) -> Value {
 fn base(cfg: &Config, auth_methods: &[&str], verify_algs: &[&str]) -> Value {
     json!({
         "issuer": cfg.issuer,
-        "authorization_endpoint": cfg.authorize_endpoint,
-        "token_endpoint": cfg.token_endpoint,
-        "jwks_uri": cfg.jwks_uri,
-        "pushed_authorization_request_endpoint": cfg.par_endpoint,
         "require_pushed_authorization_requests": cfg.require_par,
         "grant_types_supported": grants::supported(cfg),
         "response_types_supported": ["code"],
@@ -122,9 +114,6 @@ fn base(cfg: &Config, auth_methods: &[&str], verify_algs: &[&str]) -> Value {
         "id_token_signing_alg_values_supported": cfg.keys.signing_algs(),
         "subject_types_supported": ["public"],
         "claims_supported": claims(cfg),
-        "userinfo_endpoint": cfg.userinfo_endpoint,
-        // OIDC RP-Initiated Logout §3.
-        "end_session_endpoint": cfg.end_session_endpoint,
     })
 }
 

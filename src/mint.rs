@@ -48,7 +48,7 @@ pub fn access_token(cfg: &Config, g: AccessGrant<'_>, ctx: &mut Ctx<'_>) -> Flow
         .active()
         .ok_or_else(|| OAuthError::internal("no active signing key"))?;
     let now = ctx.now.secs();
-    let mut exp = now.saturating_add(cfg.access_token_ttl.as_secs());
+    let mut exp = now.saturating_add(cfg.lifetimes.access_token.as_secs());
     if let Some(limit) = g.not_after {
         exp = exp.min(limit);
     }

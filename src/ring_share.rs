@@ -68,9 +68,12 @@ impl Kind {
     /// How long a record of this kind lives, at most.
     fn lifetime(self, cfg: &Config) -> Duration {
         match self {
-            Kind::PushedRequest => cfg.request_uri_ttl,
-            Kind::Code => cfg.code_ttl,
-            Kind::DeviceRequest => cfg.device.as_ref().map_or(cfg.code_ttl, |d| d.lifetime),
+            Kind::PushedRequest => cfg.lifetimes.request_uri,
+            Kind::Code => cfg.lifetimes.code,
+            Kind::DeviceRequest => cfg
+                .device
+                .as_ref()
+                .map_or(cfg.lifetimes.code, |d| d.lifetime),
             // A proof's jti lives its lifetime and two skews (see crate::dpop), an assertion's
             // until its `exp` (at most the maximum lifetime) and a skew.
             Kind::DpopProof => cfg.dpop.proof_lifetime + cfg.dpop.clock_skew * 2,
@@ -152,7 +155,7 @@ pub fn charge(cfg: &Config, ctx: &mut Ctx<'_>, kind: Kind, owner: Owner<'_>) -> 
 mod tests {
     use super::*;
 
-    fn cfg(store: serde_json::Value) -> Result<Config, String> {
+    fn cfg(store: serde_json::Value) -> Result<Config, crate::config::ConfigError> {
         let mut v = crate::config::tests::sample();
         v["store"] = store;
         Config::from_json(v.to_string().as_bytes())
@@ -173,10 +176,12 @@ mod tests {
             .expect("config");
         assert!(!enabled(&c));
         for bad in [0, 101] {
-            let err = cfg(serde_json::json!({"share_percent": bad}))
-                .err()
-                .unwrap_or_default();
-            assert!(err.contains("share_percent"), "{err}");
+            let err = cfg(serde_json::json!({"share_percent": bad})).err();
+            assert_eq!(
+                err.as_ref().map(|e| e.field.as_str()),
+                Some("store.share_percent"),
+                "{err:?}"
+            );
         }
     }
 }

@@ -32,7 +32,7 @@ fn record_id(sid: &str) -> String {
 pub fn end(cfg: &Config, ctx: &mut Ctx<'_>, sid: &str) -> FlowResult<()> {
     let ring = cfg.rings.families;
     let now_ms = ctx.now.unix_ms;
-    let exp = now_ms.saturating_add(crate::duration::millis(cfg.refresh_token_ttl)) / 1000;
+    let exp = now_ms.saturating_add(crate::duration::millis(cfg.lifetimes.refresh_token)) / 1000;
     let ended = Family {
         gen: 0,
         n: now_ms,

@@ -1141,10 +1141,12 @@ fn id_token_signed_response_alg_picks_the_key() {
     // Registered, but no key of it.
     let mut bad = config(json!({}));
     bad["clients"][0]["id_token_signed_response_alg"] = json!("RS256");
-    let err = Config::from_json(bad.to_string().as_bytes())
-        .err()
-        .unwrap_or_default();
-    assert!(err.contains("id_token_signed_response_alg RS256"), "{err}");
+    let err = Config::from_json(bad.to_string().as_bytes()).err().unwrap();
+    assert_eq!(err.field, "clients[0]", "{err}");
+    assert!(
+        err.problem.contains("id_token_signed_response_alg RS256"),
+        "{err}"
+    );
     let mut none = config(json!({}));
     none["clients"][0]["id_token_signed_response_alg"] = json!("none");
     assert!(Config::from_json(none.to_string().as_bytes()).is_err());

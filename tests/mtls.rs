@@ -366,7 +366,8 @@ fn registration_refuses_what_cannot_be_checked() {
                          "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
                          "clients": [client]});
         let err = Config::from_json(cfg.to_string().as_bytes()).err().unwrap();
-        assert!(err.contains(why), "{err}");
+        assert_eq!(err.field, "clients[0]", "{err}");
+        assert!(err.problem.contains(why), "{err}");
     }
 }
 
@@ -455,5 +456,6 @@ fn ip_and_email_sans_match_with_the_whole_certificate() {
                      "signing_keys": [generate_jwk(Alg::EdDSA, "k1", &mut SystemRandom).unwrap()],
                      "mtls": {"chain_verified": true}, "clients": [clients[0].clone()]});
     let err = Config::from_json(cfg.to_string().as_bytes()).err().unwrap();
-    assert!(err.contains("mtls.source xfcc"), "{err}");
+    assert_eq!(err.field, "clients[0]", "{err}");
+    assert!(err.problem.contains("mtls.source xfcc"), "{err}");
 }

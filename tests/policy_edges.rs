@@ -332,7 +332,8 @@ fn refresh_endpoint_returns_refresh_token_needs_the_cookie() {
     v["clients"] = json!([{"client_id": "x", "token_endpoint_auth_method": "none",
                            "refresh_endpoint_returns_refresh_token": true}]);
     let err = Config::from_json(v.to_string().as_bytes()).err().unwrap();
-    assert!(err.contains("refresh_token_cookie"), "{err}");
+    assert_eq!(err.field, "clients[0]", "{err}");
+    assert!(err.problem.contains("refresh_token_cookie"), "{err}");
 }
 
 #[test]

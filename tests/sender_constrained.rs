@@ -953,7 +953,8 @@ fn fapi2_refresh_tokens_are_not_rotated_and_the_password_grant_is_refused() {
         "signing_keys": [generate_jwk(Alg::EdDSA, "as1", &mut SystemRandom).unwrap()],
         "password_grant": {"cluster": "users"}});
     let err = Config::from_json(c.to_string().as_bytes()).err().unwrap();
-    assert!(err.contains("fapi2") && err.contains("password"), "{err}");
+    assert_eq!(err.field, "password_grant", "{err}");
+    assert!(err.problem.contains("fapi2"), "{err}");
     c["profile"] = json!("default");
     assert!(Config::from_json(c.to_string().as_bytes()).is_ok());
 }

@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let _ = oauth_edge::client_assertion::claimed_client_id(s);
-        let _ = oauth_edge::dpop::normalize_htu(s);
+        let _ = oauth_edge::url::normalize_htu(s);
     }
     if let Ok(set) = oauth_edge::jwk::JwkSet::from_slice(data) {
         let _ = set.select(None, Alg::EdDSA);

@@ -131,7 +131,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     let code = store::allocate(
         ctx,
         cfg.rings.codes,
-        crate::duration::millis(cfg.code_ttl),
+        crate::duration::millis(cfg.lifetimes.code),
         &data,
     )?;
     let code = code.encode();

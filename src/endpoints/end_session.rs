@@ -159,7 +159,8 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         "set-cookie",
         format!(
             "{}=; Path={}; Max-Age=0; Secure; HttpOnly; SameSite=Strict",
-            cfg.refresh_cookie_name, cfg.refresh_path
+            cfg.refresh_cookie_name,
+            cfg.endpoints.path(crate::config::Endpoint::Refresh)
         ),
     ));
     if same_login {

@@ -50,7 +50,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         );
     }
     // RFC 9449 §10.1: a DPoP proof at PAR binds the code to its key, like dpop_jkt.
-    let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.par_htu, ctx)?;
+    let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.endpoints.par_htu, ctx)?;
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
     if let Some(p) = &proof {
         dpop::record(cfg, Owner::Client(&client), p, ctx)?;
@@ -69,7 +69,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             _ => authz.dpop_jkt = Some(p.jkt.clone()),
         }
     }
-    let ttl = cfg.request_uri_ttl;
+    let ttl = cfg.lifetimes.request_uri;
     ring_share::charge(cfg, ctx, Kind::PushedRequest, Owner::Client(&client))?;
     let handle = store::allocate(
         ctx,

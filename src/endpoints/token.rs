@@ -31,7 +31,13 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     // The DPoP proof before client authentication: a nonce challenge (the usual first answer
     // when nonces are on) then costs no assertion verification and burns no assertion jti. Its
     // jti is recorded only once the client is authenticated: strangers cannot fill the cache.
-    let proof = dpop::check(cfg, &req.headers, &req.method, &cfg.token_htu, ctx)?;
+    let proof = dpop::check(
+        cfg,
+        &req.headers,
+        &req.method,
+        &cfg.endpoints.token_htu,
+        ctx,
+    )?;
     let client = authenticate_client(cfg, ctx, &req.headers, &form)?;
     require_proof(cfg, &client, proof.as_ref(), ctx.client_cert())?;
     if let Some(p) = &proof {

@@ -22,23 +22,6 @@ pub const ISSUED: &[(&str, &str)] = &[
     (crate::grants::PASSWORD, "password"),
 ];
 
-const ENDPOINTS: &[Endpoint] = &[
-    Endpoint::Token,
-    Endpoint::Refresh,
-    Endpoint::PushedAuthorization,
-    Endpoint::Authorize,
-    Endpoint::Jwks,
-    Endpoint::AuthorizationServerMetadata,
-    Endpoint::Revocation,
-    Endpoint::Introspection,
-    Endpoint::DeviceAuthorization,
-    Endpoint::DeviceVerification,
-    Endpoint::Userinfo,
-    Endpoint::EndSession,
-    Endpoint::Resource,
-    Endpoint::ResourceMetadata(0),
-];
-
 pub struct Metrics {
     requests: Vec<(&'static str, Option<u32>)>,
     /// Per endpoint: a histogram of the time from the request headers to the answer (µs),
@@ -71,20 +54,14 @@ impl Metrics {
     pub fn define(host: &dyn Host, engine: &crate::engine::Engine) -> Metrics {
         let counter = |name: &str| host.define_metric(MetricKind::Counter, name);
         Metrics {
-            requests: ENDPOINTS
-                .iter()
-                .map(|e| {
-                    (
-                        e.name(),
-                        counter(&format!("oauth_edge.requests.{}", e.name())),
-                    )
-                })
+            // One counter and one histogram per metric tag of the endpoint table.
+            requests: crate::config::endpoints::metric_tags()
+                .map(|tag| (tag, counter(&format!("oauth_edge.requests.{tag}"))))
                 .collect(),
-            durations: ENDPOINTS
-                .iter()
-                .map(|e| {
-                    let name = format!("oauth_edge.request_duration_us.{}", e.name());
-                    (e.name(), host.define_metric(MetricKind::Histogram, &name))
+            durations: crate::config::endpoints::metric_tags()
+                .map(|tag| {
+                    let name = format!("oauth_edge.request_duration_us.{tag}");
+                    (tag, host.define_metric(MetricKind::Histogram, &name))
                 })
                 .collect(),
             issued: ISSUED

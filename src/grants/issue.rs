@@ -85,7 +85,7 @@ pub fn issue_as(
                 iss: &cfg.issuer,
                 sub: g.sub,
                 aud: &g.client.client_id,
-                exp: now.saturating_add(cfg.id_token_ttl.as_secs()),
+                exp: now.saturating_add(cfg.lifetimes.id_token.as_secs()),
                 iat: now,
                 auth_time: g.auth_time,
                 nonce: g.nonce,
@@ -132,6 +132,9 @@ pub fn refresh_cookie(engine: &Engine, value: &str, max_age: u64) -> String {
     let c = &engine.config;
     format!(
         "{}={}; Path={}; Max-Age={}; Secure; HttpOnly; SameSite=Strict",
-        c.refresh_cookie_name, value, c.refresh_path, max_age
+        c.refresh_cookie_name,
+        value,
+        c.endpoints.path(crate::config::Endpoint::Refresh),
+        max_age
     )
 }

@@ -79,7 +79,7 @@ pub fn first_access_token(
     let exp = ctx
         .now
         .secs()
-        .saturating_add(engine.config.access_token_ttl.as_secs());
+        .saturating_add(engine.config.lifetimes.access_token.as_secs());
     Ok(Issued(jti, exp))
 }
 
@@ -359,7 +359,7 @@ fn deny_issued(engine: &Engine, ctx: &mut Ctx<'_>, fam: &str, n: u64) -> FlowRes
     let exp = ctx
         .now
         .secs()
-        .saturating_add(cfg.access_token_ttl.as_secs());
+        .saturating_add(cfg.lifetimes.access_token.as_secs());
     for i in n.saturating_sub(DENIED_ON_REVOKE - 1)..=n {
         access_token::deny(cfg, ctx, &Issued(access_token_jti(fam, i), exp))?;
     }
@@ -391,7 +391,7 @@ pub fn start_family(
 ) -> FlowResult<RefreshClaims> {
     let cfg = &engine.config;
     let now_ms = ctx.now.unix_ms;
-    let ttl_ms = crate::duration::millis(cfg.refresh_token_ttl);
+    let ttl_ms = crate::duration::millis(cfg.lifetimes.refresh_token);
     let exp = now_ms.saturating_add(ttl_ms) / 1000;
     let family = Family {
         gen: 0,
@@ -451,7 +451,7 @@ pub fn first_token(
 pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
     let Some(fam) = fam else { return Ok(()) };
     let now_ms = ctx.now.unix_ms;
-    let ttl = crate::duration::millis(engine.config.refresh_token_ttl);
+    let ttl = crate::duration::millis(engine.config.lifetimes.refresh_token);
     let tombstone = Family {
         gen: 0,
         n: 0,

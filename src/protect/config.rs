@@ -289,7 +289,7 @@ pub fn validate(
             }
             m => m,
         };
-        let (origin, path) = crate::config::split_issuer(&r.resource).map_err(|e| {
+        let (origin, path) = crate::url::split_issuer(&r.resource).map_err(|e| {
             format!(
                 "resource_protection: resource {:?}: {}",
                 r.resource,

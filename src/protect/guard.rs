@@ -29,7 +29,10 @@ impl Guard {
         Guard {
             verified: RefCell::new(Verified::new(config.protection.verified_cache_entries)),
             dpop_algs,
-            userinfo_route: Route::userinfo(config.issuer_origin(), &config.userinfo_path),
+            userinfo_route: Route::userinfo(
+                config.issuer_origin(),
+                config.endpoints.path(crate::config::Endpoint::Userinfo),
+            ),
         }
     }
 

@@ -321,7 +321,7 @@ pub fn authorize(
                 .path
                 .split_once('?')
                 .map_or(req.path.as_str(), |(p, _)| p);
-            let Some(htu) = crate::dpop::normalize_htu(&format!("{}{path}", route.origin)) else {
+            let Some(htu) = crate::url::normalize_htu(&format!("{}{path}", route.origin)) else {
                 return Ok(Err(Denial::Malformed("the request path is not a URL path")));
             };
             let proof = match crate::dpop::check(cfg, &req.headers, &req.method, &htu, ctx) {
