@@ -218,7 +218,7 @@ def plugin_config(*, code_slots: int | None = None, family_slots: int | None = N
     # a defence against strangers, tested in tests/integration/test_ring_shares.py).
     store.update(share_percent=100, replay_share_percent=100)
     if etcd_cluster:
-        # No etcd authentication: loopback only (production: see the README's etcd store section).
+        # No etcd authentication: loopback only (production: see docs/deploying.md, the etcd store).
         store.update(backend="etcd", etcd={"cluster": etcd_cluster, "prefix": ETCD_PREFIX, "timeout": "1s"})
     cfg: dict[str, Any] = {
         "issuer": ISSUER,

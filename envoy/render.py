@@ -45,7 +45,7 @@ Extra HTTP filters (--extra-http-filters FILE, a JSON list of Envoy HTTP filter 
 envoy.filters.http.jwt_authn with `payload_in_metadata`, whose verified JWT payload the plugin's
 `user` setting then reads as the authenticated end user. None by default.
 
-Hardening (issue 11; see the template's comments and README "Deploying"):
+Hardening (issue 11; see the template's comments and docs/deploying.md, "Hardening"):
   --max-heap-bytes N    the overload manager's fixed_heap monitor (default 1 GiB): Envoy sheds
                         load from 90 % of it and answers 503 from 98 %. Set it below the
                         container's memory limit.

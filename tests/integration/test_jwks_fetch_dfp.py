@@ -1,5 +1,5 @@
 """RFC 7523 with keys at a jwks_uri fetched through a dynamic forward proxy cluster: the
-production setup the README recommends (`jwks_fetch.cluster` pointing at
+production setup docs/deploying.md recommends (`jwks_fetch.cluster` pointing at
 `envoy.clusters.dynamic_forward_proxy`, which resolves any host on demand), checked to work with
 dispatch_http_call alone — no forward-proxy HTTP filter — in a real Envoy. The jwks_uri names the
 registry fixture by host name (`localhost`), so the DNS cache really resolves it."""

@@ -1,5 +1,5 @@
-"""Signing keys from Envoy's environment, never in the Envoy configuration (README "Keys from the
-environment").
+"""Signing keys from Envoy's environment, never in the Envoy configuration (docs/deploying.md "Keys from
+the environment").
 
 render.py --key-from-env NAME writes `"signing_keys": [{"env": NAME}]` into the plugin
 configuration and lists NAME in the wasm VM's vm_config.environment_variables.host_env_keys; the
