@@ -14,14 +14,15 @@ import pytest
 import yaml
 
 import render
-from conftest import ROOT, WASM, envoy_binary
+from support import ROOT
+from support.envoy import envoy_binary, WASM
 
 COMPOSE = ROOT / "envoy" / "docker-compose.yml"
 EXTENSION_POLICY = ROOT / "envoy" / "envoy-gateway" / "extension-policy.yaml"
 
 
 def _test_key():
-    from conftest import _keygen_python
+    from support.keys import _keygen_python
 
     return _keygen_python("EdDSA", "deploy-test")
 

@@ -40,17 +40,10 @@ import requests
 import yaml
 
 import render
-from conftest import (
-    ROOT,
-    WASM,
-    EnvoyInstance,
-    _RUNNING,
-    _finish_envoy,
-    _keygen_python,
-    _start_envoy,
-    base_plugin_config,
-    envoy_binary,
-)
+from support import ROOT
+from support.envoy import envoy_binary, EnvoyInstance, WASM
+from support.fixtures_envoy import base_plugin_config, finish_envoy, RUNNING, start_envoy
+from support.keys import _keygen_python
 from helpers import (
     DEMO_CLIENT,
     ENVOY_413_DESCRIPTION,
@@ -276,13 +269,13 @@ def hardened(keys, registry, backend, tmp_path_factory) -> Iterator[EnvoyInstanc
         hcm["request_timeout"] = f"{SHORT_REQUEST}s"
         hcm["access_log"] = [_access_log(log)]
 
-    inst = _start_envoy("hardened", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
+    inst = start_envoy("hardened", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         extra_http_filters=[FAULT_FILTER], edit_config=edit,
                         envoy_args=["--file-flush-interval-msec", "100"])
     inst.access_log = log  # type: ignore[attr-defined]
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 @pytest.fixture(scope="module")
@@ -294,11 +287,11 @@ def strict(keys, registry, backend, tmp_path_factory) -> Iterator[EnvoyInstance]
         _cluster(doc, "registry")["circuit_breakers"]["thresholds"][0].update(
             max_connections=1, max_pending_requests=1, max_requests=1)
 
-    inst = _start_envoy("strict", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
+    inst = start_envoy("strict", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         edit_config=edit)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _test_id() -> str:
@@ -610,7 +603,7 @@ def _start(cls: type[EnvoyInstance], name: str, tmp_path_factory, **kw: Any) -> 
     if not WASM.exists():
         pytest.fail(f"filter not built: {WASM} missing (run `make wasm`)", pytrace=False)
     inst = cls(name, tmp_path_factory.mktemp(f"envoy-{name}"), **kw).start()
-    _RUNNING.append(inst)
+    RUNNING.append(inst)
     return inst
 
 
@@ -642,7 +635,7 @@ def test_overload_manager_stop_accepting_requests(keys, registry, backend, tmp_p
         assert not [s for s in backend.seen() if s["headers"].get("x-test-id") == tid]
         assert inst.stat("overload.envoy.overload_actions.shrink_heap.active") == 1
     finally:
-        _finish_envoy(inst)
+        finish_envoy(inst)
 
 
 # --------------------------------------------------------------------------- FAIL_RELOAD
@@ -678,8 +671,8 @@ def trap_envoy(trap_wasm, keys, registry, backend, tmp_path_factory) -> Iterator
                   signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                   edit_config=edit)
     yield inst
-    inst.stop()  # not _finish_envoy: the traps are the point, the log is full of them
-    _RUNNING.remove(inst)
+    inst.stop()  # not finish_envoy: the traps are the point, the log is full of them
+    RUNNING.remove(inst)
 
 
 def _fresh(inst: EnvoyInstance, **headers: str) -> requests.Response:

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import requests
 
+from support.forms import post_form
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
@@ -71,8 +72,8 @@ def test_variants_of_our_paths_answered_404_never_passed_on(envoy_main, path):
     assert r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
     assert r.json()["error"] == "invalid_request"
-    ok = requests.post(envoy_main.token_url, data={"grant_type": "client_credentials"},
-                       auth=("demo-client", "demo-secret"), timeout=10)
+    ok = post_form(envoy_main.token_url, {"grant_type": "client_credentials"},
+                   headers={"Authorization": basic_auth("demo-client", "demo-secret")})
     assert ok.status_code == 200
 
 
@@ -274,7 +275,7 @@ def test_registry_concurrent_first_lookups(envoy_main, registry):
 def test_escaped_unreserved_characters_are_normalised_by_envoy(envoy_main):
     """normalize_path decodes escaped unreserved characters (RFC 3986 §6.2.2.2): the request
     reaches the filter's endpoint itself, not the application."""
-    r = requests.post(envoy_main.base_url + "/oauth/%74oken", data={"grant_type": "client_credentials"},
-                      auth=("demo-client", "demo-secret"), timeout=10)
+    r = post_form(envoy_main.base_url + "/oauth/%74oken", {"grant_type": "client_credentials"},
+                  headers={"Authorization": basic_auth("demo-client", "demo-secret")})
     assert r.status_code == 200
     assert "access_token" in r.json()
