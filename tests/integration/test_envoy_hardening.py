@@ -43,6 +43,7 @@ import render
 from support import ROOT
 from support.envoy import envoy_binary, EnvoyInstance, WASM
 from support.fixtures_envoy import base_plugin_config, finish_envoy, RUNNING, start_envoy
+from support.forms import post_form
 from support.keys import _keygen_python
 from helpers import (
     DEMO_CLIENT,
@@ -413,9 +414,8 @@ def test_envoy_503_from_a_filter_before_the_wasm_filter(hardened, backend, path,
     """Envoy's fault filter (abort 503, before the wasm filter): on the OAuth paths the 503 is
     flat OAuth JSON temporarily_unavailable; an application path keeps Envoy's plain reply."""
     tid = _test_id()
-    r = requests.post(hardened.base_url + path, data="grant_type=client_credentials", timeout=10,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC, FAULT_HEADER: "503",
-                               "X-Test-Id": tid})
+    r = post_form(hardened.base_url + path, "grant_type=client_credentials",
+                  headers={"Authorization": DEMO_BASIC, FAULT_HEADER: "503", "X-Test-Id": tid})
     (_assert_mapped if oauth else _assert_envoy_default)(r.status_code, _hdrs(r), r.content, 503)
     if not oauth:
         assert r.text == "fault filter abort"
@@ -486,9 +486,8 @@ def test_oauth_path_variants_with_credentials_never_reach_the_backend(hardened, 
     variants of its own paths (not in builds that match exact paths only)."""
     path, _by = PATH_VARIANTS[variant]
     tid = _test_id()
-    r = requests.post(hardened.base_url + path, data="grant_type=client_credentials&scope=read", timeout=10,
-                      allow_redirects=False,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC, "X-Test-Id": tid})
+    r = post_form(hardened.base_url + path, "grant_type=client_credentials&scope=read", allow_redirects=False,
+                  headers={"Authorization": DEMO_BASIC, "X-Test-Id": tid})
     leaked = [s for s in backend.seen() if s["headers"].get("x-test-id") == tid]
     assert not leaked, (f"{path} reached the backend as {leaked[0]['path']} with Authorization "
                         f"{leaked[0]['headers'].get('authorization')!r} (answer {r.status_code})")
@@ -508,8 +507,8 @@ def test_oauth_path_variants_with_credentials_never_reach_the_backend(hardened, 
 
 def test_encoded_slash_redirect_then_token(hardened):
     """A client that follows the 307 (same method and body) gets its token from the filter."""
-    r = requests.post(hardened.base_url + "/oauth%2Ftoken", data="grant_type=client_credentials&scope=read",
-                      timeout=10, headers={"Content-Type": FORM, "Authorization": DEMO_BASIC})
+    r = post_form(hardened.base_url + "/oauth%2Ftoken", "grant_type=client_credentials&scope=read",
+                  headers={"Authorization": DEMO_BASIC})
     assert [h.status_code for h in r.history] == [307]
     assert r.status_code == 200 and r.json()["scope"] == "read", r.text[:300]
 
@@ -525,8 +524,8 @@ def test_encoded_slash_redirect_applies_to_application_paths(hardened, backend):
 def test_application_oauth_callback_passes_through(hardened, backend):
     """/oauth/callback is the application's: it reaches the backend untouched, credentials too."""
     tid = _test_id()
-    r = requests.post(hardened.base_url + "/oauth/callback?code=abc&state=xyz", data="a=b", timeout=10,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC, "X-Test-Id": tid})
+    r = post_form(hardened.base_url + "/oauth/callback?code=abc&state=xyz", "a=b",
+                  headers={"Authorization": DEMO_BASIC, "X-Test-Id": tid})
     assert r.status_code == 200, r.text[:300]
     echo = r.json()
     assert echo["backend"] is True and echo["path"] == "/oauth/callback?code=abc&state=xyz"
@@ -539,8 +538,7 @@ def test_envoy_413_buffer_limit(strict, backend, path, oauth):
     """Envoy's buffer filter (before the wasm filter, limit below the plugin's) refuses a body
     first: request_payload_too_large, flat OAuth JSON on the OAuth paths only."""
     body = oversized_form(STRICT_BUFFER + 1000)
-    r = requests.post(strict.base_url + path, data=body, timeout=10,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC})
+    r = post_form(strict.base_url + path, body, headers={"Authorization": DEMO_BASIC})
     (_assert_mapped if oauth else _assert_envoy_default)(r.status_code, _hdrs(r), r.content, 413)
     small = token_request(strict, DEMO_CLIENT)
     assert small.status_code == 200, small.text[:300]
