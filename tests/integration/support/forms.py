@@ -23,8 +23,8 @@ def basic_auth(client_id: str, secret: str) -> str:
 def post_form(url: str, form: dict[str, str] | list[tuple[str, str]] | str | bytes, client: Any = None, *,
               basic: Any = None, dpop: str | list[str] | None = None, headers: dict[str, str] | None = None,
               session: requests.Session | None = None, timeout: float = 10, **kw: Any) -> requests.Response:
-    """POST a form body: `form` as pairs or a dict (form-urlencoded here), or a str/bytes body sent
-    as it is. Content-Type form-urlencoded and Accept application/json unless `headers` say
+    """POST a form body: `form` as pairs or a dict (form-urlencoded here; a list value repeats the
+    parameter), or a str/bytes body sent as it is. Content-Type form-urlencoded and Accept application/json unless `headers` say
     otherwise (headers are applied last).
 
     client: authenticated by its registered method (a helpers.Client): client_secret_basic (an
@@ -56,5 +56,7 @@ def post_form(url: str, form: dict[str, str] | list[tuple[str, str]] | str | byt
         hdrs["DPoP"] = dpop
     hdrs.update(headers or {})
     if pairs is not None:
-        body = urllib.parse.urlencode(pairs)
+        # doseq: a list value is the parameter repeated (resource=a&resource=b), as requests
+        # encodes a dict.
+        body = urllib.parse.urlencode(pairs, doseq=True)
     return (session or requests).post(url, data=body, headers=hdrs, timeout=timeout, **kw)
