@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,10 @@ def _routes(audience: str) -> dict[str, Any]:
     ]}
 
 
-def _jwt_authn(B, jwks: str, audience: str):
-    """Adds Envoy's jwt_authn before the wasm filter: /jwt needs our token (issuer, audience,
-    signature by a key of our JWKS), checked by Envoy itself."""
-    filt = {
+def _jwt_authn(B, jwks: str, audience: str) -> dict[str, Any]:
+    """Envoy's jwt_authn, before the wasm filter (render.py --extra-http-filters): /jwt needs our
+    token (issuer, audience, signature by a key of our JWKS), checked by Envoy itself."""
+    return {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
@@ -43,14 +42,6 @@ def _jwt_authn(B, jwks: str, audience: str):
             "rules": [{"match": {"prefix": "/jwt"}, "requires": {"provider_name": "oauth_edge"}}],
         },
     }
-
-    def edit(yaml_text: str) -> str:
-        m = re.search(r"^(?P<i>[ ]*)- name: envoy\.filters\.http\.wasm[ ]*$", yaml_text, re.MULTILINE)
-        if not m:
-            raise B.BenchError("rendered envoy.yaml: no wasm filter line")
-        return yaml_text[: m.start()] + f"{m.group('i')}- {json.dumps(filt)}\n" + yaml_text[m.start():]
-
-    return edit
 
 
 def _ath(token: str) -> str:
@@ -70,7 +61,7 @@ def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -
     pub = {k: v for k, v in key.items() if k != "d"}
     jwks = json.dumps({"keys": [pub]})
     B.say("starting Envoy api (protected routes, and jwt_authn on /jwt)")
-    env = B.Envoy("api", work, key_file, jwks_cfg, None, server_cpu, edit=_jwt_authn(B, jwks, B.AUDIENCE))
+    env = B.Envoy("api", work, key_file, jwks_cfg, None, server_cpu, extra_http_filters=[_jwt_authn(B, jwks, B.AUDIENCE)])
     auth = B.basic(B.CLIENT_ID, B.CLIENT_SECRET)
     st, _, body = B.http("POST", env.url + "/oauth/token", B.TOKEN_BODY.encode(),
                          {"Authorization": auth, "Content-Type": "application/x-www-form-urlencoded"})

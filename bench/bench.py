@@ -54,13 +54,20 @@ from typing import Any
 
 import api as api_bench  # bench/api.py: the protected-API rows (this script's folder is on sys.path)
 
+# The tests' Envoy launcher (tests/integration/support/envoy.py, standard library at import time):
+# Envoy is rendered by envoy/render.py (the ceiling route and the etcd cluster are its options)
+# and started, waited for and stopped as in the integration tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
+from support.envoy import EnvoyInstance  # noqa: E402
+import render  # noqa: E402  (envoy/render.py, on sys.path through the support package)
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 LUA = BENCH / "wrk"
-ENVOY = ROOT / ".venv" / "bin" / "envoy"
+# As the launcher finds it (support/envoy.py envoy_binary): OAUTH_EDGE_ENVOY, else .venv's.
+ENVOY = Path(os.environ.get("OAUTH_EDGE_ENVOY", ROOT / ".venv" / "bin" / "envoy"))
 # OAUTH_EDGE_WASM: measure another build (as the tests take it).
 WASM = Path(os.environ.get("OAUTH_EDGE_WASM", ROOT / "target" / "wasm32-wasip1" / "release" / "oauth_edge.wasm"))
-RENDER = ROOT / "envoy" / "render.py"
 NODE = BENCH / "node_modules" / ".bin" / "node"
 PEER = BENCH / "peer.mjs"
 VENV_PY = ROOT / ".venv" / "bin" / "python"
@@ -218,7 +225,7 @@ def plugin_config(*, code_slots: int | None = None, family_slots: int | None = N
     # a defence against strangers, tested in tests/integration/test_ring_shares.py).
     store.update(share_percent=100, replay_share_percent=100)
     if etcd_cluster:
-        # No etcd authentication: loopback only (production: see the README's etcd store section).
+        # No etcd authentication: loopback only (production: see docs/deploying.md, the etcd store).
         store.update(backend="etcd", etcd={"cluster": etcd_cluster, "prefix": ETCD_PREFIX, "timeout": "1s"})
     cfg: dict[str, Any] = {
         "issuer": ISSUER,
@@ -244,111 +251,62 @@ def plugin_config(*, code_slots: int | None = None, family_slots: int | None = N
     return cfg
 
 
-def add_ceiling(yaml_text: str, body_size: int) -> str:
-    """Adds the `/ceiling` direct_response route and Envoy's buffer filter (before the router).
-
-    The wasm filter passes /ceiling on (not an OAuth path); the buffer filter holds the request
-    until its body is in, and the router sends the direct_response. Token requests never reach
-    the buffer filter: the wasm filter answers them itself.
-    """
-    ceiling = {
-        "match": {"path": "/ceiling"},
-        "direct_response": {"status": 200, "body": {"inline_string": "x" * body_size}},
-        "response_headers_to_add": [
-            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
-            for k, v in (("content-type", "application/json"), ("cache-control", "no-store"),
-                         ("pragma", "no-cache"))
-        ],
-    }
-    routes_re = re.compile(r"^(?P<i>[ ]*)routes: (?P<r>\[.*\])[ ]*$", re.MULTILINE)
-    m = routes_re.search(yaml_text)
-    if not m:
-        raise BenchError("rendered envoy.yaml: no `routes: [...]` line to add the ceiling route to")
-    routes = [ceiling] + json.loads(m.group("r"))
-    yaml_text = yaml_text[: m.start()] + f"{m.group('i')}routes: {json.dumps(routes)}" + yaml_text[m.end():]
-    router_re = re.compile(r"^(?P<i>[ ]*)- name: envoy\.filters\.http\.router[ ]*$", re.MULTILINE)
-    m = router_re.search(yaml_text)
-    if not m:
-        raise BenchError("rendered envoy.yaml: no router filter line")
-    if '"name": "envoy.filters.http.buffer"' in yaml_text:
-        raise BenchError("rendered envoy.yaml already has a buffer filter (body mode buffer?)")
-    buf = {"name": "envoy.filters.http.buffer",
-           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-                            "max_request_bytes": 1048576}}
-    return yaml_text[: m.start()] + f"{m.group('i')}- {json.dumps(buf)}\n" + yaml_text[m.start():]
-
-
-def add_cluster(yaml_text: str, name: str, port: int) -> str:
-    """Adds a STATIC cluster of one loopback endpoint (the etcd member) to the rendered bootstrap,
-    as the first item of `static_resources.clusters`."""
-    m = re.search(r"^(?P<i>[ ]*)clusters:[ ]*$", yaml_text, re.MULTILINE)
-    if not m:
-        raise BenchError("rendered envoy.yaml: no `clusters:` line to add a cluster to")
-    if f'"name": "{name}"' in yaml_text or re.search(rf"^[ ]*- name: {re.escape(name)}[ ]*$", yaml_text, re.MULTILINE):
-        raise BenchError(f"rendered envoy.yaml already has a cluster {name}")
-    cluster = {
-        "name": name, "type": "STATIC", "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
-    }
-    return yaml_text[: m.end()] + f"\n{m.group('i')}- {json.dumps(cluster)}" + yaml_text[m.end():]
-
-
 class Envoy:
+    """One Envoy under test, started by the tests' launcher (EnvoyInstance): one worker, pinned to
+    `cpu`, route mode `direct`, the plugin configuration `cfg` and the key in `key_file`.
+
+    ceiling_size: render.py --ceiling-route (the `/ceiling` direct_response of that many bytes,
+    behind Envoy's buffer filter); clusters: render.py --static-cluster (name -> loopback port);
+    extra_http_filters: render.py --extra-http-filters (before the wasm filter). Envoy logs at
+    info with wasm at debug to envoy.log (--log-path, the VM start figures come from it)."""
+
     def __init__(self, name: str, workdir: Path, key_file: Path, cfg: dict, ceiling_size: int | None,
-                 cpu: int | None, clusters: dict[str, int] | None = None, edit=None) -> None:
+                 cpu: int | None, clusters: dict[str, int] | None = None,
+                 extra_http_filters: list[dict] | None = None) -> None:
         self.name = name
         self.dir = workdir / f"envoy-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port, self.admin = free_ports(2)
         (self.dir / "plugin.json").write_text(json.dumps(cfg, indent=1))
-        r = subprocess.run([sys.executable, str(RENDER), "--out", str(self.dir), "--listen-port", str(self.port),
-                            "--admin-port", str(self.admin), "--route-mode", "direct",
-                            "--plugin-config", str(self.dir / "plugin.json"), "--key", str(key_file)],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise BenchError(f"render.py for {name}: {r.stderr.strip()}")
-        yaml_path = self.dir / "envoy.yaml"
-        if ceiling_size is not None:
-            yaml_path.write_text(add_ceiling(yaml_path.read_text(), ceiling_size))
-        for cname, cport in (clusters or {}).items():
-            yaml_path.write_text(add_cluster(yaml_path.read_text(), cname, cport))
-        if edit is not None:
-            yaml_path.write_text(edit(yaml_path.read_text()))
-        shutil.copy(WASM, self.dir / "oauth_edge.wasm")
         self.log = self.dir / "envoy.log"
         self.log.unlink(missing_ok=True)
-        cmd = taskset(cpu) + [str(ENVOY), "-c", "envoy.yaml", "--concurrency", "1", "--use-dynamic-base-id",
-                              "-l", "info", "--component-log-level", "wasm:debug",
-                              "--log-format", LOG_FORMAT, "--log-path", str(self.log)]
-        self.t_spawn = time.time()
-        self.proc = PROCS.spawn(f"envoy-{name}", cmd, self.dir, self.dir / "stdout.log")
-        self.t_first_answer = self._wait_ready()
+        self.t_first_answer = 0.0
+        self.inst = EnvoyInstance(
+            name, self.dir, route_mode="direct", plugin_config=cfg, signing_keys=render.load_keys(key_file),
+            ceiling_bytes=ceiling_size, static_clusters=clusters, extra_http_filters=extra_http_filters,
+            concurrency=1, command_prefix=taskset(cpu),
+            envoy_args=["--component-log-level", "wasm:debug", "--log-format", LOG_FORMAT,
+                        "--log-path", str(self.log)],
+            log_path=self.dir / "stdout.log", ready=self._first_answer, ready_timeout=120, poll_interval=0.002,
+            on_launch=lambda p: PROCS.items.append((f"envoy-{name}", p)))
+        try:
+            self.inst.start()
+        except (RuntimeError, render.RenderError) as exc:
+            tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+            raise BenchError(f"Envoy {name}: {exc}\n{tail}") from exc
+        assert self.inst.proc is not None
+        self.proc = self.inst.proc
+        self.port, self.admin = self.inst.listen_port, self.inst.admin_port
+        self.t_spawn = self.inst.t_spawn
         self.pid = self.proc.pid
+
+    def _first_answer(self, inst: EnvoyInstance) -> bool:
+        """Readiness: the worker answers GET jwks on the listener; records that moment."""
+        try:
+            s = socket.create_connection(("127.0.0.1", inst.listen_port), timeout=1)
+            s.sendall(b"GET /oauth/jwks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = s.recv(64)
+            t = time.time()
+            s.close()
+            if data.startswith(b"HTTP/1.1 200"):
+                self.t_first_answer = t
+                return True
+        except OSError:
+            pass
+        return False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def _wait_ready(self, timeout: float = 120) -> float:
-        """Polls the listener (GET jwks) until the worker answers; returns that moment."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-                raise BenchError(f"Envoy {self.name} exited ({self.proc.returncode}):\n{tail}")
-            try:
-                s = socket.create_connection(("127.0.0.1", self.port), timeout=1)
-                s.sendall(b"GET /oauth/jwks HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = s.recv(64)
-                t = time.time()
-                s.close()
-                if data.startswith(b"HTTP/1.1 200"):
-                    return t
-            except OSError:
-                pass
-            time.sleep(0.002)
-        raise BenchError(f"Envoy {self.name} did not answer within {timeout:.0f} s")
 
     def stop(self) -> None:
         PROCS.stop(self.proc)

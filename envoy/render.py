@@ -45,7 +45,7 @@ Extra HTTP filters (--extra-http-filters FILE, a JSON list of Envoy HTTP filter 
 envoy.filters.http.jwt_authn with `payload_in_metadata`, whose verified JWT payload the plugin's
 `user` setting then reads as the authenticated end user. None by default.
 
-Hardening (issue 11; see the template's comments and README "Deploying"):
+Hardening (issue 11; see the template's comments and docs/deploying.md, "Hardening"):
   --max-heap-bytes N    the overload manager's fixed_heap monitor (default 1 GiB): Envoy sheds
                         load from 90 % of it and answers 503 from 98 %. Set it below the
                         container's memory limit.
@@ -55,6 +55,17 @@ Hardening (issue 11; see the template's comments and README "Deploying"):
   The local reply mappers (Envoy's own 400/408/413/503 as flat OAuth JSON) are restricted to the
   filter's endpoint paths, which this script takes from the plugin configuration it renders
   (oauth_paths), so custom `endpoints` and an issuer with a path are covered.
+
+Benchmark additions (bench/bench.py; none by default, nothing changes without them):
+  --ceiling-route BYTES     a `/ceiling` route first in the virtual host: Envoy's direct_response
+                            of BYTES bytes (`x`), with the token answer's Content-Type,
+                            Cache-Control and Pragma, and Envoy's buffer filter before the router
+                            (max_request_bytes 1 MiB) so the POST body is read before the answer.
+                            The filter passes /ceiling on; its own endpoints never reach the buffer
+                            filter. Body mode `pause` only (body mode `buffer` has that filter).
+  --static-cluster NAME=PORT  (repeatable) a STATIC cluster NAME of one endpoint 127.0.0.1:PORT
+                            (connect_timeout 1s), first in static_resources.clusters: e.g. the
+                            `etcd` cluster of a one-member etcd for store.backend etcd.
 """
 from __future__ import annotations
 
@@ -78,6 +89,7 @@ BODY_MODES = ("pause", "buffer")
 # (16 KiB by default, 1 MiB at most), so the filter's own JSON 413 comes first.
 BUFFER_MAX_REQUEST_BYTES = 1048576
 DIRECT_RESPONSE_BODY = "direct response from envoy\n"
+CEILING_PATH = "/ceiling"
 
 DEFAULTS = {
     "listen_port": 10000,
@@ -189,6 +201,40 @@ def routes_for(mode: str) -> list[dict[str, Any]]:
     if mode == "none":
         return []
     raise RenderError(f"route mode must be one of {', '.join(ROUTE_MODES)}, not {mode!r}")
+
+
+def ceiling_route(body_bytes: int) -> dict[str, Any]:
+    """--ceiling-route: Envoy's own direct_response at CEILING_PATH, as long as a token answer."""
+    if isinstance(body_bytes, bool) or not isinstance(body_bytes, int) or body_bytes < 0:
+        raise RenderError(f"ceiling route body bytes must be a non-negative integer, not {body_bytes!r}")
+    return {
+        "match": {"path": CEILING_PATH},
+        "direct_response": {"status": 200, "body": {"inline_string": "x" * body_bytes}},
+        "response_headers_to_add": [
+            {"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for k, v in (("content-type", "application/json"), ("cache-control", "no-store"),
+                         ("pragma", "no-cache"))
+        ],
+    }
+
+
+def static_cluster_lines(clusters: dict[str, int] | None) -> list[str]:
+    """--static-cluster: one flow-YAML list item per cluster (STATIC, one loopback endpoint)."""
+    out = []
+    for name, port in (clusters or {}).items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise RenderError(f"static cluster name must be letters, digits, _ . -, not {name!r}")
+        if name in ("backend", "registry"):
+            raise RenderError(f"static cluster {name!r} is already in the template")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise RenderError(f"static cluster {name}: port must be 1..65535, not {port!r}")
+        cluster = {
+            "name": name, "type": "STATIC", "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}]}]},
+        }
+        out.append("- " + json.dumps(cluster))
+    return out
 
 
 def _check_body_mode(mode: str) -> None:
@@ -393,13 +439,17 @@ def render_text(
     max_heap_bytes: int = DEFAULTS["max_heap_bytes"],
     escaped_slashes: str = DEFAULTS["escaped_slashes"],
     tls: dict[str, Any] | None = None,
+    ceiling_bytes: int | None = None,
+    static_clusters: dict[str, int] | None = None,
 ) -> str:
     """The rendered envoy.yaml text.
 
     plugin_config is used as given: build it with build_plugin_config(..., body_mode=) so that its
     pause_on_request_headers matches body_mode (checked here too). extra_http_filters: see
     extra_filter_lines (they go before the wasm filter). max_heap_bytes: the overload manager's
-    fixed_heap limit; escaped_slashes: one of ESCAPED_SLASHES_ACTIONS.
+    fixed_heap limit; escaped_slashes: one of ESCAPED_SLASHES_ACTIONS. ceiling_bytes (None: no
+    ceiling) and static_clusters (name -> loopback port): the benchmark's additions, see the
+    module's doc (--ceiling-route, --static-cluster).
     """
     for name, port in (("listen", listen_port), ("admin", admin_port),
                        ("backend", backend_port), ("registry", registry_port)):
@@ -419,7 +469,8 @@ def render_text(
         # double-quoted scalar (ensure_ascii keeps it to plain \uXXXX escapes).
         "@@WASM_PATH@@": json.dumps(str(wasm_path)),
         "@@PLUGIN_CONFIG@@": json.dumps(json.dumps(plugin_config, separators=(",", ":"))),
-        "@@ROUTES@@": json.dumps(routes_for(route_mode)),
+        "@@ROUTES@@": json.dumps(([ceiling_route(ceiling_bytes)] if ceiling_bytes is not None else [])
+                                 + routes_for(route_mode)),
         "@@MAX_HEAP_BYTES@@": str(max_heap_bytes),
         "@@ESCAPED_SLASHES@@": escaped_slashes,
         "@@OAUTH_PATHS@@": cel_string_list(oauth_paths(plugin_config)),
@@ -428,6 +479,13 @@ def render_text(
     lines["@@EXTRA_HTTP_FILTERS@@"] = extra_filter_lines(extra_http_filters)
     lines["@@VM_ENVIRONMENT@@"] = vm_environment_lines(plugin_config)
     lines["@@TRANSPORT_SOCKET@@"] = transport_socket_lines(tls)
+    if ceiling_bytes is not None:
+        if body_mode != "pause":
+            raise RenderError("the ceiling route needs body mode pause (body mode buffer already has "
+                              "a buffer filter before the router)")
+        # The ceiling's buffer filter takes the body-mode buffer filter's place, before the router.
+        lines["@@BODY_BUFFER_FILTER@@"] = body_mode_lines("buffer")["@@BODY_BUFFER_FILTER@@"]
+    cluster_lines = static_cluster_lines(static_clusters)
     if plugin_config.get("pause_on_request_headers", True) is not (body_mode == "pause"):
         raise RenderError(f"body mode {body_mode} with pause_on_request_headers "
                           f"{json.dumps(plugin_config.get('pause_on_request_headers'))} in the plugin "
@@ -447,6 +505,15 @@ def render_text(
         if m.group("alone"):
             return f"{m.group('indent')}{values[name]}\n"
         return values[name]
+
+    if cluster_lines:
+        # The template has no placeholder in its cluster list: the clusters go first in it, right
+        # after its one `clusters:` key (two spaces in, under static_resources).
+        heads = list(re.finditer(r"^  clusters:[ ]*\n", text, re.MULTILINE))
+        if len(heads) != 1:
+            raise RenderError(f"template {template}: expected one `  clusters:` line, found {len(heads)}")
+        at = heads[0].end()
+        text = text[:at] + "".join(f"  {line}\n" for line in cluster_lines) + text[at:]
 
     # One pass over the template only: values are never rescanned for placeholders.
     return _TOKEN.sub(fill, text)
@@ -470,12 +537,15 @@ def render(
     escaped_slashes: str = DEFAULTS["escaped_slashes"],
     key_from_env: str | None = None,
     tls: dict[str, Any] | None = None,
+    ceiling_bytes: int | None = None,
+    static_clusters: dict[str, int] | None = None,
 ) -> Path:
     """Write OUT_DIR/envoy.yaml (mode 0600: it may hold the private key); return its path.
 
     plugin_config and key are dicts/lists or paths to JSON files; extra_http_filters a list of
     HTTP filter objects (or a path to a JSON file holding one) to put before the wasm filter;
-    max_heap_bytes and escaped_slashes: see render_text; key_from_env: see build_plugin_config.
+    max_heap_bytes, escaped_slashes, ceiling_bytes and static_clusters: see render_text;
+    key_from_env: see build_plugin_config.
     """
     cfg = build_plugin_config(plugin_config, key=key, listen_port=listen_port, issuer=issuer,
                               body_mode=body_mode, key_from_env=key_from_env)
@@ -492,6 +562,8 @@ def render(
         max_heap_bytes=max_heap_bytes,
         escaped_slashes=escaped_slashes,
         tls=tls,
+        ceiling_bytes=ceiling_bytes,
+        static_clusters=static_clusters,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -543,7 +615,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tls-accept-untrusted", action="store_true",
                    help="complete the handshake with client certificates that do not chain to --tls-client-ca "
                         "(self_signed_tls_client_auth; never with mtls.chain_verified)")
+    p.add_argument("--ceiling-route", type=int, metavar="BYTES", dest="ceiling_bytes",
+                   help="(benchmark) a /ceiling route first: Envoy's direct_response of BYTES bytes with a "
+                        "token answer's headers, and Envoy's buffer filter before the router so the POST "
+                        "body is read first; body mode pause only (default: none)")
+    p.add_argument("--static-cluster", action="append", default=[], metavar="NAME=PORT",
+                   help="(benchmark; repeatable) a STATIC cluster NAME of one endpoint 127.0.0.1:PORT, "
+                        "first in the cluster list, e.g. etcd=2379 for store.backend etcd (default: none)")
     args = p.parse_args(argv)
+    static_clusters: dict[str, int] = {}
+    for item in args.static_cluster:
+        name, sep, port = item.partition("=")
+        if not sep or not port.isdigit():
+            p.error(f"--static-cluster wants NAME=PORT, not {item!r}")
+        static_clusters[name] = int(port)
     tls = None
     if args.tls_cert or args.tls_key:
         tls = {"cert": args.tls_cert, "key": args.tls_key, "client_ca": args.tls_client_ca,
@@ -566,6 +651,8 @@ def main(argv: list[str] | None = None) -> int:
             escaped_slashes=args.escaped_slashes,
             key_from_env=args.key_from_env,
             tls=tls,
+            ceiling_bytes=args.ceiling_bytes,
+            static_clusters=static_clusters or None,
         )
     except RenderError as exc:
         print(f"render.py: {exc}", file=sys.stderr)

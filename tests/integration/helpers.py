@@ -19,9 +19,10 @@ from typing import Any, Callable, Iterable
 import jwt
 import requests
 
-FORM = "application/x-www-form-urlencoded"
+import support  # noqa: F401  (puts tests/fixtures and envoy/ on sys.path)
+from support.forms import FORM, basic_auth, post_form  # noqa: F401  (the one form poster; re-exported)
 
-# The test Envoys' plugin configuration (conftest.base_plugin_config)
+# The test Envoys' plugin configuration (support/fixtures_envoy.py base_plugin_config)
 ACCESS_TOKEN_LIFETIME = 120
 MAIN_AUDIENCE = "https://api.example.test"
 MAX_BODY = 16384
@@ -68,19 +69,15 @@ WEIRD_CLIENT = Client("weird:client id+1", "s3cr:et p@ss/%", scope="read")
 
 
 # --------------------------------------------------------------------------- requests
-def basic_auth(client_id: str, secret: str) -> str:
-    """Authorization header value per RFC 6749 §2.3.1 (form-urlencode, then RFC 7617 Basic)."""
-    raw = f"{urllib.parse.quote_plus(client_id, safe='')}:{urllib.parse.quote_plus(secret, safe='')}"
-    return "Basic " + base64.b64encode(raw.encode()).decode()
-
-
 def token_request(envoy: Any, client: Client | None = DEMO_CLIENT, *, use: str | None = None,
                   data: dict[str, str] | list[tuple[str, str]] | str | bytes | None = None,
                   scope: str | None = None, headers: dict[str, str] | None = None,
                   session: requests.Session | None = None, timeout: float = 10) -> requests.Response:
-    """POST the token endpoint. `use` = client_secret_basic | client_secret_post | none."""
-    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
-    hdrs.update(headers or {})
+    """POST the token endpoint (through post_form). `use` = client_secret_basic |
+    client_secret_post | none. `data`: the form (pairs, a dict, or a str/bytes body as it is)
+    instead of client_credentials; then the client, if any, goes in as Basic unless `use` says
+    otherwise or `headers` have an Authorization."""
+    hdrs = dict(headers or {})
     if data is None:
         form: list[tuple[str, str]] = [("grant_type", "client_credentials")]
         if scope is not None:
@@ -92,13 +89,12 @@ def token_request(envoy: Any, client: Client | None = DEMO_CLIENT, *, use: str |
             form += [("client_id", client.client_id), ("client_secret", client.secret or "")]
         elif client is not None and method == "none":
             form.append(("client_id", client.client_id))
-        body: Any = urllib.parse.urlencode(form)
+        body: Any = form
     else:
-        body = urllib.parse.urlencode(data) if isinstance(data, (dict, list)) else data
+        body = data
         if client is not None and "Authorization" not in hdrs and (use or "client_secret_basic") == "client_secret_basic":
             hdrs["Authorization"] = basic_auth(client.client_id, client.secret or "")
-    http = session or requests
-    return http.post(envoy.token_url, data=body, headers=hdrs, timeout=timeout)
+    return post_form(envoy.token_url, body, headers=hdrs, session=session, timeout=timeout)
 
 
 def oversized_form(total: int) -> bytes:
@@ -294,13 +290,10 @@ def par_request(envoy: Any, client: Client = RP_CLIENT, *, session: requests.Ses
     """POST /oauth/pushed-authorization (form body, client_secret_basic; client_id in the form for
     a public client)."""
     form = {"response_type": "code", "redirect_uri": client.extra["redirect_uris"][0], **params}
-    headers = {"Content-Type": FORM, "Accept": "application/json"}
-    if client.secret is not None:
-        headers["Authorization"] = basic_auth(client.client_id, client.secret)
-    else:
+    if client.secret is None:
         form.setdefault("client_id", client.client_id)
     form = {k: v for k, v in form.items() if v is not None}
-    return (session or requests).post(envoy.par_url, data=form, headers=headers, timeout=10)
+    return post_form(envoy.par_url, form, basic=client if client.secret is not None else None, session=session)
 
 
 def authorize_request(envoy: Any, params: dict[str, str], *, login_jwt: str | None = None,
@@ -696,22 +689,6 @@ def assertion_form(assertion: str, client_id: str | None = None) -> dict[str, st
     return form
 
 
-def post_form(url: str, form: dict[str, str] | list[tuple[str, str]], *, dpop: str | list[str] | None = None,
-              basic: Client | None = None, headers: dict[str, str] | None = None,
-              session: requests.Session | None = None, timeout: float = 10) -> requests.Response:
-    """POST a form; `dpop` one proof (a DPoP header) or None. Several DPoP header lines need
-    raw_post (requests keeps one value per header name)."""
-    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
-    if basic is not None:
-        hdrs["Authorization"] = basic_auth(basic.client_id, basic.secret or "")
-    if dpop is not None:
-        assert isinstance(dpop, str), "one DPoP header only; use raw_post for more"
-        hdrs["DPoP"] = dpop
-    hdrs.update(headers or {})
-    body = urllib.parse.urlencode(form)
-    return (session or requests).post(url, data=body, headers=hdrs, timeout=timeout)
-
-
 def raw_post(envoy: Any, path: str, form: dict[str, str], header_lines: list[tuple[str, str]]) -> tuple[int, dict[str, str], dict[str, Any]]:
     """POST with http.client, where a header name may repeat (e.g. two DPoP lines): (status,
     lower-case headers, JSON body)."""
@@ -1002,25 +979,6 @@ class PartnerIdp:
         return sign_jws(header, body, k.key, k.alg, typ="JWT")
 
 
-def form_post(url: str, form: dict[str, str] | list[tuple[str, str]], client: Client | None = None, *,
-              headers: dict[str, str] | None = None, session: requests.Session | None = None,
-              timeout: float = 10) -> requests.Response:
-    """POST a form, authenticating `client` by its registered method: client_secret_basic
-    (Authorization header), client_secret_post (id and secret in the form) or none (client_id
-    in the form). No client: no authentication at all."""
-    pairs = list(form.items()) if isinstance(form, dict) else list(form)
-    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
-    if client is not None:
-        if client.auth_method == "client_secret_basic":
-            hdrs["Authorization"] = basic_auth(client.client_id, client.secret or "")
-        elif client.auth_method == "client_secret_post":
-            pairs += [("client_id", client.client_id), ("client_secret", client.secret or "")]
-        else:
-            pairs.append(("client_id", client.client_id))
-    hdrs.update(headers or {})
-    return (session or requests).post(url, data=urllib.parse.urlencode(pairs), headers=hdrs, timeout=timeout)
-
-
 def authlib_client(client: Client) -> Any:
     """An Authlib OAuth2Session for `client` (client_secret_basic / client_secret_post / none),
     for its revoke_token and introspect_token (RFC 7009 / RFC 7662 requests built by Authlib)."""
@@ -1058,7 +1016,7 @@ def device_authorization(envoy: Any, client: Client = TV_CLIENT, scope: str | No
     form = dict(params)
     if scope is not None:
         form["scope"] = scope
-    return form_post(envoy.device_authorization_url, form, client)
+    return post_form(envoy.device_authorization_url, form, client)
 
 
 def start_device(envoy: Any, client: Client = TV_CLIENT, scope: str | None = "read", **params: str) -> dict[str, Any]:
@@ -1071,7 +1029,7 @@ def start_device(envoy: Any, client: Client = TV_CLIENT, scope: str | None = "re
 def poll_device(envoy: Any, device_code: str, client: Client = TV_CLIENT, *,
                 session: requests.Session | None = None, headers: dict[str, str] | None = None) -> requests.Response:
     """The device's poll at the token endpoint (RFC 8628 §3.4)."""
-    return form_post(envoy.token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}, client,
+    return post_form(envoy.token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": device_code}, client,
                      session=session, headers=headers)
 
 
@@ -1093,7 +1051,7 @@ def device_decide(envoy: Any, user_code: str, action: str, login_jwt: str | None
                   origin: str | None = "issuer", extra: dict[str, str] | None = None) -> requests.Response:
     """POST the user's decision (approve / deny) with an Origin header: the issuer's origin by
     default, None for none, or the given value."""
-    hdrs = {"Content-Type": FORM, "Accept": "application/json"}
+    hdrs: dict[str, str] = {}
     if origin == "issuer":
         origin = issuer_origin(envoy)
     if origin is not None:
@@ -1101,8 +1059,7 @@ def device_decide(envoy: Any, user_code: str, action: str, login_jwt: str | None
     if login_jwt is not None:
         hdrs.update(bearer(login_jwt))
     form = {"user_code": user_code, "action": action, **(extra or {})}
-    return requests.post(envoy.device_verification_url, data=urllib.parse.urlencode(form), headers=hdrs,
-                         allow_redirects=False, timeout=10)
+    return post_form(envoy.device_verification_url, form, headers=hdrs, allow_redirects=False)
 
 
 def issuer_origin(envoy: Any) -> str:
@@ -1117,7 +1074,7 @@ def exchange(envoy: Any, subject_token: str, subject_token_type: str = TOKEN_TYP
     form: list[tuple[str, str]] = [("grant_type", TOKEN_EXCHANGE_GRANT), ("subject_token", subject_token),
                                    ("subject_token_type", subject_token_type)]
     form += list(extra.items()) if isinstance(extra, dict) else list(extra or [])
-    return form_post(envoy.token_url, form, client, headers={"DPoP": dpop} if dpop else None)
+    return post_form(envoy.token_url, form, client, headers={"DPoP": dpop} if dpop else None)
 
 
 def password_request(envoy: Any, username: str, password: str, client: Client = LEGACY_CLIENT, *,
@@ -1125,7 +1082,7 @@ def password_request(envoy: Any, username: str, password: str, client: Client = 
     form = {"grant_type": "password", "username": username, "password": password}
     if scope is not None:
         form["scope"] = scope
-    return form_post(envoy.token_url, form, client, session=session)
+    return post_form(envoy.token_url, form, client, session=session)
 
 
 def verify_our_jwt(token: str, envoy: Any, *, audience: Any = None) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from authlib.integrations.requests_client import OAuth2Session
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import CHURN_LIFETIME, CHURN_RING, REPLICA_RING, SHORT_LIFETIME, SMALL_RING
+from support.fixtures_ac import CHURN_LIFETIME, CHURN_RING, REPLICA_RING, SHORT_LIFETIME, SMALL_RING
+from support.forms import post_form
 from helpers import (
     AC_CLIENT,
     ACCESS_TOKEN_LIFETIME,
@@ -408,7 +409,7 @@ def test_par_client_authentication_seed_002(envoy_ac):
     form = {"response_type": "code", "redirect_uri": RP_REDIRECT, "code_challenge": challenge,
             "code_challenge_method": "S256"}
     for headers in ({"Authorization": basic_auth("rp", "wrong")}, {}):
-        r = requests.post(envoy_ac.par_url, data=form, headers={"Content-Type": FORM, **headers}, timeout=10)
+        r = post_form(envoy_ac.par_url, form, headers=headers)
         assert_oauth_error(r, 401, "invalid_client")
 
 

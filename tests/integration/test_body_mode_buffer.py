@@ -21,7 +21,9 @@ import requests
 import yaml
 
 import render
-from conftest import ROOT, _keygen_python, http_filters
+from support import ROOT
+from support.envoy import http_filters
+from support.keys import _keygen_python
 from helpers import (
     AC_CLIENT,
     ACCESS_TOKEN_LIFETIME,

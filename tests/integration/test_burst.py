@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from helpers import DEMO_CLIENT, FORM, POST_CLIENT, basic_auth
+from support.forms import post_form
 
 TOTAL = 10_000  # the fault-test size
 WORKERS = 16
@@ -86,5 +87,5 @@ def test_burst_mixed_garbage_and_valid_no_5xx(envoy_main):
     failures = {k: v for k, v in envoy_main.stats(r"^wasm\.").items() if "fail" in k or "crash" in k}
     assert not any(failures.values()), failures
     assert "panic" not in envoy_main.log_text()
-    assert requests.post(envoy_main.token_url, data="grant_type=client_credentials", headers={
-        "Content-Type": FORM, "Authorization": basic_auth("demo-client", "demo-secret")}, timeout=5).status_code == 200
+    assert post_form(envoy_main.token_url, "grant_type=client_credentials", timeout=5,
+                     headers={"Authorization": basic_auth("demo-client", "demo-secret")}).status_code == 200

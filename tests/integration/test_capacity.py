@@ -26,7 +26,8 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from conftest import PASSWORD_GRANT, _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+from support.fixtures_grants import PASSWORD_GRANT
 from helpers import LEGACY_CLIENT, client_metadata, password_request, refresh_request, seal_refresh_token
 
 SLOTS = 16  # store.refresh_family_slots here (the minimum)
@@ -46,10 +47,10 @@ def envoy_capacity(keys, registry, backend, tmp_path_factory):
     cfg["clients"].append(client_metadata(LEGACY_CLIENT))
     cfg["lifetimes"]["refresh_token"] = "60s"
     cfg["store"] = {**cfg.get("store", {}), "refresh_family_slots": SLOTS}
-    inst = _start_envoy("capacity", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("capacity", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 class Schedule:

@@ -6,18 +6,18 @@ from __future__ import annotations
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
 
+from support.forms import basic_auth, post_form
 from helpers import Client, client_metadata
 
 CONCURRENT = 200
-WORKERS = 2  # conftest starts Envoy with --concurrency 2
+WORKERS = 2  # support/envoy.py starts Envoy with --concurrency 2
 
 
 def _burst(envoy, client_id: str, secret: str) -> list[int]:
     def one(_: int) -> int:
-        r = requests.post(envoy.token_url, data={"grant_type": "client_credentials"},
-                          auth=(client_id, secret), timeout=30)
+        r = post_form(envoy.token_url, {"grant_type": "client_credentials"},
+                      headers={"Authorization": basic_auth(client_id, secret)}, timeout=30)
         return r.status_code
 
     with ThreadPoolExecutor(CONCURRENT) as pool:
@@ -52,6 +52,5 @@ def test_registry_failure_reaches_every_waiter_then_service_resumes(envoy_main, 
     assert set(statuses) == {500}, statuses
     assert registry.count(c.client_id) <= WORKERS * 2
     registry.set_mode("ok")
-    r = requests.post(envoy_main.token_url, data={"grant_type": "client_credentials"},
-                      auth=(c.client_id, c.secret), timeout=10)
+    r = post_form(envoy_main.token_url, {"grant_type": "client_credentials"}, basic=c)
     assert r.status_code == 200

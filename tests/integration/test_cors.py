@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
+from support.forms import basic_auth, post_form
 EVIL = "http://evil.example"
 
 
@@ -82,28 +83,25 @@ def test_options_that_is_no_preflight_is_still_405(demo):
 
 
 def test_token_answers_echo_only_the_clients_own_origins(demo):
-    form = {"Content-Type": "application/x-www-form-urlencoded"}
     # demo-client has no browser origin: its tokens are never readable cross-origin.
-    r = requests.post(demo.base_url + "/oauth/token", auth=("demo-client", "demo-secret"),
-                      data={"grant_type": "client_credentials"},
-                      headers={**form, "Origin": demo.spa_url}, timeout=5)
+    r = post_form(demo.base_url + "/oauth/token", {"grant_type": "client_credentials"}, timeout=5,
+                  headers={"Authorization": basic_auth("demo-client", "demo-secret"), "Origin": demo.spa_url})
     assert r.status_code == 200
     assert "access-control-allow-origin" not in r.headers and r.headers["vary"] == "Origin"
     # demo-spa's answers (an error here) are readable from its origins, with credentials (its code
     # redemption sets the refresh cookie); from elsewhere not.
     data = {"grant_type": "authorization_code", "client_id": "demo-spa", "code": "nope",
             "redirect_uri": demo.spa_url + "/app/callback", "code_verifier": "x" * 43}
-    r = requests.post(demo.base_url + "/oauth/token", data=data, headers={**form, "Origin": demo.spa_url},
-                      timeout=5)
+    r = post_form(demo.base_url + "/oauth/token", data, headers={"Origin": demo.spa_url}, timeout=5)
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
     assert r.headers["access-control-allow-origin"] == demo.spa_url
     assert r.headers["access-control-allow-credentials"] == "true"
     assert "DPoP-Nonce" in r.headers["access-control-expose-headers"]
-    r = requests.post(demo.base_url + "/oauth/token", data=data, headers={**form, "Origin": EVIL}, timeout=5)
+    r = post_form(demo.base_url + "/oauth/token", data, headers={"Origin": EVIL}, timeout=5)
     assert "access-control-allow-origin" not in r.headers
     # PAR and revocation: the origin, never credentials.
-    r = requests.post(demo.base_url + "/oauth/revoke", data={"token": "x", "client_id": "demo-spa"},
-                      headers={**form, "Origin": demo.spa_url}, timeout=5)
+    r = post_form(demo.base_url + "/oauth/revoke", {"token": "x", "client_id": "demo-spa"},
+                  headers={"Origin": demo.spa_url}, timeout=5)
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == demo.spa_url
     assert "access-control-allow-credentials" not in r.headers

@@ -20,7 +20,8 @@ import itertools
 
 import pytest
 
-from conftest import PASSWORD_AUTHORITY, _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+from support.fixtures_grants import PASSWORD_AUTHORITY
 from helpers import PW_BULK_CLIENT, client_metadata, password_request, sleep_past_window_edge
 
 SLOTS = 16  # store.rate_limit_slots: the smallest ring, where collisions are cheapest
@@ -34,10 +35,10 @@ def envoy_pw_small(keys, registry, backend, tmp_path_factory):
     cfg["password_grant"] = {"cluster": "registry", "path": "/verify", "authority": PASSWORD_AUTHORITY,
                              "timeout": "1s", "failures": {"requests": FAILURES, "window": "300s"}}
     cfg["clients"].append(client_metadata(PW_BULK_CLIENT))
-    inst = _start_envoy("pw-small", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("pw-small", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _b64d(s: str) -> bytes:

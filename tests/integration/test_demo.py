@@ -12,13 +12,12 @@ import urllib.parse
 import jwt
 import requests
 
-from conftest import load_demo_server
-
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
+from support.demo import load_demo_server
+from support.forms import basic_auth, post_form
 
 def _token(demo, auth, **form):
-    return requests.post(demo.base_url + "/oauth/token", data=form, auth=auth, headers=FORM, timeout=10)
+    return post_form(demo.base_url + "/oauth/token", form,
+                     headers={"Authorization": basic_auth(*auth)} if auth else None)
 
 
 def test_mistyped_client_id_is_invalid_client_not_server_error(demo):
@@ -102,7 +101,7 @@ def test_authorize_sends_to_the_login_page_then_issues_a_code(demo):
     from its payload (sub, auth_time): a code for demo-spa at its redirect_uri."""
     verifier, challenge = _pkce()
     redirect_uri = demo.spa_url + "/app/callback"
-    par = requests.post(demo.base_url + "/oauth/pushed-authorization", timeout=10, headers=FORM, data={
+    par = post_form(demo.base_url + "/oauth/pushed-authorization", {
         "response_type": "code", "client_id": "demo-spa", "redirect_uri": redirect_uri,
         "scope": "openid profile read", "state": "s1", "nonce": "n1", "code_challenge": challenge,
         "code_challenge_method": "S256"})
@@ -123,7 +122,7 @@ def test_authorize_sends_to_the_login_page_then_issues_a_code(demo):
     assert r.headers["location"].startswith(redirect_uri + "?")
     params = urllib.parse.parse_qs(urllib.parse.urlsplit(r.headers["location"]).query)
     assert params["state"] == ["s1"] and params["iss"] == [demo.base_url]
-    tok = requests.post(demo.base_url + "/oauth/token", timeout=10, headers=FORM, data={
+    tok = post_form(demo.base_url + "/oauth/token", {
         "grant_type": "authorization_code", "code": params["code"][0], "redirect_uri": redirect_uri,
         "code_verifier": verifier, "client_id": "demo-spa"})
     assert tok.status_code == 200, tok.text

@@ -14,14 +14,15 @@ import pytest
 import yaml
 
 import render
-from conftest import ROOT, WASM, envoy_binary
+from support import ROOT
+from support.envoy import envoy_binary, WASM
 
 COMPOSE = ROOT / "envoy" / "docker-compose.yml"
 EXTENSION_POLICY = ROOT / "envoy" / "envoy-gateway" / "extension-policy.yaml"
 
 
 def _test_key():
-    from conftest import _keygen_python
+    from support.keys import _keygen_python
 
     return _keygen_python("EdDSA", "deploy-test")
 
@@ -343,3 +344,44 @@ def test_example_plugin_configs_load_with_the_key_from_the_environment(tmp_path,
     res = validate({})
     assert res.returncode != 0
     assert f"signing_keys[0]: environment variable {var} is not set" in res.stdout + res.stderr
+
+
+def test_render_cli_benchmark_options_ceiling_route_and_static_clusters(tmp_path):
+    """bench/bench.py's additions are render.py options: --ceiling-route puts Envoy's own
+    direct_response at /ceiling first, behind the buffer filter just before the router;
+    --static-cluster adds loopback clusters first. Envoy accepts the result."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(_test_key()))
+    run = tmp_path / "run"
+    res = subprocess.run([sys.executable, str(ROOT / "envoy" / "render.py"), "--out", str(run), "--key", str(key),
+                          "--ceiling-route", "64", "--static-cluster", "etcd=2379", "--static-cluster", "other=2380"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    doc = yaml.safe_load((run / "envoy.yaml").read_text())
+    hcm, _ = _wasm_config(doc)
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0]["match"] == {"path": "/ceiling"}
+    assert routes[0]["direct_response"] == {"status": 200, "body": {"inline_string": "x" * 64}}
+    assert routes[1:] == render.routes_for("direct")
+    names = [f["name"] for f in hcm["http_filters"]]
+    assert names[-2:] == ["envoy.filters.http.buffer", "envoy.filters.http.router"], names
+    clusters = doc["static_resources"]["clusters"]
+    assert [c["name"] for c in clusters[:2]] == ["etcd", "other"]
+    assert clusters[0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
+        "socket_address": {"address": "127.0.0.1", "port_value": 2379}}
+    shutil.copyfile(WASM, run / "oauth_edge.wasm")
+    res = subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "warn"],
+                         cwd=run, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    # Without them the rendering is the default one; the ceiling needs body mode pause.
+    plain, _ = _wasm_config(yaml.safe_load(render.render_text(plugin_config=render.build_plugin_config(key=_test_key()))))
+    assert plain["route_config"]["virtual_hosts"][0]["routes"] == render.routes_for("direct")
+    assert "envoy.filters.http.buffer" not in [f["name"] for f in plain["http_filters"]]
+    with pytest.raises(render.RenderError, match="body mode pause"):
+        cfg = render.build_plugin_config(key=_test_key(), body_mode="buffer")
+        render.render_text(plugin_config=cfg, body_mode="buffer", ceiling_bytes=64)
+    for bad in ({"backend": 1}, {"x y": 1}, {"etcd": 0}):
+        with pytest.raises(render.RenderError):
+            render.render_text(plugin_config=render.build_plugin_config(key=_test_key()), static_clusters=bad)

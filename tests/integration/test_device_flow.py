@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (
+from support.fixtures_grants import (
     ALT_DEVICE_LIFETIME,
     ALT_ENDPOINTS,
     ALT_USER_CODE_LENGTH,
@@ -58,7 +58,7 @@ from helpers import (
     device_decide,
     device_flow_tokens,
     device_lookup,
-    form_post,
+    post_form,
     introspect,
     normalize_user_code,
     poll_device,
@@ -129,7 +129,7 @@ def test_rfc8628_3_1_confidential_client_authenticates(envoy_grants):
     wrong = Client("kiosk", "wrong", auth_method="client_secret_post")
     assert_oauth_error(device_authorization(e, wrong, "read"), 401, "invalid_client")
     # Naming itself without its secret is not enough for a confidential client.
-    assert_oauth_error(form_post(e.device_authorization_url, {"client_id": "kiosk", "scope": "read"}), 401,
+    assert_oauth_error(post_form(e.device_authorization_url, {"client_id": "kiosk", "scope": "read"}), 401,
                        "invalid_client")
     assert set(start_device(e, KIOSK_CLIENT, "read")) == DEVICE_ANSWER
 
@@ -142,9 +142,9 @@ def test_rfc8628_3_1_device_authorization_refusals(envoy_grants, case):
     if case == "not-registered-for-the-grant":  # demo-client: client_credentials only
         assert_oauth_error(device_authorization(e, DEMO_CLIENT, "read"), 400, "unauthorized_client")
     elif case == "unknown-client":
-        assert_oauth_error(form_post(url, {"client_id": "no-such-tv", "scope": "read"}), 401, "invalid_client")
+        assert_oauth_error(post_form(url, {"client_id": "no-such-tv", "scope": "read"}), 401, "invalid_client")
     elif case == "no-client":
-        assert_oauth_error(form_post(url, {"scope": "read"}), 401, "invalid_client")
+        assert_oauth_error(post_form(url, {"scope": "read"}), 401, "invalid_client")
     elif case == "scope-beyond":
         assert_oauth_error(device_authorization(e, TV_CLIENT, "read admin"), 400, "invalid_scope")
     elif case == "json-body":
@@ -198,7 +198,7 @@ def test_rfc8628_3_3_to_3_5_approve_then_tokens_exactly_once(envoy_grants, login
     assert_oauth_error(poll_device(e, d["device_code"]), 400, "invalid_grant")
 
     # The refresh token works (public client, client_id in the form) for the same user.
-    r = form_post(e.token_url, {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, TV_CLIENT)
+    r = post_form(e.token_url, {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, TV_CLIENT)
     assert r.status_code == 200, r.text
     verify_access_token(r.json()["access_token"], e, client_id="tv", scope="openid read",
                         lifetime=ACCESS_TOKEN_LIFETIME, sub=alice)
@@ -297,7 +297,7 @@ def test_rfc8628_3_5_poll_refusals(envoy_grants, login_service, case):
     if case == "garbage":
         assert_oauth_error(poll_device(e, "not-a-device-code"), 400, "invalid_grant")
     elif case == "missing":
-        assert_oauth_error(form_post(token_url, {"grant_type": DEVICE_CODE_GRANT}, TV_CLIENT), 400, "invalid_request")
+        assert_oauth_error(post_form(token_url, {"grant_type": DEVICE_CODE_GRANT}, TV_CLIENT), 400, "invalid_request")
     elif case == "tampered":
         i = len(dc) // 2
         forged = dc[:i] + ("A" if dc[i] != "A" else "B") + dc[i + 1:]
@@ -307,7 +307,7 @@ def test_rfc8628_3_5_poll_refusals(envoy_grants, login_service, case):
     elif case == "client-not-registered":
         assert_oauth_error(poll_device(e, dc, DEMO_CLIENT), 400, "unauthorized_client")
     elif case == "confidential-without-secret":
-        assert_oauth_error(form_post(token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": dc,
+        assert_oauth_error(post_form(token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": dc,
                                                  "client_id": "kiosk"}), 401, "invalid_client")
     assert_oauth_error(poll_device(e, dc), 400, "authorization_pending")
     approve_device(e, d["user_code"], login_service.sign(user("dev-refusals")))
@@ -430,11 +430,11 @@ def test_rfc8628_disabled_without_the_device_section(envoy_ac):
     """No "device" section: the endpoints are not the filter's (the route's direct response
     answers them), and the grant is unsupported at the token endpoint."""
     e = envoy_ac
-    r = form_post(e.base_url + "/oauth/device_authorization", {"client_id": "tv", "scope": "read"})
+    r = post_form(e.base_url + "/oauth/device_authorization", {"client_id": "tv", "scope": "read"})
     assert r.status_code == 200 and r.text == DIRECT_RESPONSE_BODY, r.text
     r = requests.get(e.base_url + "/oauth/device", params={"user_code": "BCDF-GHJK"}, timeout=5)
     assert r.status_code == 200 and r.text == DIRECT_RESPONSE_BODY, r.text
-    r = form_post(e.token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": "x"}, DEMO_CLIENT)
+    r = post_form(e.token_url, {"grant_type": DEVICE_CODE_GRANT, "device_code": "x"}, DEMO_CLIENT)
     assert_oauth_error(r, 400, "unsupported_grant_type")
     assert e.custom_stat("oauth_edge.requests.device_authorization") == 0
 
@@ -455,7 +455,7 @@ def test_rfc8628_configured_paths_verification_uri_and_code_length(envoy_device_
     assert d["verification_uri_complete"] == ALT_VERIFICATION_URI + "&user_code=" + d["user_code"]
     assert d["expires_in"] == ALT_DEVICE_LIFETIME and d["interval"] == 1, d
     # The default paths are not the filter's here.
-    r = form_post(e.base_url + "/oauth/device_authorization", {"client_id": "tv"})
+    r = post_form(e.base_url + "/oauth/device_authorization", {"client_id": "tv"})
     assert r.text == DIRECT_RESPONSE_BODY, r.text
 
     assert_oauth_error(device_lookup(e, d["user_code"], None), 401, "access_denied")

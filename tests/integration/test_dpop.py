@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 import requests
 
-from conftest import DPOP_PROOF_LIFETIME, DPOP_SKEW
+from support.fixtures_pop import DPOP_PROOF_LIFETIME, DPOP_SKEW
 from helpers import (
     DEMO_CLIENT,
     DPOP_BOUND_CLIENT,
@@ -601,12 +601,13 @@ def test_rfc9449_dpop_header_on_a_passthrough_path_is_left_alone(envoy_pop):
 def envoy_small_jti(keys, registry, backend, tmp_path_factory):
     """A replay cache of the smallest size (16 slots, about 64 live ids): strangers would fill
     it in a few hundred requests if their proofs were recorded."""
-    from conftest import POP_DPOP, _finish_envoy, _start_envoy, base_plugin_config
+    from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+    from support.fixtures_pop import POP_DPOP
     cfg = base_plugin_config(dpop=dict(POP_DPOP), store={"jti_slots": 16, "replay_share_percent": 100})
-    inst = _start_envoy("small-jti", tmp_path_factory, route_mode="none", plugin_config=cfg,
+    inst = start_envoy("small-jti", tmp_path_factory, route_mode="none", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def test_rfc9449_11_1_unauthenticated_proofs_never_fill_the_replay_cache(envoy_small_jti):
@@ -616,12 +617,13 @@ def test_rfc9449_11_1_unauthenticated_proofs_never_fill_the_replay_cache(envoy_s
     throwaway = ClientKey("ES256", None)
     with requests.Session() as s:
         for _ in range(400):
-            r = s.post(e.token_url, data={"grant_type": "client_credentials"}, auth=("demo-client", "wrong"),
-                       headers={"DPoP": dpop_proof(throwaway, e.token_url)}, timeout=10)
+            r = post_form(e.token_url, {"grant_type": "client_credentials"}, session=s,
+                          headers={"Authorization": basic_auth("demo-client", "wrong"),
+                                   "DPoP": dpop_proof(throwaway, e.token_url)})
             assert r.status_code == 401, r.text[:200]
     real = ClientKey("ES256", None)
     for _ in range(20):
-        r = requests.post(e.token_url, data={"grant_type": "client_credentials"}, auth=("demo-client", "demo-secret"),
-                          headers={"DPoP": dpop_proof(real, e.token_url)}, timeout=10)
+        r = post_form(e.token_url, {"grant_type": "client_credentials"}, basic=DEMO_CLIENT,
+                      dpop=dpop_proof(real, e.token_url))
         assert r.status_code == 200, r.text[:200]
         assert r.json()["token_type"] == "DPoP"

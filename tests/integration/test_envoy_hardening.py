@@ -40,17 +40,11 @@ import requests
 import yaml
 
 import render
-from conftest import (
-    ROOT,
-    WASM,
-    EnvoyInstance,
-    _RUNNING,
-    _finish_envoy,
-    _keygen_python,
-    _start_envoy,
-    base_plugin_config,
-    envoy_binary,
-)
+from support import ROOT
+from support.envoy import envoy_binary, EnvoyInstance, WASM
+from support.fixtures_envoy import base_plugin_config, finish_envoy, RUNNING, start_envoy
+from support.forms import post_form
+from support.keys import _keygen_python
 from helpers import (
     DEMO_CLIENT,
     ENVOY_413_DESCRIPTION,
@@ -276,13 +270,13 @@ def hardened(keys, registry, backend, tmp_path_factory) -> Iterator[EnvoyInstanc
         hcm["request_timeout"] = f"{SHORT_REQUEST}s"
         hcm["access_log"] = [_access_log(log)]
 
-    inst = _start_envoy("hardened", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
+    inst = start_envoy("hardened", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         extra_http_filters=[FAULT_FILTER], edit_config=edit,
                         envoy_args=["--file-flush-interval-msec", "100"])
     inst.access_log = log  # type: ignore[attr-defined]
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 @pytest.fixture(scope="module")
@@ -294,11 +288,11 @@ def strict(keys, registry, backend, tmp_path_factory) -> Iterator[EnvoyInstance]
         _cluster(doc, "registry")["circuit_breakers"]["thresholds"][0].update(
             max_connections=1, max_pending_requests=1, max_requests=1)
 
-    inst = _start_envoy("strict", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
+    inst = start_envoy("strict", tmp_path_factory, route_mode="cluster", plugin_config=base_plugin_config(),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         edit_config=edit)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _test_id() -> str:
@@ -420,9 +414,8 @@ def test_envoy_503_from_a_filter_before_the_wasm_filter(hardened, backend, path,
     """Envoy's fault filter (abort 503, before the wasm filter): on the OAuth paths the 503 is
     flat OAuth JSON temporarily_unavailable; an application path keeps Envoy's plain reply."""
     tid = _test_id()
-    r = requests.post(hardened.base_url + path, data="grant_type=client_credentials", timeout=10,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC, FAULT_HEADER: "503",
-                               "X-Test-Id": tid})
+    r = post_form(hardened.base_url + path, "grant_type=client_credentials",
+                  headers={"Authorization": DEMO_BASIC, FAULT_HEADER: "503", "X-Test-Id": tid})
     (_assert_mapped if oauth else _assert_envoy_default)(r.status_code, _hdrs(r), r.content, 503)
     if not oauth:
         assert r.text == "fault filter abort"
@@ -493,9 +486,8 @@ def test_oauth_path_variants_with_credentials_never_reach_the_backend(hardened, 
     variants of its own paths (not in builds that match exact paths only)."""
     path, _by = PATH_VARIANTS[variant]
     tid = _test_id()
-    r = requests.post(hardened.base_url + path, data="grant_type=client_credentials&scope=read", timeout=10,
-                      allow_redirects=False,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC, "X-Test-Id": tid})
+    r = post_form(hardened.base_url + path, "grant_type=client_credentials&scope=read", allow_redirects=False,
+                  headers={"Authorization": DEMO_BASIC, "X-Test-Id": tid})
     leaked = [s for s in backend.seen() if s["headers"].get("x-test-id") == tid]
     assert not leaked, (f"{path} reached the backend as {leaked[0]['path']} with Authorization "
                         f"{leaked[0]['headers'].get('authorization')!r} (answer {r.status_code})")
@@ -515,8 +507,8 @@ def test_oauth_path_variants_with_credentials_never_reach_the_backend(hardened, 
 
 def test_encoded_slash_redirect_then_token(hardened):
     """A client that follows the 307 (same method and body) gets its token from the filter."""
-    r = requests.post(hardened.base_url + "/oauth%2Ftoken", data="grant_type=client_credentials&scope=read",
-                      timeout=10, headers={"Content-Type": FORM, "Authorization": DEMO_BASIC})
+    r = post_form(hardened.base_url + "/oauth%2Ftoken", "grant_type=client_credentials&scope=read",
+                  headers={"Authorization": DEMO_BASIC})
     assert [h.status_code for h in r.history] == [307]
     assert r.status_code == 200 and r.json()["scope"] == "read", r.text[:300]
 
@@ -532,8 +524,8 @@ def test_encoded_slash_redirect_applies_to_application_paths(hardened, backend):
 def test_application_oauth_callback_passes_through(hardened, backend):
     """/oauth/callback is the application's: it reaches the backend untouched, credentials too."""
     tid = _test_id()
-    r = requests.post(hardened.base_url + "/oauth/callback?code=abc&state=xyz", data="a=b", timeout=10,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC, "X-Test-Id": tid})
+    r = post_form(hardened.base_url + "/oauth/callback?code=abc&state=xyz", "a=b",
+                  headers={"Authorization": DEMO_BASIC, "X-Test-Id": tid})
     assert r.status_code == 200, r.text[:300]
     echo = r.json()
     assert echo["backend"] is True and echo["path"] == "/oauth/callback?code=abc&state=xyz"
@@ -546,8 +538,7 @@ def test_envoy_413_buffer_limit(strict, backend, path, oauth):
     """Envoy's buffer filter (before the wasm filter, limit below the plugin's) refuses a body
     first: request_payload_too_large, flat OAuth JSON on the OAuth paths only."""
     body = oversized_form(STRICT_BUFFER + 1000)
-    r = requests.post(strict.base_url + path, data=body, timeout=10,
-                      headers={"Content-Type": FORM, "Authorization": DEMO_BASIC})
+    r = post_form(strict.base_url + path, body, headers={"Authorization": DEMO_BASIC})
     (_assert_mapped if oauth else _assert_envoy_default)(r.status_code, _hdrs(r), r.content, 413)
     small = token_request(strict, DEMO_CLIENT)
     assert small.status_code == 200, small.text[:300]
@@ -610,7 +601,7 @@ def _start(cls: type[EnvoyInstance], name: str, tmp_path_factory, **kw: Any) -> 
     if not WASM.exists():
         pytest.fail(f"filter not built: {WASM} missing (run `make wasm`)", pytrace=False)
     inst = cls(name, tmp_path_factory.mktemp(f"envoy-{name}"), **kw).start()
-    _RUNNING.append(inst)
+    RUNNING.append(inst)
     return inst
 
 
@@ -642,7 +633,7 @@ def test_overload_manager_stop_accepting_requests(keys, registry, backend, tmp_p
         assert not [s for s in backend.seen() if s["headers"].get("x-test-id") == tid]
         assert inst.stat("overload.envoy.overload_actions.shrink_heap.active") == 1
     finally:
-        _finish_envoy(inst)
+        finish_envoy(inst)
 
 
 # --------------------------------------------------------------------------- FAIL_RELOAD
@@ -678,8 +669,8 @@ def trap_envoy(trap_wasm, keys, registry, backend, tmp_path_factory) -> Iterator
                   signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                   edit_config=edit)
     yield inst
-    inst.stop()  # not _finish_envoy: the traps are the point, the log is full of them
-    _RUNNING.remove(inst)
+    inst.stop()  # not finish_envoy: the traps are the point, the log is full of them
+    RUNNING.remove(inst)
 
 
 def _fresh(inst: EnvoyInstance, **headers: str) -> requests.Response:

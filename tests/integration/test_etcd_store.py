@@ -12,21 +12,19 @@ without restarting Envoy.
 from __future__ import annotations
 
 import base64
-import json
-import os
-import shutil
-import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import requests
 
-from conftest import EnvoyInstance, _finish_envoy, _start_envoy, ac_plugin_config, free_port
+from support.envoy import EnvoyInstance
+from support.etcd import ETCD, ETCDCTL, PASSWORD, PREFIX, USER, EtcdCluster, _add_etcd_cluster
+from support.fixtures_ac import ac_plugin_config
+from support.fixtures_envoy import finish_envoy, start_envoy
 from test_protected_routes import API_CLIENT, ORDERS, ROUTES
-import render  # noqa: E402  (envoy/render.py, on the path via conftest)
+import render  # noqa: E402  (envoy/render.py, on the path via the support package)
 from helpers import (
     revoke,
     RP_CLIENT,
@@ -38,7 +36,6 @@ from helpers import (
     start_device,
     ClientKey,
     assert_oauth_error,
-    basic_auth,
     dpop_proof,
     issue_code,
     post_form,
@@ -46,133 +43,8 @@ from helpers import (
     refresh_request,
 )
 
-ETCD = shutil.which("etcd")
-ETCDCTL = shutil.which("etcdctl")
 pytestmark = pytest.mark.skipif(ETCD is None or ETCDCTL is None,
                                 reason="etcd-server is not installed (make test installs it)")
-
-PREFIX = "/oauth-edge/"
-USER, PASSWORD = "oauth-edge", "etcd-test-password"
-
-
-class Member:
-    def __init__(self, name: str, workdir: Path, client_port: int, peer_port: int, cluster: str) -> None:
-        self.name, self.workdir = name, workdir
-        self.client_port, self.peer_port, self.cluster = client_port, peer_port, cluster
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
-
-    def start(self, state: str = "new") -> None:
-        log = open(self.workdir / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen([
-            ETCD, "--name", self.name, "--data-dir", str(self.workdir / self.name),
-            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-cluster", self.cluster, "--initial-cluster-state", state,
-            "--initial-cluster-token", "oauth-edge-test",
-        ], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-
-class EtcdCluster:
-    def __init__(self, workdir: Path) -> None:
-        ports = [(free_port(), free_port()) for _ in range(3)]
-        cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
-        self.members = [Member(f"m{i}", workdir, c, p, cluster) for i, (c, p) in enumerate(ports)]
-
-    def etcdctl(self, *args: str, user: str | None = None) -> str:
-        cmd = [ETCDCTL, "--endpoints", ",".join(m.url for m in self.members if m.proc), *args]
-        if user:
-            cmd += ["--user", user]
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=30,
-                              env={**os.environ, "ETCDCTL_API": "3"}).stdout
-
-    def start(self) -> "EtcdCluster":
-        for m in self.members:
-            m.start()
-        deadline = time.time() + 30
-        while True:
-            try:
-                self.etcdctl("endpoint", "health")
-                break
-            except subprocess.CalledProcessError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.3)
-        # etcd authentication: a user whose role may only read and write under the prefix.
-        self.etcdctl("user", "add", "root:root-test-password")
-        self.etcdctl("user", "add", f"{USER}:{PASSWORD}")
-        self.etcdctl("role", "add", "oauth-edge")
-        self.etcdctl("role", "grant-permission", "oauth-edge", "--prefix=true", "readwrite", PREFIX)
-        self.etcdctl("user", "grant-role", USER, "oauth-edge")
-        self.etcdctl("auth", "enable")
-        return self
-
-    def stop(self) -> None:
-        for m in self.members:
-            m.stop()
-
-    def wait_healthy(self, n: int, timeout: float = 30) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            up = sum(1 for m in self.members if m.proc and _healthy(m.url))
-            if up >= n:
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"etcd: fewer than {n} healthy members")
-
-    def keys(self) -> list[str]:
-        out = self.etcdctl("get", PREFIX, "--prefix", "--keys-only", user="root:root-test-password")
-        return [line for line in out.splitlines() if line]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return requests.get(url + "/health", timeout=1).json().get("health") == "true"
-    except (requests.RequestException, ValueError):
-        return False
-
-
-def _add_etcd_cluster(members: list[Member]) -> Any:
-    """The Envoy cluster the filter reaches etcd through: every member, health-checked each
-    second so a dead member leaves the rotation at once."""
-    def edit(doc: dict[str, Any]) -> None:
-        doc["static_resources"]["clusters"].append({
-            "name": "etcd",
-            "type": "STATIC",
-            "connect_timeout": "0.25s",
-            "lb_policy": "ROUND_ROBIN",
-            "load_assignment": {"cluster_name": "etcd", "endpoints": [{"lb_endpoints": [
-                {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": m.client_port}}}}
-                for m in members]}]},
-            "health_checks": [{
-                "timeout": "0.5s", "interval": "0.5s", "unhealthy_threshold": 1, "healthy_threshold": 1,
-                "http_health_check": {"path": "/health"},
-            }],
-            "outlier_detection": {"consecutive_local_origin_failure": 1,
-                                  "split_external_local_origin_errors": True,
-                                  "base_ejection_time": "2s"},
-        })
-    return edit
-
-
-@pytest.fixture(scope="module")
-def etcd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
-    c = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
-    try:
-        yield c
-    finally:
-        c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +58,7 @@ def etcd_replicas(etcd_cluster: EtcdCluster, keys, login_service, registry, back
     started: list[EnvoyInstance] = []
     try:
         for name in ("etcd-replica-a", "etcd-replica-b"):
-            started.append(_start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=cfg,
+            started.append(start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=cfg,
                                         signing_keys=[keys.ed25519], registry_port=registry.port,
                                         backend_port=backend.port,
                                         extra_http_filters=[login_service.jwt_authn_filter(
@@ -195,7 +67,7 @@ def etcd_replicas(etcd_cluster: EtcdCluster, keys, login_service, registry, back
         yield started[0], started[1]
     finally:
         for inst in started:
-            _finish_envoy(inst)
+            finish_envoy(inst)
 
 
 def _tokens(envoy: EnvoyInstance, login_service, sub: str) -> dict[str, Any]:
@@ -306,10 +178,9 @@ def test_one_member_killed_flows_keep_succeeding_all_killed_clean_errors_then_re
         statuses: Counter[int] = Counter()
         for i in range(20):
             envoy = (a, b)[i % 2]
-            r = requests.post(envoy.par_url, data={"response_type": "code", "redirect_uri": RP_CLIENT.extra["redirect_uris"][0],
-                                                    "scope": "read", "code_challenge": "x" * 43,
-                                                    "code_challenge_method": "S256"},
-                              headers={"Authorization": basic_auth(RP_CLIENT.client_id, RP_CLIENT.secret)}, timeout=10)
+            r = post_form(envoy.par_url, {"response_type": "code", "redirect_uri": RP_CLIENT.extra["redirect_uris"][0],
+                                          "scope": "read", "code_challenge": "x" * 43, "code_challenge_method": "S256"},
+                          basic=RP_CLIENT)
             statuses[r.status_code] += 1
             if r.status_code == 500:
                 assert_oauth_error(r, 500, "server_error")
@@ -346,8 +217,8 @@ def test_a_token_revoked_at_a_is_refused_at_b_s_protected_route(etcd_replicas):
     """Route protection reads the deny-list in etcd (an asynchronous store: the request waits
     for etcd's answer, then goes on or is refused)."""
     a, b = etcd_replicas
-    r = requests.post(a.token_url, data={"grant_type": "client_credentials", "scope": "orders:read",
-                                          "resource": ORDERS}, auth=(API_CLIENT.client_id, API_CLIENT.secret), timeout=10)
+    r = post_form(a.token_url, {"grant_type": "client_credentials", "scope": "orders:read", "resource": ORDERS},
+                  basic=API_CLIENT)
     assert r.status_code == 200, r.text
     token = r.json()["access_token"]
     api = f"http://127.0.0.1:{b.listen_port}/orders/1"

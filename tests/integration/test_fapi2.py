@@ -10,7 +10,7 @@ the happy path and joserfc for every hand-made assertion and DPoP proof; tokens 
 PyJWT against GET /oauth/jwks; cnf.jkt compared with the RFC 7638 thumbprint computed by the
 test. Every refusal is followed by a valid request that succeeds.
 
-Envoy: envoy_fapi2 (conftest): AC_ISSUER, jwt_authn, EdDSA signing key, every client of
+Envoy: envoy_fapi2 (support/fixtures_pop.py): AC_ISSUER, jwt_authn, EdDSA signing key, every client of
 ac_plugin_config (client_secret_basic and public ones too) plus fapi-client.
 """
 from __future__ import annotations
@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import fapi2_plugin_config, validate_plugin_config
+from support.fixtures_envoy import validate_plugin_config
+from support.fixtures_pop import fapi2_plugin_config
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,

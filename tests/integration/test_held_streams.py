@@ -18,7 +18,8 @@ import time
 import pytest
 import requests
 
-from conftest import _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+from support.forms import basic_auth, post_form
 
 HELD = int(os.environ.get("OAUTH_EDGE_HELD_STREAMS", "20000"))
 # Large headers, as in the report (several KiB per stream, under max_request_headers_kb).
@@ -28,18 +29,17 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def envoy_held(keys, registry, backend, tmp_path_factory):
-    inst = _start_envoy("held", tmp_path_factory, route_mode="none",
+    inst = start_envoy("held", tmp_path_factory, route_mode="none",
                         plugin_config=base_plugin_config(),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _token_ok(envoy) -> None:
     for _ in range(4):  # new connections: both workers are likely to see one
-        r = requests.post(envoy.token_url, data={"grant_type": "client_credentials"},
-                          auth=("demo-client", "demo-secret"), timeout=10,
-                          headers={"Connection": "close"})
+        r = post_form(envoy.token_url, {"grant_type": "client_credentials"},
+                      headers={"Authorization": basic_auth("demo-client", "demo-secret"), "Connection": "close"})
         assert r.status_code == 200, r.text[:200]
 
 

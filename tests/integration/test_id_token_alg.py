@@ -12,7 +12,8 @@ import pytest
 from authlib.jose import JsonWebKey, jwt as authlib_jwt
 from authlib.oidc.core import CodeIDToken
 
-from conftest import _finish_envoy, _start_envoy, ac_plugin_config
+from support.fixtures_ac import ac_plugin_config
+from support.fixtures_envoy import finish_envoy, start_envoy
 from helpers import RP_CLIENT, Client, client_metadata, fetch_jwks, issue_code, metadata, redeem_code
 from test_rsa_keys import rsa_jwk
 
@@ -25,11 +26,11 @@ def envoy_two_algs(keys, login_service, registry, backend, tmp_path_factory) -> 
     rsa = rsa_jwk("it-rs256-idt", "RS256")
     cfg = ac_plugin_config(login_service, active_signing_key=keys.ed25519["kid"])
     cfg["clients"].append(client_metadata(ED_RP))
-    inst = _start_envoy("id-token-alg", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("id-token-alg", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519, rsa], registry_port=registry.port, backend_port=backend.port,
                         extra_http_filters=[login_service.jwt_authn_filter()])
     yield inst, rsa
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _id_token(envoy, login_service, client: Client) -> tuple[dict, str, str]:

@@ -1,5 +1,5 @@
 """RFC 7523 with keys at a jwks_uri fetched through a dynamic forward proxy cluster: the
-production setup the README recommends (`jwks_fetch.cluster` pointing at
+production setup docs/deploying.md recommends (`jwks_fetch.cluster` pointing at
 `envoy.clusters.dynamic_forward_proxy`, which resolves any host on demand), checked to work with
 dispatch_http_call alone — no forward-proxy HTTP filter — in a real Envoy. The jwks_uri names the
 registry fixture by host name (`localhost`), so the DNS cache really resolves it."""
@@ -10,7 +10,8 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import EnvoyInstance, _finish_envoy, _start_envoy, base_plugin_config
+from support.envoy import EnvoyInstance
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
 from helpers import ClientKey, client_assertion, jwks_of, post_form
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -40,13 +41,13 @@ def dfp(keys, registry, backend, tmp_path_factory) -> Iterator[tuple[EnvoyInstan
               "jwks_uri": uri, "grant_types": ["client_credentials"], "scope": "read"}
     cfg = base_plugin_config(jwks_fetch={"cluster": "jwks_dfp", "require_https": False})
     cfg["clients"].append(client)
-    inst = _start_envoy("jwks-dfp", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("jwks-dfp", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         edit_config=_add_dfp_cluster)
     try:
         yield inst, key
     finally:
-        _finish_envoy(inst)
+        finish_envoy(inst)
 
 
 def test_rfc7523_jwks_uri_through_a_dynamic_forward_proxy_cluster(dfp, registry):

@@ -7,7 +7,7 @@ import base64
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from conftest import ROOT
+from support import ROOT
 
 
 def _b64d(s: str) -> bytes:

@@ -16,95 +16,18 @@ protected route takes it only over a connection with that certificate."""
 from __future__ import annotations
 
 import base64
-import datetime
 import hashlib
-import ipaddress
 import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import requests
 
-from conftest import _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+from support.tls import Pki
+from support.forms import post_form
 
 API = "https://api.example.test"
-
-
-class Pki:
-    """PEM files of every certificate the tests use, in one directory."""
-
-    def __init__(self, d: Path) -> None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        self.dir = d
-        now = datetime.datetime.now(datetime.timezone.utc)
-
-        def name(cn: str, org: str | None = None) -> Any:
-            attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-            if org:
-                attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-            return x509.Name(attrs)
-
-        def issue(subject: Any, key: Any, issuer: Any, issuer_key: Any, *, ca: bool = False,
-                  sans: list[Any] | None = None) -> Any:
-            b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
-                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                 .not_valid_before(now - datetime.timedelta(minutes=5))
-                 .not_valid_after(now + datetime.timedelta(days=1))
-                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-            if sans:
-                b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            return b.sign(issuer_key, hashes.SHA256())
-
-        def write(stem: str, cert: Any, key: Any | None = None) -> None:
-            (d / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            if key is not None:
-                (d / f"{stem}.key").write_bytes(key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption()))
-            self.der[stem] = cert.public_bytes(serialization.Encoding.DER)
-            self.subject[stem] = cert.subject.rfc4514_string()
-
-        self.der: dict[str, bytes] = {}
-        # RFC 4514 strings, as RFC 8705 §2.1.2 registers them: the last RDN first ("O=Example,CN=client-a").
-        self.subject: dict[str, str] = {}
-        new_key = lambda: ec.generate_private_key(ec.SECP256R1())  # noqa: E731
-        server_ca_key, client_ca_key = new_key(), new_key()
-        server_ca = issue(name("test server CA"), server_ca_key, name("test server CA"), server_ca_key, ca=True)
-        client_ca = issue(name("test client CA"), client_ca_key, name("test client CA"), client_ca_key, ca=True)
-        write("server-ca", server_ca)
-        write("client-ca", client_ca)
-        k = new_key()
-        write("server", issue(name("127.0.0.1"), k, server_ca.subject, server_ca_key,
-                              sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), k)
-        for stem, cn, dns in (("client-a", "client-a", "a.clients.example"), ("client-b", "client-b", "b.clients.example")):
-            k = new_key()
-            write(stem, issue(name(cn, "Example"), k, client_ca.subject, client_ca_key, sans=[x509.DNSName(dns)]), k)
-        k = new_key()
-        write("client-ip", issue(name("client-ip", "Example"), k, client_ca.subject, client_ca_key,
-                                 sans=[x509.DNSName("ip.clients.example"),
-                                       x509.IPAddress(ipaddress.ip_address("192.0.2.9")),
-                                       x509.RFC822Name("device@clients.example")]), k)
-        k = new_key()
-        write("self", issue(name("self-signed client"), k, name("self-signed client"), k), k)
-
-    def pair(self, stem: str) -> tuple[str, str]:
-        return str(self.dir / f"{stem}.crt"), str(self.dir / f"{stem}.key")
-
-    def path(self, stem: str) -> str:
-        return str(self.dir / f"{stem}.crt")
-
-    def x5t(self, stem: str) -> str:
-        return base64.urlsafe_b64encode(hashlib.sha256(self.der[stem]).digest()).rstrip(b"=").decode()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> Pki:
-    return Pki(tmp_path_factory.mktemp("pki"))
 
 
 def _clients(pki: Pki) -> list[dict[str, Any]]:
@@ -132,7 +55,7 @@ def _envoy(name: str, pki: Pki, keys, registry, backend, tmp_path_factory, *, ch
     cfg["resource_protection"] = {"routes": [{"prefix": "/api", "resource": API, "scopes": {"all": ["read"]}}]}
     tls = {"cert": pki.path("server"), "key": str(pki.dir / "server.key"), "client_ca": pki.path("client-ca"),
            "accept_untrusted": not chain_verified, "server_ca": pki.path("server-ca")}
-    return _start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=cfg, signing_keys=[keys.ed25519],
+    return start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=cfg, signing_keys=[keys.ed25519],
                         registry_port=registry.port, backend_port=backend.port, tls=tls)
 
 
@@ -140,19 +63,19 @@ def _envoy(name: str, pki: Pki, keys, registry, backend, tmp_path_factory, *, ch
 def envoy_pki(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
     inst = _envoy("mtls-pki", pki, keys, registry, backend, tmp_path_factory, chain_verified=True)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 @pytest.fixture(scope="module")
 def envoy_self(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
     inst = _envoy("mtls-self", pki, keys, registry, backend, tmp_path_factory, chain_verified=False)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _token(envoy, client_id: str, cert: tuple[str, str] | None, **form: str) -> requests.Response:
-    return requests.post(envoy.token_url, data={"grant_type": "client_credentials", "client_id": client_id, **form},
-                         cert=cert, verify=envoy.verify, timeout=10)
+    return post_form(envoy.token_url, {"grant_type": "client_credentials", "client_id": client_id, **form},
+                     cert=cert, verify=envoy.verify)
 
 
 def _api(envoy, token: str, cert: tuple[str, str] | None) -> requests.Response:
@@ -185,9 +108,8 @@ def test_authlib_gets_a_certificate_bound_token_that_only_its_certificate_can_us
     r = _api(envoy_pki, token["access_token"], None)
     assert r.status_code == 401 and r.json()["error"] == "invalid_token", r.text
     # Introspection (the same client, authenticated by its certificate) shows the binding.
-    r = requests.post(envoy_pki.base_url + "/oauth/introspect",
-                      data={"token": token["access_token"], "client_id": "mtls-a"},
-                      cert=pki.pair("client-a"), verify=envoy_pki.verify, timeout=10)
+    r = post_form(envoy_pki.base_url + "/oauth/introspect", {"token": token["access_token"], "client_id": "mtls-a"},
+                  cert=pki.pair("client-a"), verify=envoy_pki.verify)
     body = r.json()
     assert body["active"] is True and body["token_type"] == "Bearer", body
     assert body["cnf"] == {"x5t#S256": pki.x5t("client-a")}
@@ -249,10 +171,10 @@ def envoy_fapi_mtls(pki, keys, registry, backend, tmp_path_factory) -> Iterator[
     cfg["mtls"] = {"chain_verified": True}
     tls = {"cert": pki.path("server"), "key": str(pki.dir / "server.key"), "client_ca": pki.path("client-ca"),
            "server_ca": pki.path("server-ca")}
-    inst = _start_envoy("mtls-fapi", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("mtls-fapi", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port, tls=tls)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def test_fapi2_offers_mtls_authentication_and_the_mtls_sender_constraint(envoy_fapi_mtls, pki):
@@ -290,11 +212,11 @@ def envoy_xfcc(pki, keys, registry, backend, tmp_path_factory) -> Iterator[Any]:
 
     tls = {"cert": pki.path("server"), "key": str(pki.dir / "server.key"), "client_ca": pki.path("client-ca"),
            "server_ca": pki.path("server-ca")}
-    inst = _start_envoy("mtls-xfcc", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("mtls-xfcc", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         tls=tls, edit_config=xfcc)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def test_ip_and_email_sans_through_envoys_own_xfcc(envoy_xfcc, pki):
@@ -309,10 +231,9 @@ def test_ip_and_email_sans_through_envoys_own_xfcc(envoy_xfcc, pki):
     assert _claims(r.json()["access_token"])["cnf"] == {"x5t#S256": pki.x5t("client-a")}
     # A client's own XFCC naming another certificate is replaced by Envoy's (SANITIZE_SET).
     forged = f"Hash={hashlib.sha256(pki.der['client-a']).hexdigest()};Subject=\"{pki.subject['client-a']}\""
-    r = requests.post(envoy_xfcc.token_url, data={"grant_type": "client_credentials", "client_id": "mtls-a"},
-                      headers={"x-forwarded-client-cert": forged}, cert=pki.pair("client-b"),
-                      verify=envoy_xfcc.verify, timeout=10)
+    r = post_form(envoy_xfcc.token_url, {"grant_type": "client_credentials", "client_id": "mtls-a"},
+                  headers={"x-forwarded-client-cert": forged}, cert=pki.pair("client-b"), verify=envoy_xfcc.verify)
     assert r.status_code == 401, r.text
-    r = requests.post(envoy_xfcc.token_url, data={"grant_type": "client_credentials", "client_id": "mtls-a"},
-                      headers={"x-forwarded-client-cert": forged}, verify=envoy_xfcc.verify, timeout=10)
+    r = post_form(envoy_xfcc.token_url, {"grant_type": "client_credentials", "client_id": "mtls-a"},
+                  headers={"x-forwarded-client-cert": forged}, verify=envoy_xfcc.verify)
     assert r.status_code == 401, r.text

@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from conftest import ROOT, WASM, free_port
+from support import ROOT
+from support.envoy import free_port, WASM
 
 DOCKER_REGISTRY = shutil.which("docker-registry")
 SKOPEO = shutil.which("skopeo")
@@ -305,7 +306,7 @@ def test_istio_rules_refuse_a_single_raw_wasm_layer():
                                                   "digest": "sha256:c"},
                                                  {"mediaType": WASM_LAYER, "digest": "sha256:w"}]}
     assert istio_extract(two, blobs.__getitem__) == ("oci", module)
-    from oci import gzip_fixed, layer_tar  # envoy/oci.py, on the path via conftest
+    from oci import gzip_fixed, layer_tar  # envoy/oci.py, on the path via the support package
 
     blobs["sha256:t"] = gzip_fixed(layer_tar(module))
     docker = {"mediaType": DOCKER_MANIFEST, "layers": [{"mediaType": DOCKER_LAYER, "digest": "sha256:t"}]}

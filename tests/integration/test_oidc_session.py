@@ -16,7 +16,9 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import _finish_envoy, _start_envoy, ac_plugin_config
+from support.fixtures_ac import ac_plugin_config
+from support.fixtures_envoy import finish_envoy, start_envoy
+from support.forms import post_form
 from helpers import (AC_ISSUER, Client, ClientKey, assert_oauth_error, bearer, client_metadata, dpop_proof,
                      introspect, issue_code, jws_parts, metadata, redeem_code, refresh_request)
 
@@ -39,11 +41,11 @@ def envoy_oidc(keys, login_service, registry, backend, tmp_path_factory) -> Iter
     cfg["userinfo"] = {"cluster": "registry", "authority": "users.internal", "path_prefix": "/userinfo/"}
     cfg["end_session"] = {"logout_url": LOGOUT_PAGE, "clear_cookies": ["login_session"]}
     registry.set_profile("alice", ALICE)
-    inst = _start_envoy("oidc-session", tmp_path_factory, route_mode="direct", plugin_config=cfg,
+    inst = start_envoy("oidc-session", tmp_path_factory, route_mode="direct", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         extra_http_filters=[login_service.jwt_authn_filter(extra_paths=["/oauth/logout"])])
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _tokens(envoy, login_service, client: Client, session_id: str, scope: str = "openid read") -> dict[str, Any]:
@@ -91,7 +93,7 @@ def test_an_authlib_client_reads_userinfo_after_a_code_flow(envoy_oidc, login_se
     assert info.json()["sub"] == id_claims["sub"]
     assert registry.userinfo_calls[before:] == ["alice"]
     # POST with the token in the form body (RFC 6750 §2.2).
-    r = requests.post(local(meta["userinfo_endpoint"]), data={"access_token": token["access_token"]}, timeout=10)
+    r = post_form(local(meta["userinfo_endpoint"]), {"access_token": token["access_token"]})
     assert r.status_code == 200 and r.json()["name"] == "Alice Liddell", r.text
 
 
@@ -128,10 +130,7 @@ def test_userinfo_with_a_dpop_bound_token(envoy_oidc, login_service):
     htu_token = AC_ISSUER + "/oauth/token"
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": RP_A.extra["redirect_uris"][0],
             "code_verifier": verifier}
-    from helpers import basic_auth
-    r = requests.post(envoy_oidc.token_url, data=form, timeout=10,
-                      headers={"Authorization": basic_auth(RP_A.client_id, RP_A.secret),
-                               "DPoP": dpop_proof(key, htu_token)})
+    r = post_form(envoy_oidc.token_url, form, basic=RP_A, dpop=dpop_proof(key, htu_token))
     assert r.status_code == 200 and r.json()["token_type"] == "DPoP", r.text
     at = r.json()["access_token"]
     url = envoy_oidc.base_url + "/oauth/userinfo"
@@ -211,8 +210,7 @@ def test_logout_never_redirects_where_it_should_not(envoy_oidc, login_service):
     assert_oauth_error(refresh_request(envoy_oidc, a["refresh_token"], RP_A), 400, "invalid_grant")
     # POST works too; a forged login JWT is refused by jwt_authn before the filter.
     b = _tokens(envoy_oidc, login_service, RP_A, "login-p")
-    r = requests.post(envoy_oidc.base_url + "/oauth/logout", data={"id_token_hint": b["id_token"]},
-                      allow_redirects=False, timeout=10)
+    r = post_form(envoy_oidc.base_url + "/oauth/logout", {"id_token_hint": b["id_token"]}, allow_redirects=False)
     assert r.status_code == 303, r.text
     r = _logout(envoy_oidc, {"id_token_hint": b["id_token"]}, login_jwt="forged.jwt.value")
     assert r.status_code == 401

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from conftest import ROOT
+from support import ROOT
 
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 import requests
 
+from support.forms import post_form
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
@@ -52,8 +53,7 @@ def test_passthrough_cluster_mode_methods(envoy_main, method):
                                   "/.well-known/other", "/oauth/callback"])
 def test_passthrough_lookalike_paths_reach_backend(envoy_main, path):
     """Other paths under the same prefix belong to the application behind the gateway."""
-    r = requests.post(envoy_main.base_url + path, data="grant_type=client_credentials", timeout=10,
-                      headers={"Content-Type": "application/x-www-form-urlencoded"})
+    r = post_form(envoy_main.base_url + path, "grant_type=client_credentials")
     assert r.status_code == 200, (path, r.status_code, r.text[:200])
     assert r.json()["path"] == path
 
@@ -64,15 +64,14 @@ def test_passthrough_lookalike_paths_reach_backend(envoy_main, path):
 def test_variants_of_our_paths_answered_404_never_passed_on(envoy_main, path):
     """A near-miss of one of the filter's paths would carry a client's credentials to the
     application: the filter answers it, a clean 404, and the next request still works."""
-    r = requests.post(envoy_main.base_url + path, data="grant_type=client_credentials", timeout=10,
-                      headers={"Content-Type": "application/x-www-form-urlencoded",
-                               "Authorization": "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ="})
+    r = post_form(envoy_main.base_url + path, "grant_type=client_credentials",
+                  headers={"Authorization": "Basic ZGVtby1jbGllbnQ6ZGVtby1zZWNyZXQ="})
     assert r.status_code == 404, (path, r.status_code, r.text[:200])
     assert r.headers["content-type"] == "application/json"
     assert r.headers["cache-control"] == "no-store"
     assert r.json()["error"] == "invalid_request"
-    ok = requests.post(envoy_main.token_url, data={"grant_type": "client_credentials"},
-                       auth=("demo-client", "demo-secret"), timeout=10)
+    ok = post_form(envoy_main.token_url, {"grant_type": "client_credentials"},
+                   headers={"Authorization": basic_auth("demo-client", "demo-secret")})
     assert ok.status_code == 200
 
 
@@ -274,7 +273,7 @@ def test_registry_concurrent_first_lookups(envoy_main, registry):
 def test_escaped_unreserved_characters_are_normalised_by_envoy(envoy_main):
     """normalize_path decodes escaped unreserved characters (RFC 3986 §6.2.2.2): the request
     reaches the filter's endpoint itself, not the application."""
-    r = requests.post(envoy_main.base_url + "/oauth/%74oken", data={"grant_type": "client_credentials"},
-                      auth=("demo-client", "demo-secret"), timeout=10)
+    r = post_form(envoy_main.base_url + "/oauth/%74oken", {"grant_type": "client_credentials"},
+                  headers={"Authorization": basic_auth("demo-client", "demo-secret")})
     assert r.status_code == 200
     assert "access_token" in r.json()

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import PASSWORD_AUTHORITY, PASSWORD_FAILURES, PASSWORD_TIMEOUT, PASSWORD_WINDOW
+from support.fixtures_grants import PASSWORD_AUTHORITY, PASSWORD_FAILURES, PASSWORD_TIMEOUT, PASSWORD_WINDOW
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
@@ -31,7 +31,7 @@ from helpers import (
     Client,
     assert_no_store_json,
     assert_oauth_error,
-    form_post,
+    post_form,
     introspect,
     metadata,
     password_request,
@@ -131,11 +131,11 @@ def test_rfc6749_4_3_2_refusals_before_asking_the_upstream(envoy_grants, registr
     assert_oauth_error(password_request(e, name, pw, DEMO_CLIENT), 400, "unauthorized_client")
     assert_oauth_error(password_request(e, name, pw, TV_CLIENT), 400, "unauthorized_client")  # public, no grant
     assert_oauth_error(password_request(e, name, pw, Client("legacy", "wrong")), 401, "invalid_client")
-    assert_oauth_error(form_post(e.token_url, {"grant_type": "password", "username": name, "password": pw}),
+    assert_oauth_error(post_form(e.token_url, {"grant_type": "password", "username": name, "password": pw}),
                        401, "invalid_client")
     for form in ({"password": pw}, {"username": name}, {"username": "", "password": pw},
                  {"username": "x" * 300, "password": pw}):
-        assert_oauth_error(form_post(e.token_url, {"grant_type": "password", **form}, LEGACY_CLIENT), 400,
+        assert_oauth_error(post_form(e.token_url, {"grant_type": "password", **form}, LEGACY_CLIENT), 400,
                            "invalid_request")
     assert_oauth_error(password_request(e, name, pw, scope="read admin"), 400, "invalid_scope")
     assert registry.verify_count() == before
@@ -219,6 +219,6 @@ def test_rfc6749_4_3_password_grant_is_off_without_its_section(envoy_ac, registr
     e = envoy_ac
     assert "password" not in metadata(e)["grant_types_supported"]
     before = registry.verify_count()
-    r = form_post(e.token_url, {"grant_type": "password", "username": "alice", "password": "x"}, DEMO_CLIENT)
+    r = post_form(e.token_url, {"grant_type": "password", "username": "alice", "password": "x"}, DEMO_CLIENT)
     assert_oauth_error(r, 400, "unsupported_grant_type")
     assert registry.verify_count() == before

@@ -26,7 +26,9 @@ from typing import Any
 import jwt
 import requests
 
-from conftest import PASSWORD_GRANT, fapi2_plugin_config, validate_plugin_config
+from support.fixtures_envoy import validate_plugin_config
+from support.fixtures_grants import PASSWORD_GRANT
+from support.fixtures_pop import fapi2_plugin_config
 from helpers import (
     AC_CLIENT,
     ACCESS_TOKEN_LIFETIME,
@@ -56,11 +58,10 @@ from helpers import (
     device_decide,
     dpop_proof,
     exchange,
-    form_post,
+    post_form,
     issue_code,
     par_request,
     pkce_pair,
-    post_form,
     redeem_code,
     redirect_params,
     refresh_request,
@@ -124,10 +125,10 @@ def test_rfc7591_2_seed_002_json_par_with_client_secret_is_for_post_clients(envo
                       headers={"Authorization": basic_auth(basic.client_id, basic.secret or "")})
     assert r.status_code == 201, r.text
     # Revocation authenticates the same way (RFC 7009 §2.1): the other method is refused.
-    r = form_post(envoy_ac.revocation_url, {"token": "x", "client_id": basic.client_id,
+    r = post_form(envoy_ac.revocation_url, {"token": "x", "client_id": basic.client_id,
                                             "client_secret": basic.secret or ""})
     assert_oauth_error(r, 401, "invalid_client")
-    r = form_post(envoy_ac.revocation_url, {"token": "x"}, basic)
+    r = post_form(envoy_ac.revocation_url, {"token": "x"}, basic)
     assert r.status_code == 200, r.text
 
 
@@ -221,9 +222,9 @@ def test_rfc9110_15_5_2_every_401_carries_a_challenge(envoy_pop, envoy_ac, login
         token_request(e, wrong_post, scope="read"),
         post_form(e.token_url, dict({"grant_type": "client_credentials"}, **assertion_form(stale))),
         post_form(e.token_url, {"grant_type": "client_credentials"}),
-        form_post(e.introspection_url, {"token": "x"}, SPA_CLIENT),
+        post_form(e.introspection_url, {"token": "x"}, SPA_CLIENT),
         requests.post(e.par_url, json=seed_par_body("nobody", client_secret="x"), timeout=10),
-        form_post(e.revocation_url, {"token": "x", "client_id": "nobody", "client_secret": "x"}),
+        post_form(e.revocation_url, {"token": "x", "client_id": "nobody", "client_secret": "x"}),
     ):
         assert_challenge(r, 401, "invalid_client", "Basic")
     # Basic as before (RFC 6749 §5.2: the scheme the client used).
@@ -288,7 +289,7 @@ INACTIVE = {"active": False}
 
 def introspect_as(envoy, token: str, client: Client) -> dict[str, Any]:
     """RFC 7662 §2.1 by `client` (its own method); asserts 200; the answer."""
-    r = form_post(envoy.introspection_url, {"token": token}, client)
+    r = post_form(envoy.introspection_url, {"token": token}, client)
     assert r.status_code == 200, r.text
     return r.json()
 

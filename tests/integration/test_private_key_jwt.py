@@ -6,7 +6,7 @@ registered inline (`jwks`, static client pk-client) or behind a `jwks_uri` the r
 serves (fetched through the Envoy cluster named in `jwks_fetch`). Issued tokens are verified with
 PyJWT against GET /oauth/jwks. Every refusal is followed by a valid request that succeeds.
 
-Envoy: envoy_pop (conftest): issuer AC_ISSUER, so the token and PAR endpoint URLs an assertion
+Envoy: envoy_pop (support/fixtures_pop.py): issuer AC_ISSUER, so the token and PAR endpoint URLs an assertion
 names are the https URLs of the metadata, not the loopback address the test connects to.
 """
 from __future__ import annotations
@@ -24,12 +24,12 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 
-from conftest import (
+from support.fixtures_envoy import validate_plugin_config
+from support.fixtures_pop import (
     ASSERTION_MAX_LIFETIME,
     ASSERTION_SKEW,
     JWKS_REFETCH_COOLDOWN,
     pop_plugin_config,
-    validate_plugin_config,
 )
 from helpers import (
     ACCESS_TOKEN_LIFETIME,

@@ -17,7 +17,9 @@ import pytest
 import requests
 from joserfc.jwk import JWKRegistry
 
-from conftest import POP_DPOP, _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+from support.fixtures_pop import POP_DPOP
+from support.forms import post_form
 from helpers import (Client, ClientKey, basic_auth, client_metadata, dpop_proof, endpoint_urls, raw_http,
                      revoke, sign_jws)
 
@@ -75,20 +77,20 @@ def _plugin_config(**dpop: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def envoy_api(keys, registry, backend, tmp_path_factory):
-    inst = _start_envoy("protected", tmp_path_factory, route_mode="cluster", plugin_config=_plugin_config(),
+    inst = start_envoy("protected", tmp_path_factory, route_mode="cluster", plugin_config=_plugin_config(),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         edit_config=_rbac_after_wasm)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 @pytest.fixture(scope="module")
 def envoy_api_nonce(keys, registry, backend, tmp_path_factory):
-    inst = _start_envoy("protected-nonce", tmp_path_factory, route_mode="cluster",
+    inst = start_envoy("protected-nonce", tmp_path_factory, route_mode="cluster",
                         plugin_config=_plugin_config(require_nonce=True),
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 class _ToEnvoy(requests.adapters.HTTPAdapter):
@@ -117,8 +119,8 @@ def _token(envoy, client: Client, resource: str, scope: str, key: ClientKey | No
     headers = {"Authorization": basic_auth(client.client_id, client.secret or "")}
     if key is not None:
         headers["DPoP"] = dpop_proof(key, endpoint_urls(envoy)["token"])
-    r = requests.post(envoy.token_url, data={"grant_type": "client_credentials", "scope": scope,
-                                              "resource": resource}, headers=headers, timeout=10)
+    r = post_form(envoy.token_url, {"grant_type": "client_credentials", "scope": scope, "resource": resource},
+                  headers=headers)
     assert r.status_code == 200, r.text
     assert r.json()["token_type"] == ("DPoP" if key is not None else "Bearer")
     return r.json()["access_token"]
@@ -384,11 +386,10 @@ def test_rfc9449_8_nonce_at_the_resource(envoy_api_nonce):
     # The token endpoint asks for its nonce first.
     h = {"Authorization": basic_auth(API_DPOP_CLIENT.client_id, API_DPOP_CLIENT.secret)}
     form = {"grant_type": "client_credentials", "scope": "orders:read", "resource": ORDERS}
-    r = requests.post(e.token_url, data=form, headers=dict(h, DPoP=dpop_proof(key, endpoint_urls(e)["token"])), timeout=10)
+    r = post_form(e.token_url, form, headers=dict(h, DPoP=dpop_proof(key, endpoint_urls(e)["token"])))
     assert r.status_code == 400 and r.json()["error"] == "use_dpop_nonce"
     nonce = r.headers["DPoP-Nonce"]
-    r = requests.post(e.token_url, data=form, timeout=10,
-                      headers=dict(h, DPoP=dpop_proof(key, endpoint_urls(e)["token"], nonce=nonce)))
+    r = post_form(e.token_url, form, headers=dict(h, DPoP=dpop_proof(key, endpoint_urls(e)["token"], nonce=nonce)))
     token = r.json()["access_token"]
     r = _dpop_call(e, "GET", ORDERS + "/1", token, key)
     ch = _assert_refused(r, 401, "use_dpop_nonce", "DPoP")

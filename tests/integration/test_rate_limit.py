@@ -26,11 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import RATE_ADDRESS_REQUESTS, RATE_ADDRESS_WINDOW, RATE_CLIENT_REQUESTS, RATE_CLIENT_WINDOW
+from support.fixtures_pop import (
+    RATE_ADDRESS_REQUESTS,
+    RATE_ADDRESS_WINDOW,
+    RATE_CLIENT_REQUESTS,
+    RATE_CLIENT_WINDOW,
+)
+from support.forms import post_form
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
-    FORM,
     POST_CLIENT,
     RATE_CLIENTS,
     RATE_PAR_CLIENT,
@@ -39,7 +44,6 @@ from helpers import (
     Client,
     assert_oauth_error,
     assert_token_response,
-    basic_auth,
     pkce_pair,
     token_request,
 )
@@ -176,8 +180,7 @@ def test_rfc6585_4_rate_limit_per_client_counts_par_and_token_requests_together(
     def par(s: requests.Session) -> requests.Response:
         form = {"response_type": "code", "redirect_uri": RATE_PAR_REDIRECT, "scope": "read",
                 "code_challenge": pkce_pair()[1], "code_challenge_method": "S256"}
-        return s.post(e.par_url, data=form, timeout=10, headers={
-            "Content-Type": FORM, "Authorization": basic_auth(c.client_id, c.secret or "")})
+        return post_form(e.par_url, form, basic=c, session=s)
 
     start_of_window(e)
     with requests.Session() as s:
@@ -227,8 +230,7 @@ def test_rfc6585_4_rate_limit_per_address_sequential_burst_across_clients(envoy_
             [(r.status_code, r.text[:80]) for r in head]
         retry_after = max(assert_limited(e, r) for r in tail)
         # Still limited: the PAR endpoint too (a POST endpoint of the filter).
-        par = s.post(e.par_url, data={"response_type": "code"}, timeout=10, headers={
-            "Content-Type": FORM, "Authorization": basic_auth(DEMO_CLIENT.client_id, DEMO_CLIENT.secret or "")})
+        par = post_form(e.par_url, {"response_type": "code"}, basic=DEMO_CLIENT, session=s)
         assert_limited(e, par)
         # Not limited: GET endpoints and everything that is not the filter's.
         assert s.get(e.jwks_url, timeout=5).status_code == 200

@@ -10,7 +10,7 @@ import secrets
 
 import pytest
 
-from conftest import _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
 from helpers import basic_auth, sleep_past_window_edge
 
 DEFAULT_BUDGET = 30
@@ -20,10 +20,10 @@ DEFAULT_BUDGET = 30
 def envoy_default_misses(keys, registry, backend, tmp_path_factory):
     cfg = base_plugin_config()
     cfg["registry"].pop("misses_per_address")  # the default
-    inst = _start_envoy("registry-misses", tmp_path_factory, route_mode="none", plugin_config=cfg,
+    inst = start_envoy("registry-misses", tmp_path_factory, route_mode="none", plugin_config=cfg,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _token(envoy, source_ip: str, client_id: str, secret: str) -> tuple[int, dict]:

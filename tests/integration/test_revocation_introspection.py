@@ -23,7 +23,7 @@ import jwt
 import pytest
 import requests
 
-from conftest import ALT_ENDPOINTS
+from support.fixtures_grants import ALT_ENDPOINTS
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     AC_ISSUER,
@@ -49,7 +49,7 @@ from helpers import (
     dpop_proof,
     endpoint_urls,
     exchange,
-    form_post,
+    post_form,
     introspect,
     issue_code,
     metadata,
@@ -125,8 +125,8 @@ def test_rfc8414_2_configured_endpoint_paths(envoy_device_alt):
     assert_revoked_ok(revoke(e, at, DEMO_CLIENT))
     assert introspect(e, at, client=DEMO_CLIENT) == INACTIVE
     for old in ("/oauth/revoke", "/oauth/introspect"):
-        r = requests.post(e.base_url + old, data={"token": at}, headers={"Authorization": basic_auth("demo-client", "demo-secret")},
-                          timeout=5)
+        r = post_form(e.base_url + old, {"token": at}, headers={"Authorization": basic_auth("demo-client", "demo-secret")},
+                      timeout=5)
         assert r.status_code == 200 and r.text == DIRECT_RESPONSE_BODY, (old, r.status_code, r.text[:200])
 
 
@@ -199,11 +199,11 @@ def test_rfc7009_2_1_public_client_revokes_with_its_client_id(envoy_grants, logi
     assert r.request.headers.get("Authorization") is None
     assert "client_id=tv" in r.request.body
     assert_revoked_ok(r)
-    r = form_post(e.token_url, {"grant_type": "refresh_token", "refresh_token": rt}, TV_CLIENT)
+    r = post_form(e.token_url, {"grant_type": "refresh_token", "refresh_token": rt}, TV_CLIENT)
     assert_oauth_error(r, 400, "invalid_grant")
     # A new device grant's refresh token works.
     t = device_flow_tokens(e, login_service.sign("rev-carol"), TV_CLIENT, "read")
-    r = form_post(e.token_url, {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, TV_CLIENT)
+    r = post_form(e.token_url, {"grant_type": "refresh_token", "refresh_token": t["refresh_token"]}, TV_CLIENT)
     assert r.status_code == 200, r.text
 
 
@@ -248,8 +248,7 @@ def test_rfc7009_2_1_client_authentication_is_required(envoy_grants):
     }
     for name, c in cases.items():
         form = {"token": at, **c.get("form", {})}
-        hdrs = {"Content-Type": FORM, **c.get("headers", {})}
-        r = requests.post(e.revocation_url, data=urllib.parse.urlencode(form), headers=hdrs, timeout=5)
+        r = post_form(e.revocation_url, form, headers=c.get("headers", {}), timeout=5)
         assert_oauth_error(r, 401, "invalid_client")
         assert introspect(e, at)["active"] is True, name  # nothing happened
     # The request itself: POST only, a form, a token.
@@ -258,7 +257,7 @@ def test_rfc7009_2_1_client_authentication_is_required(envoy_grants):
                       headers={"Authorization": basic_auth("demo-client", "demo-secret")})
     assert_oauth_error(r, 400, "invalid_request")
     for form in ({"token_type_hint": "access_token"}, {"token": ""}):
-        assert_oauth_error(form_post(e.revocation_url, form, DEMO_CLIENT), 400, "invalid_request")
+        assert_oauth_error(post_form(e.revocation_url, form, DEMO_CLIENT), 400, "invalid_request")
     assert introspect(e, at)["active"] is True
     assert_revoked_ok(revoke(e, at, DEMO_CLIENT))
     assert introspect(e, at) == INACTIVE
@@ -352,15 +351,14 @@ def test_rfc7662_2_1_only_authenticated_confidential_clients(envoy_grants):
         ({"client_id": "rs", "client_secret": "wrong"}, {}),
     ]
     for form, headers in refusals:
-        r = requests.post(e.introspection_url, data=urllib.parse.urlencode({"token": at, **form}),
-                          headers={"Content-Type": FORM, **headers}, timeout=5)
+        r = post_form(e.introspection_url, {"token": at, **form}, headers=headers, timeout=5)
         assert_oauth_error(r, 401, "invalid_client")
         assert "active" not in r.json()
     # Authlib with a public client: refused too.
     with authlib_client(TV_CLIENT) as s:
         assert_oauth_error(s.introspect_token(e.introspection_url, token=at), 401, "invalid_client")
     assert_oauth_error(requests.get(e.introspection_url, params={"token": at}, timeout=5), 405, "invalid_request")
-    assert_oauth_error(form_post(e.introspection_url, {}, RS_CLIENT), 400, "invalid_request")
+    assert_oauth_error(post_form(e.introspection_url, {}, RS_CLIENT), 400, "invalid_request")
     # A confidential client asks by its own method (client_secret_basic, client_secret_post):
     # the resource server of the token's audience, and the token's own client, see it; another
     # client sees exactly {"active": false} (RFC 7662 §4; test_policy_edges has the rest).

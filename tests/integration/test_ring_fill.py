@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from conftest import _finish_envoy, start_ac_envoy
+from support.fixtures_ac import start_ac_envoy
+from support.fixtures_envoy import finish_envoy
 from helpers import issue_code, prom_value
 
 CODE_SLOTS = 64
@@ -19,7 +20,7 @@ def envoy_small_codes(keys, login_service, registry, backend, tmp_path_factory):
     inst = start_ac_envoy("ring-fill", login_service, [keys.ed25519], registry, backend, tmp_path_factory,
                           lifetimes={"code": "300s"}, store={"code_slots": CODE_SLOTS, "share_percent": 100})
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _gauge(envoy, label: str) -> int:

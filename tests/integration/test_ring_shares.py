@@ -14,7 +14,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import _finish_envoy, _start_envoy, grants_plugin_config
+from support.fixtures_envoy import finish_envoy, start_envoy
+from support.fixtures_grants import grants_plugin_config
 from helpers import (DPOP_BOUND_CLIENT, RP_CLIENT, SPA_CLIENT, TV_CLIENT, ClientKey, basic_auth, endpoint_urls,
                      client_metadata, dpop_proof, pkce_pair)
 
@@ -34,11 +35,11 @@ def envoy_shares(keys, login_service, registry, backend, partners, tmp_path_fact
                                # Long enough that nothing expires during a test.
                                lifetimes={"access_token": "60s", "code": "300s", "request_uri": "300s"})
     cfg["clients"].append(client_metadata(DPOP_BOUND_CLIENT))
-    inst = _start_envoy("ring-shares", tmp_path_factory, route_mode="direct", plugin_config=cfg, default_shares=True,
+    inst = start_envoy("ring-shares", tmp_path_factory, route_mode="direct", plugin_config=cfg, default_shares=True,
                         signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                         extra_http_filters=[login_service.jwt_authn_filter(extra_paths=["/oauth/device"])])
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def _send(envoy, source: str, method: str, url: str, body: dict[str, str] | None = None,

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import _finish_envoy, _start_envoy, base_plugin_config
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
 from helpers import (
     ACCESS_TOKEN_LIFETIME,
     DEMO_CLIENT,
@@ -34,11 +34,11 @@ def rsa_jwk(kid: str, alg: str) -> dict[str, Any]:
 def envoy_rsa(request, registry, backend, tmp_path_factory) -> Iterator[Any]:
     alg = request.param
     key = rsa_jwk(f"it-{alg.lower()}", alg)
-    inst = _start_envoy(f"rsa-{alg.lower()}", tmp_path_factory, route_mode="direct",
+    inst = start_envoy(f"rsa-{alg.lower()}", tmp_path_factory, route_mode="direct",
                         plugin_config=base_plugin_config(active_signing_key=key["kid"]),
                         signing_keys=[key], registry_port=registry.port, backend_port=backend.port)
     yield inst
-    _finish_envoy(inst)
+    finish_envoy(inst)
 
 
 def test_client_credentials_with_rsa_key_rfc7518_3_3_and_3_5(envoy_rsa):

@@ -1,5 +1,5 @@
-"""Signing keys from Envoy's environment, never in the Envoy configuration (README "Keys from the
-environment").
+"""Signing keys from Envoy's environment, never in the Envoy configuration (docs/deploying.md "Keys from
+the environment").
 
 render.py --key-from-env NAME writes `"signing_keys": [{"env": NAME}]` into the plugin
 configuration and lists NAME in the wasm VM's vm_config.environment_variables.host_env_keys; the
@@ -25,9 +25,10 @@ import jwt
 import pytest
 import yaml
 
-import render  # noqa: E402  (envoy/render.py, on the path via conftest)
-from conftest import WASM, EnvoyInstance, _finish_envoy, _keygen_cargo, _keygen_python, _start_envoy, \
-    base_plugin_config, envoy_binary, free_port
+import render  # noqa: E402  (envoy/render.py, on the path via the support package)
+from support.envoy import WASM, EnvoyInstance, envoy_binary, free_port
+from support.fixtures_envoy import base_plugin_config, finish_envoy, start_envoy
+from support.keys import _keygen_cargo, _keygen_python
 from helpers import ACCESS_TOKEN_LIFETIME, DEMO_CLIENT, assert_token_response, fetch_jwks, token_request
 
 VAR = "OAUTH_EDGE_IT_SIGNING_KEYS"
@@ -43,7 +44,7 @@ def _public(jwk: dict[str, Any]) -> dict[str, Any]:
 
 def _start(name: str, tmp_path_factory: pytest.TempPathFactory, registry: Any, backend: Any,
            value: str, signing_keys: list[dict[str, Any]]) -> EnvoyInstance:
-    return _start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=base_plugin_config(),
+    return start_envoy(name, tmp_path_factory, route_mode="direct", plugin_config=base_plugin_config(),
                         signing_keys=signing_keys, key_from_env=VAR, env={VAR: value},
                         registry_port=registry.port, backend_port=backend.port)
 
@@ -73,7 +74,7 @@ def test_key_only_in_the_environment_signs(registry, backend, tmp_path_factory):
         assert claims["client_id"] == DEMO_CLIENT.client_id
         assert fetch_jwks(inst)["keys"] == [dict(_public(key), use="sig")]
     finally:
-        _finish_envoy(inst)
+        finish_envoy(inst)
 
 
 def test_a_jwk_set_in_the_environment_rotates(registry, backend, tmp_path_factory):
@@ -88,7 +89,7 @@ def test_a_jwk_set_in_the_environment_rotates(registry, backend, tmp_path_factor
         _verify_with(body["access_token"], new, inst)
         assert sorted(k["kid"] for k in fetch_jwks(inst)["keys"]) == ["env-new", "env-old"]
     finally:
-        _finish_envoy(inst)
+        finish_envoy(inst)
 
 
 def _refused(tmp_path: Path, plugin_config: dict[str, Any], env: dict[str, str], *,

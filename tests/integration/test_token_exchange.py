@@ -44,7 +44,7 @@ from helpers import (
     dpop_proof,
     endpoint_urls,
     exchange,
-    form_post,
+    post_form,
     introspect,
     revoke,
     token_request,
@@ -300,7 +300,7 @@ def test_rfc8693_2_1_malformed_requests_are_invalid_request(envoy_grants, case):
         form["requested_token_type"] = TOKEN_TYPE_REFRESH
     elif case == "requested-unknown-type":
         form["requested_token_type"] = "urn:example:saml"
-    assert_oauth_error(form_post(e.token_url, form, GW_CLIENT), 400, "invalid_request")
+    assert_oauth_error(post_form(e.token_url, form, GW_CLIENT), 400, "invalid_request")
     # requested_token_type access_token or jwt is fine (ours are JWTs).
     for requested in (TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT):
         r = exchange(e, subject, extra={"requested_token_type": requested, "scope": "read"})
@@ -316,7 +316,7 @@ def test_rfc8693_2_1_only_confidential_clients_registered_for_the_grant(envoy_gr
     # tx-public lists the grant but cannot authenticate: token exchange is for confidential clients.
     assert_oauth_error(exchange(e, subject, client=TX_PUBLIC_CLIENT), 400, "unauthorized_client")
     assert_oauth_error(exchange(e, subject, client=Client("gw", "wrong")), 401, "invalid_client")
-    r = form_post(e.token_url, {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": subject,
+    r = post_form(e.token_url, {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": subject,
                                 "subject_token_type": TOKEN_TYPE_ACCESS})
     assert_oauth_error(r, 401, "invalid_client")
     valid_exchange(e)
@@ -343,7 +343,7 @@ def test_rfc8693_partner_key_rotation_is_picked_up(envoy_grants, partners, regis
 
 
 def test_rfc8693_disabled_without_the_token_exchange_section(envoy_ac):
-    r = form_post(envoy_ac.token_url, {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": "x",
+    r = post_form(envoy_ac.token_url, {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": "x",
                                        "subject_token_type": TOKEN_TYPE_ACCESS}, DEMO_CLIENT)
     assert_oauth_error(r, 400, "unsupported_grant_type")
     assert token_request(envoy_ac, DEMO_CLIENT).status_code == 200
@@ -352,7 +352,7 @@ def test_rfc8693_disabled_without_the_token_exchange_section(envoy_ac):
 def test_rfc8693_basic_auth_header_alone_authenticates(envoy_grants):
     """client_secret_basic as RFC 6749 §2.3.1 says (form-urlencoded, then Basic)."""
     e = envoy_grants
-    r = form_post(e.token_url, {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": cc_token(e),
+    r = post_form(e.token_url, {"grant_type": TOKEN_EXCHANGE_GRANT, "subject_token": cc_token(e),
                                 "subject_token_type": TOKEN_TYPE_ACCESS, "scope": "read"},
                   headers={"Authorization": basic_auth("gw", "gw-secret")})
     assert_exchanged(r, e, sub="demo-client", scope="read", aud=AC_ISSUER)

@@ -23,8 +23,8 @@ timeout, and no answer at all. For each kind and mode:
      client_credentials token (demo-client) and a pass-through GET answered by the echo backend;
   4. nothing in Envoy's log says panic, trap or failed VM call, and the wasm failure stats are 0.
 
-One Envoy per kind serves all of its modes (module-scoped, started and finished with conftest's
-_start_envoy/_finish_envoy, so the teardown health check applies). A test that leaves its Envoy
+One Envoy per kind serves all of its modes (module-scoped, started and finished with support/fixtures_envoy.py's
+start_envoy/finish_envoy, so the teardown health check applies). A test that leaves its Envoy
 unhealthy (a trapped VM) has failed already; the next test then gets a fresh Envoy, so each mode
 is judged on its own rather than on the wreck the previous one left.
 """
@@ -41,7 +41,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from conftest import _RUNNING, EnvoyInstance, _finish_envoy, _start_envoy, base_plugin_config
+from support.envoy import EnvoyInstance
+from support.fixtures_envoy import RUNNING, base_plugin_config, finish_envoy, start_envoy
 from chaos import FAULT_MODES, ChaosServer
 from helpers import (
     AC_CLIENT,
@@ -54,11 +55,10 @@ from helpers import (
     client_assertion,
     client_metadata,
     endpoint_urls,
-    form_post,
+    post_form,
     jwks_of,
     pk_metadata,
     pkce_pair,
-    post_form,
     token_request,
 )
 
@@ -134,7 +134,7 @@ def _password_config(cfg: dict[str, Any]) -> None:
 
 def _password_trigger(envoy: EnvoyInstance) -> requests.Response:
     form = {"grant_type": "password", "username": f"u-{uuid.uuid4().hex[:10]}", "password": "pw", "scope": "read"}
-    return form_post(envoy.token_url, form, PW_BULK_CLIENT, timeout=CLIENT_TIMEOUT)
+    return post_form(envoy.token_url, form, PW_BULK_CLIENT, timeout=CLIENT_TIMEOUT)
 
 
 def _etcd_config(cfg: dict[str, Any]) -> None:
@@ -194,7 +194,7 @@ class Rig:
         if not problems:
             return
         self.inst.stop()
-        _RUNNING.remove(self.inst)
+        RUNNING.remove(self.inst)
         self.generation += 1
         self.chaos.set_mode("ok")
         self.inst = self._start(f"faults-{self.kind.name}-{self.generation}")
@@ -209,15 +209,15 @@ def rig(request: pytest.FixtureRequest, keys, registry, backend,
     def start(name: str) -> EnvoyInstance:
         cfg = base_plugin_config()
         kind.configure(cfg)
-        return _start_envoy(name, tmp_path_factory, route_mode="cluster", plugin_config=cfg,
+        return start_envoy(name, tmp_path_factory, route_mode="cluster", plugin_config=cfg,
                             signing_keys=[keys.ed25519], registry_port=registry.port, backend_port=backend.port,
                             edit_config=_edit_config(chaos.port))
 
     try:
         r = Rig(kind, start, chaos)
         yield r
-        if r.inst in _RUNNING:  # (not if a replacement failed to start)
-            _finish_envoy(r.inst)
+        if r.inst in RUNNING:  # (not if a replacement failed to start)
+            finish_envoy(r.inst)
     finally:
         chaos.stop()
 
