@@ -27,7 +27,7 @@ use std::collections::BTreeSet;
 use std::rc::Rc;
 
 use crate::client::{origin_of, Client};
-use crate::engine::Endpoint;
+use crate::config::Endpoint;
 use crate::error::OAuthError;
 use crate::http::{Headers, Outcome, Response};
 

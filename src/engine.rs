@@ -482,22 +482,22 @@ impl Engine {
     ) -> crate::flow::FlowResult<Response> {
         {
             match ep {
-                Endpoint::Token => endpoints::token::handle(self, req, ctx),
-                Endpoint::Refresh => endpoints::refresh::handle(self, req, ctx),
-                Endpoint::PushedAuthorization => endpoints::par::handle(self, req, ctx),
-                Endpoint::Authorize => endpoints::authorize::handle(self, req, ctx),
-                Endpoint::Revocation => endpoints::revocation::handle(self, req, ctx),
-                Endpoint::Introspection => endpoints::introspection::handle(self, req, ctx),
+                Endpoint::Token => endpoints::token::handle(&self.config, req, ctx),
+                Endpoint::Refresh => endpoints::refresh::handle(&self.config, req, ctx),
+                Endpoint::PushedAuthorization => endpoints::par::handle(&self.config, req, ctx),
+                Endpoint::Authorize => endpoints::authorize::handle(&self.config, req, ctx),
+                Endpoint::Revocation => endpoints::revocation::handle(&self.config, req, ctx),
+                Endpoint::Introspection => endpoints::introspection::handle(&self.config, req, ctx),
                 Endpoint::DeviceAuthorization => {
-                    endpoints::device_authorization::handle(self, req, ctx)
+                    endpoints::device_authorization::handle(&self.config, req, ctx)
                 }
                 Endpoint::DeviceVerification => {
-                    endpoints::device_verification::handle(self, req, ctx)
+                    endpoints::device_verification::handle(&self.config, req, ctx)
                 }
                 Endpoint::Userinfo => {
                     endpoints::userinfo::handle(&self.config, &self.guard, req, ctx)
                 }
-                Endpoint::EndSession => endpoints::end_session::handle(self, req, ctx),
+                Endpoint::EndSession => endpoints::end_session::handle(&self.config, req, ctx),
                 Endpoint::Resource => crate::protect::handle(&self.config, &self.guard, req, ctx),
                 _ => Err(Interrupt::Error(
                     OAuthError::invalid_request("not found").with_status(404),

@@ -24,7 +24,7 @@ pub(super) struct RawJwksFetch {
     cache_ttl: Option<String>,
     #[serde(default)]
     refetch_cooldown: Option<String>,
-    #[serde(default = "super::raw::default_true")]
+    #[serde(default = "super::default_true")]
     require_https: bool,
 }
 

@@ -263,3 +263,8 @@ fn parse_error(e: &serde_json::Error) -> ConfigError {
         .to_string();
     ConfigError::message(field, format!("configuration: {text}"))
 }
+
+/// serde's default for switches that are on unless turned off.
+fn default_true() -> bool {
+    true
+}

@@ -33,11 +33,11 @@ pub(super) struct Raw {
     pub clients: Vec<Value>,
     #[serde(default)]
     pub limits: RawLimits,
-    #[serde(default = "default_true")]
+    #[serde(default = "super::default_true")]
     pub pause_on_request_headers: bool,
     #[serde(default)]
     pub require_pushed_authorization_requests: bool,
-    #[serde(default = "default_true")]
+    #[serde(default = "super::default_true")]
     pub require_pkce: bool,
     #[serde(default)]
     pub user: Option<RawUser>,
@@ -71,8 +71,4 @@ pub(super) struct Raw {
     pub end_session: crate::oidc_settings::RawEndSession,
     #[serde(default)]
     pub mtls: Option<crate::mtls::RawMtls>,
-}
-
-pub(super) fn default_true() -> bool {
-    true
 }

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -31,8 +31,7 @@ struct Body<'a> {
     interval: u64,
 }
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     let Some(dev) = &cfg.device else {
         return Err(OAuthError::invalid_request("the device flow is not enabled").into());
     };

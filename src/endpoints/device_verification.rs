@@ -15,7 +15,7 @@
 use serde_json::json;
 
 use crate::client::origin_of;
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -25,8 +25,7 @@ use crate::{rate_limit, store};
 
 use super::{mime, FORM};
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     let Some(dev) = &cfg.device else {
         return Err(OAuthError::invalid_request("the device flow is not enabled").into());
     };

@@ -23,7 +23,6 @@ use serde::Deserialize;
 
 use crate::client::valid_client_id;
 use crate::config::Config;
-use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -71,8 +70,7 @@ fn refuse(why: &'static str) -> crate::flow::Interrupt {
     OAuthError::invalid_request(why).into()
 }
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     let params = if req.method == "POST" {
         if mime(&req.headers)? != FORM {
             return Err(refuse(

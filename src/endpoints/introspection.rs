@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 
 use crate::access_token::{self, Claims};
 use crate::client::Client;
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -25,8 +25,7 @@ use crate::{families, sealed};
 
 use super::{authenticate_client, mime, FORM};
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     if mime(&req.headers)? != FORM {
         return Err(OAuthError::invalid_request(
             "Content-Type must be application/x-www-form-urlencoded",
@@ -45,7 +44,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .get("token")
         .ok_or_else(|| OAuthError::invalid_request("token is missing"))?;
     let answer = if token.starts_with(sealed::PREFIX) {
-        refresh(engine, ctx, &client, token)?
+        refresh(cfg, ctx, &client, token)?
     } else {
         let seen = match access_token::verify(cfg, token, ctx.now.unix_ms) {
             // Whether the caller may see it first: the deny-list is read only for those.
@@ -115,8 +114,7 @@ fn may_introspect(client: &Client, c: &Claims) -> bool {
 /// A refresh token is active while its family is live, not revoked, and it is the newest
 /// generation (an older one would revoke the family if used). Only its own client may ask:
 /// resource servers never receive refresh tokens.
-fn refresh(engine: &Engine, ctx: &mut Ctx<'_>, client: &Client, token: &str) -> FlowResult<Value> {
-    let cfg = &engine.config;
+fn refresh(cfg: &Config, ctx: &mut Ctx<'_>, client: &Client, token: &str) -> FlowResult<Value> {
     let Ok(claims) = sealed::open(&cfg.keys, token) else {
         return Ok(inactive());
     };

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::authz::RawAuthz;
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -17,8 +17,7 @@ use super::{authenticate_client, mime, FORM, JSON};
 
 pub const REQUEST_URI_PREFIX: &str = "urn:ietf:params:oauth:request_uri:";
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     let (raw, form) = match mime(&req.headers)?.as_str() {
         JSON => {
             let (raw, form) = RawAuthz::from_json(&req.body)?;

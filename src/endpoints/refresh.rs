@@ -6,7 +6,7 @@
 //! its `Origin` must be one of the client's (its redirect_uris' origins or allowed_origins).
 //! Statuses as the seeds say: 400 invalid_request, 401 invalid_grant.
 
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Interrupt, Request};
 use crate::grants::issue::{refresh_cookie, IssueOpts};
@@ -17,8 +17,8 @@ use crate::sealed;
 
 use super::{mime, JSON};
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    match run(engine, req, ctx) {
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+    match run(cfg, req, ctx) {
         // Seed 001: a refresh token that does not work is 401 invalid_grant; and the cookie that
         // holds it is cleared.
         Err(Interrupt::Error(e)) if e.code == ErrorCode::InvalidGrant => {
@@ -26,16 +26,14 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
                 .with_status(401)
                 .with_challenge(crate::error::challenge::COOKIE)
                 .into_response();
-            r.headers
-                .push(("set-cookie", refresh_cookie(engine, "", 0)));
+            r.headers.push(("set-cookie", refresh_cookie(cfg, "", 0)));
             Ok(r)
         }
         other => other,
     }
 }
 
-fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+fn run(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     if mime(&req.headers)? != JSON {
         return Err(OAuthError::invalid_request("Content-Type must be application/json").into());
     }
@@ -85,7 +83,7 @@ fn run(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response
         refresh_in_body: client.refresh_endpoint_returns_refresh_token,
         ..IssueOpts::default()
     };
-    refresh_token::refresh(engine, &client, claims, scope, resources, None, opts, ctx)
+    refresh_token::refresh(cfg, &client, claims, scope, resources, None, opts, ctx)
 }
 
 /// The value of one cookie from the Cookie header(s) (RFC 6265 §5.4).

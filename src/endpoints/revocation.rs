@@ -10,7 +10,7 @@
 //!   answer does not tell a caller anything about the token).
 
 use crate::access_token;
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -20,8 +20,7 @@ use crate::sealed;
 
 use super::{authenticate_client, mime, FORM};
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
-    let cfg = &engine.config;
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     if mime(&req.headers)? != FORM {
         return Err(OAuthError::invalid_request(
             "Content-Type must be application/x-www-form-urlencoded",
@@ -37,7 +36,7 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
     if token.starts_with(sealed::PREFIX) {
         if let Ok(claims) = sealed::open(&cfg.keys, token) {
             if claims.cid == client.client_id {
-                refresh_token::revoke_family(engine, ctx, Some(&claims.fam))?;
+                refresh_token::revoke_family(cfg, ctx, Some(&claims.fam))?;
             }
         }
     } else if let Some(claims) = access_token::verify(cfg, token, ctx.now.unix_ms) {

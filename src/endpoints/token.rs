@@ -1,6 +1,6 @@
 //! `POST /oauth/token` (RFC 6749 §3.2, seed 000): form body, one grant per request.
 
-use crate::engine::Engine;
+use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
@@ -11,7 +11,7 @@ use crate::dpop;
 
 use super::{authenticate_client, mime, require_proof, FORM};
 
-pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
+pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Response> {
     if mime(&req.headers)? != FORM {
         return Err(OAuthError::invalid_request(
             "Content-Type must be application/x-www-form-urlencoded",
@@ -24,10 +24,9 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
         .ok_or_else(|| OAuthError::invalid_request("grant_type is missing"))?;
     // Decide the grant before authenticating, so an unknown grant is unsupported_grant_type
     // whatever the credentials (RFC 6749 §5.2 order of checks is not fixed; this one leaks nothing).
-    if !grants::enabled(&engine.config, grant_type) {
+    if !grants::enabled(cfg, grant_type) {
         return Err(OAuthError::unsupported_grant_type("grant_type is not supported").into());
     }
-    let cfg = &engine.config;
     // The DPoP proof before client authentication: a nonce challenge (the usual first answer
     // when nonces are on) then costs no assertion verification and burns no assertion jti. Its
     // jti is recorded only once the client is authenticated: strangers cannot fill the cache.
@@ -49,12 +48,12 @@ pub fn handle(engine: &Engine, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<R
             grants::client_credentials::handle(cfg, &client, &form, proof, ctx)
         }
         grants::AUTHORIZATION_CODE => {
-            grants::authorization_code::handle(engine, &client, &form, proof, ctx)
+            grants::authorization_code::handle(cfg, &client, &form, proof, ctx)
         }
-        grants::REFRESH_TOKEN => grants::refresh_token::handle(engine, &client, &form, proof, ctx),
-        grants::DEVICE_CODE => grants::device_code::handle(engine, &client, &form, proof, ctx),
+        grants::REFRESH_TOKEN => grants::refresh_token::handle(cfg, &client, &form, proof, ctx),
+        grants::DEVICE_CODE => grants::device_code::handle(cfg, &client, &form, proof, ctx),
         grants::TOKEN_EXCHANGE => grants::token_exchange::handle(cfg, &client, &form, proof, ctx),
-        grants::PASSWORD => grants::password::handle(engine, &client, &form, proof, ctx),
+        grants::PASSWORD => grants::password::handle(cfg, &client, &form, proof, ctx),
         _ => Err(OAuthError::unsupported_grant_type("grant_type is not supported").into()),
     }?;
     // RFC 9449 §8.2: a fresh nonce with the answer, so clients follow its rotation.

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use crate::access_token::{self, Issued};
 use crate::authz::AuthzRequest;
 use crate::client::Client;
+use crate::config::Config;
 use crate::dpop::Proof;
-use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
@@ -48,21 +48,20 @@ pub struct CodeData {
 /// server "SHOULD revoke (when possible) all tokens previously issued based on that
 /// authorization code"): its access token goes on the deny-list, its refresh family is revoked
 /// with the access tokens the family names.
-fn revoke_issued(engine: &Engine, ctx: &mut Ctx<'_>, d: &CodeData) -> FlowResult<()> {
+fn revoke_issued(cfg: &Config, ctx: &mut Ctx<'_>, d: &CodeData) -> FlowResult<()> {
     if let Some(at) = &d.at {
-        access_token::deny(&engine.config, ctx, at)?;
+        access_token::deny(cfg, ctx, at)?;
     }
-    refresh_token::revoke_family(engine, ctx, d.family.as_deref())
+    refresh_token::revoke_family(cfg, ctx, d.family.as_deref())
 }
 
 pub fn handle(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     form: &Form,
     proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let cfg = &engine.config;
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
@@ -80,7 +79,7 @@ pub fn handle(
         );
     }
     if used {
-        revoke_issued(engine, ctx, &data)?;
+        revoke_issued(cfg, ctx, &data)?;
         return Err(invalid().into());
     }
     if form.get("redirect_uri") != Some(data.req.redirect_uri.as_str()) {
@@ -107,7 +106,7 @@ pub fn handle(
     } else {
         None
     };
-    let at = refresh_token::first_access_token(engine, ctx, fam.as_deref())?;
+    let at = refresh_token::first_access_token(cfg, ctx, fam.as_deref())?;
     let data =
         match store::consume_read::<CodeData>(ctx, cfg.rings.codes, &h, Some(read), |d| CodeData {
             family: fam.clone(),
@@ -117,14 +116,14 @@ pub fn handle(
             Consumed::Fresh(d) => d,
             Consumed::Replayed(d) => {
                 // Lost the race to a concurrent redemption (or a replay): revoke what it issued.
-                revoke_issued(engine, ctx, &d)?;
+                revoke_issued(cfg, ctx, &d)?;
                 return Err(invalid().into());
             }
             Consumed::Invalid => return Err(invalid().into()),
         };
     let refresh = match fam {
         Some(fam) => Some(refresh_token::start_family(
-            engine,
+            cfg,
             ctx,
             client,
             fam,
@@ -142,7 +141,7 @@ pub fn handle(
     };
     let openid = data.req.scope.split(' ').any(|s| s == "openid");
     issue_as(
-        engine,
+        cfg,
         Issue {
             client,
             sub: &data.sub,

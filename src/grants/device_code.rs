@@ -15,8 +15,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::client::Client;
+use crate::config::Config;
 use crate::dpop::Proof;
-use crate::engine::Engine;
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{internal, Ctx, FlowResult, StoreResult};
 use crate::form::Form;
@@ -77,13 +77,12 @@ pub fn record_id(user_code: &str) -> String {
 }
 
 pub fn handle(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     form: &Form,
     proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let cfg = &engine.config;
     let ring = cfg.rings.devices;
     if !client.allows_grant(DEVICE_CODE) {
         return Err(
@@ -174,14 +173,14 @@ pub fn handle(
                 )
                 .into())
             }
-            _ => return tokens(engine, client, d, proof, ctx),
+            _ => return tokens(cfg, client, d, proof, ctx),
         }
     }
     Err(OAuthError::server_error("the authorization server is busy, try again").into())
 }
 
 fn tokens(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     d: &DeviceData,
     proof: Option<&Proof>,
@@ -192,7 +191,7 @@ fn tokens(
         .clone()
         .ok_or_else(|| internal("approved without a user"))?;
     let refresh = refresh_token::first_token(
-        engine,
+        cfg,
         ctx,
         client,
         refresh_token::Grant {
@@ -208,7 +207,7 @@ fn tokens(
     // The first access token of a grant with a refresh family takes its jti from the family.
     let jti = refresh_token::first_jti(refresh.as_ref());
     issue_as(
-        engine,
+        cfg,
         Issue {
             client,
             sub: &sub,

@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use crate::client::Client;
+use crate::config::Config;
 use crate::dpop::Proof;
-use crate::engine::Engine;
 use crate::flow::{Ctx, FlowResult};
 use crate::http::Response;
 use crate::oidc::{self, IdTokenClaims};
@@ -32,12 +32,12 @@ pub struct Issue<'a> {
 }
 
 pub fn issue(
-    engine: &Engine,
+    cfg: &Config,
     g: Issue<'_>,
     grant_type: &'static str,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    issue_as(engine, g, grant_type, IssueOpts::default(), ctx)
+    issue_as(cfg, g, grant_type, IssueOpts::default(), ctx)
 }
 
 /// What only some callers need of [`issue_as`].
@@ -52,13 +52,12 @@ pub struct IssueOpts {
 }
 
 pub fn issue_as(
-    engine: &Engine,
+    cfg: &Config,
     g: Issue<'_>,
     grant_type: &'static str,
     opts: IssueOpts,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let cfg = &engine.config;
     let now = ctx.now.secs();
     let minted = crate::mint::access_token(
         cfg,
@@ -121,15 +120,15 @@ pub fn issue_as(
     if let (true, Some((rt, exp))) = (in_cookie, &refresh) {
         resp.headers.push((
             "set-cookie",
-            refresh_cookie(engine, rt, exp.saturating_sub(now)),
+            refresh_cookie(cfg, rt, exp.saturating_sub(now)),
         ));
     }
     Ok(resp)
 }
 
 /// `Secure; HttpOnly; SameSite=Strict`, scoped to the refresh endpoint's path.
-pub fn refresh_cookie(engine: &Engine, value: &str, max_age: u64) -> String {
-    let c = &engine.config;
+pub fn refresh_cookie(cfg: &Config, value: &str, max_age: u64) -> String {
+    let c = cfg;
     format!(
         "{}={}; Path={}; Max-Age={}; Secure; HttpOnly; SameSite=Strict",
         c.refresh_cookie_name,

@@ -13,8 +13,8 @@
 use serde::Deserialize;
 
 use crate::client::Client;
+use crate::config::Config;
 use crate::dpop::Proof;
-use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult};
 use crate::form::Form;
@@ -27,13 +27,12 @@ use super::refresh_token;
 use super::PASSWORD;
 
 pub fn handle(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     form: &Form,
     proof: Option<&Proof>,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let cfg = &engine.config;
     let Some(pw) = &cfg.password_grant else {
         return Err(OAuthError::unsupported_grant_type("grant_type is not supported").into());
     };
@@ -110,7 +109,7 @@ pub fn handle(
         _ => return Err(OAuthError::server_error("the credential service is unavailable").into()),
     };
     let refresh = refresh_token::first_token(
-        engine,
+        cfg,
         ctx,
         client,
         refresh_token::Grant {
@@ -126,7 +125,7 @@ pub fn handle(
     // The first access token of a grant with a refresh family takes its jti from the family.
     let jti = refresh_token::first_jti(refresh.as_ref());
     issue_as(
-        engine,
+        cfg,
         Issue {
             client,
             sub: &verdict.sub,

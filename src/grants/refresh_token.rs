@@ -26,9 +26,9 @@ use hmac::{KeyInit, Mac};
 
 use crate::access_token::{self, Issued};
 use crate::client::Client;
+use crate::config::Config;
 use crate::config::Profile;
 use crate::dpop::Proof;
-use crate::engine::Engine;
 use crate::error::OAuthError;
 use crate::families::{self, Family, Found};
 use crate::flow::{Ctx, FlowResult, Interrupt};
@@ -68,7 +68,7 @@ pub fn access_token_jti(fam: &str, n: u64) -> String {
 /// The `jti` and expiry of the first access token of a grant, drawn before the records that
 /// name it are written: derived from its refresh family if it has one, else random.
 pub fn first_access_token(
-    engine: &Engine,
+    cfg: &Config,
     ctx: &mut Ctx<'_>,
     fam: Option<&str>,
 ) -> FlowResult<Issued> {
@@ -79,7 +79,7 @@ pub fn first_access_token(
     let exp = ctx
         .now
         .secs()
-        .saturating_add(engine.config.lifetimes.access_token.as_secs());
+        .saturating_add(cfg.lifetimes.access_token.as_secs());
     Ok(Issued(jti, exp))
 }
 
@@ -89,7 +89,7 @@ pub fn first_jti(refresh: Option<&RefreshClaims>) -> Option<String> {
 }
 
 pub fn handle(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     form: &Form,
     proof: Option<&Proof>,
@@ -98,7 +98,7 @@ pub fn handle(
     let token = form
         .get("refresh_token")
         .ok_or_else(|| OAuthError::invalid_request("refresh_token is missing"))?;
-    let claims = sealed::open(&engine.config.keys, token)?;
+    let claims = sealed::open(&cfg.keys, token)?;
     if claims.cid != client.client_id {
         return Err(OAuthError::invalid_grant("refresh token was issued to another client").into());
     }
@@ -128,7 +128,7 @@ pub fn handle(
     crate::dpop::require_key(claims.jkt.as_deref(), proof, "refresh token")?;
     require_cert(claims.x5t.as_deref(), ctx)?;
     refresh(
-        engine,
+        cfg,
         client,
         claims,
         scope,
@@ -144,7 +144,7 @@ pub fn handle(
 /// token's resources (among the grant's, RFC 8707 §2.2).
 #[allow(clippy::too_many_arguments)]
 pub fn refresh(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     claims: RefreshClaims,
     scope: String,
@@ -153,13 +153,13 @@ pub fn refresh(
     opts: IssueOpts,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let rotating = rotates(engine, client);
-    let (next, n) = rotate(engine, client, claims, rotating, ctx)?;
+    let rotating = rotates(cfg, client);
+    let (next, n) = rotate(cfg, client, claims, rotating, ctx)?;
     let opts = IssueOpts {
         jti: Some(access_token_jti(&next.fam, n)),
         ..opts
     };
-    issue_rotated(engine, client, next, rotating, scope, res, proof, opts, ctx)
+    issue_rotated(cfg, client, next, rotating, scope, res, proof, opts, ctx)
 }
 
 /// The tokens of a refresh: a new access token (with `scope` and `res`, which may be narrower
@@ -167,7 +167,7 @@ pub fn refresh(
 /// grant; without one the client keeps the token it holds: RFC 6749 §6).
 #[allow(clippy::too_many_arguments)]
 pub fn issue_rotated(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     next: RefreshClaims,
     rotated: bool,
@@ -182,7 +182,7 @@ pub fn issue_rotated(
     let sid = next.sid.clone();
     let ad = next.ad.clone();
     issue_as(
-        engine,
+        cfg,
         Issue {
             client,
             sub: &sub,
@@ -220,8 +220,8 @@ pub fn require_cert(x5t: Option<&str>, ctx: &Ctx<'_>) -> FlowResult<()> {
 /// the previous token succeeds; RFC 9700 §4.14.2: a refresh token bound to the client's
 /// authentication needs no rotation): a client that lost an answer retries with the token it
 /// holds, at any time. Every client there is confidential (private_key_jwt only).
-pub fn rotates(engine: &Engine, client: &Client) -> bool {
-    !(engine.config.profile == Profile::Fapi2 && client.is_confidential())
+pub fn rotates(cfg: &Config, client: &Client) -> bool {
+    !(cfg.profile == Profile::Fapi2 && client.is_confidential())
 }
 
 /// Checks a refresh token against its family and returns the claims of its successor (of the
@@ -236,21 +236,21 @@ pub fn rotates(engine: &Engine, client: &Client) -> bool {
 /// token a twin. So the second holder to use such a twin trips reuse detection; the price is
 /// that two lost answers in a row end the family.
 pub fn rotate(
-    engine: &Engine,
+    cfg: &Config,
     client: &Client,
     claims: RefreshClaims,
     rotate: bool,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<(RefreshClaims, u64)> {
-    let ring = engine.config.rings.families;
+    let ring = cfg.rings.families;
     let now_ms = ctx.now.unix_ms;
     if claims.exp.saturating_mul(1000) <= now_ms {
         return Err(OAuthError::invalid_grant("refresh token is invalid or expired").into());
     }
     // RP-initiated logout of the login session the grant was made in ends the family.
     if let Some(sid) = &claims.sid {
-        if crate::session::ended_since(&engine.config, ctx, sid, claims.iat)? {
-            revoke_family(engine, ctx, Some(&claims.fam))?;
+        if crate::session::ended_since(cfg, ctx, sid, claims.iat)? {
+            revoke_family(cfg, ctx, Some(&claims.fam))?;
             return Err(OAuthError::invalid_grant(
                 "the login session of this refresh token has ended",
             )
@@ -316,7 +316,7 @@ pub fn rotate(
                 }
                 continue;
             }
-            revoke_found(engine, ctx, &claims.fam, found)?;
+            revoke_found(cfg, ctx, &claims.fam, found)?;
             return Err(reuse().into());
         }
         let next = Family {
@@ -333,14 +333,14 @@ pub fn rotate(
 
 /// Marks a found family revoked (reading it again if it changed meanwhile), then puts its
 /// newest access tokens on the deny-list.
-fn revoke_found(engine: &Engine, ctx: &mut Ctx<'_>, fam: &str, found: Found) -> FlowResult<()> {
-    let ring = engine.config.rings.families;
+fn revoke_found(cfg: &Config, ctx: &mut Ctx<'_>, fam: &str, found: Found) -> FlowResult<()> {
+    let ring = cfg.rings.families;
     let mut found = found;
     for _ in 0..3 {
         let d = found.family;
         let revoked = Family { revoked: true, ..d };
         if d.revoked || families::update(ctx, ring, &found, &revoked)? {
-            return deny_issued(engine, ctx, fam, d.n);
+            return deny_issued(cfg, ctx, fam, d.n);
         }
         match families::find(ctx, ring, fam)? {
             Some(again) => found = again,
@@ -354,8 +354,7 @@ fn revoke_found(engine: &Engine, ctx: &mut Ctx<'_>, fam: &str, found: Found) -> 
 
 /// Denies the access tokens `n - 3 ..= n` of family `fam` until they expire at the latest (now
 /// plus the access token lifetime: when each was issued is not kept).
-fn deny_issued(engine: &Engine, ctx: &mut Ctx<'_>, fam: &str, n: u64) -> FlowResult<()> {
-    let cfg = &engine.config;
+fn deny_issued(cfg: &Config, ctx: &mut Ctx<'_>, fam: &str, n: u64) -> FlowResult<()> {
     let exp = ctx
         .now
         .secs()
@@ -382,14 +381,13 @@ pub struct Grant {
 /// claims of its first token. A public client's token is bound to the DPoP key of the request,
 /// if it sent a proof (RFC 9449 §5).
 pub fn start_family(
-    engine: &Engine,
+    cfg: &Config,
     ctx: &mut Ctx<'_>,
     client: &Client,
     fam: String,
     grant: Grant,
     proof: Option<&crate::dpop::Proof>,
 ) -> FlowResult<RefreshClaims> {
-    let cfg = &engine.config;
     let now_ms = ctx.now.unix_ms;
     let ttl_ms = crate::duration::millis(cfg.lifetimes.refresh_token);
     let exp = now_ms.saturating_add(ttl_ms) / 1000;
@@ -431,7 +429,7 @@ pub fn start_family(
 /// [`start_family`] with a new family id, if the client may refresh at all. The grant's first
 /// access token then takes its `jti` from the family: [`first_jti`].
 pub fn first_token(
-    engine: &Engine,
+    cfg: &Config,
     ctx: &mut Ctx<'_>,
     client: &Client,
     grant: Grant,
@@ -441,17 +439,17 @@ pub fn first_token(
         return Ok(None);
     }
     let fam = ctx.random_id()?;
-    start_family(engine, ctx, client, fam, grant, proof).map(Some)
+    start_family(cfg, ctx, client, fam, grant, proof).map(Some)
 }
 
 /// Revokes a family by id (a replayed code: RFC 6749 §4.1.2; a revoked refresh token: RFC 7009)
 /// and denies its newest access tokens. If it has no record yet (the winner of a race has not
 /// written it; or this process never saw it), a revoked one is written first, so the winner
 /// finds it.
-pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
+pub fn revoke_family(cfg: &Config, ctx: &mut Ctx<'_>, fam: Option<&str>) -> FlowResult<()> {
     let Some(fam) = fam else { return Ok(()) };
     let now_ms = ctx.now.unix_ms;
-    let ttl = crate::duration::millis(engine.config.lifetimes.refresh_token);
+    let ttl = crate::duration::millis(cfg.lifetimes.refresh_token);
     let tombstone = Family {
         gen: 0,
         n: 0,
@@ -461,8 +459,8 @@ pub fn revoke_family(engine: &Engine, ctx: &mut Ctx<'_>, fam: Option<&str>) -> F
         twice_current: false,
         twice_previous: false,
     };
-    match families::find_or_insert(ctx, engine.config.rings.families, fam, &tombstone)? {
+    match families::find_or_insert(ctx, cfg.rings.families, fam, &tombstone)? {
         None => Ok(()),
-        Some(found) => revoke_found(engine, ctx, fam, found),
+        Some(found) => revoke_found(cfg, ctx, fam, found),
     }
 }
