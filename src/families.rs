@@ -290,7 +290,7 @@ fn unavailable() -> Interrupt {
 }
 
 fn busy() -> Interrupt {
-    // Both buckets full of live families: sizing prevents it (README, "State and its limits").
+    // Both buckets full of live families: sizing prevents it (docs/design.md, "State and its limits").
     Interrupt::Error(OAuthError::server_error(
         "the authorization server is busy, try again",
     ))

@@ -47,7 +47,7 @@ pub fn at_hash(alg: Alg, access_token: &str) -> String {
 /// The key of a client's ID tokens. OIDC Registration §2: a client that registered no
 /// `id_token_signed_response_alg` gets RS256 — so RS256 when an RS256 key is configured, else
 /// the active key (a configuration without an RS256 key is not what OpenID Connect clients
-/// expect by default: the README says so, and the filter logs it at start). A registered
+/// expect by default: docs/features.md says so, and the filter logs it at start). A registered
 /// algorithm without a configured key of it is the operator's error: `server_error`.
 pub fn key_for<'a>(keys: &'a KeySet, client: &Client) -> Result<&'a SigningKey, OAuthError> {
     let key = match client.id_token_alg {

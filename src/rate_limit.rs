@@ -18,8 +18,8 @@
 //!   refuses it (unlimited password guesses must never be the fallback).
 //!
 //! Increments are CAS writes; losing a race re-reads. If the store keeps refusing, a rate limit
-//! lets the request through. Counts are per Envoy process (see the README for Envoy's global
-//! rate limit service beside it).
+//! lets the request through. Counts are per Envoy process (docs/features.md, "Rate limits", on
+//! Envoy's global rate limit service beside it).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;

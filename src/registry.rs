@@ -1,4 +1,4 @@
-//! The client registry contract (see the README): `GET {path_prefix}{client_id}` on an Envoy
+//! The client registry contract (docs/registry.md): `GET {path_prefix}{client_id}` on an Envoy
 //! cluster, answered with RFC 7591 client metadata (200), or 404 for an unknown client.
 //!
 //! Answers are cached twice: per worker in memory (no JSON parse on the hot path), and in

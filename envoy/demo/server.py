@@ -20,7 +20,7 @@ child; Ctrl-C (or SIGTERM) stops both, and when Envoy exits the servers stop too
   --spa-port       the same app on a second origin (another loopback port), which calls the
                    authorization server through CORS
   --registry-port  the client registry Envoy's `registry` cluster reaches (GET /clients/<id>,
-                   README "Client registry contract"): it knows demo-registry-client and answers
+                   docs/registry.md): it knows demo-registry-client and answers
                    404 for every other id, so a mistyped client id is `401 invalid_client`
 
 The login service is a demo: its users and passwords are printed on its page. It signs a
