@@ -57,6 +57,7 @@ pub mod protect;
 pub mod random;
 pub mod rar;
 pub mod rate_limit;
+pub mod records;
 pub mod registry;
 pub mod replay;
 pub mod ring_fill;

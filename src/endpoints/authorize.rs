@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::error::OAuthError;
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
-use crate::grants::authorization_code::CodeData;
 use crate::http::{Outcome, Response};
+use crate::records::CodeData;
 use crate::ring_share::{self, Kind, Owner};
 use crate::store::{self, Consumed, Handle};
 

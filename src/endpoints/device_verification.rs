@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::error::{ErrorCode, OAuthError};
 use crate::flow::{Ctx, FlowResult, Request};
 use crate::form::Form;
-use crate::grants::device_code::{normalize_user_code, record_id, DeviceData, Status};
 use crate::http::{Outcome, Response};
+use crate::records::{normalize_user_code, record_id, DeviceData, Status};
 use crate::{rate_limit, store};
 
 use super::{mime, FORM};

@@ -8,10 +8,7 @@
 //! - the PKCE verifier must match the challenge (S256 only); a public client has always sent one;
 //! - `openid` in the granted scope brings an ID token with the request's nonce.
 
-use serde::{Deserialize, Serialize};
-
-use crate::access_token::{self, Issued};
-use crate::authz::AuthzRequest;
+use crate::access_token;
 use crate::client::Client;
 use crate::config::Config;
 use crate::dpop::Proof;
@@ -22,27 +19,11 @@ use crate::http::Response;
 use crate::pkce;
 use crate::store::{self, Consumed, Handle};
 
+use crate::records::CodeData;
+
 use super::issue::{issue_as, Issue, IssueOpts};
 use super::refresh_token;
 use super::{AUTHORIZATION_CODE, REFRESH_TOKEN};
-
-/// What a code is bound to.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct CodeData {
-    pub req: AuthzRequest,
-    pub sub: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_time: Option<u64>,
-    /// The login session's OpenID Connect `sid` ([`crate::flow::User::sid`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-    /// The refresh family issued from this code (set when it is redeemed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
-    /// The access token issued from this code (set when it is redeemed).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<Issued>,
-}
 
 /// A replayed code: what the first redemption issued is taken down (RFC 6749 §4.1.2: the
 /// server "SHOULD revoke (when possible) all tokens previously issued based on that

@@ -12,8 +12,6 @@
 //! - `access_denied` once denied, `expired_token` once expired;
 //! - tokens exactly once (a CAS from approved to issued); any later poll: `invalid_grant`.
 
-use serde::{Deserialize, Serialize};
-
 use crate::client::Client;
 use crate::config::Config;
 use crate::dpop::Proof;
@@ -23,58 +21,11 @@ use crate::form::Form;
 use crate::http::Response;
 use crate::store::{Handle, Record};
 
+use crate::records::{DeviceData, Status};
+
 use super::issue::{issue_as, Issue, IssueOpts};
 use super::refresh_token;
 use super::DEVICE_CODE;
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Approved,
-    Denied,
-    Issued,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct DeviceData {
-    /// SHA-256 of the device_code's secret.
-    pub dc: String,
-    pub client_id: String,
-    pub scope: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resources: Vec<String>,
-    pub status: Status,
-    /// Seconds between polls; grows by 5 with every slow_down.
-    pub interval: u64,
-    /// When the device last polled (ms).
-    #[serde(default)]
-    pub last_poll: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sub: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_time: Option<u64>,
-    /// The approving user's login session ([`crate::flow::User::sid`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sid: Option<String>,
-}
-
-/// The user_code alphabet of RFC 8628 §6.1: consonants only (no vowels, so no words; no
-/// look-alikes like 0/O, 1/I).
-pub const ALPHABET: &[u8; 20] = b"BCDFGHJKLMNPQRSTVWXZ";
-
-/// What users type may carry dashes, spaces and lower case (§6.1): compare without them.
-pub fn normalize_user_code(s: &str) -> String {
-    s.chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_uppercase())
-        .collect()
-}
-
-/// The id a user_code's record is found by.
-pub fn record_id(user_code: &str) -> String {
-    format!("device\0{}", normalize_user_code(user_code))
-}
 
 pub fn handle(
     cfg: &Config,
