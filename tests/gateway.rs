@@ -517,3 +517,119 @@ fn a_refused_configuration_says_why() {
     g.on_context_create(5, ROOT);
     assert_eq!(g.on_request_headers(&h, 5, true), Action::Continue);
 }
+
+#[test]
+fn a_protected_route_forwards_verified_claims_and_drops_spoofed_ones() {
+    let orders = "https://api.example.com/orders";
+    let mut cfg = config();
+    cfg["clients"][0]["scope"] = json!("read orders:read");
+    cfg["clients"][0]["allowed_resources"] = json!([orders]);
+    cfg["resource_protection"] = json!({"routes": [
+        {"prefix": "/orders", "resource": orders, "scopes": {"all": ["orders:read"]}}
+    ]});
+    let mut vm = Vm::new(FakeHost::new(&cfg));
+    let basic = format!("Basic {}", STANDARD.encode("svc:svc-secret"));
+    let body = format!("grant_type=client_credentials&scope=orders:read&resource={orders}");
+    let s = vm.send(
+        "POST",
+        "/oauth/token",
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("authorization", &basic),
+        ],
+        body.as_bytes(),
+    );
+    let (status, json) = vm.h.response(s).expect("a token");
+    assert_eq!(status, 200, "{json}");
+    let token = json["access_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    // Passed: continued on the headers, the client's copy of a claim header replaced.
+    let s = vm.send(
+        "GET",
+        "/orders/7",
+        &[("authorization", &bearer), ("x-oauth-sub", "admin")],
+        b"",
+    );
+    assert!(vm.h.response(s).is_none());
+    assert!(vm.h.streams.borrow()[&s].continued);
+    assert_eq!(vm.h.header(s, "x-oauth-sub").as_deref(), Some("svc"));
+    assert_eq!(vm.h.metric("oauth_edge.resource.forwarded"), 1);
+    // Refused: answered by the filter, never forwarded.
+    let s = vm.send("GET", "/orders/7", &[("authorization", "Bearer nope")], b"");
+    let (status, json) = vm.h.response(s).expect("refused");
+    assert_eq!(
+        (status, json["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let www = vm.h.streams.borrow()[&s]
+        .response
+        .as_ref()
+        .unwrap()
+        .1
+        .clone();
+    assert!(www
+        .iter()
+        .any(|(k, v)| k == "www-authenticate" && v.starts_with("Bearer ")));
+    // Other paths still pass untouched.
+    let s = vm.send("GET", "/public", &[("x-oauth-sub", "admin")], b"");
+    assert!(vm.h.response(s).is_none());
+    assert_eq!(vm.h.header(s, "x-oauth-sub").as_deref(), Some("admin"));
+}
+
+#[test]
+fn etcd_state_logs_in_and_leases_once_through_dispatched_calls() {
+    use common::etcd::FakeEtcd;
+    let cb = "https://rp.example/cb";
+    let mut cfg = config();
+    cfg["store"] = json!({"backend": "etcd", "rate_limit_slots": 16,
+        "etcd": {"cluster": "etcd", "prefix": "/oe/", "username": "oauth-edge", "password": "pw"}});
+    cfg["clients"] = json!([{"client_id": "web", "client_secret": hash_secret("w"),
+        "grant_types": ["authorization_code"], "redirect_uris": [cb], "scope": "read"}]);
+    let mut etcd = FakeEtcd::default();
+    etcd.auth = Some(("oauth-edge".into(), "pw".into()));
+    let mut vm = Vm::new(FakeHost::new(&cfg));
+    let basic = format!("Basic {}", STANDARD.encode("web:w"));
+    let body = format!(
+        "response_type=code&client_id=web&scope=read&redirect_uri={}&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGcSjSpRoQ&code_challenge_method=S256",
+        cb.replace(':', "%3A").replace('/', "%2F")
+    );
+    let mut par = |vm: &mut Vm| -> (u16, Vec<String>) {
+        let s = vm.send(
+            "POST",
+            "/oauth/pushed-authorization",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("authorization", &basic),
+            ],
+            body.as_bytes(),
+        );
+        let mut paths = Vec::new();
+        while !vm.h.calls.borrow().is_empty() {
+            let call = vm.h.calls.borrow()[0].1.clone();
+            assert_eq!(call.cluster, "etcd");
+            let path = call
+                .headers
+                .iter()
+                .find(|(k, _)| *k == ":path")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            paths.push(path);
+            let (status, answer) = etcd.handle(&call, common::NOW.unix_ms / 1000);
+            vm.deliver(status, &answer);
+        }
+        (vm.h.response(s).expect("answered").0, paths)
+    };
+    let (status, paths) = par(&mut vm);
+    assert_eq!(status, 201, "{paths:?} {:?}", vm.h.logs.borrow());
+    // A login, a lease for the record's lifetime, then the write (and nothing in shared data).
+    assert_eq!(
+        paths.first().map(String::as_str),
+        Some("/v3/auth/authenticate")
+    );
+    assert!(paths.iter().any(|p| p == "/v3/lease/grant"));
+    assert_eq!(paths.last().map(String::as_str), Some("/v3/kv/txn"));
+    // The next request reuses both.
+    let (status, paths) = par(&mut vm);
+    assert_eq!(status, 201);
+    assert!(paths.iter().all(|p| p.starts_with("/v3/kv/")), "{paths:?}");
+}
