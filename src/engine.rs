@@ -1,4 +1,4 @@
-//! The protocol core as a sans-IO machine. The adapter hands in a request and gets back either
+//! The protocol core as a sans-IO machine. The gateway hands in a request and gets back either
 //! a finished [`Response`] or a [`Need`] (look up this client, read or CAS this store key) with
 //! the [`Pending`] request; it performs the need (shared data, a dispatched HTTP call answered in a
 //! later callback) and resumes with the answer. Nothing here calls the host, so all of it runs
@@ -53,7 +53,7 @@ pub enum Step {
     Need(Need, Pending),
 }
 
-/// A write the adapter should make to shared data (a registry answer to share with the other
+/// A write the gateway should make to shared data (a registry answer to share with the other
 /// workers).
 #[derive(Debug, PartialEq, Eq)]
 pub struct SharedWrite {
@@ -61,7 +61,7 @@ pub struct SharedWrite {
     pub value: Vec<u8>,
 }
 
-/// Things worth counting that happen inside the core; the adapter drains them into metrics.
+/// Things worth counting that happen inside the core; the gateway drains them into metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Events {
     pub cache_hits: u32,
@@ -140,7 +140,7 @@ impl Engine {
         }
     }
 
-    /// The store rings whose keys the adapter creates at start.
+    /// The store rings whose keys the gateway creates at start.
     pub fn rings(&self) -> Vec<Ring> {
         let r = &self.config.rings;
         let c = &self.config;
@@ -175,7 +175,7 @@ impl Engine {
     }
 
     /// Whether any policy reads the downstream address of a request to `ep` (rate limits,
-    /// registry misses, ring shares): only then does the adapter ask the host for it. Never at a
+    /// registry misses, ring shares): only then does the gateway ask the host for it. Never at a
     /// protected route, whose checks charge the token's key, not an address (a property read
     /// per API call saved).
     pub fn needs_source_address(&self, ep: Endpoint) -> bool {
@@ -189,7 +189,7 @@ impl Engine {
             || crate::ring_share::enabled(c)
     }
 
-    /// Whether any route is protected: only then does the adapter look at other requests.
+    /// Whether any route is protected: only then does the gateway look at other requests.
     pub fn protects_routes(&self) -> bool {
         !self.config.protection.routes.is_empty()
     }
@@ -368,7 +368,7 @@ impl Engine {
 
     /// With `mtls.source: "xfcc"`, the certificate is the one the trusted hop before this Envoy
     /// names in the last `x-forwarded-client-cert` element (see [`crate::mtls`]); `None`: the
-    /// certificate stays what the adapter read from the connection.
+    /// certificate stays what the gateway read from the connection.
     fn forwarded_cert(&self, req: &Request) -> Option<Option<crate::mtls::ClientCert>> {
         let m = self.config.mtls.as_ref()?;
         if m.source != crate::mtls::CertSource::Xfcc {

@@ -4,7 +4,7 @@
 //! concurrent requests for one unknown client id made 408 registry calls, and a flood of made-up
 //! ids multiplied into as many upstream connections.
 //!
-//! Per worker (a wasm VM is single-threaded); the waiters are context ids the adapter wakes.
+//! Per worker (a wasm VM is single-threaded); the waiters are context ids the gateway wakes.
 
 use std::collections::HashMap;
 use std::hash::Hash;

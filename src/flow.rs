@@ -1,7 +1,7 @@
 //! How a request is run without doing I/O: the endpoint's code is an ordinary function that
 //! asks a [`Ctx`] for what it needs from the outside (a client's registry record, a store read or
 //! compare-and-swap). When the answer is not there yet, the function stops with
-//! [`Interrupt::Need`]; the adapter gets it, possibly in a later callback, and the function runs
+//! [`Interrupt::Need`]; the gateway gets it, possibly in a later callback, and the function runs
 //! again from the top with the answers so far. Every answer and every random byte is recorded,
 //! so a rerun takes exactly the same path and a write is never made twice.
 //!
@@ -17,7 +17,7 @@ use crate::http::Headers;
 use crate::jwk::JwkSet;
 use crate::random::Random;
 
-/// The clock, read once per request by the adapter.
+/// The clock, read once per request by the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
     pub unix_ms: u64,

@@ -1,7 +1,7 @@
-//! The core's view of an HTTP exchange: what the adapter hands in and what it sends back.
+//! The core's view of an HTTP exchange: what the gateway hands in and what it sends back.
 //! Nothing here knows about proxy-wasm.
 
-/// What an answer meant, so the adapter can count it without parsing the body.
+/// What an answer meant, so the gateway can count it without parsing the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Tokens were issued for this grant type.
@@ -104,7 +104,7 @@ impl Headers {
     }
 }
 
-/// A call for the adapter to dispatch to an Envoy cluster (`dispatch_http_call`): the registry,
+/// A call for the gateway to dispatch to an Envoy cluster (`dispatch_http_call`): the registry,
 /// a jwks_uri, etcd, the password grant's credential service.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Call {

@@ -2,7 +2,8 @@
 //!
 //! Everything but `host` is the host-independent protocol core: it never calls proxy-wasm
 //! (which is a wasm32-only dependency, so a core module that tried would not even compile
-//! natively) and runs under plain `cargo test`. `host` is the thin proxy-wasm adapter.
+//! natively) and runs under plain `cargo test`. `host` is the thin proxy-wasm adapter: it
+//! implements [`gateway::Host`] with host calls and hands every callback to the [`gateway`].
 //!
 //! Unsafe code is forbidden in the core. The adapter speaks the proxy-wasm ABI itself (the SDK's
 //! host calls panic on host statuses they do not expect, and a panic traps the VM): its one

@@ -3,7 +3,7 @@
 //! binds tokens to it (§3).
 //!
 //! Where the certificate comes from: Envoy terminates TLS, so the connection as Envoy saw it is
-//! the truth, and the adapter reads it from Envoy's connection attributes (`connection.mtls`,
+//! the truth, and the gateway reads it from Envoy's connection attributes (`connection.mtls`,
 //! `sha256_peer_certificate_digest`, `subject_peer_certificate`, `dns_san_peer_certificate`,
 //! `uri_san_peer_certificate`): never from a header a client could send. Envoy gives wasm
 //! filters the subject, the first DNS SAN and the first URI SAN only (no IP or email SAN, no

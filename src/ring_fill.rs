@@ -1,7 +1,7 @@
 //! How full each ring of the short-lived store is, estimated from a sample of its slots.
 //!
 //! A full ring is a `500` for everyone who needs a slot, so operators need to see it coming.
-//! Shared data cannot be counted cheaply (tens of thousands of keys, no listing), so the adapter
+//! Shared data cannot be counted cheaply (tens of thousands of keys, no listing), so the gateway
 //! reads [`SAMPLES`] evenly spaced slots of each ring every few seconds, starting at a moving
 //! offset, and this module turns what it read into a fill ratio: the share of record slots that
 //! hold a live record, or for the bucketed rings, live entries over what a bucket holds

@@ -6,7 +6,7 @@
 //! stream or an Istio `WasmPlugin`; an environment variable of the VM can come from a Kubernetes
 //! Secret that only the gateway pod sees.
 //!
-//! The core does not read anything itself (it never calls the host): the adapter hands
+//! The core does not read anything itself (it never calls the host): the gateway hands
 //! [`crate::config::Config::from_json_with_secrets`] a [`Resolve`] that does, and says in its
 //! error what went wrong ("environment variable OAUTH_EDGE_KEY is not set"). The core puts the
 //! place in the configuration in front ("signing_keys[0]: ...") and validates what it got

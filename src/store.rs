@@ -72,7 +72,7 @@ impl Ring {
         format!("oauth_edge.{}.{}", self.name, slot)
     }
 
-    /// Every key of the ring, for the adapter to create at start (so each has a version to CAS on).
+    /// Every key of the ring, for the gateway to create at start (so each has a version to CAS on).
     /// None for a remote ring: its keys are created on demand in the remote store.
     pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
         let n = if self.remote { 0 } else { self.size };

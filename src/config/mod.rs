@@ -104,7 +104,7 @@ impl Config {
     }
 
     /// A configuration whose secret references (see [`crate::secret`]) `resolve` reads: the
-    /// adapter's, from the host. Each is read once, here.
+    /// gateway's, from the host. Each is read once, here.
     pub fn from_json_with_secrets(
         bytes: &[u8],
         resolve: crate::secret::Resolve<'_>,

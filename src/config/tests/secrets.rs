@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// A resolver over a fixed set of environment variables, as the adapter's reads the VM's.
+/// A resolver over a fixed set of environment variables, as the gateway reads the VM's.
 fn env(
     vars: Vec<(&'static str, String)>,
 ) -> impl Fn(&crate::secret::SecretRef) -> Result<String, String> {
