@@ -24,9 +24,9 @@ use std::sync::OnceLock;
 
 use p256::elliptic_curve::ff::{Field, PrimeField};
 use p256::elliptic_curve::ops::Reduce;
-use p256::elliptic_curve::Curve;
 use sha2::{Digest, Sha256};
 
+use super::drbg;
 use super::field::Fe;
 use super::{Jacobian, GX, GY};
 
@@ -175,8 +175,8 @@ impl Projective {
     }
 }
 
-/// The x coordinate of k·G, big-endian (k in [1, n), so k·G is never the identity).
-fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
+/// k·G, projective.
+fn mul_base(k: &[u8; 32], comb: &Comb) -> Projective {
     // Nibbles, least significant first, recoded to digits in [−8, 8) with a carry.
     let mut digits = [0i64; 65];
     let mut carry = 0i64;
@@ -196,19 +196,58 @@ fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
         let sum = acc.add_mixed(&p, &comb.b);
         acc = Projective::select(&sum, &acc, zero);
     }
-    (acc.x * acc.z.pow_p_minus_2()).to_be_bytes()
+    acc
+}
+
+/// x = X/Z, big-endian.
+fn to_affine_x(x: &Fe, z: &Fe) -> [u8; 32] {
+    (*x * z.pow_p_minus_2()).to_be_bytes()
+}
+
+/// The x coordinate of k·G, big-endian (k in [1, n), so k·G is never the identity).
+fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
+    let p = mul_base(k, comb);
+    to_affine_x(&p.x, &p.z)
+}
+
+/// The pieces of a signature, timed apart by `bench/micro` (not part of the API).
+#[doc(hidden)]
+pub mod parts {
+    use super::*;
+
+    /// The RFC 6979 nonce for key `d` and message hash `h`.
+    /// (`h` already reduced mod n; the key's precomputation included, as in a first signature).
+    pub fn nonce(d: &[u8; 32], h: &[u8; 32]) -> [u8; 32] {
+        super::drbg::KeyState::new(d).generator(h).next()
+    }
+
+    /// The same nonce with the key's precomputation done: what a signature pays.
+    pub fn nonce_for(key: &SigningKey, h: &[u8; 32]) -> [u8; 32] {
+        key.nonce.generator(h).next()
+    }
+
+    /// The comb alone: k·G in projective coordinates, returned as (X, Z).
+    pub fn comb_only(k: &[u8; 32]) -> Option<(Fe, Fe)> {
+        let p = mul_base(k, comb()?);
+        Some((p.x, p.z))
+    }
+
+    /// The affine x from (X, Z).
+    pub fn affine_x(x: &Fe, z: &Fe) -> [u8; 32] {
+        to_affine_x(x, z)
+    }
 }
 
 /// A P-256 private key for signing (zeroized when dropped, like p256's).
 pub struct SigningKey {
     d: Scalar,
-    d_bytes: [u8; 32],
+    /// RFC 6979's per-key state (zeroized when dropped).
+    nonce: drbg::KeyState,
 }
 
 impl Drop for SigningKey {
     fn drop(&mut self) {
         use p256::elliptic_curve::zeroize::Zeroize;
-        self.d_bytes.zeroize();
         self.d.zeroize();
     }
 }
@@ -216,11 +255,14 @@ impl Drop for SigningKey {
 impl SigningKey {
     /// From a key p256 has validated (d in [1, n)).
     pub fn new(sk: &p256::ecdsa::SigningKey) -> SigningKey {
-        let d_bytes: [u8; 32] = sk.to_bytes().into();
-        SigningKey {
+        use p256::elliptic_curve::zeroize::Zeroize;
+        let mut d_bytes: [u8; 32] = sk.to_bytes().into();
+        let key = SigningKey {
             d: *sk.as_nonzero_scalar().as_ref(),
-            d_bytes,
-        }
+            nonce: drbg::KeyState::new(&d_bytes),
+        };
+        d_bytes.zeroize();
+        key
     }
 
     /// The JWS ES256 signature of `msg` (`r ‖ s`); `None` only if the comb table could not be
@@ -229,16 +271,18 @@ impl SigningKey {
         let comb = comb()?;
         let h: [u8; 32] = Sha256::digest(msg).into();
         let z = <Scalar as Reduce<p256::FieldBytes>>::reduce(&h.into());
-        let order = p256::NistP256::ORDER;
-        let mut kgen =
-            rfc6979::KGenerator::<Sha256, p256::U256>::new(&self.d_bytes, &h, &[], &order);
+        // RFC 6979 takes the hash reduced mod n (bits2octets).
+        let h_mod_n: [u8; 32] = z.to_repr().into();
+        let mut kgen = self.nonce.generator(&h_mod_n);
         loop {
-            let mut k_bytes = [0u8; 32];
-            kgen.fill_next_k(&mut k_bytes);
-            // fill_next_k only returns k in [1, n).
+            // The next candidate, retried unless in [1, n) (as the crate's fill_next_k does).
+            let k_bytes = kgen.next();
             let Some(k) = Scalar::from_repr(k_bytes.into()).into_option() else {
                 continue;
             };
+            if bool::from(k.is_zero()) {
+                continue;
+            }
             let x = mul_base_x(&k_bytes, comb);
             let r = <Scalar as Reduce<p256::FieldBytes>>::reduce(&x.into());
             let Some(k_inv) = k.invert().into_option() else {
