@@ -52,9 +52,19 @@ struct Projective {
     z: Fe,
 }
 
+/// The comb's window: k is recoded into [`ROWS`] signed digits of `W` bits.
+const W: usize = 6;
+/// Entries per row: j·2^(W·i)·G for j = 1..=2^(W−1).
+const ENTRIES: usize = 1 << (W - 1);
+/// Digits (and rows): enough for 256 bits.
+const ROWS: usize = 256_usize.div_ceil(W);
+// The top window holds at most W − 2 bits, so with the carry from below its digit stays below
+// 2^(W−1) and the recoding needs no final carry row.
+const _: () = assert!(256 - W * (ROWS - 1) <= W - 2);
+
 struct Comb {
-    /// Row i: j·16^i·G for j = 1..8; row 64: 16^64·G alone (the recoding's final carry).
-    rows: Vec<[Affine; 8]>,
+    /// Row i (entries i·ENTRIES ..): j·2^(W·i)·G for j = 1..=ENTRIES, affine.
+    rows: Vec<Affine>,
     b: Fe,
 }
 
@@ -69,31 +79,21 @@ fn build() -> Option<Comb> {
         x: Fe::from_be_bytes(&GX)?,
         y: Fe::from_be_bytes(&GY)?,
     };
-    let mut points = Vec::with_capacity(65 * 8);
+    let mut points = Vec::with_capacity(ROWS * ENTRIES);
     let mut base = Jacobian::from_affine(&g);
-    for _ in 0..=64 {
+    for _ in 0..ROWS {
         let mut m = base;
         points.push(m);
-        for _ in 1..8 {
+        for _ in 1..ENTRIES {
             m = m.add(&base);
             points.push(m);
         }
-        // 16·base = 2·(8·base)
+        // 2^W·base = 2·(2^(W−1)·base)
         base = m.double();
     }
-    let affine = super::normalize(&points)?;
-    let rows = affine
-        .chunks_exact(8)
-        .map(|c| {
-            let mut row = [Affine {
-                x: Fe::ZERO,
-                y: Fe::ZERO,
-            }; 8];
-            for (d, s) in row.iter_mut().zip(c) {
-                *d = Affine { x: s.x, y: s.y };
-            }
-            row
-        })
+    let rows = super::normalize(&points)?
+        .iter()
+        .map(|p| Affine { x: p.x, y: p.y })
         .collect();
     Some(Comb {
         rows,
@@ -113,9 +113,10 @@ fn eq_mask(a: i64, b: i64) -> i64 {
     -(((a ^ b) - 1) >> 63 & 1)
 }
 
-/// The entry for a digit in [−8, 8] of a row, and a mask that is all ones for digit 0.
+/// The entry for a digit in [−2^(W−1), 2^(W−1)] of a row, and a mask that is all ones for
+/// digit 0.
 #[inline(always)]
-fn select(row: &[Affine; 8], digit: i64) -> (Affine, i64) {
+fn select(row: &[Affine], digit: i64) -> (Affine, i64) {
     let sign = digit >> 63; // all ones if negative
     let abs = (digit ^ sign) - sign;
     let mut p = Affine {
@@ -177,21 +178,40 @@ impl Projective {
 
 /// k·G, projective.
 fn mul_base(k: &[u8; 32], comb: &Comb) -> Projective {
-    // Nibbles, least significant first, recoded to digits in [−8, 8) with a carry.
-    let mut digits = [0i64; 65];
+    // k as four 64-bit words, least significant first.
+    let mut words = [0u64; 4];
+    for (w, c) in words.iter_mut().zip(k.rchunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *w = u64::from_be_bytes(b);
+    }
+    // W-bit windows, least significant first, recoded to digits in [−2^(W−1), 2^(W−1)) with a
+    // carry (which the top window never produces: see ROWS). The window positions are public.
+    let mut digits = [0i64; ROWS];
     let mut carry = 0i64;
-    for (i, d) in digits.iter_mut().take(64).enumerate() {
-        let byte = k.get(31 - i / 2).copied().unwrap_or(0);
-        let nibble = i64::from((byte >> (4 * (i % 2))) & 0xf);
-        let v = nibble + carry;
-        carry = (v + 8) >> 4;
-        *d = v - (carry << 4);
+    for (i, d) in digits.iter_mut().enumerate() {
+        let (word, shift) = ((W * i) / 64, (W * i) % 64);
+        let mut bits = words.get(word).copied().unwrap_or(0) >> shift;
+        if shift + W > 64 {
+            bits |= words.get(word + 1).copied().unwrap_or(0) << (64 - shift);
+        }
+        let v = (bits & ((1 << W) - 1)) as i64 + carry;
+        carry = (v + (1 << (W - 1))) >> W;
+        *d = v - (carry << W);
     }
-    if let Some(last) = digits.get_mut(64) {
-        *last = carry;
-    }
+    let mut rows = comb.rows.chunks_exact(ENTRIES).zip(digits);
+    // The first row's entry is the sum so far (the identity for digit 0): no addition.
     let mut acc = Projective::IDENTITY;
-    for (row, digit) in comb.rows.iter().zip(digits) {
+    if let Some((row, digit)) = rows.next() {
+        let (p, zero) = select(row, digit);
+        let first = Projective {
+            x: p.x,
+            y: p.y,
+            z: Fe::ONE,
+        };
+        acc = Projective::select(&first, &acc, zero);
+    }
+    for (row, digit) in rows {
         let (p, zero) = select(row, digit);
         let sum = acc.add_mixed(&p, &comb.b);
         acc = Projective::select(&sum, &acc, zero);
@@ -312,7 +332,7 @@ mod tests {
     #[test]
     fn digits_and_table() {
         let comb = comb().unwrap();
-        assert_eq!(comb.rows.len(), 65);
+        assert_eq!(comb.rows.len(), ROWS * ENTRIES);
         // k = 1, n − 1, and multiples of 16^i: against p256.
         let n_minus_1: [u8; 32] = (-Scalar::ONE).to_repr().into();
         let mut cases = vec![n_minus_1];
