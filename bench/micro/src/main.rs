@@ -140,6 +140,12 @@ fn cases() -> Vec<Case> {
                 black_box(parts::comb_only(black_box(&k)));
             }),
         ));
+        out.push((
+            "sign ES256: comb table build",
+            Box::new(|| {
+                black_box(parts::build_table());
+            }),
+        ));
         if let Some((x, z)) = parts::comb_only(&k) {
             out.push((
                 "sign ES256: affine x",
