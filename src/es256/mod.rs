@@ -27,6 +27,7 @@
 //! multiplications), checked against p256's field. Scalars (mod n) are p256's. Signing is
 //! `sign.rs` (constant time, p256's signatures byte for byte).
 
+mod drbg;
 pub mod field;
 pub mod sign;
 

@@ -1,32 +1,42 @@
 //! ES256 signing in constant time, on this module's field (`field.rs`).
 //!
 //! The signature is the one p256 0.14 makes, byte for byte (the tests compare them): ECDSA over
-//! P-256 with SHA-256, the nonce k from RFC 6979 (the `rfc6979` crate, as p256's `ecdsa` uses
-//! it), `r = x(k·G) mod n`, `s = k⁻¹·(z + r·d) mod n`, s not normalised. Only k·G is computed
-//! here; every other step is p256's constant-time scalar arithmetic.
+//! P-256 with SHA-256, the nonce k from RFC 6979 (`drbg.rs`: the `rfc6979` crate's HMAC-DRBG,
+//! as p256's `ecdsa` uses it, on SHA-256's compression function with per-key precomputation),
+//! `r = x(k·G) mod n`, `s = k⁻¹·(z + r·d) mod n`, s not normalised. k·G is computed here; the
+//! scalar steps (k⁻¹, s) are p256's constant-time scalar arithmetic, and x = X/Z uses p256's
+//! constant-time field inversion.
 //!
-//! k·G is a fixed-base comb with no doublings: k is recoded into 64 signed radix-16 digits in
-//! [−8, 8) plus a final carry, and the sum Σ d_i·16^i·G is read from a table of
-//! j·16^i·G (j = 1..8, affine; built once per VM from public data). Constant-time structure:
-//! - the recoding is arithmetic on the nibbles (no branch on them);
+//! k·G is a fixed-base comb with no doublings: k is recoded into 43 signed digits of W = 6 bits
+//! in [−32, 32) (the top window has 4 bits, so no final carry), and the sum Σ d_i·2^(6i)·G is
+//! read from a table of j·2^(6i)·G (j = 1..32, affine; built once per VM from public data,
+//! about 200 KB). The first row's entry starts the sum; the 42 others are added. Measured in
+//! V8, W = 6 beat W = 4, 5 and 7 (fewer additions against longer scans). Constant-time
+//! structure:
+//! - the recoding is arithmetic on the windows (no branch on them; the window positions are
+//!   public);
 //! - each table row is scanned whole, every entry combined with a mask (no index depends on k);
 //!   the sign of a digit negates y by a masked select;
-//! - the additions are the complete formulas of Renes, Costello and Batina (2015, Algorithm 5,
-//!   as primeorder implements them), correct for every input including the identity, so there
-//!   is no special case to branch on; a zero digit keeps the sum by a masked select;
-//! - the field arithmetic is branch-free and its inversion a fixed exponentiation chain.
+//! - the additions are the complete mixed formulas of Renes, Costello and Batina (2015,
+//!   Algorithm 5 with Z₂ = 1, as primeorder implements them), correct for every input including
+//!   the identity, so there is no special case to branch on; a zero digit keeps the sum by a
+//!   masked select (and the first row's zero digit selects the identity);
+//! - the field arithmetic is branch-free; the inversions (Z, k) are p256's constant-time
+//!   safegcd (Z and k are never 0, so their `None` cases never occur);
+//! - the RFC 6979 DRBG runs the same compressions whatever the data.
 //!
 //! LLVM may turn a masked select into wasm's `select` instruction, which V8 compiles to a
-//! conditional move, not a branch. Retrying with the next RFC 6979 candidate when r or s is 0
-//! (probability about 2^−256) is the only data-dependent branch, as in p256.
+//! conditional move, not a branch. Retrying with the next RFC 6979 candidate when k is not in
+//! [1, n) or r or s is 0 (probabilities about 2^−32 and 2^−256) is the only data-dependent
+//! branch, as in p256.
 
 use std::sync::OnceLock;
 
 use p256::elliptic_curve::ff::{Field, PrimeField};
 use p256::elliptic_curve::ops::Reduce;
-use p256::elliptic_curve::Curve;
 use sha2::{Digest, Sha256};
 
+use super::drbg;
 use super::field::Fe;
 use super::{Jacobian, GX, GY};
 
@@ -52,9 +62,19 @@ struct Projective {
     z: Fe,
 }
 
+/// The comb's window: k is recoded into [`ROWS`] signed digits of `W` bits.
+const W: usize = 6;
+/// Entries per row: j·2^(W·i)·G for j = 1..=2^(W−1).
+const ENTRIES: usize = 1 << (W - 1);
+/// Digits (and rows): enough for 256 bits.
+const ROWS: usize = 256_usize.div_ceil(W);
+// The top window holds at most W − 2 bits, so with the carry from below its digit stays below
+// 2^(W−1) and the recoding needs no final carry row.
+const _: () = assert!(256 - W * (ROWS - 1) <= W - 2);
+
 struct Comb {
-    /// Row i: j·16^i·G for j = 1..8; row 64: 16^64·G alone (the recoding's final carry).
-    rows: Vec<[Affine; 8]>,
+    /// Row i (entries i·ENTRIES ..): j·2^(W·i)·G for j = 1..=ENTRIES, affine.
+    rows: Vec<Affine>,
     b: Fe,
 }
 
@@ -69,31 +89,21 @@ fn build() -> Option<Comb> {
         x: Fe::from_be_bytes(&GX)?,
         y: Fe::from_be_bytes(&GY)?,
     };
-    let mut points = Vec::with_capacity(65 * 8);
+    let mut points = Vec::with_capacity(ROWS * ENTRIES);
     let mut base = Jacobian::from_affine(&g);
-    for _ in 0..=64 {
+    for _ in 0..ROWS {
         let mut m = base;
         points.push(m);
-        for _ in 1..8 {
+        for _ in 1..ENTRIES {
             m = m.add(&base);
             points.push(m);
         }
-        // 16·base = 2·(8·base)
+        // 2^W·base = 2·(2^(W−1)·base)
         base = m.double();
     }
-    let affine = super::normalize(&points)?;
-    let rows = affine
-        .chunks_exact(8)
-        .map(|c| {
-            let mut row = [Affine {
-                x: Fe::ZERO,
-                y: Fe::ZERO,
-            }; 8];
-            for (d, s) in row.iter_mut().zip(c) {
-                *d = Affine { x: s.x, y: s.y };
-            }
-            row
-        })
+    let rows = super::normalize(&points)?
+        .iter()
+        .map(|p| Affine { x: p.x, y: p.y })
         .collect();
     Some(Comb {
         rows,
@@ -101,7 +111,7 @@ fn build() -> Option<Comb> {
     })
 }
 
-/// Builds the table now (about a millisecond in V8), so that no request pays for it.
+/// Builds the table now (about 2.4 ms in V8, `make micro`), so that no request pays for it.
 pub fn warm_up() {
     comb();
 }
@@ -113,9 +123,10 @@ fn eq_mask(a: i64, b: i64) -> i64 {
     -(((a ^ b) - 1) >> 63 & 1)
 }
 
-/// The entry for a digit in [−8, 8] of a row, and a mask that is all ones for digit 0.
+/// The entry for a digit in [−2^(W−1), 2^(W−1)] of a row, and a mask that is all ones for
+/// digit 0.
 #[inline(always)]
-fn select(row: &[Affine; 8], digit: i64) -> (Affine, i64) {
+fn select(row: &[Affine], digit: i64) -> (Affine, i64) {
     let sign = digit >> 63; // all ones if negative
     let abs = (digit ^ sign) - sign;
     let mut p = Affine {
@@ -150,14 +161,14 @@ impl Projective {
         let xz_pairs = (rhs.x * self.z) + self.x; // 10, 11 (y3)
 
         let bz_part = xz_pairs - (*b * self.z); // 12, 13
-        let bz3_part = bz_part.double() + bz_part; // 14, 15
+        let bz3_part = bz_part.triple(); // 14, 15
         let yy_m_bzz3 = yy - bz3_part; // 16
         let yy_p_bzz3 = yy + bz3_part; // 17
 
-        let z3 = self.z.double() + self.z; // 19, 20
+        let z3 = self.z.triple(); // 19, 20
         let bxz_part = (*b * xz_pairs) - (z3 + xx); // 18, 21, 22
-        let bxz3_part = bxz_part.double() + bxz_part; // 23, 24
-        let xx3_m_zz3 = xx.double() + xx - z3; // 25, 26, 27
+        let bxz3_part = bxz_part.triple(); // 23, 24
+        let xx3_m_zz3 = xx.triple() - z3; // 25, 26, 27
 
         Projective {
             x: (yy_p_bzz3 * xy_pairs) - (yz_pairs * bxz3_part), // 28, 32, 33
@@ -175,40 +186,111 @@ impl Projective {
     }
 }
 
-/// The x coordinate of k·G, big-endian (k in [1, n), so k·G is never the identity).
-fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
-    // Nibbles, least significant first, recoded to digits in [−8, 8) with a carry.
-    let mut digits = [0i64; 65];
+/// k·G, projective.
+fn mul_base(k: &[u8; 32], comb: &Comb) -> Projective {
+    // k as four 64-bit words, least significant first.
+    let mut words = [0u64; 4];
+    for (w, c) in words.iter_mut().zip(k.rchunks_exact(8)) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *w = u64::from_be_bytes(b);
+    }
+    // W-bit windows, least significant first, recoded to digits in [−2^(W−1), 2^(W−1)) with a
+    // carry (which the top window never produces: see ROWS). The window positions are public.
+    let mut digits = [0i64; ROWS];
     let mut carry = 0i64;
-    for (i, d) in digits.iter_mut().take(64).enumerate() {
-        let byte = k.get(31 - i / 2).copied().unwrap_or(0);
-        let nibble = i64::from((byte >> (4 * (i % 2))) & 0xf);
-        let v = nibble + carry;
-        carry = (v + 8) >> 4;
-        *d = v - (carry << 4);
+    for (i, d) in digits.iter_mut().enumerate() {
+        let (word, shift) = ((W * i) / 64, (W * i) % 64);
+        let mut bits = words.get(word).copied().unwrap_or(0) >> shift;
+        if shift + W > 64 {
+            bits |= words.get(word + 1).copied().unwrap_or(0) << (64 - shift);
+        }
+        let v = (bits & ((1 << W) - 1)) as i64 + carry;
+        carry = (v + (1 << (W - 1))) >> W;
+        *d = v - (carry << W);
     }
-    if let Some(last) = digits.get_mut(64) {
-        *last = carry;
-    }
+    let mut rows = comb.rows.chunks_exact(ENTRIES).zip(digits);
+    // The first row's entry is the sum so far (the identity for digit 0): no addition.
     let mut acc = Projective::IDENTITY;
-    for (row, digit) in comb.rows.iter().zip(digits) {
+    if let Some((row, digit)) = rows.next() {
+        let (p, zero) = select(row, digit);
+        let first = Projective {
+            x: p.x,
+            y: p.y,
+            z: Fe::ONE,
+        };
+        acc = Projective::select(&first, &acc, zero);
+    }
+    for (row, digit) in rows {
         let (p, zero) = select(row, digit);
         let sum = acc.add_mixed(&p, &comb.b);
         acc = Projective::select(&sum, &acc, zero);
     }
-    (acc.x * acc.z.pow_p_minus_2()).to_be_bytes()
+    acc
+}
+
+/// p256's field element, for its inversion.
+type P256Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::FieldElement;
+
+/// x = X/Z, big-endian. Z⁻¹ is p256's constant-time inversion (Bernstein–Yang safegcd), faster
+/// in V8 than this field's 255 squarings; the conversions are `CtOption`s taken with
+/// `unwrap_or` (a masked select: the bytes are canonical and Z is never 0 here).
+fn to_affine_x(x: &Fe, z: &Fe) -> [u8; 32] {
+    let zp = P256Fe::from_repr(z.to_be_bytes().into()).unwrap_or(P256Fe::ZERO);
+    let xp = P256Fe::from_repr(x.to_be_bytes().into()).unwrap_or(P256Fe::ZERO);
+    let z_inv = zp.invert().unwrap_or(P256Fe::ZERO);
+    (xp * z_inv).to_repr().into()
+}
+
+/// The x coordinate of k·G, big-endian (k in [1, n), so k·G is never the identity).
+fn mul_base_x(k: &[u8; 32], comb: &Comb) -> [u8; 32] {
+    let p = mul_base(k, comb);
+    to_affine_x(&p.x, &p.z)
+}
+
+/// The pieces of a signature, timed apart by `bench/micro` (not part of the API).
+#[doc(hidden)]
+pub mod parts {
+    use super::*;
+
+    /// The RFC 6979 nonce for key `d` and message hash `h`.
+    /// (`h` already reduced mod n; the key's precomputation included, as in a first signature).
+    pub fn nonce(d: &[u8; 32], h: &[u8; 32]) -> [u8; 32] {
+        super::drbg::KeyState::new(d).generator(h).next()
+    }
+
+    /// The same nonce with the key's precomputation done: what a signature pays.
+    pub fn nonce_for(key: &SigningKey, h: &[u8; 32]) -> [u8; 32] {
+        key.nonce.generator(h).next()
+    }
+
+    /// The comb alone: k·G in projective coordinates, returned as (X, Z).
+    pub fn comb_only(k: &[u8; 32]) -> Option<(Fe, Fe)> {
+        let p = mul_base(k, comb()?);
+        Some((p.x, p.z))
+    }
+
+    /// Builds the comb's table afresh (what `warm_up` pays once per VM); its size in entries.
+    pub fn build_table() -> usize {
+        build().map_or(0, |c| c.rows.len())
+    }
+
+    /// The affine x from (X, Z).
+    pub fn affine_x(x: &Fe, z: &Fe) -> [u8; 32] {
+        to_affine_x(x, z)
+    }
 }
 
 /// A P-256 private key for signing (zeroized when dropped, like p256's).
 pub struct SigningKey {
     d: Scalar,
-    d_bytes: [u8; 32],
+    /// RFC 6979's per-key state (zeroized when dropped).
+    nonce: drbg::KeyState,
 }
 
 impl Drop for SigningKey {
     fn drop(&mut self) {
         use p256::elliptic_curve::zeroize::Zeroize;
-        self.d_bytes.zeroize();
         self.d.zeroize();
     }
 }
@@ -216,11 +298,14 @@ impl Drop for SigningKey {
 impl SigningKey {
     /// From a key p256 has validated (d in [1, n)).
     pub fn new(sk: &p256::ecdsa::SigningKey) -> SigningKey {
-        let d_bytes: [u8; 32] = sk.to_bytes().into();
-        SigningKey {
+        use p256::elliptic_curve::zeroize::Zeroize;
+        let mut d_bytes: [u8; 32] = sk.to_bytes().into();
+        let key = SigningKey {
             d: *sk.as_nonzero_scalar().as_ref(),
-            d_bytes,
-        }
+            nonce: drbg::KeyState::new(&d_bytes),
+        };
+        d_bytes.zeroize();
+        key
     }
 
     /// The JWS ES256 signature of `msg` (`r ‖ s`); `None` only if the comb table could not be
@@ -229,16 +314,18 @@ impl SigningKey {
         let comb = comb()?;
         let h: [u8; 32] = Sha256::digest(msg).into();
         let z = <Scalar as Reduce<p256::FieldBytes>>::reduce(&h.into());
-        let order = p256::NistP256::ORDER;
-        let mut kgen =
-            rfc6979::KGenerator::<Sha256, p256::U256>::new(&self.d_bytes, &h, &[], &order);
+        // RFC 6979 takes the hash reduced mod n (bits2octets).
+        let h_mod_n: [u8; 32] = z.to_repr().into();
+        let mut kgen = self.nonce.generator(&h_mod_n);
         loop {
-            let mut k_bytes = [0u8; 32];
-            kgen.fill_next_k(&mut k_bytes);
-            // fill_next_k only returns k in [1, n).
+            // The next candidate, retried unless in [1, n) (as the crate's fill_next_k does).
+            let k_bytes = kgen.next();
             let Some(k) = Scalar::from_repr(k_bytes.into()).into_option() else {
                 continue;
             };
+            if bool::from(k.is_zero()) {
+                continue;
+            }
             let x = mul_base_x(&k_bytes, comb);
             let r = <Scalar as Reduce<p256::FieldBytes>>::reduce(&x.into());
             let Some(k_inv) = k.invert().into_option() else {
@@ -268,7 +355,7 @@ mod tests {
     #[test]
     fn digits_and_table() {
         let comb = comb().unwrap();
-        assert_eq!(comb.rows.len(), 65);
+        assert_eq!(comb.rows.len(), ROWS * ENTRIES);
         // k = 1, n − 1, and multiples of 16^i: against p256.
         let n_minus_1: [u8; 32] = (-Scalar::ONE).to_repr().into();
         let mut cases = vec![n_minus_1];

@@ -116,6 +116,46 @@ fn cases() -> Vec<Case> {
         ));
     }
 
+    // The pieces of src/es256/sign.rs: the RFC 6979 nonce, the comb (k·G projective), the affine
+    // x (one field inversion).
+    {
+        use oauth_edge::es256::sign::parts;
+        let d = [0x42u8; 32];
+        let h = [0x17u8; 32];
+        let key = p256::ecdsa::SigningKey::from_slice(&d)
+            .ok()
+            .map(|sk| oauth_edge::es256::sign::SigningKey::new(&sk));
+        out.push((
+            "sign ES256: nonce (rfc6979)",
+            Box::new(move || {
+                if let Some(key) = &key {
+                    black_box(parts::nonce_for(key, black_box(&h)));
+                }
+            }),
+        ));
+        let k = parts::nonce(&d, &h);
+        out.push((
+            "sign ES256: comb k*G",
+            Box::new(move || {
+                black_box(parts::comb_only(black_box(&k)));
+            }),
+        ));
+        out.push((
+            "sign ES256: comb table build",
+            Box::new(|| {
+                black_box(parts::build_table());
+            }),
+        ));
+        if let Some((x, z)) = parts::comb_only(&k) {
+            out.push((
+                "sign ES256: affine x",
+                Box::new(move || {
+                    black_box(parts::affine_x(black_box(&x), black_box(&z)));
+                }),
+            ));
+        }
+    }
+
     // ES256 signing with p256 0.14 directly (what KeySet::sign did before src/es256/sign.rs).
     {
         use p256::ecdsa::signature::Signer;
