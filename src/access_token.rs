@@ -33,25 +33,14 @@ pub struct Claims {
     pub act: Option<Value>,
 }
 
-const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
-
 /// The claims if `token` is one of ours, correctly signed and unexpired (not checking the
 /// deny-list: see [`is_revoked`]).
 pub fn verify(cfg: &Config, token: &str, now_ms: u64) -> Option<Claims> {
-    let jws = Untrusted::parse(token, &ALL).ok()?;
-    if !jws
-        .header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
-    {
+    let jws = Untrusted::parse(token, &Alg::ALL).ok()?;
+    if !jws.is_access_token() {
         return None;
     }
-    let key = cfg
-        .own_keys
-        .select(jws.header.kid.as_deref(), jws.alg)?
-        .clone();
-    let claims: Claims = jws.verify(&key).ok()?.claims().ok()?;
+    let claims: Claims = jws.verify_with(&cfg.own_keys).ok()?.claims().ok()?;
     (claims.iss == cfg.issuer && claims.exp.saturating_mul(1000) > now_ms).then_some(claims)
 }
 

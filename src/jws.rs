@@ -114,6 +114,25 @@ impl<'a> Untrusted<'a> {
         serde_json::from_slice(&B64.decode(payload).ok()?).ok()
     }
 
+    /// RFC 9068 §2.1: the header's `typ` says this is a JWT access token.
+    pub fn is_access_token(&self) -> bool {
+        self.header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+    }
+
+    /// Checks the signature with the key of `keys` the header names (`kid`, else the one key
+    /// of the algorithm): how this server reads back a token it signed, with any key it
+    /// publishes (so rotation works).
+    pub fn verify_with(self, keys: &crate::jwk::JwkSet) -> Result<Verified, JwsError> {
+        let key = keys
+            .select(self.header.kid.as_deref(), self.alg)
+            .ok_or(JwsError::Signature)?
+            .clone();
+        self.verify(&key)
+    }
+
     /// Checks the signature with `key`, which must fit the header's algorithm.
     pub fn verify(self, key: &PublicJwk) -> Result<Verified, JwsError> {
         if !key.fits(self.alg) {

@@ -31,6 +31,9 @@ pub enum Alg {
 }
 
 impl Alg {
+    /// Every algorithm this server signs with, and so accepts on its own tokens.
+    pub const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
+
     /// The JWS `alg` names this server signs or verifies with; anything else (`none`, HMAC, …)
     /// is `None`.
     pub fn parse(s: &str) -> Option<Alg> {

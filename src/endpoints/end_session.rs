@@ -44,25 +44,14 @@ struct Hint {
     azp: Option<String>,
 }
 
-const ALGS: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
-
 /// An ID token this server signed (any published key; its expiry does not matter here).
 fn open_hint(cfg: &Config, token: &str) -> Option<Hint> {
-    let jws = Untrusted::parse(token, &ALGS).ok()?;
+    let jws = Untrusted::parse(token, &Alg::ALL).ok()?;
     // An access token is not an ID token (RFC 9068 §2.1 `typ`).
-    if jws
-        .header
-        .typ
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
-    {
+    if jws.is_access_token() {
         return None;
     }
-    let key = cfg
-        .own_keys
-        .select(jws.header.kid.as_deref(), jws.alg)?
-        .clone();
-    let hint: Hint = jws.verify(&key).ok()?.claims().ok()?;
+    let hint: Hint = jws.verify_with(&cfg.own_keys).ok()?.claims().ok()?;
     (hint.iss == cfg.issuer && !hint.sub.is_empty()).then_some(hint)
 }
 

@@ -316,8 +316,7 @@ fn party(
         #[serde(default)]
         cnf: Option<Value>,
     }
-    const ALL: [Alg; 4] = [Alg::EdDSA, Alg::ES256, Alg::PS256, Alg::RS256];
-    let jws = Untrusted::parse(token, &ALL).map_err(|_| bad(which))?;
+    let jws = Untrusted::parse(token, &Alg::ALL).map_err(|_| bad(which))?;
     let iss = crate::client_assertion::claimed_issuer(token).ok_or_else(|| bad(which))?;
     let ti = trusted
         .iter()
