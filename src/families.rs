@@ -363,6 +363,23 @@ pub fn insert_new(ctx: &mut Ctx<'_>, ring: Ring, fam: &str, family: &Family) -> 
     }
 }
 
+/// The record [`insert_new`] would create for a new family in a remote store, for a
+/// transaction that creates it beside other records (a code's used mark). `None` on shared
+/// data, whose rings take no transactions.
+pub fn new_remote_record(
+    ctx: &Ctx<'_>,
+    ring: Ring,
+    fam: &str,
+    family: &Family,
+) -> FlowResult<Option<crate::flow::NewRecord>> {
+    if !ring.remote {
+        return Ok(None);
+    }
+    let ttl = remote_ttl(ctx, family);
+    let (_, rec) = store::new_keyed(ctx, ring, fam, ttl, &Stored::of(family))?;
+    Ok(Some(rec))
+}
+
 /// The live family `fam`, or `family` recorded as it: `None` when this call recorded it.
 pub fn find_or_insert(
     ctx: &mut Ctx<'_>,
@@ -528,6 +545,7 @@ mod tests {
                         StoreResult::Written
                     }
                 },
+                StoreOp::CreateAll { .. } => StoreResult::Failed,
             }
         }
     }

@@ -65,6 +65,7 @@ pub mod ring_fill;
 pub mod ring_share;
 pub mod scope;
 pub mod sealed;
+pub mod sealed_code;
 pub mod secret;
 pub mod session;
 pub mod store;

@@ -243,6 +243,7 @@ mod tests {
                         StoreResult::Written
                     }
                 },
+                StoreOp::CreateAll { .. } => StoreResult::Failed,
             }
         }
     }

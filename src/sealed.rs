@@ -1,5 +1,6 @@
 //! Refresh tokens as sealed, self-contained values: ChaCha20-Poly1305 over the token's claims,
-//! keyed from the signing keys. Any Envoy with the same configuration opens any other's tokens,
+//! keyed from the signing keys (the same box seals authorization codes in a remote store:
+//! [`crate::sealed_code`]). Any Envoy with the same configuration opens any other's tokens,
 //! also after a restart, with no shared database. What needs memory is only rotation state: the
 //! family's current generation, kept in a store ring (see `grants::refresh_token`).
 
@@ -52,50 +53,65 @@ pub struct RefreshClaims {
 }
 
 pub fn seal(keys: &KeySet, claims: &RefreshClaims, ctx: &mut Ctx<'_>) -> FlowResult<String> {
-    let key = keys
-        .sealing_keys()
-        .next()
-        .ok_or_else(|| crate::flow::internal("no sealing key"))?;
-    let mut nonce = [0u8; 12];
-    ctx.random(&mut nonce)?;
     let plain = serde_json::to_vec(claims).map_err(|_| crate::flow::internal("encode"))?;
-    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-    let ct = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: &plain,
-                aad: AAD,
-            },
-        )
-        .map_err(|_| crate::flow::internal("seal"))?;
-    let mut raw = Vec::with_capacity(12 + ct.len());
-    raw.extend_from_slice(&nonce);
-    raw.extend_from_slice(&ct);
-    Ok(format!("{PREFIX}{}", B64.encode(raw)))
+    Ok(format!("{PREFIX}{}", seal_bytes(keys, AAD, &plain, ctx)?))
 }
 
 /// Opens a token with any configured key; anything else (tampered, foreign, garbage) is
 /// `invalid_grant`.
 pub fn open(keys: &KeySet, token: &str) -> Result<RefreshClaims, OAuthError> {
     let bad = || OAuthError::invalid_grant("refresh token is invalid or expired");
-    let raw = token
+    let plain = token
         .strip_prefix(PREFIX)
-        .filter(|r| r.len() <= 8192)
-        .and_then(|r| B64.decode(r).ok())
+        .and_then(|r| open_bytes(keys, AAD, r))
         .ok_or_else(bad)?;
+    serde_json::from_slice(&plain).map_err(|_| bad())
+}
+
+/// `plain` sealed with the active key: base64url(nonce ‖ ciphertext ‖ tag). `aad` names what
+/// the value is, so one kind of sealed value never opens as another.
+pub fn seal_bytes(
+    keys: &KeySet,
+    aad: &[u8],
+    plain: &[u8],
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<String> {
+    let key = keys
+        .sealing_keys()
+        .next()
+        .ok_or_else(|| crate::flow::internal("no sealing key"))?;
+    let mut nonce = [0u8; 12];
+    ctx.random(&mut nonce)?;
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
+    let ct = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .map_err(|_| crate::flow::internal("seal"))?;
+    let mut raw = Vec::with_capacity(12 + ct.len());
+    raw.extend_from_slice(&nonce);
+    raw.extend_from_slice(&ct);
+    Ok(B64.encode(raw))
+}
+
+/// What [`seal_bytes`] sealed, opened with any configured key (rotation); `None` for anything
+/// tampered, foreign, oversized or not base64url.
+pub fn open_bytes(keys: &KeySet, aad: &[u8], sealed: &str) -> Option<Vec<u8>> {
+    if sealed.len() > MAX_SEALED {
+        return None;
+    }
+    let raw = B64.decode(sealed).ok()?;
     if raw.len() < 12 + 16 {
-        return Err(bad());
+        return None;
     }
     let (nonce, ct) = raw.split_at(12);
-    for key in keys.sealing_keys() {
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(key));
-        if let Ok(plain) = cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: AAD }) {
-            return serde_json::from_slice(&plain).map_err(|_| bad());
-        }
-    }
-    Err(bad())
+    keys.sealing_keys().find_map(|key| {
+        ChaCha20Poly1305::new(Key::from_slice(key))
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .ok()
+    })
 }
+
+/// The longest sealed value opened (base64url characters): more is refused unread.
+const MAX_SEALED: usize = 8192;
 
 fn is_zero(v: &u64) -> bool {
     *v == 0

@@ -101,6 +101,7 @@ impl SyncStore for Shared {
                 Some(_) => StoreResult::Conflict,
                 None => StoreResult::Failed,
             },
+            StoreOp::CreateAll { .. } => StoreResult::Failed,
         }
     }
 }

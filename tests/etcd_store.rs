@@ -177,17 +177,18 @@ fn a_code_pushed_at_one_replica_is_redeemed_once_at_another() {
         assert_error(&refresh(&mut a, &rt2, at(6)), 400, "invalid_grant");
         // The code replayed at B.
         assert_error(&redeem(&mut b, &code, at(7)), 400, "invalid_grant");
-        // Round trips, once logged in and with leases granted: a redemption reads the code,
-        // consumes it and creates the refresh family; authorizing reads and consumes the
-        // request_uri and creates the code.
+        // Round trips, once logged in and with leases granted: authorizing reads and consumes
+        // the request_uri (the code is sealed: nothing written); a redemption is one
+        // transaction, creating the code's used mark and the refresh family.
         let r = par(&mut a, at(8));
         let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
         let before = etcd.borrow().requests;
         let code = code_of(&authorize(&mut a, &ru, at(8)));
-        assert_eq!(etcd.borrow().requests - before, 3, "authorize");
+        assert_eq!(etcd.borrow().requests - before, 2, "authorize");
+        assert!(code.starts_with("ac1."), "{code}");
         let before = etcd.borrow().requests;
         assert_eq!(redeem(&mut a, &code, at(9)).status, 200);
-        assert_eq!(etcd.borrow().requests - before, 3, "redemption");
+        assert_eq!(etcd.borrow().requests - before, 1, "redemption");
         // Leases drop what expired: codes and request_uris are gone after their lifetimes,
         // the families (24 h) remain.
         let keys = etcd.borrow().keys();
@@ -197,6 +198,115 @@ fn a_code_pushed_at_one_replica_is_redeemed_once_at_another() {
         etcd.borrow_mut().expire((at(0).unix_ms / 1000) + 200_000);
         assert_eq!(etcd.borrow().keys(), 0, "nothing outlives its lease");
     }
+}
+
+fn redeem_with(r: &mut Replica, code: &str, verifier: &str, at: Now) -> Response {
+    let body = format!(
+        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={verifier}",
+        enc(code),
+        enc(CB)
+    );
+    r.h.request_at(
+        &r.e,
+        "POST",
+        "/oauth/token",
+        &web(),
+        body.as_bytes(),
+        None,
+        at,
+    )
+}
+
+fn introspect(r: &mut Replica, token: &str, at: Now) -> Value {
+    let body = format!("token={}", enc(token));
+    json_body(&r.h.request_at(
+        &r.e,
+        "POST",
+        "/oauth/introspect",
+        &web(),
+        body.as_bytes(),
+        None,
+        at,
+    ))
+}
+
+#[test]
+fn sealed_codes_write_nothing_until_redeemed_and_a_failed_attempt_burns_nothing() {
+    let (mut a, mut b, etcd) = replicas(false);
+    // A first flow at A, so its leases are granted (they are reused for a minute).
+    let r = par(&mut a, at(0));
+    let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+    let warm = code_of(&authorize(&mut a, &ru, at(0)));
+    assert_eq!(redeem(&mut a, &warm, at(0)).status, 200);
+    let r = par(&mut a, at(0));
+    let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+    let code = code_of(&authorize(&mut b, &ru, at(1)));
+    let requests = || etcd.borrow().requests;
+
+    // Garbage, a forged code, a tampered one: refused before etcd is asked anything.
+    let before = requests();
+    let mut tampered = code.clone().into_bytes();
+    let last = tampered.len() - 1;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    for bad in [
+        "ac1.",
+        "ac1.AAAA",
+        "ac1.!!!",
+        tampered.as_str(),
+        "rt1.x",
+        &format!("ac1.{}", "A".repeat(9000)),
+    ] {
+        assert_error(&redeem(&mut a, bad, at(2)), 400, "invalid_grant");
+    }
+    assert_eq!(
+        requests() - before,
+        0,
+        "nothing read or written for a bad code"
+    );
+
+    // A wrong verifier: one read (is it used?), nothing written; the code still works.
+    let before = requests();
+    let r = redeem_with(
+        &mut a,
+        &code,
+        "wrong-wrong-wrong-wrong-wrong-wrong-wrong-wrong",
+        at(2),
+    );
+    assert_error(&r, 400, "invalid_grant");
+    assert_eq!(requests() - before, 1);
+    let keys = etcd.borrow().keys();
+
+    // Redeemed at A in one transaction (mark + family).
+    let before = requests();
+    let r = redeem(&mut a, &code, at(3));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(requests() - before, 1);
+    assert_eq!(etcd.borrow().keys(), keys + 2);
+    let tokens = json_body(&r);
+    let at_ = tokens["access_token"].as_str().unwrap().to_string();
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&mut b, &at_, at(4))["active"], true);
+
+    // Replayed at B, even with a wrong verifier: refused, and what the first redemption
+    // issued is revoked (RFC 6749 §4.1.2).
+    let r = redeem_with(
+        &mut b,
+        &code,
+        "wrong-wrong-wrong-wrong-wrong-wrong-wrong-wrong",
+        at(5),
+    );
+    assert_error(&r, 400, "invalid_grant");
+    assert_eq!(introspect(&mut a, &at_, at(6))["active"], false);
+    assert_error(&refresh(&mut a, &rt, at(6)), 400, "invalid_grant");
+
+    // Expired (the code lives 60 s by default): refused unread.
+    let r = par(&mut a, at(10));
+    let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+    let code = code_of(&authorize(&mut a, &ru, at(10)));
+    let before = requests();
+    assert_error(&redeem(&mut b, &code, at(75)), 400, "invalid_grant");
+    assert_eq!(requests() - before, 0);
 }
 
 #[test]

@@ -127,13 +127,14 @@ pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Resp
         family: None,
         at: None,
     };
-    let code = store::allocate(
-        ctx,
-        cfg.rings.codes,
-        crate::duration::millis(cfg.lifetimes.code),
-        &data,
-    )?;
-    let code = code.encode();
+    let ttl_ms = crate::duration::millis(cfg.lifetimes.code);
+    // A remote store gets sealed codes: nothing to write now, one transaction to redeem.
+    let code = if cfg.rings.codes.remote {
+        let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
+        crate::sealed_code::seal(&cfg.keys, &data, exp, ctx)?
+    } else {
+        store::allocate(ctx, cfg.rings.codes, ttl_ms, &data)?.encode()
+    };
     let mut params: Vec<(&str, &str)> = vec![("code", &code)];
     if let Some(s) = &data.req.state {
         params.push(("state", s));

@@ -1,22 +1,26 @@
 //! Authorization code grant, token half (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700 §2.1.1).
 //!
-//! - the code is single use: consumed with a CAS, so of two concurrent redemptions exactly one
-//!   wins; a second redemption fails, revokes the refresh family issued from the first and puts
+//! - the code is single use: consumed with a CAS (a ring's record), or by creating its used
+//!   mark in the transaction that creates the refresh family (a sealed code, in a remote
+//!   store: [`crate::sealed_code`]), so of two concurrent redemptions exactly one wins; a second redemption fails, revokes the refresh family issued from the first and puts
 //!   the access tokens issued from the code on the deny-list (RFC 6749 §4.1.2, RFC 9700 §4.5,
 //!   §4.14);
 //! - it must be redeemed by the client it was issued to, with the same redirect_uri;
 //! - the PKCE verifier must match the challenge (S256 only); a public client has always sent one;
 //! - `openid` in the granted scope brings an ID token with the request's nonce.
 
-use crate::access_token;
+use crate::access_token::{self, Issued};
 use crate::client::Client;
 use crate::config::Config;
 use crate::dpop::Proof;
 use crate::error::OAuthError;
+use crate::families;
 use crate::flow::{Ctx, FlowResult};
+use crate::flow::{NewRecord, StoreResult, ABSENT};
 use crate::form::Form;
 use crate::http::Response;
 use crate::pkce;
+use crate::sealed_code::{self, Redeemed};
 use crate::store::{self, Consumed, Handle};
 
 use crate::records::CodeData;
@@ -29,11 +33,20 @@ use super::{AUTHORIZATION_CODE, REFRESH_TOKEN};
 /// server "SHOULD revoke (when possible) all tokens previously issued based on that
 /// authorization code"): its access token goes on the deny-list, its refresh family is revoked
 /// with the access tokens the family names.
-fn revoke_issued(cfg: &Config, ctx: &mut Ctx<'_>, d: &CodeData) -> FlowResult<()> {
-    if let Some(at) = &d.at {
+fn revoke_issued(
+    cfg: &Config,
+    ctx: &mut Ctx<'_>,
+    at: Option<&Issued>,
+    family: Option<&str>,
+) -> FlowResult<()> {
+    if let Some(at) = at {
         access_token::deny(cfg, ctx, at)?;
     }
-    refresh_token::revoke_family(cfg, ctx, d.family.as_deref())
+    refresh_token::revoke_family(cfg, ctx, family)
+}
+
+fn invalid() -> OAuthError {
+    OAuthError::invalid_grant("authorization code is invalid, expired or used")
 }
 
 pub fn handle(
@@ -46,50 +59,101 @@ pub fn handle(
     let code = form
         .get("code")
         .ok_or_else(|| OAuthError::invalid_request("code is missing"))?;
-    let invalid = || OAuthError::invalid_grant("authorization code is invalid, expired or used");
-    let h = Handle::decode(code).ok_or_else(invalid)?;
-    let Some((rec, cas)) = store::peek::<CodeData>(ctx, cfg.rings.codes, &h)? else {
-        return Err(invalid().into());
-    };
-    let read = (rec.clone(), cas);
-    let used = rec.is_used();
-    let data = rec.data;
+    if let Some(h) = Handle::decode(code) {
+        return redeem_slot(cfg, client, form, proof, ctx, &h);
+    }
+    // A remote store's codes are sealed (a ring handle above is one from before an upgrade).
+    if cfg.rings.codes.remote {
+        return redeem_sealed(cfg, client, form, proof, ctx, code);
+    }
+    Err(invalid().into())
+}
+
+fn same_client(data: &CodeData, client: &Client) -> Result<(), OAuthError> {
     if data.req.client_id != client.client_id {
-        return Err(
-            OAuthError::invalid_grant("authorization code was issued to another client").into(),
-        );
+        return Err(OAuthError::invalid_grant(
+            "authorization code was issued to another client",
+        ));
     }
-    if used {
-        revoke_issued(cfg, ctx, &data)?;
-        return Err(invalid().into());
-    }
+    Ok(())
+}
+
+/// What the redemption must present besides the code: the same redirect_uri, the PKCE
+/// verifier (a public client has always sent a challenge), the DPoP key the code is bound to.
+fn check(
+    data: &CodeData,
+    client: &Client,
+    form: &Form,
+    proof: Option<&Proof>,
+) -> Result<(), OAuthError> {
     if form.get("redirect_uri") != Some(data.req.redirect_uri.as_str()) {
         return Err(OAuthError::invalid_grant(
             "redirect_uri does not match the authorization request",
-        )
-        .into());
+        ));
     }
     if !client.is_confidential() && data.req.code_challenge.is_none() {
-        return Err(OAuthError::invalid_grant("public clients must use PKCE").into());
+        return Err(OAuthError::invalid_grant("public clients must use PKCE"));
     }
     pkce::verify(
         form.get("code_verifier"),
         data.req.code_challenge.as_deref(),
     )?;
     // RFC 9449 §10: a code bound to a key (dpop_jkt, or a proof at PAR) needs a proof by it.
-    crate::dpop::require_key(data.req.dpop_jkt.as_deref(), proof, "authorization code")?;
+    crate::dpop::require_key(data.req.dpop_jkt.as_deref(), proof, "authorization code")
+}
 
-    // The refresh family id and the access token's jti (derived from the family if there is
-    // one) are drawn before the code is consumed so the used code can name them: a later
-    // replay of the code then takes both down (even if it wins the race to write the family).
+/// The refresh family id and the access token's jti (derived from the family if there is
+/// one), drawn before the code is consumed so the used code can name them: a later replay of
+/// the code then takes both down (even if it wins the race to write the family).
+fn draw_ids(
+    cfg: &Config,
+    client: &Client,
+    ctx: &mut Ctx<'_>,
+) -> FlowResult<(Option<String>, Issued)> {
     let fam = if client.allows_grant(REFRESH_TOKEN) {
         Some(ctx.random_id()?)
     } else {
         None
     };
     let at = refresh_token::first_access_token(cfg, ctx, fam.as_deref())?;
+    Ok((fam, at))
+}
+
+fn grant_of(data: &CodeData) -> refresh_token::Grant {
+    refresh_token::Grant {
+        sub: data.sub.clone(),
+        scope: data.req.scope.clone(),
+        auth_time: data.auth_time,
+        sid: data.sid.clone(),
+        ad: data.req.authorization_details.clone(),
+        res: data.req.resources.clone(),
+    }
+}
+
+/// A code in a shared-data ring: read, check, consume with a CAS, start the family.
+fn redeem_slot(
+    cfg: &Config,
+    client: &Client,
+    form: &Form,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+    h: &Handle,
+) -> FlowResult<Response> {
+    let Some((rec, cas)) = store::peek::<CodeData>(ctx, cfg.rings.codes, h)? else {
+        return Err(invalid().into());
+    };
+    let read = (rec.clone(), cas);
+    let used = rec.is_used();
+    let data = rec.data;
+    same_client(&data, client)?;
+    if used {
+        revoke_issued(cfg, ctx, data.at.as_ref(), data.family.as_deref())?;
+        return Err(invalid().into());
+    }
+    check(&data, client, form, proof)?;
+    let (fam, at) = draw_ids(cfg, client, ctx)?;
     let data =
-        match store::consume_read::<CodeData>(ctx, cfg.rings.codes, &h, Some(read), |d| CodeData {
+        match store::consume_read::<CodeData>(ctx, cfg.rings.codes, h, Some(read), |d| CodeData {
             family: fam.clone(),
             at: Some(at.clone()),
             ..d.clone()
@@ -97,7 +161,7 @@ pub fn handle(
             Consumed::Fresh(d) => d,
             Consumed::Replayed(d) => {
                 // Lost the race to a concurrent redemption (or a replay): revoke what it issued.
-                revoke_issued(cfg, ctx, &d)?;
+                revoke_issued(cfg, ctx, d.at.as_ref(), d.family.as_deref())?;
                 return Err(invalid().into());
             }
             Consumed::Invalid => return Err(invalid().into()),
@@ -108,18 +172,121 @@ pub fn handle(
             ctx,
             client,
             fam,
-            refresh_token::Grant {
-                sub: data.sub.clone(),
-                scope: data.req.scope.clone(),
-                auth_time: data.auth_time,
-                sid: data.sid.clone(),
-                ad: data.req.authorization_details.clone(),
-                res: data.req.resources.clone(),
-            },
+            grant_of(&data),
             proof,
         )?),
         None => None,
     };
+    issue(cfg, client, proof, ctx, &data, refresh, at)
+}
+
+/// A sealed code (a remote store, [`crate::sealed_code`]): open and check it here, then one
+/// transaction creates its used mark and the refresh family, or reads back the mark of the
+/// redemption that came first.
+fn redeem_sealed(
+    cfg: &Config,
+    client: &Client,
+    form: &Form,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+    code: &str,
+) -> FlowResult<Response> {
+    let Some(opened) = sealed_code::open(&cfg.keys, code, ctx.now.unix_ms) else {
+        return Err(invalid().into());
+    };
+    let data = opened.data;
+    same_client(&data, client)?;
+    let used_key = sealed_code::used_key(code);
+    if let Err(e) = check(&data, client, form, proof) {
+        // A used code is refused as one, and its replay revokes, whatever else is wrong (as
+        // a ring's used record is seen before the checks).
+        return match ctx.get(&used_key)? {
+            StoreResult::Value { value: Some(v), .. } => replayed(cfg, ctx, &v),
+            StoreResult::Value { value: None, .. } => Err(e.into()),
+            _ => Err(unavailable().into()),
+        };
+    }
+    let (fam, at) = draw_ids(cfg, client, ctx)?;
+    let mark = serde_json::to_vec(&Redeemed {
+        family: fam.clone(),
+        at: Some(at.clone()),
+    })
+    .map_err(|_| crate::flow::internal("encode"))?;
+    let mark = NewRecord {
+        key: used_key,
+        value: mark,
+        expires_at_ms: opened.exp_ms,
+    };
+    let refresh = match fam {
+        None => {
+            match ctx.cas(&mark.key, mark.value, ABSENT, mark.expires_at_ms)? {
+                StoreResult::Written => {}
+                StoreResult::Conflict => return replayed_at(cfg, ctx, &mark.key),
+                _ => return Err(unavailable().into()),
+            }
+            None
+        }
+        Some(fam) => {
+            let (family, claims) =
+                refresh_token::new_family(cfg, ctx, client, fam, grant_of(&data), proof)?;
+            let Some(record) =
+                families::new_remote_record(ctx, cfg.rings.families, &claims.fam, &family)?
+            else {
+                return Err(crate::flow::internal("sealed codes need a remote store"));
+            };
+            match ctx.create_all(vec![mark.clone(), record])? {
+                StoreResult::Written => {}
+                // The mark exists: redeemed before.
+                StoreResult::Value { value: Some(v), .. } => return replayed(cfg, ctx, &v),
+                // The family's first slot is taken (another family's, about one in 2^32 per
+                // live family): the mark alone, then the family wherever it probes to.
+                StoreResult::Value { value: None, .. } => {
+                    match ctx.cas(&mark.key, mark.value, ABSENT, mark.expires_at_ms)? {
+                        StoreResult::Written => {}
+                        StoreResult::Conflict => return replayed_at(cfg, ctx, &mark.key),
+                        _ => return Err(unavailable().into()),
+                    }
+                    families::insert_new(ctx, cfg.rings.families, &claims.fam, &family)?;
+                }
+                _ => return Err(unavailable().into()),
+            }
+            Some(claims)
+        }
+    };
+    issue(cfg, client, proof, ctx, &data, refresh, at)
+}
+
+/// A sealed code redeemed before: revoke what its mark names.
+fn replayed(cfg: &Config, ctx: &mut Ctx<'_>, mark: &[u8]) -> FlowResult<Response> {
+    if let Ok(r) = serde_json::from_slice::<Redeemed>(mark) {
+        revoke_issued(cfg, ctx, r.at.as_ref(), r.family.as_deref())?;
+    }
+    Err(invalid().into())
+}
+
+/// [`replayed`], reading the mark first (a create refused).
+fn replayed_at(cfg: &Config, ctx: &mut Ctx<'_>, key: &str) -> FlowResult<Response> {
+    match ctx.get(key)? {
+        StoreResult::Value { value: Some(v), .. } => replayed(cfg, ctx, &v),
+        StoreResult::Value { value: None, .. } => Err(invalid().into()),
+        _ => Err(unavailable().into()),
+    }
+}
+
+fn unavailable() -> OAuthError {
+    OAuthError::server_error("the authorization server cannot store state")
+}
+
+/// The token response for a redeemed code.
+fn issue(
+    cfg: &Config,
+    client: &Client,
+    proof: Option<&Proof>,
+    ctx: &mut Ctx<'_>,
+    data: &CodeData,
+    refresh: Option<crate::sealed::RefreshClaims>,
+    at: Issued,
+) -> FlowResult<Response> {
     let openid = data.req.scope.split(' ').any(|s| s == "openid");
     issue_as(
         cfg,

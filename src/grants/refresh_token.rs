@@ -388,6 +388,21 @@ pub fn start_family(
     grant: Grant,
     proof: Option<&crate::dpop::Proof>,
 ) -> FlowResult<RefreshClaims> {
+    let (family, claims) = new_family(cfg, ctx, client, fam, grant, proof)?;
+    families::insert_new(ctx, cfg.rings.families, &claims.fam, &family)?;
+    Ok(claims)
+}
+
+/// What [`start_family`] records and the claims of the family's first token, without writing
+/// the record (a caller that writes it in a transaction of its own).
+pub fn new_family(
+    cfg: &Config,
+    ctx: &mut Ctx<'_>,
+    client: &Client,
+    fam: String,
+    grant: Grant,
+    proof: Option<&crate::dpop::Proof>,
+) -> FlowResult<(Family, RefreshClaims)> {
     let now_ms = ctx.now.unix_ms;
     let ttl_ms = crate::duration::millis(cfg.lifetimes.refresh_token);
     let exp = now_ms.saturating_add(ttl_ms) / 1000;
@@ -400,8 +415,7 @@ pub fn start_family(
         twice_current: false,
         twice_previous: false,
     };
-    families::insert_new(ctx, cfg.rings.families, &fam, &family)?;
-    Ok(RefreshClaims {
+    let claims = RefreshClaims {
         fam,
         gen: 0,
         cid: client.client_id.clone(),
@@ -423,7 +437,8 @@ pub fn start_family(
         } else {
             crate::mint::cert_binding(client, ctx)?
         },
-    })
+    };
+    Ok((family, claims))
 }
 
 /// [`start_family`] with a new family id, if the client may refresh at all. The grant's first

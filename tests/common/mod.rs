@@ -81,6 +81,8 @@ impl SyncStore for SharedData {
                     Err(()) => StoreResult::Conflict,
                 }
             }
+            // Only a remote store has transactions.
+            StoreOp::CreateAll { .. } => StoreResult::Failed,
         }
     }
 }
