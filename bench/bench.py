@@ -25,6 +25,7 @@ medians and ratios come from the same run.
     python3 bench/bench.py [--rounds 5] [--duration 5] [--code-rounds 3] [--code-duration 3]
                            [--codes 100000] [--dpop-alg ES256] [--no-dpop] [--no-etcd]
                            [--quick] [--out target/bench]
+    python3 bench/bench.py --api-only | --etcd-only [--etcd-baseline OTHER.wasm] ...
 
 Results: a Markdown report on stdout and in OUT/report.md, raw numbers in OUT/results.json, and
 every process's log in OUT/run/.
@@ -262,7 +263,7 @@ class Envoy:
 
     def __init__(self, name: str, workdir: Path, key_file: Path, cfg: dict, ceiling_size: int | None,
                  cpu: int | None, clusters: dict[str, int] | None = None,
-                 extra_http_filters: list[dict] | None = None) -> None:
+                 extra_http_filters: list[dict] | None = None, wasm: Path | None = None) -> None:
         self.name = name
         self.dir = workdir / f"envoy-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -277,7 +278,7 @@ class Envoy:
             envoy_args=["--component-log-level", "wasm:debug", "--log-format", LOG_FORMAT,
                         "--log-path", str(self.log)],
             log_path=self.dir / "stdout.log", ready=self._first_answer, ready_timeout=120, poll_interval=0.002,
-            on_launch=lambda p: PROCS.items.append((f"envoy-{name}", p)))
+            on_launch=lambda p: PROCS.items.append((f"envoy-{name}", p)), wasm=wasm)
         try:
             self.inst.start()
         except (RuntimeError, render.RenderError) as exc:
@@ -724,6 +725,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the protected-API rows (pass-through, jwt_authn, Bearer, DPoP)")
     ap.add_argument("--api-only", action="store_true",
                     help="only the protected-API rows (no peer needed): development and docs/benchmarks.md")
+    ap.add_argument("--etcd-only", action="store_true",
+                    help="only the etcd store's code issue + redemption (no peer needed): development and docs")
+    ap.add_argument("--etcd-baseline", metavar="WASM",
+                    help="with --etcd-only: also another build of the module (e.g. main's), in the same rounds")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s everything, 10,000 codes (development)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args(argv)
@@ -736,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     work = out / "run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    for need in (ENVOY, WASM) + (() if a.api_only else (NODE,)):
+    for need in (ENVOY, WASM) + (() if a.api_only or a.etcd_only else (NODE,)):
         if not need.exists():
             raise BenchError(f"{need} is missing: run `make bench` (it builds and installs what is needed)")
     if not shutil.which("wrk"):
@@ -750,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.api_only:
             return run_api_only(a, out, work, server_cpu, load_cpu)
+        if a.etcd_only:
+            return run_etcd_only(a, out, work, server_cpu, load_cpu)
         return run(a, out, work, server_cpu, load_cpu)
     finally:
         PROCS.stop_all()
@@ -785,6 +792,90 @@ def run_api_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
              f"{a.rounds} rounds × {a.duration} s.", ""]
     report = "\n".join(lines + api_bench.render(sys.modules[__name__], results))
     (out / "report-api.md").write_text(report)
+    print(report)
+    return 0
+
+
+def run_etcd_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
+    """`--etcd-only`: code issue + redemption with the state in etcd, alone; with --etcd-baseline,
+    the same against another build of the module in the same rounds (interleaved), and the ratio."""
+    if not shutil.which("etcd"):
+        raise BenchError("etcd is not installed (`make etcd`: Debian's etcd-server)")
+    results: dict[str, Any] = {"machine": machine(), "params": vars(a), "etcd": [], "probes": {}, "skipped": {}}
+    m = results["machine"]
+    say(f"{m['nproc']} cores ({m['cpu_model']}), load {' '.join(m['loadavg_start'])}; wasm {m['wasm_bytes']} bytes")
+    etcd = Etcd(work, server_cpu)
+    results["machine"]["etcd"] = etcd.version
+    key = make_key(work, "EdDSA", "bench-eddsa")
+    cfg = plugin_config(lifetimes={"code": "60s", "refresh_token": "2m"}, etcd_cluster="etcd")
+    builds = {"etcd": None}
+    if a.etcd_baseline:
+        base = Path(a.etcd_baseline).resolve()
+        if not base.exists():
+            raise BenchError(f"{base} is missing")
+        builds["etcd-baseline"] = base
+        results["machine"]["baseline_wasm_sha256"] = hashlib.sha256(base.read_bytes()).hexdigest()[:16]
+    envoys = {name: Envoy(name, work, key, cfg, None, server_cpu, clusters={"etcd": etcd.client_port}, wasm=w)
+              for name, w in builds.items()}
+    rate: dict[tuple[str, int], float] = {}
+    for name, e in envoys.items():
+        results["probes"][name] = probe_code_flow(e)
+        say(f"{name}: PAR + authorize + token + a replay took {results['probes'][name]['etcd_requests']} etcd requests")
+        for conns in CONNS:
+            f = work / f"codes-{name}-warmup-c{conns}.txt"
+            make_codes(e, 300, "plain", f, load_cpu)
+            rate[(name, conns)] = redeem(e, f, work / f"rt-{name}-warmup-c{conns}.txt", conns, load_cpu)["rps"]
+    for rnd in range(1, a.code_rounds + 1):
+        for conns in CONNS:
+            for name, e in envoys.items():
+                n = int(min(60_000, max(300, rate[(name, conns)] * a.code_duration)))
+                r = etcd_codes(e, etcd, n, work, f"{name}-r{rnd}-c{conns}", conns, load_cpu)
+                r.update(round=rnd, target=name)
+                results["etcd"].append(r)
+                rate[(name, conns)] = r["rps"]
+                say(f"round {rnd} c{conns:<2} {name:13} made {r['make']['codes']} codes ({r['make']['per_s']:.0f}/s), "
+                    f"code {r['rps']:7.0f} req/s  p50 {r['p50_ms']:.3f} ms  {r['cpu_us']:.1f} µs Envoy + "
+                    f"{r['etcd_cpu_us']:.1f} µs etcd CPU/req, {r['etcd_rq_per_code']:.2f} + "
+                    f"{r['etcd_rq_per_redemption']:.2f} etcd requests")
+    results["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results-etcd.json").write_text(json.dumps(results, indent=1))
+    m = results["machine"]
+    L = [f"Machine: {m['nproc']} cores, {m['cpu_model']}, Envoy {m['envoy']} (--concurrency 1) and one etcd "
+         f"{m['etcd']} member (fsync on, no auth) pinned to core 0, wrk on core 1; oauth-edge {m['git']}"
+         + (f" against the baseline module {m['baseline_wasm_sha256']}" if a.etcd_baseline else "")
+         + f"; load average at start {' '.join(m['loadavg_start'])}, at end {' '.join(m['loadavg_end'])}; "
+         f"{a.code_rounds} rounds. Codes: `GET /oauth/authorize`, 8 connections; redemptions: each code once. "
+         "Medians:", "",
+         "| build | conns | codes/s | Envoy CPU µs/code | redemptions/s | p50 ms | p99 ms | Envoy CPU µs/redemption "
+         "| etcd CPU µs/redemption | etcd requests per code + per redemption |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for conns in CONNS:
+        for name in envoys:
+            ec = [r for r in results["etcd"] if r["target"] == name and r["conns"] == conns]
+            if not ec:
+                continue
+            L.append(f"| {name} | {conns} | {median([r['make']['per_s'] for r in ec]):,.0f} | "
+                     f"{median([r['make']['server_cpu_s'] * 1e6 / r['make']['codes'] for r in ec]):.1f} | "
+                     f"{median([r['rps'] for r in ec]):,.0f} | {median([r['p50_ms'] for r in ec]):.3f} | "
+                     f"{median([r['p99_ms'] for r in ec]):.3f} | {median([r['cpu_us'] for r in ec]):.1f} | "
+                     f"{median([r['etcd_cpu_us'] for r in ec]):.1f} | {median([r['etcd_rq_per_code'] for r in ec]):.2f}"
+                     f" + {median([r['etcd_rq_per_redemption'] for r in ec]):.2f} |")
+    if a.etcd_baseline:
+        L.append("")
+        cells = []
+        for conns in CONNS:
+            by = {(r["target"], r["round"]): r for r in results["etcd"] if r["conns"] == conns}
+            rs = [by[("etcd", n)]["rps"] / by[("etcd-baseline", n)]["rps"] for n in range(1, a.code_rounds + 1)
+                  if ("etcd", n) in by and ("etcd-baseline", n) in by]
+            ms = [by[("etcd", n)]["make"]["per_s"] / by[("etcd-baseline", n)]["make"]["per_s"]
+                  for n in range(1, a.code_rounds + 1) if ("etcd", n) in by and ("etcd-baseline", n) in by]
+            if rs:
+                cells.append(f"{conns} conn{'s' if conns > 1 else ''}: redemptions/s {median(rs):.2f}× "
+                             f"({min(rs):.2f}–{max(rs):.2f}), codes/s {median(ms):.2f}× ({min(ms):.2f}–{max(ms):.2f})")
+        L.append("This build / the baseline (median of per-round ratios, min–max): " + "; ".join(cells) + ".")
+    report = "\n".join(L)
+    (out / "report-etcd.md").write_text(report)
     print(report)
     return 0
 

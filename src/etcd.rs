@@ -78,49 +78,26 @@ fn b64(s: &[u8]) -> String {
     B64.encode(s)
 }
 
-/// The HTTP call for `op`. `leases`: the lease of each record it writes, in order (see
-/// [`StoreOp::write_expiries`]); `token`: the login token.
-pub fn call(cfg: &EtcdConfig, op: &StoreOp, leases: &[Option<i64>], token: Option<&str>) -> Call {
+/// The HTTP call for `op`. `lease`: the lease a `Cas` writes with; `token`: the login token.
+pub fn call(cfg: &EtcdConfig, op: &StoreOp, lease: Option<i64>, token: Option<&str>) -> Call {
     let key = |k: &str| b64(format!("{}{k}", cfg.prefix).as_bytes());
-    let put = |k: &str, value: &[u8], lease: Option<&Option<i64>>| {
-        let mut put = json!({"key": key(k), "value": b64(value)});
-        if let (Some(Some(id)), Some(o)) = (lease, put.as_object_mut()) {
-            o.insert("lease".into(), json!(id.to_string()));
-        }
-        json!({ "request_put": put })
-    };
-    let absent = |k: &str| json!({"key": key(k), "target": "CREATE", "result": "EQUAL", "create_revision": "0"});
     let (path, body) = match op {
         StoreOp::Get { key: k } => ("/v3/kv/range", json!({ "key": key(k) })),
         StoreOp::Cas {
             key: k, value, cas, ..
         } => {
             let compare = if *cas == ABSENT {
-                absent(k)
+                json!({"key": key(k), "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
             } else {
                 json!({"key": key(k), "target": "MOD", "result": "EQUAL", "mod_revision": cas.to_string()})
             };
+            let mut put = json!({"key": key(k), "value": b64(value)});
+            if let (Some(id), Some(o)) = (lease, put.as_object_mut()) {
+                o.insert("lease".into(), json!(id.to_string()));
+            }
             (
                 "/v3/kv/txn",
-                json!({"compare": [compare], "success": [put(k, value, leases.first())]}),
-            )
-        }
-        StoreOp::CreateAll { records } => {
-            let compare: Vec<_> = records.iter().map(|r| absent(&r.key)).collect();
-            let success: Vec<_> = records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| put(&r.key, &r.value, leases.get(i)))
-                .collect();
-            // Refused: read the first key back in the same round trip.
-            let failure: Vec<_> = records
-                .first()
-                .map(|r| json!({"request_range": {"key": key(&r.key)}}))
-                .into_iter()
-                .collect();
-            (
-                "/v3/kv/txn",
-                json!({"compare": compare, "success": success, "failure": failure}),
+                json!({"compare": [compare], "success": [{"request_put": put}]}),
             )
         }
     };
@@ -202,57 +179,50 @@ fn envelope(status: Option<u16>, body: &[u8]) -> Result<serde_json::Value, Parse
     Ok(v)
 }
 
-/// A range answer's first key: its value and version, or [`ABSENT`] when there is none.
-fn first_kv(v: &serde_json::Value) -> Option<StoreResult> {
-    let Some(kv) = v.get("kvs").and_then(|k| k.get(0)) else {
-        return Some(StoreResult::Value {
-            value: None,
-            cas: ABSENT,
-        });
-    };
-    let rev = num(kv.get("mod_revision"));
-    // An empty value is sent without the member.
-    let value = match kv.get("value").and_then(|x| x.as_str()) {
-        None => Some(Vec::new()),
-        Some(s) => B64.decode(s).ok(),
-    };
-    match (rev, value) {
-        (Some(cas), Some(value)) if cas != ABSENT && cas != 0 => Some(StoreResult::Value {
-            value: Some(value),
-            cas,
-        }),
-        _ => None,
-    }
-}
-
 pub fn parse(op: &StoreOp, status: Option<u16>, body: &[u8]) -> Parsed {
     let failed = Parsed::Result(StoreResult::Failed);
     let v = match envelope(status, body) {
         Ok(v) => v,
         Err(p) => return p,
     };
-    // A transaction's answer has a header; grpc-gateway leaves false booleans out.
-    let succeeded = || {
-        v.get("header")
-            .map(|_| v.get("succeeded").and_then(|s| s.as_bool()) == Some(true))
-    };
     match op {
-        StoreOp::Get { .. } => first_kv(&v).map_or(failed, Parsed::Result),
-        StoreOp::Cas { .. } => match succeeded() {
-            None => failed,
-            Some(true) => Parsed::Result(StoreResult::Written),
-            Some(false) => Parsed::Result(StoreResult::Conflict),
-        },
-        StoreOp::CreateAll { .. } => match succeeded() {
-            None => failed,
-            Some(true) => Parsed::Result(StoreResult::Written),
-            Some(false) => v
-                .get("responses")
-                .and_then(|r| r.get(0))
-                .and_then(|r| r.get("response_range"))
-                .and_then(first_kv)
-                .map_or(failed, Parsed::Result),
-        },
+        StoreOp::Get { .. } => {
+            let kv = v.get("kvs").and_then(|k| k.get(0));
+            match kv {
+                None => Parsed::Result(StoreResult::Value {
+                    value: None,
+                    cas: ABSENT,
+                }),
+                Some(kv) => {
+                    let rev = num(kv.get("mod_revision"));
+                    // An empty value is sent without the member.
+                    let value = match kv.get("value").and_then(|x| x.as_str()) {
+                        None => Some(Vec::new()),
+                        Some(s) => B64.decode(s).ok(),
+                    };
+                    match (rev, value) {
+                        (Some(cas), Some(value)) if cas != ABSENT && cas != 0 => {
+                            Parsed::Result(StoreResult::Value {
+                                value: Some(value),
+                                cas,
+                            })
+                        }
+                        _ => failed,
+                    }
+                }
+            }
+        }
+        StoreOp::Cas { .. } => {
+            if v.get("header").is_none() {
+                return failed;
+            }
+            // grpc-gateway leaves false booleans out.
+            if v.get("succeeded").and_then(|s| s.as_bool()) == Some(true) {
+                Parsed::Result(StoreResult::Written)
+            } else {
+                Parsed::Result(StoreResult::Conflict)
+            }
+        }
     }
 }
 
@@ -290,25 +260,26 @@ impl Session {
         if cfg.credentials.is_some() && self.token.is_none() {
             return Some(SessionOp::Authenticate);
         }
-        op.write_expiries().into_iter().find_map(|exp| {
-            let class = class_for(exp, now_ms);
-            self.leases
-                .get(class, now_ms)
-                .is_none()
-                .then_some(SessionOp::Lease {
+        if let StoreOp::Cas { expires_at_ms, .. } = op {
+            let class = class_for(*expires_at_ms, now_ms);
+            if self.leases.get(class, now_ms).is_none() {
+                return Some(SessionOp::Lease {
                     ttl_s: class + LEASE_REUSE_S + 5,
-                })
-        })
+                });
+            }
+        }
+        None
     }
 
     /// The call for a store operation, with the token and, for a write, its class's lease.
     pub fn call(&self, cfg: &EtcdConfig, op: &StoreOp, now_ms: u64) -> Call {
-        let leases: Vec<Option<i64>> = op
-            .write_expiries()
-            .into_iter()
-            .map(|exp| self.leases.get(class_for(exp, now_ms), now_ms))
-            .collect();
-        call(cfg, op, &leases, self.token.as_deref())
+        let lease = match op {
+            StoreOp::Cas { expires_at_ms, .. } => {
+                self.leases.get(class_for(*expires_at_ms, now_ms), now_ms)
+            }
+            StoreOp::Get { .. } => None,
+        };
+        call(cfg, op, lease, self.token.as_deref())
     }
 
     pub fn session_call(&self, cfg: &EtcdConfig, op: &SessionOp) -> Call {
@@ -399,7 +370,7 @@ mod tests {
 
     #[test]
     fn requests() {
-        let c = call(&cfg(), &StoreOp::Get { key: "k".into() }, &[], Some("tok"));
+        let c = call(&cfg(), &StoreOp::Get { key: "k".into() }, None, Some("tok"));
         assert!(c.headers.contains(&(":path", "/v3/kv/range".into())));
         assert!(c.headers.contains(&("authorization", "tok".into())));
         assert_eq!(body(&c), json!({"key": b64(b"/oe/k")}));
@@ -409,7 +380,7 @@ mod tests {
             cas: ABSENT,
             expires_at_ms: 0,
         };
-        let b = body(&call(&cfg(), &create, &[Some(7)], None));
+        let b = body(&call(&cfg(), &create, Some(7), None));
         assert_eq!(b["compare"][0]["target"], "CREATE");
         assert_eq!(b["compare"][0]["create_revision"], "0");
         assert_eq!(b["success"][0]["request_put"]["lease"], "7");
@@ -419,95 +390,11 @@ mod tests {
             cas: 42,
             expires_at_ms: 0,
         };
-        let b = body(&call(&cfg(), &update, &[None], None));
+        let b = body(&call(&cfg(), &update, None, None));
         assert_eq!(b["compare"][0]["mod_revision"], "42");
         let a = session_call(&cfg(), &SessionOp::Authenticate, Some("old"));
         assert!(!a.headers.iter().any(|(k, _)| *k == "authorization"));
         assert_eq!(body(&a), json!({"name": "oauth-edge", "password": "pw"}));
-    }
-
-    #[test]
-    fn create_all_is_one_transaction_that_reads_the_first_key_back_when_refused() {
-        let op = StoreOp::CreateAll {
-            records: vec![
-                crate::flow::NewRecord {
-                    key: "used".into(),
-                    value: b"u".to_vec(),
-                    expires_at_ms: 60_000,
-                },
-                crate::flow::NewRecord {
-                    key: "fam".into(),
-                    value: b"f".to_vec(),
-                    expires_at_ms: 86_400_000,
-                },
-            ],
-        };
-        let b = body(&call(&cfg(), &op, &[Some(1), Some(2)], None));
-        assert_eq!(b["compare"].as_array().map(Vec::len), Some(2));
-        assert_eq!(b["compare"][1]["key"], b64(b"/oe/fam"));
-        assert_eq!(b["compare"][1]["create_revision"], "0");
-        assert_eq!(b["success"][0]["request_put"]["lease"], "1");
-        assert_eq!(b["success"][1]["request_put"]["lease"], "2");
-        assert_eq!(b["success"][1]["request_put"]["value"], b64(b"f"));
-        assert_eq!(b["failure"][0]["request_range"]["key"], b64(b"/oe/used"));
-        assert_eq!(
-            parse(
-                &op,
-                Some(200),
-                br#"{"header":{},"succeeded":true,"responses":[]}"#
-            ),
-            Parsed::Result(StoreResult::Written)
-        );
-        let refused = format!(
-            r#"{{"header":{{}},"responses":[{{"response_range":{{"header":{{}},"kvs":[{{"key":"x","mod_revision":"5","value":"{}"}}],"count":"1"}}}}]}}"#,
-            b64(b"first")
-        );
-        assert_eq!(
-            parse(&op, Some(200), refused.as_bytes()),
-            Parsed::Result(StoreResult::Value {
-                value: Some(b"first".to_vec()),
-                cas: 5
-            })
-        );
-        // The first key absent: another one existed.
-        assert_eq!(
-            parse(
-                &op,
-                Some(200),
-                br#"{"header":{},"responses":[{"response_range":{"header":{}}}]}"#
-            ),
-            Parsed::Result(StoreResult::Value {
-                value: None,
-                cas: ABSENT
-            })
-        );
-        for garbage in [&br#"{"header":{}}"#[..], br#"{"responses":[]}"#, b"[]"] {
-            assert_eq!(
-                parse(&op, Some(200), garbage),
-                Parsed::Result(StoreResult::Failed)
-            );
-        }
-        // Each record's lifetime class gets its lease first.
-        let mut s = Session::default();
-        let c = EtcdConfig {
-            credentials: None,
-            ..cfg()
-        };
-        assert_eq!(
-            s.prerequisite(&c, &op, 0),
-            Some(SessionOp::Lease {
-                ttl_s: 60 + LEASE_REUSE_S + 5
-            })
-        );
-        s.leases.put(60, 1, 0);
-        assert_eq!(
-            s.prerequisite(&c, &op, 0),
-            Some(SessionOp::Lease {
-                ttl_s: 86_400 + LEASE_REUSE_S + 5
-            })
-        );
-        s.leases.put(86_400, 2, 0);
-        assert_eq!(s.prerequisite(&c, &op, 0), None);
     }
 
     #[test]

@@ -363,21 +363,30 @@ pub fn insert_new(ctx: &mut Ctx<'_>, ring: Ring, fam: &str, family: &Family) -> 
     }
 }
 
-/// The record [`insert_new`] would create for a new family in a remote store, for a
-/// transaction that creates it beside other records (a code's used mark). `None` on shared
-/// data, whose rings take no transactions.
-pub fn new_remote_record(
-    ctx: &Ctx<'_>,
+/// Creates the record of a family whose id a sealed authorization code carried
+/// ([`crate::sealed_code`]): in a remote store the record is the code's used mark, created in
+/// one round trip (create-only at the first slot of its probe sequence). `None` when this call
+/// created it; the record found when one exists (the code was redeemed before). The record
+/// lives at least until `until_ms` (the code's expiry), so a replay always finds it.
+pub fn create_or_find(
+    ctx: &mut Ctx<'_>,
     ring: Ring,
     fam: &str,
     family: &Family,
-) -> FlowResult<Option<crate::flow::NewRecord>> {
+    until_ms: u64,
+) -> FlowResult<Option<Found>> {
     if !ring.remote {
-        return Ok(None);
+        return find_or_insert(ctx, ring, fam, family);
     }
-    let ttl = remote_ttl(ctx, family);
+    let ttl = remote_ttl(ctx, family).max(until_ms.saturating_sub(ctx.now.unix_ms));
     let (_, rec) = store::new_keyed(ctx, ring, fam, ttl, &Stored::of(family))?;
-    Ok(Some(rec))
+    match ctx.cas(&rec.key, rec.value, crate::flow::ABSENT, rec.exp)? {
+        StoreResult::Written => Ok(None),
+        // The first slot is taken: by this family (a replay), or by another one (about one
+        // in 2^32 per live family), when this one goes to the next slot.
+        StoreResult::Conflict => find_or_insert(ctx, ring, fam, family),
+        _ => Err(unavailable()),
+    }
 }
 
 /// The live family `fam`, or `family` recorded as it: `None` when this call recorded it.
@@ -545,7 +554,6 @@ mod tests {
                         StoreResult::Written
                     }
                 },
-                StoreOp::CreateAll { .. } => StoreResult::Failed,
             }
         }
     }

@@ -113,35 +113,6 @@ pub enum StoreOp {
         /// When the record may be dropped: a remote store attaches a lease that outlives it.
         expires_at_ms: u64,
     },
-    /// Creates every record, or none if any of their keys exists: one transaction of a remote
-    /// store, for writes that must land together (a code's used mark and the refresh family it
-    /// starts, in one etcd round trip). Shared data has no such operation (its ring keys all
-    /// exist from the start) and answers `Failed`. When nothing was written the answer is the
-    /// first key as a `Get` reads it (`value: None`, [`ABSENT`]: another key was the one that
-    /// existed).
-    CreateAll {
-        records: Vec<NewRecord>,
-    },
-}
-
-/// A record [`StoreOp::CreateAll`] creates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRecord {
-    pub key: String,
-    pub value: Vec<u8>,
-    pub expires_at_ms: u64,
-}
-
-impl StoreOp {
-    /// When each record this operation writes may be dropped, in the order it writes them
-    /// (what a remote store needs a lease for).
-    pub fn write_expiries(&self) -> Vec<u64> {
-        match self {
-            StoreOp::Get { .. } => Vec::new(),
-            StoreOp::Cas { expires_at_ms, .. } => vec![*expires_at_ms],
-            StoreOp::CreateAll { records } => records.iter().map(|r| r.expires_at_ms).collect(),
-        }
-    }
 }
 
 /// What a remote store (etcd) needs before a [`StoreOp`] can be sent: the session the engine
@@ -476,11 +447,6 @@ impl<'a> Ctx<'a> {
             cas,
             expires_at_ms,
         })
-    }
-
-    /// Creates every record or none ([`StoreOp::CreateAll`]); only a remote store has it.
-    pub fn create_all(&mut self, records: Vec<NewRecord>) -> FlowResult<StoreResult> {
-        self.store(StoreOp::CreateAll { records })
     }
 
     pub fn local_get(&mut self, key: &str) -> FlowResult<StoreResult> {

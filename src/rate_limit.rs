@@ -243,7 +243,6 @@ mod tests {
                         StoreResult::Written
                     }
                 },
-                StoreOp::CreateAll { .. } => StoreResult::Failed,
             }
         }
     }

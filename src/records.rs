@@ -19,7 +19,8 @@ pub struct CodeData {
     /// The login session's OpenID Connect `sid` ([`crate::flow::User::sid`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
-    /// The refresh family issued from this code (set when it is redeemed).
+    /// The refresh family issued from this code (set when it is redeemed; a sealed code carries
+    /// it from the start, [`crate::sealed_code`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
     /// The access token issued from this code (set when it is redeemed).

@@ -5,24 +5,20 @@
 //! CAS it used, create the refresh family). The record had to be read before it could be
 //! checked (client, redirect_uri, PKCE), and an etcd compare needs the exact revision, so the
 //! read could not join the write. A sealed code carries its record (ChaCha20-Poly1305 with the
-//! refresh tokens' keys, under its own associated data): the redemption opens and checks it
-//! here, then one transaction creates the code's used mark and the refresh family together,
-//! if the mark does not exist yet; when it does, the same round trip reads the mark back (a
-//! replay: what the first redemption issued is revoked).
+//! refresh tokens' keys, under its own associated data) and the id of the refresh family it
+//! will start, drawn when it is issued: the redemption opens and checks it here, then creates
+//! the family's record, create-only, in one round trip. That record is the code's used mark
+//! (a revoked one for a client without refresh tokens): a second redemption finds it, and
+//! revokes the family and the access token whose jti derives from it (RFC 6749 §4.1.2).
 //!
 //! - Nothing is written for garbage, a forged, foreign or expired code, another client's code,
 //!   a wrong redirect_uri or PKCE verifier: strangers can neither fill etcd nor burn a client's
 //!   code. A used code is still recognised as one whatever else is wrong (one read).
-//! - The mark is named by SHA-256 of the code, lives as long as the code could be redeemed,
-//!   and names the refresh family and the access token issued from it.
+//! - The family id stays secret: the code is encrypted, and refresh tokens are sealed.
 //! - Shared data keeps codes in its ring (bounded memory, reads that cost nothing), unchanged.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::access_token::Issued;
 use crate::flow::{internal, Ctx, FlowResult};
 use crate::keys::KeySet;
 use crate::records::CodeData;
@@ -68,19 +64,96 @@ pub fn open(keys: &KeySet, code: &str, now_ms: u64) -> Option<Opened> {
     })
 }
 
-/// The key of a code's used mark.
-pub fn used_key(code: &str) -> String {
-    format!(
-        "oauth_edge.code_used.{}",
-        B64.encode(Sha256::digest(code.as_bytes()))
-    )
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::AuthzRequest;
+    use crate::flow::{Journal, JwksLookup, Local, Lookup, Now, SessionOp, StoreOp};
+    use crate::keys::{generate_jwk, Alg};
+    use crate::random::SystemRandom;
 
-/// A used mark: what the redemption issued, for a replay to revoke.
-#[derive(Serialize, Deserialize, Debug, Clone, Default)]
-pub struct Redeemed {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub family: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at: Option<Issued>,
+    struct NoLocal;
+    impl Local for NoLocal {
+        fn client(&self, _: &str) -> Option<Lookup> {
+            None
+        }
+        fn jwks(&self, _: &str, _: bool) -> Option<JwksLookup> {
+            None
+        }
+        fn remote_prerequisite(&self, _: &StoreOp) -> Option<SessionOp> {
+            None
+        }
+        fn remote(&self) -> bool {
+            false
+        }
+    }
+
+    fn keys(kid: &str) -> KeySet {
+        let k = generate_jwk(Alg::EdDSA, kid, &mut SystemRandom).expect("key");
+        KeySet::from_jwks(&[k], None).expect("keys")
+    }
+
+    fn data() -> CodeData {
+        CodeData {
+            req: AuthzRequest {
+                client_id: "web".into(),
+                redirect_uri: "https://rp.example/cb".into(),
+                scope: "openid read".into(),
+                state: None,
+                nonce: Some("n".into()),
+                code_challenge: Some("c".repeat(43)),
+                authorization_details: None,
+                resources: Vec::new(),
+                dpop_jkt: None,
+            },
+            sub: "alice".into(),
+            auth_time: Some(1),
+            sid: None,
+            family: Some("fam".into()),
+            at: None,
+        }
+    }
+
+    fn seal_at(keys: &KeySet, d: &CodeData, exp: u64) -> String {
+        let (mut rng, mut journal, local) = (SystemRandom, Journal::default(), NoLocal);
+        let mut ctx = Ctx::new(Now { unix_ms: 0 }, &mut rng, &mut journal, &local);
+        seal(keys, d, exp, &mut ctx).expect("seal")
+    }
+
+    #[test]
+    fn a_code_opens_with_its_keys_until_it_expires_and_never_as_anything_else() {
+        let k = keys("a");
+        let code = seal_at(&k, &data(), 60_000);
+        assert!(code.starts_with(PREFIX));
+        let opened = open(&k, &code, 59_999).expect("opens");
+        assert_eq!(opened.exp_ms, 60_000);
+        assert_eq!(opened.data.req.client_id, "web");
+        assert_eq!(opened.data.family.as_deref(), Some("fam"));
+        assert!(open(&k, &code, 60_000).is_none(), "expired");
+        assert!(
+            open(&keys("b"), &code, 0).is_none(),
+            "another deployment's keys"
+        );
+        // A refresh token's box under another name: the associated data keeps them apart.
+        let (mut rng, mut journal, local) = (SystemRandom, Journal::default(), NoLocal);
+        let mut ctx = Ctx::new(Now { unix_ms: 0 }, &mut rng, &mut journal, &local);
+        let other = crate::sealed::seal_bytes(&k, b"oauth-edge refresh token v1", b"{}", &mut ctx)
+            .expect("seal");
+        assert!(open(&k, &format!("{PREFIX}{other}"), 0).is_none());
+        // Tampered, truncated, garbage.
+        let mut bytes = code.clone().into_bytes();
+        if let Some(b) = bytes.get_mut(10) {
+            *b = if *b == b'A' { b'B' } else { b'A' };
+        }
+        let tampered = String::from_utf8(bytes).expect("ascii");
+        for bad in [
+            tampered.as_str(),
+            &code[..code.len() - 1],
+            "ac1.",
+            "ac1.%%%",
+            "x",
+        ] {
+            assert!(open(&k, bad, 0).is_none(), "{bad}");
+        }
+    }
 }

@@ -369,15 +369,24 @@ pub fn find_keyed<T: DeserializeOwned>(
     Ok(None)
 }
 
+/// A keyed record to create: its key, encoded value and expiry (ms).
+pub struct NewKeyed {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub exp: u64,
+}
+
 /// The record for a new `id` at the first slot of its probe sequence, for a write that creates
-/// it (and the slot): what [`insert_new_keyed`] writes, or a transaction writes beside others.
+/// it: what [`insert_new_keyed`] writes first (and a sealed code's family,
+/// [`crate::families::create_or_find`]).
+/// Returns the slot and the record.
 pub fn new_keyed<T: Serialize>(
     ctx: &Ctx<'_>,
     ring: Ring,
     id: &str,
     ttl_ms: u64,
     data: &T,
-) -> FlowResult<(u32, crate::flow::NewRecord)> {
+) -> FlowResult<(u32, NewKeyed)> {
     let (seed, h) = keyed(id);
     let slot = probe(seed, 0, ring.size.max(1));
     let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
@@ -390,10 +399,10 @@ pub fn new_keyed<T: Serialize>(
     let value = serde_json::to_vec(&rec).map_err(|_| internal("encode"))?;
     Ok((
         slot,
-        crate::flow::NewRecord {
+        NewKeyed {
             key: ring.key(slot),
             value,
-            expires_at_ms: exp,
+            exp,
         },
     ))
 }
@@ -411,7 +420,7 @@ pub fn insert_new_keyed<T: Serialize + DeserializeOwned>(
     if ring.remote {
         // Create-only at the first probe: a write, no read.
         let (slot, rec) = new_keyed(ctx, ring, id, ttl_ms, data)?;
-        match ctx.cas(&rec.key, rec.value, crate::flow::ABSENT, rec.expires_at_ms)? {
+        match ctx.cas(&rec.key, rec.value, crate::flow::ABSENT, rec.exp)? {
             StoreResult::Written => return Ok(slot),
             StoreResult::Conflict => {}
             _ => return Err(unavailable()),

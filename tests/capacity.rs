@@ -101,7 +101,6 @@ impl SyncStore for Shared {
                 Some(_) => StoreResult::Conflict,
                 None => StoreResult::Failed,
             },
-            StoreOp::CreateAll { .. } => StoreResult::Failed,
         }
     }
 }

@@ -47,7 +47,9 @@ fn replicas(auth: bool) -> (Replica, Replica, Rc<RefCell<FakeEtcd>>) {
         "clients": [
             {"client_id": "web", "client_secret": hash_secret("w"),
              "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
-             "redirect_uris": [CB], "scope": "read"}
+             "redirect_uris": [CB], "scope": "read"},
+            {"client_id": "nr", "client_secret": hash_secret("n"),
+             "grant_types": ["authorization_code"], "redirect_uris": [CB], "scope": "read"}
         ]
     });
     let make = || {
@@ -178,8 +180,8 @@ fn a_code_pushed_at_one_replica_is_redeemed_once_at_another() {
         // The code replayed at B.
         assert_error(&redeem(&mut b, &code, at(7)), 400, "invalid_grant");
         // Round trips, once logged in and with leases granted: authorizing reads and consumes
-        // the request_uri (the code is sealed: nothing written); a redemption is one
-        // transaction, creating the code's used mark and the refresh family.
+        // the request_uri (the code is sealed: nothing written); a redemption is one: it
+        // creates the refresh family, create-only, and that record is the code's used mark.
         let r = par(&mut a, at(8));
         let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
         let before = etcd.borrow().requests;
@@ -265,7 +267,7 @@ fn sealed_codes_write_nothing_until_redeemed_and_a_failed_attempt_burns_nothing(
         "nothing read or written for a bad code"
     );
 
-    // A wrong verifier: one read (is it used?), nothing written; the code still works.
+    // A wrong verifier: reads (is it used?), nothing written; the code still works.
     let before = requests();
     let r = redeem_with(
         &mut a,
@@ -274,15 +276,19 @@ fn sealed_codes_write_nothing_until_redeemed_and_a_failed_attempt_burns_nothing(
         at(2),
     );
     assert_error(&r, 400, "invalid_grant");
-    assert_eq!(requests() - before, 1);
+    assert_eq!(requests() - before, 2, "both probes of the family read");
     let keys = etcd.borrow().keys();
 
-    // Redeemed at A in one transaction (mark + family).
+    // Redeemed at A in one round trip: the family, created only if it does not exist.
     let before = requests();
     let r = redeem(&mut a, &code, at(3));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(requests() - before, 1);
-    assert_eq!(etcd.borrow().keys(), keys + 2);
+    assert_eq!(
+        etcd.borrow().keys(),
+        keys + 1,
+        "the family, which is the used mark"
+    );
     let tokens = json_body(&r);
     let at_ = tokens["access_token"].as_str().unwrap().to_string();
     let rt = tokens["refresh_token"].as_str().unwrap().to_string();
@@ -307,6 +313,80 @@ fn sealed_codes_write_nothing_until_redeemed_and_a_failed_attempt_burns_nothing(
     let before = requests();
     assert_error(&redeem(&mut b, &code, at(75)), 400, "invalid_grant");
     assert_eq!(requests() - before, 0);
+}
+
+#[test]
+fn a_sealed_code_without_refresh_tokens_is_marked_used_and_its_replay_revokes_the_access_token() {
+    let (mut a, mut b, etcd) = replicas(false);
+    let nr = form_headers(&[("authorization", &basic("nr", "n"))]);
+    let challenge = B64.encode(Sha256::digest(VERIFIER.as_bytes()));
+    let body = format!(
+        "response_type=code&client_id=nr&redirect_uri={}&scope=read&code_challenge={challenge}&code_challenge_method=S256",
+        enc(CB)
+    );
+    let user = Some(User {
+        sub: "alice".into(),
+        auth_time: Some(NOW.unix_ms / 1000),
+        session: None,
+    });
+    let code_at = |r: &mut Replica, t: Now| {
+        let p = r.h.request_at(
+            &r.e,
+            "POST",
+            "/oauth/pushed-authorization",
+            &nr,
+            body.as_bytes(),
+            None,
+            t,
+        );
+        let ru = json_body(&p)["request_uri"].as_str().unwrap().to_string();
+        let path = format!("/oauth/authorize?client_id=nr&request_uri={}", enc(&ru));
+        code_of(&r.h.request_at(
+            &r.e,
+            "GET",
+            &path,
+            &Headers::default(),
+            b"",
+            user.clone(),
+            t,
+        ))
+    };
+    let redeem_nr = |r: &mut Replica, code: &str, t: Now| {
+        let body = format!(
+            "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={VERIFIER}",
+            enc(code),
+            enc(CB)
+        );
+        r.h.request_at(&r.e, "POST", "/oauth/token", &nr, body.as_bytes(), None, t)
+    };
+    let warm = code_at(&mut a, at(0));
+    assert_eq!(redeem_nr(&mut a, &warm, at(0)).status, 200);
+    let code = code_at(&mut a, at(1));
+    let before = etcd.borrow().requests;
+    let r = redeem_nr(&mut a, &code, at(2));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(etcd.borrow().requests - before, 1, "one round trip");
+    let tokens = json_body(&r);
+    assert!(tokens.get("refresh_token").is_none(), "{tokens}");
+    let at_ = tokens["access_token"].as_str().unwrap().to_string();
+    // Introspected by the client itself (another may not see its tokens).
+    let active = |r: &mut Replica, t: Now| {
+        let body = format!("token={}", enc(&at_));
+        let r = r.h.request_at(
+            &r.e,
+            "POST",
+            "/oauth/introspect",
+            &nr,
+            body.as_bytes(),
+            None,
+            t,
+        );
+        json_body(&r)["active"].clone()
+    };
+    assert_eq!(active(&mut b, at(3)), true);
+    // Replayed at B: refused, and the access token is revoked (RFC 6749 §4.1.2).
+    assert_error(&redeem_nr(&mut b, &code, at(4)), 400, "invalid_grant");
+    assert_eq!(active(&mut a, at(5)), false);
 }
 
 #[test]

@@ -131,6 +131,13 @@ pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Resp
     // A remote store gets sealed codes: nothing to write now, one transaction to redeem.
     let code = if cfg.rings.codes.remote {
         let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
+        // The refresh family the code will start: its record is the code's used mark. (The
+        // state is not needed to redeem: not carried.)
+        let mut data = CodeData {
+            family: Some(ctx.random_id()?),
+            ..data.clone()
+        };
+        data.req.state = None;
         crate::sealed_code::seal(&cfg.keys, &data, exp, ctx)?
     } else {
         store::allocate(ctx, cfg.rings.codes, ttl_ms, &data)?.encode()

@@ -198,8 +198,6 @@ impl SyncStore for SharedStore<'_> {
                     Err(SetError::Other(_)) => StoreResult::Failed,
                 }
             }
-            // Shared data's keys all exist from the start; only a remote store has this.
-            StoreOp::CreateAll { .. } => StoreResult::Failed,
         }
     }
 }

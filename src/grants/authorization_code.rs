@@ -14,13 +14,12 @@ use crate::client::Client;
 use crate::config::Config;
 use crate::dpop::Proof;
 use crate::error::OAuthError;
-use crate::families;
+use crate::families::{self, Family};
 use crate::flow::{Ctx, FlowResult};
-use crate::flow::{NewRecord, StoreResult, ABSENT};
 use crate::form::Form;
 use crate::http::Response;
 use crate::pkce;
-use crate::sealed_code::{self, Redeemed};
+use crate::sealed_code;
 use crate::store::{self, Consumed, Handle};
 
 use crate::records::CodeData;
@@ -180,9 +179,9 @@ fn redeem_slot(
     issue(cfg, client, proof, ctx, &data, refresh, at)
 }
 
-/// A sealed code (a remote store, [`crate::sealed_code`]): open and check it here, then one
-/// transaction creates its used mark and the refresh family, or reads back the mark of the
-/// redemption that came first.
+/// A sealed code (a remote store, [`crate::sealed_code`]): opened and checked here, then its
+/// refresh family, whose id the code carries, is created in one round trip. That record is
+/// the code's used mark: a second redemption finds it and revokes what the first issued.
 fn redeem_sealed(
     cfg: &Config,
     client: &Client,
@@ -196,85 +195,51 @@ fn redeem_sealed(
     };
     let data = opened.data;
     same_client(&data, client)?;
-    let used_key = sealed_code::used_key(code);
+    let Some(fam) = data.family.clone() else {
+        return Err(invalid().into());
+    };
+    let ring = cfg.rings.families;
     if let Err(e) = check(&data, client, form, proof) {
         // A used code is refused as one, and its replay revokes, whatever else is wrong (as
         // a ring's used record is seen before the checks).
-        return match ctx.get(&used_key)? {
-            StoreResult::Value { value: Some(v), .. } => replayed(cfg, ctx, &v),
-            StoreResult::Value { value: None, .. } => Err(e.into()),
-            _ => Err(unavailable().into()),
+        return match families::find(ctx, ring, &fam)? {
+            Some(_) => replayed(cfg, ctx, &fam),
+            None => Err(e.into()),
         };
     }
-    let (fam, at) = draw_ids(cfg, client, ctx)?;
-    let mark = serde_json::to_vec(&Redeemed {
-        family: fam.clone(),
-        at: Some(at.clone()),
-    })
-    .map_err(|_| crate::flow::internal("encode"))?;
-    let mark = NewRecord {
-        key: used_key,
-        value: mark,
-        expires_at_ms: opened.exp_ms,
+    let at = refresh_token::first_access_token(cfg, ctx, Some(&fam))?;
+    let (family, refresh) = if client.allows_grant(REFRESH_TOKEN) {
+        let (family, claims) =
+            refresh_token::new_family(cfg, ctx, client, fam.clone(), grant_of(&data), proof)?;
+        (family, Some(claims))
+    } else {
+        // No refresh tokens: the mark is a family that is revoked from the start.
+        (used_mark(opened.exp_ms), None)
     };
-    let refresh = match fam {
-        None => {
-            match ctx.cas(&mark.key, mark.value, ABSENT, mark.expires_at_ms)? {
-                StoreResult::Written => {}
-                StoreResult::Conflict => return replayed_at(cfg, ctx, &mark.key),
-                _ => return Err(unavailable().into()),
-            }
-            None
-        }
-        Some(fam) => {
-            let (family, claims) =
-                refresh_token::new_family(cfg, ctx, client, fam, grant_of(&data), proof)?;
-            let Some(record) =
-                families::new_remote_record(ctx, cfg.rings.families, &claims.fam, &family)?
-            else {
-                return Err(crate::flow::internal("sealed codes need a remote store"));
-            };
-            match ctx.create_all(vec![mark.clone(), record])? {
-                StoreResult::Written => {}
-                // The mark exists: redeemed before.
-                StoreResult::Value { value: Some(v), .. } => return replayed(cfg, ctx, &v),
-                // The family's first slot is taken (another family's, about one in 2^32 per
-                // live family): the mark alone, then the family wherever it probes to.
-                StoreResult::Value { value: None, .. } => {
-                    match ctx.cas(&mark.key, mark.value, ABSENT, mark.expires_at_ms)? {
-                        StoreResult::Written => {}
-                        StoreResult::Conflict => return replayed_at(cfg, ctx, &mark.key),
-                        _ => return Err(unavailable().into()),
-                    }
-                    families::insert_new(ctx, cfg.rings.families, &claims.fam, &family)?;
-                }
-                _ => return Err(unavailable().into()),
-            }
-            Some(claims)
-        }
-    };
+    if families::create_or_find(ctx, ring, &fam, &family, opened.exp_ms)?.is_some() {
+        return replayed(cfg, ctx, &fam);
+    }
     issue(cfg, client, proof, ctx, &data, refresh, at)
 }
 
-/// A sealed code redeemed before: revoke what its mark names.
-fn replayed(cfg: &Config, ctx: &mut Ctx<'_>, mark: &[u8]) -> FlowResult<Response> {
-    if let Ok(r) = serde_json::from_slice::<Redeemed>(mark) {
-        revoke_issued(cfg, ctx, r.at.as_ref(), r.family.as_deref())?;
+/// The used mark of a code redeemed without a refresh token, until the code expires.
+fn used_mark(code_exp_ms: u64) -> Family {
+    Family {
+        gen: 0,
+        n: 0,
+        exp: code_exp_ms.div_ceil(1000),
+        rotated_at: code_exp_ms,
+        revoked: true,
+        twice_current: false,
+        twice_previous: false,
     }
+}
+
+/// A sealed code redeemed before: its family is revoked with the access tokens it names (the
+/// first one's jti comes from the family id).
+fn replayed(cfg: &Config, ctx: &mut Ctx<'_>, fam: &str) -> FlowResult<Response> {
+    refresh_token::revoke_family(cfg, ctx, Some(fam))?;
     Err(invalid().into())
-}
-
-/// [`replayed`], reading the mark first (a create refused).
-fn replayed_at(cfg: &Config, ctx: &mut Ctx<'_>, key: &str) -> FlowResult<Response> {
-    match ctx.get(key)? {
-        StoreResult::Value { value: Some(v), .. } => replayed(cfg, ctx, &v),
-        StoreResult::Value { value: None, .. } => Err(invalid().into()),
-        _ => Err(unavailable().into()),
-    }
-}
-
-fn unavailable() -> OAuthError {
-    OAuthError::server_error("the authorization server cannot store state")
 }
 
 /// The token response for a redeemed code.

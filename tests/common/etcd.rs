@@ -99,72 +99,34 @@ impl FakeEtcd {
                 (Some(200), out.to_string().into_bytes())
             }
             "/v3/kv/txn" => {
-                let holds = |cmp: &Value, kv: &HashMap<String, (Vec<u8>, u64, u64, i64)>| {
-                    let cur = kv.get(&key(&cmp["key"]));
-                    match cmp["target"].as_str().unwrap() {
-                        "CREATE" => cur.is_none(),
-                        "MOD" => cur.is_some_and(|(_, _, m, _)| {
-                            m.to_string() == cmp["mod_revision"].as_str().unwrap()
-                        }),
-                        _ => false,
-                    }
+                let cmp = &body["compare"][0];
+                let k = key(&cmp["key"]);
+                let cur = self.kv.get(&k);
+                let ok = match cmp["target"].as_str().unwrap() {
+                    "CREATE" => cur.is_none(),
+                    "MOD" => cur.is_some_and(|(_, _, m, _)| {
+                        m.to_string() == cmp["mod_revision"].as_str().unwrap()
+                    }),
+                    _ => false,
                 };
-                let compares = body["compare"].as_array().cloned().unwrap_or_default();
-                if !compares.iter().all(|c| holds(c, &self.kv)) {
-                    // The failure branch: ranges only (what the engine asks for).
-                    let responses: Vec<Value> = body["failure"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|op| {
-                            let k = key(&op["request_range"]["key"]);
-                            let kvs: Vec<Value> = self
-                                .kv
-                                .get(&k)
-                                .map(|(v, c, m, _)| {
-                                    json!({"key": op["request_range"]["key"],
-                                        "create_revision": c.to_string(),
-                                        "mod_revision": m.to_string(), "value": B64.encode(v)})
-                                })
-                                .into_iter()
-                                .collect();
-                            if kvs.is_empty() {
-                                json!({"response_range": {"header": header}})
-                            } else {
-                                json!({"response_range": {"header": header, "kvs": kvs, "count": "1"}})
-                            }
-                        })
-                        .collect();
-                    let mut out = json!({"header": header});
-                    if !responses.is_empty() {
-                        out["responses"] = json!(responses);
-                    }
-                    return (Some(200), out.to_string().into_bytes());
+                if !ok {
+                    return (
+                        Some(200),
+                        json!({"header": header}).to_string().into_bytes(),
+                    );
                 }
-                let puts = body["success"].as_array().cloned().unwrap_or_default();
-                for op in &puts {
-                    let lease: i64 = op["request_put"]["lease"]
-                        .as_str()
-                        .map_or(0, |l| l.parse().unwrap());
-                    if lease != 0 && !self.leases.contains_key(&lease) {
-                        return (
-                            Some(400),
-                            br#"{"error":"etcdserver: requested lease not found","code":5}"#
-                                .to_vec(),
-                        );
-                    }
+                let put = &body["success"][0]["request_put"];
+                let lease: i64 = put["lease"].as_str().map_or(0, |l| l.parse().unwrap());
+                if lease != 0 && !self.leases.contains_key(&lease) {
+                    return (
+                        Some(400),
+                        br#"{"error":"etcdserver: requested lease not found","code":5}"#.to_vec(),
+                    );
                 }
-                // One revision for the whole transaction, as etcd does.
                 self.revision += 1;
-                for op in &puts {
-                    let put = &op["request_put"];
-                    let k = key(&put["key"]);
-                    let lease: i64 = put["lease"].as_str().map_or(0, |l| l.parse().unwrap());
-                    let create = self.kv.get(&k).map_or(self.revision, |(_, c, _, _)| *c);
-                    let v = B64.decode(put["value"].as_str().unwrap_or("")).unwrap();
-                    self.kv.insert(k, (v, create, self.revision, lease));
-                }
+                let create = cur.map_or(self.revision, |(_, c, _, _)| *c);
+                let v = B64.decode(put["value"].as_str().unwrap_or("")).unwrap();
+                self.kv.insert(k, (v, create, self.revision, lease));
                 (
                     Some(200),
                     json!({"header": header, "succeeded": true})

@@ -81,8 +81,6 @@ impl SyncStore for SharedData {
                     Err(()) => StoreResult::Conflict,
                 }
             }
-            // Only a remote store has transactions.
-            StoreOp::CreateAll { .. } => StoreResult::Failed,
         }
     }
 }

@@ -86,14 +86,16 @@ class EnvoyInstance:
                  ready_timeout: float = 45.0,
                  poll_interval: float = 0.1,
                  stop_timeout: float = 10.0,
-                 on_launch: Callable[[subprocess.Popen[bytes]], None] | None = None) -> None:
+                 on_launch: Callable[[subprocess.Popen[bytes]], None] | None = None,
+                 wasm: Path | None = None) -> None:
         """Rendering (render.render's options): route_mode, body_mode, plugin_config (a dict or
         a JSON file), signing_keys (the JWKs; with key_from_env the plugin configuration names
         that variable instead and signing_keys only say what the test put into it),
         registry_port, backend_port, extra_http_filters (before the wasm filter), tls
         (render.py's cert, key, client_ca, accept_untrusted; tls["server_ca"], if given, is
         what clients verify the listener's certificate with), ceiling_bytes and
-        static_clusters (the benchmark's --ceiling-route and --static-cluster).
+        static_clusters (the benchmark's --ceiling-route and --static-cluster). wasm: the
+        module to load (default: this checkout's build, or $OAUTH_EDGE_WASM).
         edit_config, if given, changes the rendered bootstrap (a parsed YAML dict) in place
         before Envoy starts: for setups render.py deliberately does not produce.
 
@@ -116,6 +118,7 @@ class EnvoyInstance:
         self.route_mode = route_mode
         self.body_mode = body_mode
         self._edit_config = edit_config
+        self.wasm = wasm or WASM
         self.signing_keys = signing_keys
         self._plugin_config_in = plugin_config
         self.registry_port = registry_port
@@ -241,7 +244,7 @@ class EnvoyInstance:
             self.plugin_config = render.build_plugin_config(
                 self._plugin_config_in, key=None if self.key_from_env else self.signing_keys,
                 key_from_env=self.key_from_env, listen_port=self.listen_port, body_mode=self.body_mode)
-            shutil.copyfile(WASM, self.workdir / render.DEFAULT_WASM)
+            shutil.copyfile(self.wasm, self.workdir / render.DEFAULT_WASM)
             self._launch()
             try:
                 self._wait_ready()
