@@ -1,6 +1,6 @@
 //! Every parser the network reaches, on the same bytes: form bodies, JSON PAR bodies, Basic
 //! headers, registry answers and cache entries, request_uri / code handles, sealed refresh
-//! tokens, JWS (client assertions, DPoP proofs), JWKs and JWK Sets (DPoP headers, jwks_uri
+//! tokens and codes, JWS (client assertions, DPoP proofs), JWKs and JWK Sets (DPoP headers, jwks_uri
 //! answers), DPoP htu URLs, the host's header maps (proxy-wasm pair encoding) and request paths
 //! compared with our endpoint paths, client certificates (XFCC values, PEM, DER). Nothing may
 //! panic.
@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
         let _ = store::Handle::decode(s);
         let _ = sealed::open(keys(), s);
+        let _ = oauth_edge::sealed_code::open(keys(), s, 0);
         let _ = oauth_edge::duration::parse(s);
         let _ = oauth_edge::scope::parse(s);
         let all = [Alg::EdDSA, Alg::ES256, Alg::RS256, Alg::PS256];

@@ -87,10 +87,35 @@ def test_a_code_pushed_at_a_is_authorized_at_b_and_redeemed_at_a_once(etcd_repli
     q = authorize_request(b, {"client_id": RP_CLIENT.client_id, "request_uri": r.json()["request_uri"]},
                           login_jwt=login_service.sign("erin"))
     code = redirect_params(q, RP_CLIENT.extra["redirect_uris"][0])["code"]
+    # With etcd a code is sealed: the record itself, not a handle to one.
+    assert code.startswith("ac1."), code
     t = redeem_code(a, code, verifier)
     assert t.status_code == 200, t.text
     # The same code at B: already used, whichever replica sees it.
     assert_oauth_error(redeem_code(b, code, verifier), 400, "invalid_grant")
+
+
+def _etcd_requests(envoy: EnvoyInstance) -> int:
+    return int(envoy.stats(r"^cluster\.etcd\.upstream_rq_total$").get("cluster.etcd.upstream_rq_total", "0"))
+
+
+def test_a_redemption_is_one_etcd_request_and_a_failed_one_writes_nothing(etcd_replicas, login_service):
+    """Issue 18: the code's used mark is its refresh family, created in one round trip; a
+    forged code costs no request, a wrong verifier only reads, and the code still works."""
+    a, _ = etcd_replicas
+    _tokens(a, login_service, "gina")  # leases for these lifetimes granted, logged in
+    code, verifier = issue_code(a, login_service.sign("gina"), scope="read")
+    before = _etcd_requests(a)
+    assert_oauth_error(redeem_code(a, code[:-2] + ("AA" if code[-2:] != "AA" else "BB"), verifier),
+                       400, "invalid_grant")
+    assert_oauth_error(redeem_code(a, "ac1." + "A" * 600, verifier), 400, "invalid_grant")
+    assert _etcd_requests(a) == before, "nothing asked of etcd for a forged code"
+    assert_oauth_error(redeem_code(a, code, "x" * 43), 400, "invalid_grant")
+    assert _etcd_requests(a) - before <= 2, "a wrong verifier reads whether the code was used"
+    before = _etcd_requests(a)
+    r = redeem_code(a, code, verifier)
+    assert r.status_code == 200, r.text
+    assert _etcd_requests(a) - before == 1
 
 
 def test_a_refresh_rotated_at_a_and_replayed_at_b_revokes_the_family(etcd_replicas, login_service):
