@@ -25,6 +25,9 @@ use crate::records::CodeData;
 
 /// What starts every sealed code (a ring handle is 27 base64url characters, never this).
 pub const PREFIX: &str = "ac1.";
+/// The longest code issued or opened: a code travels in a redirect URL, and servers commonly
+/// refuse request lines over 8 KiB. Only a request with huge `authorization_details` needs more.
+pub const MAX_LEN: usize = 8000;
 const AAD: &[u8] = b"oauth-edge authorization code v1";
 
 /// What a code seals (`D`: the record, or a reference to it when sealing).
@@ -56,6 +59,9 @@ pub struct Opened {
 
 /// The code's record if it is one of ours and not expired; `None` for anything else.
 pub fn open(keys: &KeySet, code: &str, now_ms: u64) -> Option<Opened> {
+    if code.len() > MAX_LEN {
+        return None;
+    }
     let plain = crate::sealed::open_bytes(keys, AAD, code.strip_prefix(PREFIX)?)?;
     let s: Sealed<CodeData> = serde_json::from_slice(&plain).ok()?;
     (s.exp > now_ms).then_some(Opened {

@@ -49,7 +49,8 @@ fn replicas(auth: bool) -> (Replica, Replica, Rc<RefCell<FakeEtcd>>) {
              "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
              "redirect_uris": [CB], "scope": "read"},
             {"client_id": "nr", "client_secret": hash_secret("n"),
-             "grant_types": ["authorization_code"], "redirect_uris": [CB], "scope": "read"}
+             "grant_types": ["authorization_code"], "redirect_uris": [CB], "scope": "read",
+             "authorization_details_types": ["payment"]}
         ]
     });
     let make = || {
@@ -387,6 +388,58 @@ fn a_sealed_code_without_refresh_tokens_is_marked_used_and_its_replay_revokes_th
     // Replayed at B: refused, and the access token is revoked (RFC 6749 §4.1.2).
     assert_error(&redeem_nr(&mut b, &code, at(4)), 400, "invalid_grant");
     assert_eq!(active(&mut a, at(5)), false);
+}
+
+#[test]
+fn a_request_too_large_for_a_sealed_code_is_refused_at_the_redirect_uri() {
+    let (mut a, _, _) = replicas(false);
+    let nr = form_headers(&[("authorization", &basic("nr", "n"))]);
+    let challenge = B64.encode(Sha256::digest(VERIFIER.as_bytes()));
+    let user = Some(User {
+        sub: "alice".into(),
+        auth_time: Some(NOW.unix_ms / 1000),
+        session: None,
+    });
+    let mut authorize_with = |details: &Value| {
+        let body = format!(
+            "response_type=code&client_id=nr&redirect_uri={}&scope=read&state=st&code_challenge={challenge}&code_challenge_method=S256&authorization_details={}",
+            enc(CB),
+            enc(&details.to_string())
+        );
+        let p = a.h.request_at(
+            &a.e,
+            "POST",
+            "/oauth/pushed-authorization",
+            &nr,
+            body.as_bytes(),
+            None,
+            NOW,
+        );
+        assert_eq!(p.status, 201, "{}", String::from_utf8_lossy(&p.body));
+        let ru = json_body(&p)["request_uri"].as_str().unwrap().to_string();
+        let path = format!("/oauth/authorize?client_id=nr&request_uri={}", enc(&ru));
+        a.h.request_at(
+            &a.e,
+            "GET",
+            &path,
+            &Headers::default(),
+            b"",
+            user.clone(),
+            NOW,
+        )
+    };
+    let small = json!([{"type": "payment", "identifier": "x".repeat(1000)}]);
+    let r = authorize_with(&small);
+    assert_eq!(r.status, 303);
+    assert!(code_of(&r).len() < 3000);
+    let huge = json!([{"type": "payment", "identifier": "x".repeat(9000)}]);
+    let r = authorize_with(&huge);
+    assert_eq!(r.status, 303);
+    let loc = r.header("location").unwrap();
+    assert!(loc.starts_with(CB), "{loc}");
+    assert!(loc.contains("error=invalid_request"), "{loc}");
+    assert!(loc.contains("state=st"), "{loc}");
+    assert!(!loc.contains("code="), "{loc}");
 }
 
 #[test]

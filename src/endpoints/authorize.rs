@@ -116,6 +116,7 @@ pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Resp
             _ => return Err(OAuthError::invalid_request("request_uri was already used").into()),
         }
     }
+    let authz_state = authz.state.clone();
     let data = CodeData {
         req: authz,
         sub: user.sub.clone(),
@@ -128,7 +129,7 @@ pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Resp
         at: None,
     };
     let ttl_ms = crate::duration::millis(cfg.lifetimes.code);
-    // A remote store gets sealed codes: nothing to write now, one transaction to redeem.
+    // A remote store gets sealed codes: nothing to write now, one round trip to redeem.
     let code = if cfg.rings.codes.remote {
         let exp = ctx.now.unix_ms.saturating_add(ttl_ms);
         // The refresh family the code will start: its record is the code's used mark. (The
@@ -138,7 +139,19 @@ pub fn handle(cfg: &Config, req: &Request, ctx: &mut Ctx<'_>) -> FlowResult<Resp
             ..data.clone()
         };
         data.req.state = None;
-        crate::sealed_code::seal(&cfg.keys, &data, exp, ctx)?
+        let code = crate::sealed_code::seal(&cfg.keys, &data, exp, ctx)?;
+        if code.len() > crate::sealed_code::MAX_LEN {
+            // Only huge authorization_details get here; such a code would not travel in a URL.
+            return Ok(error_redirect(
+                cfg,
+                &data.req.redirect_uri,
+                authz_state.as_deref(),
+                &OAuthError::invalid_request(
+                    "the authorization request is too large to be carried by a code",
+                ),
+            ));
+        }
+        code
     } else {
         store::allocate(ctx, cfg.rings.codes, ttl_ms, &data)?.encode()
     };
