@@ -1,10 +1,10 @@
 //! Authorization code grant, token half (RFC 6749 §4.1.3, RFC 7636 §4.6, RFC 9700 §2.1.1).
 //!
-//! - the code is single use: consumed with a CAS (a ring's record), or by creating its used
-//!   mark in the transaction that creates the refresh family (a sealed code, in a remote
-//!   store: [`crate::sealed_code`]), so of two concurrent redemptions exactly one wins; a second redemption fails, revokes the refresh family issued from the first and puts
-//!   the access tokens issued from the code on the deny-list (RFC 6749 §4.1.2, RFC 9700 §4.5,
-//!   §4.14);
+//! - the code is single use: consumed with a CAS (a ring's record), or, for a sealed code in a
+//!   remote store ([`crate::sealed_code`]), by creating the refresh family it names only if
+//!   that does not exist yet; of two concurrent redemptions exactly one wins. A second
+//!   redemption fails, revokes the refresh family issued from the first and puts the access
+//!   tokens issued from the code on the deny-list (RFC 6749 §4.1.2, RFC 9700 §4.5, §4.14);
 //! - it must be redeemed by the client it was issued to, with the same redirect_uri;
 //! - the PKCE verifier must match the challenge (S256 only); a public client has always sent one;
 //! - `openid` in the granted scope brings an ID token with the request's nonce.
