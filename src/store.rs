@@ -369,6 +369,12 @@ pub fn find_keyed<T: DeserializeOwned>(
     Ok(None)
 }
 
+/// The key of the first slot in `id`'s probe sequence: where [`new_keyed`] writes.
+pub fn first_key(ring: Ring, id: &str) -> String {
+    let (seed, _) = keyed(id);
+    ring.key(probe(seed, 0, ring.size.max(1)))
+}
+
 /// A keyed record to create: its key, encoded value and expiry (ms).
 pub struct NewKeyed {
     pub key: String,

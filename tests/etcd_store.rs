@@ -443,6 +443,52 @@ fn a_request_too_large_for_a_sealed_code_is_refused_at_the_redirect_uri() {
 }
 
 #[test]
+fn a_sealed_code_whose_family_slot_is_taken_still_redeems_once() {
+    let (mut a, mut b, etcd) = replicas(false);
+    let fam_key = |r: &Replica, code: &str| {
+        let cfg = &r.e.config;
+        let fam = oauth_edge::sealed_code::open(&cfg.keys, code, at(0).unix_ms)
+            .unwrap()
+            .data
+            .family
+            .unwrap();
+        format!(
+            "/oe/{}",
+            oauth_edge::store::first_key(cfg.rings.families, &fam)
+        )
+    };
+    // Normally the family is written at that first slot.
+    let r = par(&mut a, at(0));
+    let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+    let code = code_of(&authorize(&mut a, &ru, at(0)));
+    assert_eq!(redeem(&mut a, &code, at(0)).status, 200);
+    assert!(etcd.borrow().get(&fam_key(&a, &code)).is_some());
+
+    let r = par(&mut a, at(0));
+    let ru = json_body(&r)["request_uri"].as_str().unwrap().to_string();
+    let code = code_of(&authorize(&mut a, &ru, at(0)));
+    // Another family already holds the first slot of this code's family (about one chance in
+    // 2^32 per live family): the redemption goes on to the next slot.
+    let key = fam_key(&a, &code);
+    let other = format!(
+        r#"{{"h":"someone-else","exp":{},"used":false,"data":{{"gen":0,"rotated_at":0}}}}"#,
+        at(0).unix_ms + 86_400_000
+    );
+    etcd.borrow_mut().put(&key, other.as_bytes());
+    let r = redeem(&mut a, &code, at(1));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let rt = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+    let r = refresh(&mut b, &rt, at(2));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Replayed: found at the second slot, refused, the family revoked.
+    assert_error(&redeem(&mut b, &code, at(3)), 400, "invalid_grant");
+    let rt2 = json_body(&r)["refresh_token"].as_str().unwrap().to_string();
+    assert_error(&refresh(&mut a, &rt2, at(4)), 400, "invalid_grant");
+    // The other family's record is untouched.
+    assert_eq!(etcd.borrow().get(&key).as_deref(), Some(other.as_bytes()));
+}
+
+#[test]
 fn dpop_and_assertion_replays_are_caught_across_replicas() {
     let (mut a, mut b, _) = replicas(false);
     let k = generate_jwk(Alg::ES256, "d", &mut SystemRandom).unwrap();

@@ -42,6 +42,19 @@ impl FakeEtcd {
         }
     }
 
+    /// Writes a key as another client of etcd would (no lease).
+    pub fn put(&mut self, key: &str, value: &[u8]) {
+        self.revision += 1;
+        self.kv.insert(
+            key.to_string(),
+            (value.to_vec(), self.revision, self.revision, 0),
+        );
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.kv.get(key).map(|(v, _, _, _)| v.clone())
+    }
+
     pub fn keys(&self) -> usize {
         self.kv.len()
     }
