@@ -724,6 +724,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip the protected-API rows (pass-through, jwt_authn, Bearer, DPoP)")
     ap.add_argument("--api-only", action="store_true",
                     help="only the protected-API rows (no peer needed): development and docs/benchmarks.md")
+    ap.add_argument("--base-wasm", default=None,
+                    help="with the protected-API rows: a second Envoy running this build of the filter (same "
+                         "configuration) adds pass-through and Bearer rows of its own, interleaved, to compare two "
+                         "builds in one run")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s everything, 10,000 codes (development)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args(argv)
