@@ -189,10 +189,12 @@ fn claim_value(claims: &Claims, claim: Claim) -> Option<String> {
 
 /// The deny-list, read only when something was revoked since this worker last found the token
 /// not revoked (the epoch moved; see [`crate::access_token::revocation_epoch`]). In etcd there is
-/// no epoch: the deny-list is read on every call.
+/// no epoch: the deny-list is read on every call. Whether the token was clean at this epoch is
+/// the worker's state, not an answer: journaled ([`Ctx::decide`]), so a flow rerun after a
+/// dispatched call (userinfo) reads exactly what its first run read.
 fn revoked(cfg: &Config, ctx: &mut Ctx<'_>, entry: &Entry) -> FlowResult<bool> {
     let epoch = crate::access_token::revocation_epoch(cfg, ctx)?;
-    if epoch.is_some_and(|e| e == entry.clean_at.get()) {
+    if ctx.decide(|| epoch.is_some_and(|e| e == entry.clean_at.get())) {
         return Ok(false);
     }
     let revoked = crate::access_token::is_revoked(cfg, ctx, &entry.claims)?;
