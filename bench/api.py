@@ -216,7 +216,7 @@ def render(B, res: dict) -> list[str]:
                                   ("dpop", "bearer", "rps", ""),
                                   ("bearer-base", "pass-base", "cpu_us", "the --base-wasm build"),
                                   ("bearer", "bearer-base", "cpu_us", "this build / the base")):
-        if not any(r["target"] == a_ for r in api["runs"]):
+        if not all(any(r["target"] == t for r in api["runs"]) for t in (a_, b_)):
             continue
         cells = []
         for conns in B.CONNS:
