@@ -54,7 +54,10 @@ def _check(r: dict) -> None:
 
 def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -> None:
     """Starts Envoy "api", probes every path, measures them interleaved; adds results["api"]."""
-    jwks_cfg = B.plugin_config(jti_slots=B.JTI_SLOTS, dpop={"proof_lifetime": f"{min(600, max(60, 2 * a.duration + 30))}s"})
+    # One token serves the whole run: it must outlive it (the default 300 s does not, with
+    # --base-wasm or longer runs).
+    jwks_cfg = B.plugin_config(jti_slots=B.JTI_SLOTS, dpop={"proof_lifetime": f"{min(600, max(60, 2 * a.duration + 30))}s"},
+                               lifetimes={"access_token": "86400s"})
     jwks_cfg["resource_protection"] = _routes(B.AUDIENCE)
     # The public keys of the signing key, as our JWKS endpoint will publish them.
     key = json.loads(key_file.read_text())
@@ -84,6 +87,22 @@ def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -
         B.Target("jwt_authn", env.url + "/jwt/x", env.pid, "fixed.lua", ["GET", "", bearer], env.admin),
         B.Target("bearer", env.url + "/api/x", env.pid, "fixed.lua", ["GET", "", bearer], env.admin),
     ]
+    base = None
+    if getattr(a, "base_wasm", None):
+        # Another build of the filter, same configuration and key (so it takes the same token):
+        # its pass-through and Bearer rows run interleaved with the others.
+        B.say(f"starting Envoy api-base ({a.base_wasm})")
+        base = B.Envoy("api-base", work, key_file, jwks_cfg, None, server_cpu,
+                       extra_http_filters=[_jwt_authn(B, jwks, B.AUDIENCE)], wasm=Path(a.base_wasm))
+        for path in ("/pass/x", "/api/x"):
+            st, _, b = B.http("GET", base.url + path, None, {"Authorization": bearer})
+            if st != 200:
+                raise B.BenchError(f"api-base probe {path}: {st} {b[:200]!r}")
+        probes["base_wasm"] = str(a.base_wasm)
+        targets += [
+            B.Target("pass-base", base.url + "/pass/x", base.pid, "fixed.lua", ["GET", "", bearer], base.admin),
+            B.Target("bearer-base", base.url + "/api/x", base.pid, "fixed.lua", ["GET", "", bearer], base.admin),
+        ]
     dpop_t, pools = None, None
     if a.dpop and B.dpop_available() is None:
         st, _, body = B.http("GET", env.url + "/.well-known/oauth-authorization-server")
@@ -133,6 +152,8 @@ def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -
                       + (" (pool ran out: run ended early)" if r.get("starved") else ""))
     results["api"] = {"probes": probes, "runs": runs, "stats": env.stats("oauth_edge")}
     env.stop()
+    if base:
+        base.stop()
 
 
 def _dpop_check(B):
@@ -156,7 +177,7 @@ class _ApiPools:
         self.n += 1
         out = self.work / f"api-proofs-{self.n}.txt"
         r = B.subprocess.run(B.taskset(self.cpu) + [str(B.VENV_PY), str(B.PROOFS), "--htu", self.htu, "--htm", "GET",
-                                                    "--ath", self.ath, "--count", str(count), "--out", str(out),
+                                                    f"--ath={self.ath}", "--count", str(count), "--out", str(out),
                                                     "--alg", self.alg, "--key", str(self.key)],
                              capture_output=True, text=True, timeout=600)
         if r.returncode != 0:
@@ -171,13 +192,14 @@ def render(B, res: dict) -> list[str]:
     s = B.summarize(api["runs"])
     names = {"pass": "pass-through (no protection)", "jwt_authn": "Envoy jwt_authn (same EdDSA token)",
              "bearer": "oauth-edge protected route, Bearer", "dpop": "oauth-edge protected route, DPoP-bound + "
-             + (api["probes"].get("dpop", {}).get("proof_alg", "-") + " proof")}
+             + (api["probes"].get("dpop", {}).get("proof_alg", "-") + " proof"),
+             "pass-base": "pass-through, the --base-wasm build", "bearer-base": "Bearer, the --base-wasm build"}
     L = ["Protected APIs (issue 15): GET to an Envoy direct_response behind each kind of check, same Envoy, "
          f"same {api['probes']['token_bytes']}-byte EdDSA access token, interleaved:", "",
          "| path | conns | req/s (median) | min–max | p50 ms | p99 ms | server CPU µs/req |",
          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for conns in B.CONNS:
-        for t in ("pass", "jwt_authn", "bearer", "dpop"):
+        for t in ("pass", "jwt_authn", "bearer", "dpop", "pass-base", "bearer-base"):
             x = s.get((t, conns))
             if x:
                 L.append(f"| {names[t]} | {conns} | {x['rps']:,.0f} | {x['rps_min']:,.0f}–{x['rps_max']:,.0f} | "
@@ -185,8 +207,10 @@ def render(B, res: dict) -> list[str]:
     L += ["", "| ratio | 1 conn | 32 conns | target |", "| --- | ---: | ---: | --- |"]
     for a_, b_, field, target in (("bearer", "jwt_authn", "rps", "≥ 1.0× (throughput)"),
                                   ("bearer", "pass", "cpu_us", "≤ 1.3× (CPU per request)"),
-                                  ("dpop", "bearer", "rps", "")):
-        if not any(r["target"] == a_ for r in api["runs"]):
+                                  ("dpop", "bearer", "rps", ""),
+                                  ("bearer-base", "pass-base", "cpu_us", "the --base-wasm build"),
+                                  ("bearer", "bearer-base", "cpu_us", "this build / the base")):
+        if not all(any(r["target"] == t for r in api["runs"]) for t in (a_, b_)):
             continue
         cells = []
         for conns in B.CONNS:

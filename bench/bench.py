@@ -25,7 +25,7 @@ medians and ratios come from the same run.
     python3 bench/bench.py [--rounds 5] [--duration 5] [--code-rounds 3] [--code-duration 3]
                            [--codes 100000] [--dpop-alg ES256] [--no-dpop] [--no-etcd]
                            [--quick] [--out target/bench]
-    python3 bench/bench.py --api-only | --etcd-only [--etcd-baseline OTHER.wasm] ...
+    python3 bench/bench.py --api-only | --etcd-only [--base-wasm OTHER.wasm] ...
 
 Results: a Markdown report on stdout and in OUT/report.md, raw numbers in OUT/results.json, and
 every process's log in OUT/run/.
@@ -727,8 +727,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the protected-API rows (no peer needed): development and docs/benchmarks.md")
     ap.add_argument("--etcd-only", action="store_true",
                     help="only the etcd store's code issue + redemption (no peer needed): development and docs")
-    ap.add_argument("--etcd-baseline", metavar="WASM",
-                    help="with --etcd-only: also another build of the module (e.g. main's), in the same rounds")
+    ap.add_argument("--base-wasm", default=None,
+                    help="with the protected-API rows or --etcd-only: a second Envoy running this build of the filter (same "
+                         "configuration) adds pass-through and Bearer rows of its own, interleaved, to compare two "
+                         "builds in one run")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s everything, 10,000 codes (development)")
     ap.add_argument("--out", default=str(ROOT / "target" / "bench"))
     a = ap.parse_args(argv)
@@ -797,7 +799,7 @@ def run_api_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
 
 
 def run_etcd_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
-    """`--etcd-only`: code issue + redemption with the state in etcd, alone; with --etcd-baseline,
+    """`--etcd-only`: code issue + redemption with the state in etcd, alone; with --base-wasm,
     the same against another build of the module in the same rounds (interleaved), and the ratio."""
     if not shutil.which("etcd"):
         raise BenchError("etcd is not installed (`make etcd`: Debian's etcd-server)")
@@ -809,11 +811,11 @@ def run_etcd_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
     key = make_key(work, "EdDSA", "bench-eddsa")
     cfg = plugin_config(lifetimes={"code": "60s", "refresh_token": "2m"}, etcd_cluster="etcd")
     builds = {"etcd": None}
-    if a.etcd_baseline:
-        base = Path(a.etcd_baseline).resolve()
+    if a.base_wasm:
+        base = Path(a.base_wasm).resolve()
         if not base.exists():
             raise BenchError(f"{base} is missing")
-        builds["etcd-baseline"] = base
+        builds["etcd-base"] = base
         results["machine"]["baseline_wasm_sha256"] = hashlib.sha256(base.read_bytes()).hexdigest()[:16]
     envoys = {name: Envoy(name, work, key, cfg, None, server_cpu, clusters={"etcd": etcd.client_port}, wasm=w)
               for name, w in builds.items()}
@@ -843,7 +845,7 @@ def run_etcd_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
     m = results["machine"]
     L = [f"Machine: {m['nproc']} cores, {m['cpu_model']}, Envoy {m['envoy']} (--concurrency 1) and one etcd "
          f"{m['etcd']} member (fsync on, no auth) pinned to core 0, wrk on core 1; oauth-edge {m['git']}"
-         + (f" against the baseline module {m['baseline_wasm_sha256']}" if a.etcd_baseline else "")
+         + (f" against the baseline module {m['baseline_wasm_sha256']}" if a.base_wasm else "")
          + f"; load average at start {' '.join(m['loadavg_start'])}, at end {' '.join(m['loadavg_end'])}; "
          f"{a.code_rounds} rounds. Codes: `GET /oauth/authorize`, 8 connections; redemptions: each code once. "
          "Medians:", "",
@@ -861,15 +863,15 @@ def run_etcd_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
                      f"{median([r['p99_ms'] for r in ec]):.3f} | {median([r['cpu_us'] for r in ec]):.1f} | "
                      f"{median([r['etcd_cpu_us'] for r in ec]):.1f} | {median([r['etcd_rq_per_code'] for r in ec]):.2f}"
                      f" + {median([r['etcd_rq_per_redemption'] for r in ec]):.2f} |")
-    if a.etcd_baseline:
+    if a.base_wasm:
         L.append("")
         cells = []
         for conns in CONNS:
             by = {(r["target"], r["round"]): r for r in results["etcd"] if r["conns"] == conns}
-            rs = [by[("etcd", n)]["rps"] / by[("etcd-baseline", n)]["rps"] for n in range(1, a.code_rounds + 1)
-                  if ("etcd", n) in by and ("etcd-baseline", n) in by]
-            ms = [by[("etcd", n)]["make"]["per_s"] / by[("etcd-baseline", n)]["make"]["per_s"]
-                  for n in range(1, a.code_rounds + 1) if ("etcd", n) in by and ("etcd-baseline", n) in by]
+            rs = [by[("etcd", n)]["rps"] / by[("etcd-base", n)]["rps"] for n in range(1, a.code_rounds + 1)
+                  if ("etcd", n) in by and ("etcd-base", n) in by]
+            ms = [by[("etcd", n)]["make"]["per_s"] / by[("etcd-base", n)]["make"]["per_s"]
+                  for n in range(1, a.code_rounds + 1) if ("etcd", n) in by and ("etcd-base", n) in by]
             if rs:
                 cells.append(f"{conns} conn{'s' if conns > 1 else ''}: redemptions/s {median(rs):.2f}× "
                              f"({min(rs):.2f}–{max(rs):.2f}), codes/s {median(ms):.2f}× ({min(ms):.2f}–{max(ms):.2f})")

@@ -48,27 +48,27 @@ fn deny_id(jti: &str) -> String {
     format!("revoked-at\0{jti}")
 }
 
-/// The shared-data key whose version is the deny-list's epoch.
-const EPOCH_KEY: &str = "oauth_edge.revoked_epoch";
+/// The shared-data key whose version is the deny-list's epoch. Its value is empty: only the
+/// version means anything, and an empty value is read back without the host allocating a copy
+/// inside the VM (one crossing fewer on every call to a protected route).
+pub const EPOCH_KEY: &str = "oauth_edge.revoked_epoch";
 
 /// The deny-list's epoch: the version of one shared-data key that every denial writes after its
 /// entry (versions come from one process-wide counter, so any write moves it). A reader that
 /// reads the epoch, then finds a token not on the list, may skip the list for that token while
 /// the epoch stays: a denial whose entry it could have missed writes the epoch after it. `None`
 /// for a remote deny-list (etcd), whose denials other replicas make. The key is created on first
-/// use (a create changes the version too).
+/// use (a create changes the version too); it exists exactly when its version is not 0 (the
+/// host may hand an empty value back as none).
 pub fn revocation_epoch(cfg: &Config, ctx: &mut Ctx<'_>) -> FlowResult<Option<u64>> {
     if cfg.rings.revoked.remote {
         return Ok(None);
     }
     for _ in 0..2 {
         match ctx.local_get(EPOCH_KEY)? {
-            StoreResult::Value {
-                value: Some(_),
-                cas,
-            } if cas != 0 => return Ok(Some(cas)),
+            StoreResult::Value { cas, .. } if cas != 0 => return Ok(Some(cas)),
             StoreResult::Value { .. } => {
-                ctx.local_cas(EPOCH_KEY, vec![b'1'], 0)?;
+                ctx.local_cas(EPOCH_KEY, Vec::new(), 0)?;
             }
             _ => return Ok(None),
         }
@@ -76,10 +76,11 @@ pub fn revocation_epoch(cfg: &Config, ctx: &mut Ctx<'_>) -> FlowResult<Option<u6
     Ok(None)
 }
 
-/// Moves the epoch, after a denial's entry is written.
+/// Moves the epoch, after a denial's entry is written: an unconditional write (`cas` 0), the
+/// one the store takes without a version.
 fn bump_epoch(cfg: &Config, ctx: &mut Ctx<'_>) -> FlowResult<()> {
     if !cfg.rings.revoked.remote {
-        ctx.local_cas(EPOCH_KEY, vec![b'1'], 0)?;
+        ctx.local_cas(EPOCH_KEY, Vec::new(), 0)?;
     }
     Ok(())
 }

@@ -39,6 +39,8 @@ pub enum HeadAction {
 #[derive(Debug)]
 pub struct Pending {
     ep: Endpoint,
+    /// At [`Endpoint::Resource`]: the protected route, as the headers found it (by index).
+    route: Option<usize>,
     req: Request,
     now: Now,
     journal: Journal,
@@ -196,7 +198,14 @@ impl Engine {
 
     /// Whether a request to another path falls under a protected route.
     pub fn protected(&self, path: &str, authority: &str, method: &str) -> Option<Endpoint> {
-        crate::protect::find(&self.config, path, authority, method).map(|_| Endpoint::Resource)
+        self.protected_route(path, authority, method)
+            .map(|_| Endpoint::Resource)
+    }
+
+    /// The protected route (its index) a request to another path falls under: given to
+    /// [`Engine::start_protected`], it is not looked for again.
+    pub fn protected_route(&self, path: &str, authority: &str, method: &str) -> Option<usize> {
+        crate::protect::find_index(&self.config, path, authority, method)
     }
 
     /// Which endpoint a request path (query string included or not) belongs to.
@@ -350,6 +359,31 @@ impl Engine {
         rng: &mut dyn Random,
         store: Option<&mut dyn SyncStore>,
     ) -> Step {
+        self.start_at(ep, None, req, now, rng, store)
+    }
+
+    /// As [`Engine::start_with`], for a request to the protected route `route` (from
+    /// [`Engine::protected_route`]).
+    pub fn start_protected(
+        &self,
+        route: usize,
+        req: Request,
+        now: Now,
+        rng: &mut dyn Random,
+        store: Option<&mut dyn SyncStore>,
+    ) -> Step {
+        self.start_at(Endpoint::Resource, Some(route), req, now, rng, store)
+    }
+
+    fn start_at(
+        &self,
+        ep: Endpoint,
+        route: Option<usize>,
+        req: Request,
+        now: Now,
+        rng: &mut dyn Random,
+        store: Option<&mut dyn SyncStore>,
+    ) -> Step {
         if req.body.len() > self.config.max_body_bytes {
             return Step::Done(OAuthError::payload_too_large().into());
         }
@@ -359,6 +393,7 @@ impl Engine {
         }
         let p = Pending {
             ep,
+            route,
             req,
             now,
             journal: Journal::default(),
@@ -414,7 +449,7 @@ impl Engine {
             }
             let result = match self.per_address_limit(p.ep, &p.req, &mut ctx) {
                 Err(e) => Err(e),
-                Ok(()) => self.dispatch(p.ep, &p.req, &mut ctx),
+                Ok(()) => self.dispatch(p.ep, p.route, &p.req, &mut ctx),
             };
             (result, ctx.cors_client.take())
         };
@@ -477,6 +512,7 @@ impl Engine {
     fn dispatch(
         &self,
         ep: Endpoint,
+        route: Option<usize>,
         req: &Request,
         ctx: &mut Ctx<'_>,
     ) -> crate::flow::FlowResult<Response> {
@@ -498,7 +534,9 @@ impl Engine {
                     endpoints::userinfo::handle(&self.config, &self.guard, req, ctx)
                 }
                 Endpoint::EndSession => endpoints::end_session::handle(&self.config, req, ctx),
-                Endpoint::Resource => crate::protect::handle(&self.config, &self.guard, req, ctx),
+                Endpoint::Resource => {
+                    crate::protect::handle(&self.config, &self.guard, route, req, ctx)
+                }
                 _ => Err(Interrupt::Error(
                     OAuthError::invalid_request("not found").with_status(404),
                 )),

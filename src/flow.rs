@@ -247,6 +247,8 @@ pub struct Journal {
     /// Which of `answers` were client lookups answered locally (static clients, caches), so a
     /// rerun can tell them from the registry's answers.
     local_clients: Vec<usize>,
+    /// Decisions taken on the worker's own state (see [`Ctx::decide`]), in order.
+    decisions: Vec<bool>,
 }
 
 /// What a flow sees of the world.
@@ -256,6 +258,7 @@ pub struct Ctx<'a> {
     journal: &'a mut Journal,
     next_answer: usize,
     next_random: usize,
+    next_decision: usize,
     /// Resolves what it can without the host (static clients, the worker caches).
     local: &'a dyn Local,
     sync_store: Option<&'a mut dyn SyncStore>,
@@ -281,6 +284,7 @@ impl<'a> Ctx<'a> {
             journal,
             next_answer: 0,
             next_random: 0,
+            next_decision: 0,
             local,
             sync_store: None,
             source: None,
@@ -313,6 +317,24 @@ impl<'a> Ctx<'a> {
     /// The downstream address (see [`crate::flow::Request::source`]).
     pub fn source(&self) -> Option<&str> {
         self.source
+    }
+
+    /// A decision taken on this worker's own state rather than on an answer (e.g. whether a
+    /// cached token was found clean at the current revocation epoch), which decides what the
+    /// flow asks next: the first run's decision is kept, so a rerun asks for the same things in
+    /// the same order even if that state changed meanwhile (this request's first run, or another
+    /// request, updated it).
+    pub fn decide(&mut self, f: impl FnOnce() -> bool) -> bool {
+        let d = match self.journal.decisions.get(self.next_decision) {
+            Some(d) => *d,
+            None => {
+                let d = f();
+                self.journal.decisions.push(d);
+                d
+            }
+        };
+        self.next_decision += 1;
+        d
     }
 
     fn next(&mut self) -> Option<Answer> {

@@ -185,11 +185,12 @@ impl SyncStore for SharedStore<'_> {
             StoreOp::Cas {
                 key, value, cas, ..
             } => {
-                // cas 0 would be an unconditional write; the core never asks for one.
+                // cas 0 is an unconditional write: only the revocation epoch asks for one (any
+                // write moves its version, which is all it carries); a ring slot never does.
                 let Ok(cas) = u32::try_from(*cas) else {
                     return StoreResult::Failed;
                 };
-                if cas == 0 {
+                if cas == 0 && key != crate::access_token::EPOCH_KEY {
                     return StoreResult::Failed;
                 }
                 match self.0.shared_set(key, value, cas) {

@@ -92,6 +92,8 @@ struct Active {
     proceed: bool,
     /// When the headers came in (ns), for the request duration histogram.
     started_ns: u64,
+    /// A protected route's request: the route the headers matched (found once).
+    route: Option<usize>,
 }
 
 /// A dispatched call.
@@ -239,6 +241,7 @@ impl Gateway {
         // A protected route's request: every header, read once here (one host call instead of
         // one per header), kept for the check.
         let mut all_headers = None;
+        let mut route = None;
         let (ep, (method, action)) = match engine.route(&path) {
             Some(ep) => {
                 if let Some(m) = &metrics {
@@ -272,12 +275,14 @@ impl Gateway {
                         .unwrap_or_default()
                         .to_string();
                     let authority = headers.all(":authority").next().unwrap_or_default();
-                    match engine.protected(&path, authority, &method) {
-                        Some(ep) => {
+                    match engine.protected_route(&path, authority, &method) {
+                        Some(i) => {
+                            let ep = Endpoint::Resource;
                             if let Some(m) = &metrics {
                                 m.request(host, ep);
                             }
                             all_headers = Some(headers);
+                            route = Some(i);
                             (ep, (method, HeadAction::Start))
                         }
                         None => return Action::Continue,
@@ -290,6 +295,12 @@ impl Gateway {
         let Some(stream) = self.streams.get_mut(&context) else {
             return Action::Continue;
         };
+        // One clock read: the request's start for the duration histogram, and the flow's `now`
+        // when the core runs within this callback.
+        let started_ns = host.now_nanos();
+        let at_headers = Now {
+            unix_ms: started_ns / 1_000_000,
+        };
         stream.active = Some(Box::new(Active {
             endpoint: ep,
             method,
@@ -298,7 +309,8 @@ impl Gateway {
             answered: false,
             in_headers: false,
             proceed: false,
-            started_ns: host.now_nanos(),
+            started_ns,
+            route,
         }));
         match action {
             HeadAction::Respond(r) => {
@@ -309,7 +321,14 @@ impl Gateway {
                 if let Some(a) = self.active(context) {
                     a.in_headers = true;
                 }
-                self.start(host, context, &engine, &metrics, Vec::new());
+                self.start(
+                    host,
+                    context,
+                    &engine,
+                    &metrics,
+                    Vec::new(),
+                    Some(at_headers),
+                );
                 match self.active(context) {
                     Some(a) if a.proceed => {
                         // Forwarded at once: the rest of the stream is not ours.
@@ -326,7 +345,14 @@ impl Gateway {
                 }
             }
             HeadAction::ReadBody if end_of_stream => {
-                self.start(host, context, &engine, &metrics, Vec::new());
+                self.start(
+                    host,
+                    context,
+                    &engine,
+                    &metrics,
+                    Vec::new(),
+                    Some(at_headers),
+                );
                 Action::Pause
             }
             HeadAction::ReadBody => {
@@ -473,7 +499,7 @@ impl Gateway {
         max: usize,
     ) {
         match host.request_body(max) {
-            Ok(b) => self.start(host, context, engine, metrics, b),
+            Ok(b) => self.start(host, context, engine, metrics, b, None),
             Err(e) => {
                 host.log(
                     Level::Error,
@@ -487,7 +513,8 @@ impl Gateway {
     }
 
     /// The whole request is in: reads the headers now (not while the body was still coming)
-    /// and starts the core.
+    /// and starts the core. `at`: the time already read in this callback (`None`: read it now,
+    /// as the body completed later).
     fn start(
         &mut self,
         host: &dyn Host,
@@ -495,11 +522,13 @@ impl Gateway {
         engine: &Rc<Engine>,
         metrics: &Option<Rc<Metrics>>,
         body: Vec<u8>,
+        at: Option<Now>,
     ) {
         let Some(a) = self.active(context) else {
             return;
         };
         let ep = a.endpoint;
+        let route = a.route;
         let method = std::mem::take(&mut a.method);
         let headers = a.headers.take();
         let user = if matches!(
@@ -530,13 +559,12 @@ impl Gateway {
             source,
             client_cert,
         };
-        let step = engine.start_with(
-            ep,
-            req,
-            now(host),
-            &mut SystemRandom,
-            Some(&mut SharedStore(host)),
-        );
+        let at = at.unwrap_or_else(|| now(host));
+        let store = Some(&mut SharedStore(host) as &mut dyn crate::flow::SyncStore);
+        let step = match route {
+            Some(i) => engine.start_protected(i, req, at, &mut SystemRandom, store),
+            None => engine.start_with(ep, req, at, &mut SystemRandom, store),
+        };
         self.drive(host, context, engine, metrics, step);
     }
 

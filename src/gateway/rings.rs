@@ -11,7 +11,7 @@ use super::metrics::Metrics;
 /// At most one fill warning per ring per worker in this long.
 const WARN_EVERY_MS: u64 = 60_000;
 
-/// Creates every ring key once (empty). Envoy configures the main thread's VM before the
+/// Creates every ring key once (empty), and the revocation epoch's. Envoy configures the main thread's VM before the
 /// workers start; a marker per ring and size lets the workers' VMs skip the walk.
 pub fn create_keys(host: &dyn Host, engine: &Engine) {
     for ring in engine.rings() {
@@ -25,6 +25,14 @@ pub fn create_keys(host: &dyn Host, engine: &Engine) {
             }
         }
         let _ = host.shared_set(&marker, b"1", 0);
+    }
+    // The revocation epoch (its version is all it carries; see
+    // `access_token::revocation_epoch`), so the first call to a protected route need not make it.
+    if !engine.config.rings.revoked.remote {
+        let key = crate::access_token::EPOCH_KEY;
+        if let Ok((_, 0)) = host.shared_get(key) {
+            let _ = host.shared_set(key, &[], 0);
+        }
     }
 }
 

@@ -40,13 +40,19 @@ use config::{Claim, DpopMode, Route, Scopes};
 /// The protected route a request falls under, if any: the first whose prefix (whole segments,
 /// in comparison form, so `/API/./orders` is `/api/orders`), host and method match.
 pub fn find<'a>(cfg: &'a Config, path: &str, authority: &str, method: &str) -> Option<&'a Route> {
+    let i = find_index(cfg, path, authority, method)?;
+    cfg.protection.routes.get(i)
+}
+
+/// As [`find`], the route's index in the configuration.
+pub fn find_index(cfg: &Config, path: &str, authority: &str, method: &str) -> Option<usize> {
     let routes = &cfg.protection.routes;
     if routes.is_empty() {
         return None;
     }
     let canonical = comparison_form(path);
     let host = authority.to_ascii_lowercase();
-    routes.iter().find(|r| {
+    routes.iter().position(|r| {
         let under = r.prefix == "/"
             || canonical == r.prefix
             || canonical
@@ -189,10 +195,12 @@ fn claim_value(claims: &Claims, claim: Claim) -> Option<String> {
 
 /// The deny-list, read only when something was revoked since this worker last found the token
 /// not revoked (the epoch moved; see [`crate::access_token::revocation_epoch`]). In etcd there is
-/// no epoch: the deny-list is read on every call.
+/// no epoch: the deny-list is read on every call. Whether the token was clean at this epoch is
+/// the worker's state, not an answer: journaled ([`Ctx::decide`]), so a flow rerun after a
+/// dispatched call (userinfo) reads exactly what its first run read.
 fn revoked(cfg: &Config, ctx: &mut Ctx<'_>, entry: &Entry) -> FlowResult<bool> {
     let epoch = crate::access_token::revocation_epoch(cfg, ctx)?;
-    if epoch.is_some_and(|e| e == entry.clean_at.get()) {
+    if ctx.decide(|| epoch.is_some_and(|e| e == entry.clean_at.get())) {
         return Ok(false);
     }
     let revoked = crate::access_token::is_revoked(cfg, ctx, &entry.claims)?;
@@ -359,15 +367,22 @@ pub fn authorize(
 }
 
 /// A request to a protected route: on to the upstream (with the route's claim headers), or a
-/// refusal.
+/// refusal. `route`: the route's index when the caller found it already (else it is looked for).
 pub fn handle(
     cfg: &Config,
     guard: &Guard,
+    route: Option<usize>,
     req: &Request,
     ctx: &mut Ctx<'_>,
 ) -> FlowResult<Response> {
-    let authority = req.headers.all(":authority").next().unwrap_or("");
-    let Some(route) = find(cfg, &req.path, authority, &req.method) else {
+    let found = match route {
+        Some(i) => cfg.protection.routes.get(i),
+        None => {
+            let authority = req.headers.all(":authority").next().unwrap_or("");
+            find(cfg, &req.path, authority, &req.method)
+        }
+    };
+    let Some(route) = found else {
         return Ok(Response::forward(Forward::default()));
     };
     Ok(match check(cfg, guard, route, req, ctx)? {

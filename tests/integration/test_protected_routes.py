@@ -293,6 +293,21 @@ def test_rfc7009_a_revoked_token_is_refused_on_the_very_next_call(envoy_api):
     assert "revoked" in ch["Bearer"]["error_description"]
 
 
+def test_a_revocation_is_seen_by_every_worker_on_its_next_call(envoy_api):
+    """Each worker skips the deny-list for a token it found clean while the revocation epoch (a
+    shared-data key's version) stays: a revocation must move it for all of them. Two tokens are
+    used on many connections first (so both workers have checked them), then the revoked one is
+    refused on every new connection, and the other still goes on."""
+    token = _token(envoy_api, API_CLIENT, ORDERS, "orders:read")
+    other = _token(envoy_api, API_CLIENT, ORDERS, "orders:read")
+    for _ in range(12):
+        for t in (token, other):
+            assert _call(envoy_api, "GET", ORDERS + "/1", t).status_code == 200
+    assert revoke(envoy_api, token, API_CLIENT).status_code == 200
+    assert [_call(envoy_api, "GET", ORDERS + "/1", token).status_code for _ in range(12)] == [401] * 12
+    assert [_call(envoy_api, "GET", ORDERS + "/1", other).status_code for _ in range(12)] == [200] * 12
+
+
 # --------------------------------------------------------------------------- DPoP
 def _dpop_call(envoy, method: str, url: str, token: str, key: ClientKey, **proof_kw: Any) -> requests.Response:
     htu = proof_kw.pop("htu", url)
