@@ -15,8 +15,10 @@
 //! structure:
 //! - the recoding is arithmetic on the windows (no branch on them; the window positions are
 //!   public);
-//! - each table row is scanned whole, every entry combined with a mask (no index depends on k);
-//!   the sign of a digit negates y by a masked select;
+//! - each table row is scanned whole, every entry combined with a mask (no index depends on k;
+//!   [`Fe::lookup`]); the sign of a digit negates y by a masked select. The masks go through an
+//!   optimisation barrier ([`opaque`]): without it LLVM saw that they are 0 or −1 and V8's code
+//!   branched around all but the selected entry (up to session 6);
 //! - the additions are the complete mixed formulas of Renes, Costello and Batina (2015,
 //!   Algorithm 5 with Z₂ = 1, as primeorder implements them), correct for every input including
 //!   the identity, so there is no special case to branch on; a zero digit keeps the sum by a
@@ -25,8 +27,9 @@
 //!   safegcd (Z and k are never 0, so their `None` cases never occur);
 //! - the RFC 6979 DRBG runs the same compressions whatever the data.
 //!
-//! LLVM may turn a masked select into wasm's `select` instruction, which V8 compiles to a
-//! conditional move, not a branch. Retrying with the next RFC 6979 candidate when k is not in
+//! Checked in V8's machine code (`node --no-liftoff --print-wasm-code`, TurboFan, session 7):
+//! `mul_base`'s only conditional jumps are the loop bounds, the stack and trap checks and the
+//! public window positions. Retrying with the next RFC 6979 candidate when k is not in
 //! [1, n) or r or s is 0 (probabilities about 2^−32 and 2^−256) is the only data-dependent
 //! branch, as in p256.
 
@@ -120,26 +123,33 @@ pub fn warm_up() {
 #[inline(always)]
 fn eq_mask(a: i64, b: i64) -> i64 {
     // (a ^ b) − 1 has its top bit set exactly when a == b.
-    -(((a ^ b) - 1) >> 63 & 1)
+    opaque(-(((a ^ b) - 1) >> 63 & 1))
+}
+
+/// A mask the compiler cannot see through (`black_box`: a store and a load in wasm). Without it
+/// LLVM knows that a mask from [`eq_mask`] is 0 or −1 and turns the masked select into a
+/// conditional: in V8's machine code (`node --print-wasm-code`), the table scan then skipped
+/// every entry but the digit's with a branch, and loaded only that one, a timing leak of k.
+#[inline(always)]
+fn opaque(mask: i64) -> i64 {
+    std::hint::black_box(mask)
 }
 
 /// The entry for a digit in [−2^(W−1), 2^(W−1)] of a row, and a mask that is all ones for
-/// digit 0.
+/// digit 0 (the entry is then (0, 0)). Every entry of the row is read, each combined with its
+/// mask ([`Fe::lookup`]); the sign negates y by a masked select.
 #[inline(always)]
 fn select(row: &[Affine], digit: i64) -> (Affine, i64) {
-    let sign = digit >> 63; // all ones if negative
+    let sign = opaque(digit >> 63); // all ones if negative
     let abs = (digit ^ sign) - sign;
-    let mut p = Affine {
-        x: Fe::ZERO,
-        y: Fe::ZERO,
-    };
-    for (j, entry) in (1i64..).zip(row.iter()) {
-        let m = eq_mask(abs, j);
-        p.x = Fe::select(&p.x, &entry.x, m);
-        p.y = Fe::select(&p.y, &entry.y, m);
+    let mut masks = [0i64; ENTRIES];
+    for (j, m) in (1i64..).zip(masks.iter_mut()) {
+        *m = eq_mask(abs, j);
     }
-    p.y = Fe::select(&p.y, &-p.y, sign);
-    (p, eq_mask(abs, 0))
+    let x = Fe::lookup(row.iter().map(|e| &e.x).zip(masks));
+    let mut y = Fe::lookup(row.iter().map(|e| &e.y).zip(masks));
+    y = Fe::select(&y, &-y, sign);
+    (Affine { x, y }, eq_mask(abs, 0))
 }
 
 impl Projective {
