@@ -288,7 +288,9 @@ impl Fe {
         Some(self.pow_p_minus_2())
     }
 
-    /// `b` where `mask` is all ones, `a` where it is zero; the same instructions either way.
+    /// `b` where `mask` is all ones, `a` where it is zero; the same instructions either way,
+    /// provided the compiler cannot tell the mask is 0 or −1 (the signer's masks go through
+    /// `black_box`; otherwise LLVM may make a branch of it).
     #[inline(always)]
     pub fn select(a: &Fe, b: &Fe, mask: i64) -> Fe {
         let mut out = [0i64; 9];
@@ -296,6 +298,34 @@ impl Fe {
             *o = (x & !mask) | (y & mask);
         }
         Fe(out)
+    }
+
+    /// The OR of `entry & mask` over `entries`: the entry whose mask is all ones when exactly one
+    /// is and the others are zero, zero when none is. Every limb of every entry is read whatever
+    /// the masks (a constant-time table lookup). Three limbs at a time, in three passes, so that
+    /// V8 keeps the three sums and the mask in registers (with nine at once it kept them on the
+    /// stack). The masks must be opaque to the compiler, as for [`Fe::select`].
+    #[inline(always)]
+    pub fn lookup<'a>(entries: impl Iterator<Item = (&'a Fe, i64)> + Clone) -> Fe {
+        let (mut l0, mut l1, mut l2) = (0i64, 0i64, 0i64);
+        for (Fe([a, b, c, ..]), m) in entries.clone() {
+            l0 |= a & m;
+            l1 |= b & m;
+            l2 |= c & m;
+        }
+        let (mut l3, mut l4, mut l5) = (0i64, 0i64, 0i64);
+        for (Fe([_, _, _, a, b, c, ..]), m) in entries.clone() {
+            l3 |= a & m;
+            l4 |= b & m;
+            l5 |= c & m;
+        }
+        let (mut l6, mut l7, mut l8) = (0i64, 0i64, 0i64);
+        for (Fe([.., a, b, c]), m) in entries {
+            l6 |= a & m;
+            l7 |= b & m;
+            l8 |= c & m;
+        }
+        Fe([l0, l1, l2, l3, l4, l5, l6, l7, l8])
     }
 
     /// a^(p − 2): a⁻¹ for a ≠ 0 and 0 for 0, by a fixed chain of squarings and multiplications

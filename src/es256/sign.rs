@@ -11,22 +11,28 @@
 //! in [−32, 32) (the top window has 4 bits, so no final carry), and the sum Σ d_i·2^(6i)·G is
 //! read from a table of j·2^(6i)·G (j = 1..32, affine; built once per VM from public data,
 //! about 200 KB). The first row's entry starts the sum; the 42 others are added. Measured in
-//! V8, W = 6 beat W = 4, 5 and 7 (fewer additions against longer scans). Constant-time
-//! structure:
+//! V8, W = 6 beat W = 4, 5 and 7 (fewer additions against longer scans; W = 5 about even with
+//! the Jacobian additions, in noisy runs). Constant-time structure:
 //! - the recoding is arithmetic on the windows (no branch on them; the window positions are
 //!   public);
-//! - each table row is scanned whole, every entry combined with a mask (no index depends on k);
-//!   the sign of a digit negates y by a masked select;
-//! - the additions are the complete mixed formulas of Renes, Costello and Batina (2015,
-//!   Algorithm 5 with Z₂ = 1, as primeorder implements them), correct for every input including
-//!   the identity, so there is no special case to branch on; a zero digit keeps the sum by a
-//!   masked select (and the first row's zero digit selects the identity);
+//! - each table row is scanned whole, every entry combined with a mask (no index depends on k;
+//!   [`Fe::lookup`]); the sign of a digit negates y by a masked select. The masks go through an
+//!   optimisation barrier ([`opaque`]): without it LLVM saw that they are 0 or −1 and V8's code
+//!   branched around all but the selected entry (up to session 6);
+//! - rows 1 to 41 are added with Jacobian mixed additions (madd-2004-hmv, 8M + 3S), which are
+//!   not complete: the two cases that can occur, the sum still the identity (all digits so far
+//!   0) and a zero digit, are handled by masked selects, and [`mul_base`] proves that the
+//!   others (the sum equal to ± the entry) cannot; the last row (whose term is too large for
+//!   that proof) is added with the complete mixed formulas of Renes, Costello and Batina (2015,
+//!   Algorithm 5 with Z₂ = 1, as primeorder implements them) after a change to homogeneous
+//!   coordinates;
 //! - the field arithmetic is branch-free; the inversions (Z, k) are p256's constant-time
 //!   safegcd (Z and k are never 0, so their `None` cases never occur);
 //! - the RFC 6979 DRBG runs the same compressions whatever the data.
 //!
-//! LLVM may turn a masked select into wasm's `select` instruction, which V8 compiles to a
-//! conditional move, not a branch. Retrying with the next RFC 6979 candidate when k is not in
+//! Checked in V8's machine code (`node --no-liftoff --print-wasm-code`, TurboFan, session 7):
+//! `mul_base`'s only conditional jumps are the loop bounds, the stack and trap checks and the
+//! public window positions. Retrying with the next RFC 6979 candidate when k is not in
 //! [1, n) or r or s is 0 (probabilities about 2^−32 and 2^−256) is the only data-dependent
 //! branch, as in p256.
 
@@ -38,7 +44,7 @@ use sha2::{Digest, Sha256};
 
 use super::drbg;
 use super::field::Fe;
-use super::{Jacobian, GX, GY};
+use super::{GX, GY};
 
 type Scalar = p256::Scalar;
 
@@ -71,6 +77,8 @@ const ROWS: usize = 256_usize.div_ceil(W);
 // The top window holds at most W − 2 bits, so with the carry from below its digit stays below
 // 2^(W−1) and the recoding needs no final carry row.
 const _: () = assert!(256 - W * (ROWS - 1) <= W - 2);
+/// The top row's digits are in [0, 2^(256 − W·(ROWS − 1))]: only that many entries are scanned.
+const LAST_ENTRIES: usize = 1 << (256 - W * (ROWS - 1));
 
 struct Comb {
     /// Row i (entries i·ENTRIES ..): j·2^(W·i)·G for j = 1..=ENTRIES, affine.
@@ -90,7 +98,7 @@ fn build() -> Option<Comb> {
         y: Fe::from_be_bytes(&GY)?,
     };
     let mut points = Vec::with_capacity(ROWS * ENTRIES);
-    let mut base = Jacobian::from_affine(&g);
+    let mut base = super::Jacobian::from_affine(&g);
     for _ in 0..ROWS {
         let mut m = base;
         points.push(m);
@@ -120,26 +128,33 @@ pub fn warm_up() {
 #[inline(always)]
 fn eq_mask(a: i64, b: i64) -> i64 {
     // (a ^ b) − 1 has its top bit set exactly when a == b.
-    -(((a ^ b) - 1) >> 63 & 1)
+    opaque(-(((a ^ b) - 1) >> 63 & 1))
+}
+
+/// A mask the compiler cannot see through (`black_box`: a store and a load in wasm). Without it
+/// LLVM knows that a mask from [`eq_mask`] is 0 or −1 and turns the masked select into a
+/// conditional: in V8's machine code (`node --print-wasm-code`), the table scan then skipped
+/// every entry but the digit's with a branch, and loaded only that one, a timing leak of k.
+#[inline(always)]
+fn opaque(mask: i64) -> i64 {
+    std::hint::black_box(mask)
 }
 
 /// The entry for a digit in [−2^(W−1), 2^(W−1)] of a row, and a mask that is all ones for
-/// digit 0.
+/// digit 0 (the entry is then (0, 0)). Every entry of the row is read, each combined with its
+/// mask ([`Fe::lookup`]); the sign negates y by a masked select.
 #[inline(always)]
 fn select(row: &[Affine], digit: i64) -> (Affine, i64) {
-    let sign = digit >> 63; // all ones if negative
+    let sign = opaque(digit >> 63); // all ones if negative
     let abs = (digit ^ sign) - sign;
-    let mut p = Affine {
-        x: Fe::ZERO,
-        y: Fe::ZERO,
-    };
-    for (j, entry) in (1i64..).zip(row.iter()) {
-        let m = eq_mask(abs, j);
-        p.x = Fe::select(&p.x, &entry.x, m);
-        p.y = Fe::select(&p.y, &entry.y, m);
+    let mut masks = [0i64; ENTRIES];
+    for (j, m) in (1i64..).zip(masks.iter_mut()) {
+        *m = eq_mask(abs, j);
     }
-    p.y = Fe::select(&p.y, &-p.y, sign);
-    (p, eq_mask(abs, 0))
+    let x = Fe::lookup(row.iter().map(|e| &e.x).zip(masks));
+    let mut y = Fe::lookup(row.iter().map(|e| &e.y).zip(masks));
+    y = Fe::select(&y, &-y, sign);
+    (Affine { x, y }, eq_mask(abs, 0))
 }
 
 impl Projective {
@@ -186,7 +201,88 @@ impl Projective {
     }
 }
 
-/// k·G, projective.
+/// Jacobian coordinates: x = X/Z², y = Y/Z³ (the comb's accumulator, but for its last row).
+#[derive(Clone, Copy)]
+struct Jacobian {
+    x: Fe,
+    y: Fe,
+    z: Fe,
+}
+
+impl Jacobian {
+    /// self + q by the Explicit-Formulas Database's madd-2004-hmv (8M + 3S; madd-2007-bl's
+    /// 7M + 4S needs seven more additions, which cost about half a multiplication each here).
+    /// Not for self = ±q or self the identity: [`mul_base`] shows it never asks for those.
+    #[inline(always)]
+    fn add_affine(&self, q: &Affine) -> Jacobian {
+        let z1z1 = self.z.square();
+        let u2 = q.x * z1z1;
+        let s2 = q.y * (self.z * z1z1);
+        let h = u2 - self.x;
+        let r = s2 - self.y;
+        let hh = h.square();
+        let hhh = h * hh;
+        let v = self.x * hh;
+        let x3 = r.square() - hhh - v.double();
+        let y3 = r * (v - x3) - self.y * hhh;
+        Jacobian {
+            x: x3,
+            y: y3,
+            z: self.z * h,
+        }
+    }
+
+    fn select(a: &Jacobian, b: &Jacobian, mask: i64) -> Jacobian {
+        Jacobian {
+            x: Fe::select(&a.x, &b.x, mask),
+            y: Fe::select(&a.y, &b.y, mask),
+            z: Fe::select(&a.z, &b.z, mask),
+        }
+    }
+
+    /// Homogeneous coordinates (X·Z, Y, Z³) of the same point.
+    fn to_projective(self) -> Projective {
+        Projective {
+            x: self.x * self.z,
+            y: self.y,
+            z: self.z.square() * self.z,
+        }
+    }
+}
+
+// The bound the proof in `mul_base` needs: (2^(W−1) + 1)·2^(W·(ROWS−2)) < 2^(W·(ROWS−1)) ≤ 2^255.
+const _: () = assert!(W * (ROWS - 1) <= 255);
+
+/// k·G, projective, for any 256-bit k (k mod n).
+///
+/// The comb adds one table entry per row to an accumulator. Rows 1 … ROWS − 2 use Jacobian mixed
+/// addition ([`Jacobian::add_affine`]), whose formulas are wrong when the accumulator is the
+/// identity or equal to ± the entry; the last row uses the complete formulas
+/// ([`Projective::add_mixed`]). Why that is enough, with B = 2^W and h = 2^(W−1):
+///
+/// - The recoding is exact over the integers: k = Σ d_i·B^i, with d_i in [−h, h) for
+///   i < ROWS − 1 and the top digit in [0, LAST_ENTRIES] (its window has t = 256 − W·(ROWS − 1)
+///   bits, plus a carry of at most 1; no carry leaves it). Nothing is reduced mod n, and there is
+///   no k → n − k step.
+/// - Before row i the accumulator is S_i·G with S_i = Σ_{r<i} d_r·B^r, and
+///   |S_i| ≤ h·(B^i − 1)/(B − 1) < B^i.
+/// - S_i = 0 exactly when d_0 … d_{i−1} are all 0 (if d_j is the lowest nonzero digit,
+///   S_i ≡ d_j·B^j ≢ 0 mod B^(j+1), as 0 < |d_j| < B); and S_i ≠ 0 is never ≡ 0 mod n, since
+///   |S_i| < B^i ≤ 2^255 < n. So the accumulator is the identity exactly while `inf` (every digit so
+///   far 0) is set: the entry is then taken as it is (a masked select), not added.
+/// - A zero digit selects no entry (the lookup gives (0, 0)); the sum is then discarded by a
+///   masked select, whatever the formulas made of it.
+/// - Otherwise, in row i with 1 ≤ i ≤ ROWS − 2: the entry is T_i·G with T_i = d_i·B^i,
+///   B^i ≤ |T_i| ≤ h·B^i. The excluded cases are S_i ≡ ±T_i (mod n). But S_i ∓ T_i is a nonzero
+///   integer (|T_i| ≥ B^i > |S_i|) of magnitude below (h + 1)·B^i ≤ (h + 1)·B^(ROWS−2) < 2^255 < n
+///   (the assertion above), so it is not a multiple of n. (With W = 6: rows 1 … 41, |S_i ∓ T_i|
+///   < 33·2^246 < 2^252.)
+/// - In the last row the term is up to 16·2^252 = 2^256 > n and this bound no longer holds. (A
+///   finer argument on n's exact value and k < 2^256 still rules the doubling out, and madd
+///   happens to give Z = 0 for the one sum that is the identity, k = n; not worth the fragility
+///   for about 1 % of the comb.) So the accumulator goes to homogeneous coordinates (or the
+///   identity, if `inf`) and the complete formulas add the last entry: the result is right for
+///   every k, by the simple argument.
 fn mul_base(k: &[u8; 32], comb: &Comb) -> Projective {
     // k as four 64-bit words, least significant first.
     let mut words = [0u64; 4];
@@ -210,19 +306,45 @@ fn mul_base(k: &[u8; 32], comb: &Comb) -> Projective {
         *d = v - (carry << W);
     }
     let mut rows = comb.rows.chunks_exact(ENTRIES).zip(digits);
-    // The first row's entry is the sum so far (the identity for digit 0): no addition.
-    let mut acc = Projective::IDENTITY;
-    if let Some((row, digit)) = rows.next() {
+    // Row 0: its entry is the sum so far (Z = 1), no addition; `inf` is all ones while every
+    // digit so far is 0 (the sum is then the identity, and `acc` meaningless).
+    let (mut acc, mut inf) = match rows.next() {
+        Some((row, digit)) => {
+            let (p, zero) = select(row, digit);
+            let first = Jacobian {
+                x: p.x,
+                y: p.y,
+                z: Fe::ONE,
+            };
+            (first, zero)
+        }
+        None => (
+            Jacobian {
+                x: Fe::ONE,
+                y: Fe::ONE,
+                z: Fe::ZERO,
+            },
+            -1,
+        ),
+    };
+    // Rows 1 … ROWS − 2: Jacobian mixed additions (see above for why they are never exceptional).
+    for (row, digit) in rows.by_ref().take(ROWS - 2) {
         let (p, zero) = select(row, digit);
-        let first = Projective {
+        let fresh = Jacobian {
             x: p.x,
             y: p.y,
             z: Fe::ONE,
         };
-        acc = Projective::select(&first, &acc, zero);
+        let sum = acc.add_affine(&p);
+        let next = Jacobian::select(&sum, &fresh, inf);
+        acc = Jacobian::select(&next, &acc, zero);
+        inf &= zero;
     }
-    for (row, digit) in rows {
-        let (p, zero) = select(row, digit);
+    // The last row: the complete formulas, on the accumulator in homogeneous coordinates. Its
+    // digit is in [0, LAST_ENTRIES]: the entries above are never selected, so not scanned.
+    let mut acc = Projective::select(&acc.to_projective(), &Projective::IDENTITY, inf);
+    if let Some((row, digit)) = rows.next() {
+        let (p, zero) = select(row.get(..LAST_ENTRIES).unwrap_or(row), digit);
         let sum = acc.add_mixed(&p, &comb.b);
         acc = Projective::select(&sum, &acc, zero);
     }
@@ -376,6 +498,106 @@ mod tests {
                 sec1.x().unwrap().as_slice(),
                 "{k:02x?}"
             );
+        }
+    }
+
+    /// (x, y) of a projective point, big-endian, or `None` for the identity.
+    fn affine(p: &Projective) -> Option<([u8; 32], [u8; 32])> {
+        let z_inv = p.z.invert()?;
+        Some(((p.x * z_inv).to_be_bytes(), (p.y * z_inv).to_be_bytes()))
+    }
+
+    /// k·G by p256 (k reduced mod n), as `affine` gives it.
+    fn reference(k: &[u8; 32]) -> Option<([u8; 32], [u8; 32])> {
+        use p256::elliptic_curve::sec1::ToSec1Point;
+        let s = <Scalar as Reduce<p256::FieldBytes>>::reduce(&(*k).into());
+        let point = (p256::ProjectivePoint::GENERATOR * s).to_affine();
+        let sec1 = point.to_sec1_point(false);
+        Some((
+            sec1.x()?.as_slice().try_into().ok()?,
+            sec1.y()?.as_slice().try_into().ok()?,
+        ))
+    }
+
+    /// The comb's accumulator passes through every case its formulas must handle: digits 0 at
+    /// the start (the identity, for many rows), 0 in the middle and at the top (the entry not
+    /// added), the extreme digits ±32 and the top digit 16, sums next to a row's term
+    /// (64^i − 1 = 64^i + (−1)), and k ≥ n (the last row's complete formulas). Both coordinates
+    /// against p256's k·G.
+    #[test]
+    fn comb_digit_patterns_match_p256() {
+        let comb = comb().unwrap();
+        let from_u128 = |v: u128| {
+            let mut k = [0u8; 32];
+            k[16..].copy_from_slice(&v.to_be_bytes());
+            k
+        };
+        // k = v·2^s for a small v (as bytes: shifted left by s bits).
+        let shifted = |v: u64, s: usize| {
+            let mut k = [0u8; 32];
+            for bit in 0..64 {
+                let pos = bit + s;
+                if v >> bit & 1 == 1 && pos < 256 {
+                    k[31 - pos / 8] |= 1 << (pos % 8);
+                }
+            }
+            k
+        };
+        let n: [u8; 32] = super::super::N;
+        let minus = |j: u8| {
+            let s = -Scalar::from(u64::from(j));
+            <[u8; 32]>::from(s.to_repr())
+        };
+        let mut cases: Vec<[u8; 32]> = (0u128..=300).map(from_u128).collect();
+        for i in 0..ROWS {
+            for v in [1u64, 31, 32, 33, 63, 64, 65, 0x7df] {
+                cases.push(shifted(v, W * i));
+                // 64^i·v − 1: a run of −1 digits… or all 63s.
+                let mut k = shifted(v, W * i);
+                let s = Scalar::from_repr(k.into()).into_option();
+                if let Some(s) = s {
+                    k = (s - Scalar::ONE).to_repr().into();
+                    cases.push(k);
+                }
+            }
+        }
+        for bit in 0..256 {
+            cases.push(shifted(1, bit));
+        }
+        for j in 1..=40 {
+            cases.push(minus(j)); // n − j: top digit 16, then long runs of high digits
+        }
+        // Random scalars with about half their windows zeroed (whole rows of zero digits).
+        let mut seed = 0x1234_5678_u64;
+        for _ in 0..200 {
+            let mut k = [0u8; 32];
+            for b in k.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                *b = seed as u8;
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let keep = seed;
+            for i in 0..ROWS {
+                if keep >> (i % 64) & 1 == 0 {
+                    for bit in W * i..(W * i + W).min(256) {
+                        k[31 - bit / 8] &= !(1 << (bit % 8));
+                    }
+                }
+            }
+            cases.push(k);
+        }
+        // k ≥ n: n itself (the identity), n + 1, 2^256 − 1.
+        cases.push(n);
+        let mut n_plus_1 = n;
+        n_plus_1[31] += 1;
+        cases.push(n_plus_1);
+        cases.push([0xff; 32]);
+        for k in cases {
+            assert_eq!(affine(&mul_base(&k, comb)), reference(&k), "{k:02x?}");
         }
     }
 
