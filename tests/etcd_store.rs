@@ -107,20 +107,7 @@ fn authorize(r: &mut Replica, request_uri: &str, at: Now) -> Response {
 }
 
 fn redeem(r: &mut Replica, code: &str, at: Now) -> Response {
-    let body = format!(
-        "grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={VERIFIER}",
-        enc(code),
-        enc(CB)
-    );
-    r.h.request_at(
-        &r.e,
-        "POST",
-        "/oauth/token",
-        &web(),
-        body.as_bytes(),
-        None,
-        at,
-    )
+    redeem_with(r, code, VERIFIER, at)
 }
 
 fn refresh(r: &mut Replica, rt: &str, at: Now) -> Response {
