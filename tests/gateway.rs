@@ -562,20 +562,7 @@ fn a_protected_route_forwards_verified_claims_and_drops_spoofed_ones() {
         {"prefix": "/orders", "resource": orders, "scopes": {"all": ["orders:read"]}}
     ]});
     let mut vm = Vm::new(FakeHost::new(&cfg));
-    let basic = format!("Basic {}", STANDARD.encode("svc:svc-secret"));
-    let body = format!("grant_type=client_credentials&scope=orders:read&resource={orders}");
-    let s = vm.send(
-        "POST",
-        "/oauth/token",
-        &[
-            ("content-type", "application/x-www-form-urlencoded"),
-            ("authorization", &basic),
-        ],
-        body.as_bytes(),
-    );
-    let (status, json) = vm.h.response(s).expect("a token");
-    assert_eq!(status, 200, "{json}");
-    let token = json["access_token"].as_str().unwrap().to_string();
+    let token = api_token(&mut vm, orders);
     let bearer = format!("Bearer {token}");
     // Passed: continued on the headers, the client's copy of a claim header replaced.
     let s = vm.send(
