@@ -25,6 +25,8 @@ use serde_json::{json, Value};
 /// P-256's base field element (p256 does not name the type; its field trait does).
 type Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::FieldElement;
 
+mod flows;
+
 type Case = (&'static str, Box<dyn FnMut()>);
 
 /// A DPoP-proof-shaped ES256 or EdDSA JWS signed by a fresh key: (token, public JWK).
@@ -70,6 +72,7 @@ fn verify_proof(token: &str) -> bool {
 
 fn cases() -> Vec<Case> {
     let mut out: Vec<Case> = Vec::new();
+    flows::cases(&mut out);
     let msg = vec![0x5au8; 420];
 
     out.push((
