@@ -132,12 +132,14 @@ bench: wasm envoy etcd
 ## primitive and round, and a name filter.
 ## `make micro-envoy`: the same module and cases inside the pinned Envoy's own V8 (bench/micro/
 ## envoy.py: a bootstrap wasm service on Envoy's main thread), same MICRO_ARGS, same table.
+## MICRO_NODE_FLAGS: V8 flags for make micro, e.g. --no-liftoff (how Envoy runs V8).
 MICRO_ARGS ?= 7 300
+MICRO_NODE_FLAGS ?=
 MICRO_WASM := bench/micro/target/wasm32-wasip1/release/oauth-edge-micro.wasm
 micro:
 	@if [ ! -x bench/node_modules/.bin/node ]; then cd bench && npm ci --no-audit --no-fund; fi
 	cd bench/micro && cargo build --release --target wasm32-wasip1
-	bench/node_modules/.bin/node --no-warnings bench/micro/run.mjs $(MICRO_WASM) $(MICRO_ARGS)
+	bench/node_modules/.bin/node --no-warnings $(MICRO_NODE_FLAGS) bench/micro/run.mjs $(MICRO_WASM) $(MICRO_ARGS)
 
 micro-envoy: envoy
 	cd bench/micro && cargo build --release --target wasm32-wasip1

@@ -2,7 +2,7 @@
 //   node bench/micro/run.mjs [path.wasm] [rounds] [ms] [filter]
 import { readFile } from "node:fs/promises";
 import { WASI } from "node:wasi";
-import { argv, versions } from "node:process";
+import { argv, execArgv, versions } from "node:process";
 
 const path = argv[2] ?? new URL("./target/wasm32-wasip1/release/oauth-edge-micro.wasm", import.meta.url).pathname;
 const wasi = new WASI({ version: "preview1", args: ["micro", ...argv.slice(3)], env: {} });
@@ -17,5 +17,6 @@ for (const { module: m, name, kind } of WebAssembly.Module.imports(module)) {
   }
 }
 const instance = await WebAssembly.instantiate(module, imports);
-console.log(`Node ${versions.node}, V8 ${versions.v8}, ${path}`);
+const flags = execArgv.filter((f) => f !== "--no-warnings").join(" ");
+console.log(`Node ${versions.node}, V8 ${versions.v8}${flags ? ` (${flags})` : ""}, ${path}`);
 wasi.start({ exports: { memory: instance.exports.memory, _start: instance.exports._start } });
