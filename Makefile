@@ -16,7 +16,7 @@ SPA_PORT := 10001
 DEMO_BACKEND_PORT := 10002
 DEMO_REGISTRY_PORT := 10003
 
-.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench micro fuzz promtool chromium
+.PHONY: all wasm run test unit integration lint fmt envoy etcd oci oci-tools clean bench micro micro-envoy fuzz promtool chromium
 
 all: wasm
 
@@ -130,12 +130,20 @@ bench: wasm envoy etcd
 ## Per-primitive crypto micro-benchmark inside V8 (bench/micro: a wasm32-wasip1 program with the
 ## filter's release profile, run by Node 24's V8 through node:wasi). MICRO_ARGS: rounds, ms per
 ## primitive and round, and a name filter.
+## `make micro-envoy`: the same module and cases inside the pinned Envoy's own V8 (bench/micro/
+## envoy.py: a bootstrap wasm service on Envoy's main thread), same MICRO_ARGS, same table.
+## MICRO_NODE_FLAGS: V8 flags for make micro, e.g. --no-liftoff (how Envoy runs V8).
 MICRO_ARGS ?= 7 300
+MICRO_NODE_FLAGS ?=
 MICRO_WASM := bench/micro/target/wasm32-wasip1/release/oauth-edge-micro.wasm
 micro:
 	@if [ ! -x bench/node_modules/.bin/node ]; then cd bench && npm ci --no-audit --no-fund; fi
 	cd bench/micro && cargo build --release --target wasm32-wasip1
-	bench/node_modules/.bin/node --no-warnings bench/micro/run.mjs $(MICRO_WASM) $(MICRO_ARGS)
+	bench/node_modules/.bin/node --no-warnings $(MICRO_NODE_FLAGS) bench/micro/run.mjs $(MICRO_WASM) $(MICRO_ARGS)
+
+micro-envoy: envoy
+	cd bench/micro && cargo build --release --target wasm32-wasip1
+	python3 bench/micro/envoy.py --envoy $(ENVOY) $(MICRO_WASM) $(MICRO_ARGS)
 
 ## Fuzz every network-facing parser and the endpoints, and the ES256 verifier against p256's
 ## (es256: differential) (cargo-fuzz, libFuzzer, stable Rust with no sanitizer). FUZZ_SECONDS

@@ -72,5 +72,5 @@ pub mod store;
 pub mod token_answer;
 pub mod url;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "no-exports")))]
 mod host;

@@ -1,7 +1,8 @@
 //! Per-primitive micro-benchmark: the signatures and hashes the filter computes, timed where they
 //! run in production (wasm32-wasip1 in V8). Built with the filter's release profile and run by
-//! `bench/micro/run.mjs` under Node's V8 (node:wasi); natively with `cargo run --release` for
-//! comparison. See bench/README.md.
+//! `bench/micro/run.mjs` under Node's V8 (node:wasi), by `bench/micro/envoy.py` inside Envoy's
+//! own V8 (the same module, see `envoy.rs`); natively with `cargo run --release` for comparison.
+//! See bench/README.md.
 //!
 //! Every primitive runs once per round for about `MS` milliseconds; rounds interleave the
 //! primitives (a noisy neighbour then slows all of them alike), and the report gives the median
@@ -25,6 +26,8 @@ use serde_json::{json, Value};
 /// P-256's base field element (p256 does not name the type; its field trait does).
 type Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::FieldElement;
 
+#[cfg(target_arch = "wasm32")]
+mod envoy;
 mod flows;
 
 type Case = (&'static str, Box<dyn FnMut()>);
@@ -374,6 +377,14 @@ fn cases() -> Vec<Case> {
     out
 }
 
+/// One line to stdout in one write: Envoy's WASI logs every fd_write as a line of its own.
+fn say(line: String) {
+    use std::io::Write as _;
+    let _ = std::io::stdout()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -399,9 +410,18 @@ const RATIOS: [(&str, &str); 6] = [
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rounds: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let ms: f64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(300.0);
-    let filter = args.get(3).cloned().unwrap_or_default();
+    // No argv[0] at all: started by a proxy-wasm host (Envoy calls `_start` when it starts a VM),
+    // which runs the benchmark from proxy_on_configure (envoy.rs).
+    if let Some((_, rest)) = args.split_first() {
+        run(rest);
+    }
+}
+
+/// The benchmark: `args` are `[rounds] [ms per primitive and round] [filter substring]`.
+fn run(args: &[String]) {
+    let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let ms: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(300.0);
+    let filter = args.get(2).cloned().unwrap_or_default();
     let mut cases: Vec<Case> = cases()
         .into_iter()
         .filter(|(n, _)| n.contains(filter.as_str()))
@@ -432,21 +452,21 @@ fn main() {
             samples[i].push(t.elapsed().as_secs_f64() * 1e6 / n as f64);
         }
     }
-    println!(
+    say(format!(
         "{:<32} {:>12} {:>20}",
         "primitive", "µs/op median", "min–max over rounds"
-    );
+    ));
     for (i, (name, _)) in cases.iter().enumerate() {
         let s = &mut samples[i];
         let m = median(s);
         let lo = s.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = s.iter().cloned().fold(0.0, f64::max);
-        println!(
+        say(format!(
             "{:<32} {:>12.3} {:>20}",
             name,
             m,
             format!("{lo:.3}–{hi:.3}")
-        );
+        ));
     }
     let index = |n: &str| cases.iter().position(|(c, _)| *c == n);
     for (a, b) in RATIOS {
@@ -461,6 +481,8 @@ fn main() {
         let m = median(&mut r);
         let lo = r.iter().cloned().fold(f64::INFINITY, f64::min);
         let hi = r.iter().cloned().fold(0.0, f64::max);
-        println!("ratio {a} / {b}: {m:.3} ({lo:.3}–{hi:.3}) per round");
+        say(format!(
+            "ratio {a} / {b}: {m:.3} ({lo:.3}–{hi:.3}) per round"
+        ));
     }
 }
