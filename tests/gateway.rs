@@ -778,3 +778,99 @@ fn a_revocation_on_another_worker_is_seen_on_the_next_call() {
     assert!(forwarded);
     assert_eq!(reads(&calls), 1, "{calls:?}");
 }
+
+/// What a client_credentials request of a static client costs in host calls (each one a
+/// crossing out of the VM; docs/host-calls.md, "A token request"). On the headers: the path,
+/// the request counter, every header at once (the method, the announced length and CORS's
+/// headers come from it), the start's clock. Once the body is complete: the body, every header
+/// again (a stream waiting for its body keeps none of them), the flow's clock, then the end's
+/// clock and the duration histogram, the issued counter and the answer.
+#[test]
+fn a_token_request_makes_only_the_host_calls_it_needs() {
+    // No registry, no rate limit, no ring share: the calls of the request itself.
+    let mut cfg = config();
+    cfg.as_object_mut().unwrap().remove("registry");
+    cfg["store"] = json!({"share_percent": 100, "replay_share_percent": 100});
+    let mut vm = Vm::new(FakeHost::new(&cfg));
+    let basic = format!("Basic {}", STANDARD.encode("svc:svc-secret"));
+    for _ in 0..3 {
+        vm.h.take_calls();
+        let id = vm.next_stream;
+        vm.next_stream += 1;
+        let body = b"grant_type=client_credentials";
+        vm.h.streams.borrow_mut().insert(
+            id,
+            FakeStream {
+                headers: Headers(vec![
+                    (":method".into(), "POST".into()),
+                    (":path".into(), "/oauth/token".into()),
+                    (":authority".into(), "as.example.com".into()),
+                    (
+                        "content-type".into(),
+                        "application/x-www-form-urlencoded".into(),
+                    ),
+                    ("content-length".into(), body.len().to_string()),
+                    ("authorization".into(), basic.clone()),
+                ]),
+                body: body.to_vec(),
+                ..FakeStream::default()
+            },
+        );
+        vm.g.on_context_create(id, ROOT);
+        vm.h.current.set(id);
+        assert_eq!(vm.g.on_request_headers(&vm.h, id, false), Action::Pause);
+        assert_eq!(
+            vm.h.take_calls(),
+            [
+                "request_header",
+                "increment_metric",
+                "request_headers",
+                "now_nanos"
+            ]
+        );
+        assert_eq!(
+            vm.g.on_request_body(&vm.h, id, body.len(), true),
+            Action::Pause
+        );
+        assert_eq!(vm.h.response(id).map(|r| r.0), Some(200));
+        assert_eq!(
+            vm.h.take_calls(),
+            [
+                "request_body",
+                "request_headers",
+                "now_nanos",
+                "now_nanos",
+                "record_metric",
+                "increment_metric",
+                "respond",
+            ]
+        );
+        vm.g.on_delete(id);
+    }
+    assert_eq!(vm.h.metric("oauth_edge.requests.token"), 3);
+    assert_eq!(
+        vm.h.metric("oauth_edge.tokens_issued.client_credentials"),
+        3
+    );
+}
+
+/// A request without a body that the core answers within its headers callback (JWKS, metadata,
+/// a userinfo GET) reads its headers once.
+#[test]
+fn a_get_endpoint_reads_its_headers_once() {
+    let mut vm = Vm::new(FakeHost::new(&config()));
+    vm.h.take_calls();
+    let s = vm.send("GET", "/oauth/jwks", &[], b"");
+    assert_eq!(vm.h.response(s).map(|r| r.0), Some(200));
+    let calls = vm.h.take_calls();
+    assert_eq!(
+        calls.iter().filter(|c| **c == "request_headers").count(),
+        1,
+        "{calls:?}"
+    );
+    assert_eq!(
+        calls.iter().filter(|c| **c == "request_header").count(),
+        1,
+        "only the path is read alone: {calls:?}"
+    );
+}

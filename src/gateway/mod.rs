@@ -79,8 +79,10 @@ struct Stream {
 struct Active {
     endpoint: Endpoint,
     method: String,
-    /// The request headers, kept only when the filter continued on them (body mode `buffer`);
-    /// otherwise read once the body is complete, while the headers are still held.
+    /// The request headers, read in the headers callback and kept only until the core starts
+    /// within it (a request without a body, a protected route) or when the filter continued on
+    /// them (body mode `buffer`); otherwise read again once the body is complete, while the
+    /// headers are still held.
     headers: Option<Headers>,
     /// A request waiting for a dispatched call (its own, or one it joined).
     pending: Option<Pending>,
@@ -238,8 +240,9 @@ impl Gateway {
             return Action::Continue;
         };
         let path = host.request_header(":path").unwrap_or_default();
-        // A protected route's request: every header, read once here (one host call instead of
-        // one per header), kept for the check.
+        // Every header, read once here (one host call instead of one per header): a protected
+        // route's request keeps them for the check; a request to one of our endpoints keeps
+        // them only if the core runs before this stream's headers are handed on (see below).
         let mut all_headers = None;
         let mut route = None;
         let (ep, (method, action)) = match engine.route(&path) {
@@ -247,16 +250,34 @@ impl Gateway {
                 if let Some(m) = &metrics {
                     m.request(host, ep);
                 }
-                let method = host.request_header(":method").unwrap_or_default();
+                let headers = host.request_headers();
+                let first = |name| headers.all(name).next().map(str::to_string);
+                let method = first(":method").unwrap_or_default();
                 // Only what the decision needs: the body's announced length, and for CORS the
-                // Origin and a preflight's requested method.
+                // Origin and a preflight's requested method; each header's first value, as a
+                // read of that one header (proxy_get_header_map_value) gives it.
                 let mut head = Headers::default();
                 for name in ["content-length", "origin", "access-control-request-method"] {
-                    if let Some(v) = host.request_header(name) {
+                    if let Some(v) = first(name) {
                         head.0.push((name.into(), v));
                     }
                 }
                 let action = engine.on_headers(ep, &method, &head);
+                // Kept when the core starts within this callback (a request without a body),
+                // or when the headers are handed on before the body is in (body mode
+                // `buffer`). A request paused for its body does not keep them: a stream held
+                // open with its body unfinished costs the VM's heap (which never shrinks) only
+                // its endpoint and method; they are read again once the body is complete.
+                let keep = match &action {
+                    HeadAction::Respond(_) => false,
+                    HeadAction::Start => true,
+                    HeadAction::ReadBody => {
+                        end_of_stream || !engine.config.pause_on_request_headers
+                    }
+                };
+                if keep {
+                    all_headers = Some(headers);
+                }
                 (ep, (method, action))
             }
             // Never let a client's credentials reach the application under a near-miss of one
@@ -364,10 +385,7 @@ impl Gateway {
                     Action::Pause
                 } else {
                     // Envoy lets a filter read the request headers only while it holds them:
-                    // continuing hands them on, so keep them now.
-                    if let Some(a) = self.active(context) {
-                        a.headers = Some(host.request_headers());
-                    }
+                    // continuing hands them on, so they were kept above.
                     Action::Continue
                 }
             }

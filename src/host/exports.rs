@@ -2,6 +2,11 @@
 //! Only the callbacks this filter needs are exported: the host skips the others (response
 //! headers and bodies pass untouched, with no wasm call at all).
 //!
+//! `proxy_on_done` and `proxy_on_log` are not exported either: each would be one more call into
+//! the VM per stream, for nothing. proxy-wasm-cpp-host (`ContextBase::onDone`, `onLog` in
+//! src/context.cc) calls them only when the module exports them, and a missing `proxy_on_done`
+//! counts as "done" (`true`), which is what this filter always answered.
+//!
 //! Exporting an unmangled symbol counts as unsafe code to the compiler, hence the allow; there
 //! is no other unsafe operation here than running the WASI constructors once.
 #![allow(unsafe_code)]
@@ -87,14 +92,6 @@ pub extern "C" fn proxy_on_http_call_response(
 ) {
     super::on_http_call_response(token, headers, body_size);
 }
-
-#[no_mangle]
-pub extern "C" fn proxy_on_done(_context: u32) -> u32 {
-    1
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_log(_context: u32) {}
 
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(context: u32) {

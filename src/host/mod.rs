@@ -80,6 +80,12 @@ pub(crate) fn on_http_call_response(token: u32, num_headers: usize, body_size: u
     });
 }
 
+/// A header's bytes as text, in place when they are UTF-8 (as they nearly always are); invalid
+/// sequences become U+FFFD, as `String::from_utf8_lossy` makes them.
+fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// proxy-wasm's filter header/body status.
 fn code(a: Action) -> u32 {
     match a {
@@ -125,22 +131,12 @@ impl Host for Proxy {
         abi::header(Map::RequestHeaders, name)
             .ok()
             .flatten()
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .map(text)
     }
 
     fn request_headers(&self) -> Headers {
         let pairs = abi::header_pairs(Map::RequestHeaders).unwrap_or_default();
-        Headers(
-            pairs
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(&k).into_owned(),
-                        String::from_utf8_lossy(&v).into_owned(),
-                    )
-                })
-                .collect(),
-        )
+        Headers(pairs.into_iter().map(|(k, v)| (text(k), text(v))).collect())
     }
 
     fn request_body(&self, max: usize) -> Result<Vec<u8>, HostError> {
