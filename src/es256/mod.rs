@@ -85,30 +85,6 @@ fn eq(a: &Fe, b: &Fe) -> bool {
     a == b
 }
 
-/// The field multiplication and squaring as the verifier's point functions (`double_co_z`,
-/// `add_affine`: what [`mul2`] runs) call them: through function pointers LLVM cannot see
-/// through (`black_box`), so that each call stays a wasm `call_indirect`. Envoy's V8 compiles
-/// without Liftoff and inlines every direct callee that fits its budget, which turns these two
-/// functions into about 50 KB of machine code (24 KB with the calls); V8 does not inline an
-/// indirect call without feedback. In a real request the wasm code runs with caches Envoy's own
-/// code has used in between, where the smaller loop pays (docs/benchmarks.md, "Inside Envoy's
-/// V8"). Signing (`sign.rs`) keeps direct calls.
-#[derive(Clone, Copy)]
-struct FieldOps {
-    mul: fn(Fe, Fe) -> Fe,
-    square: fn(&Fe) -> Fe,
-}
-
-impl FieldOps {
-    #[inline(always)]
-    fn get() -> FieldOps {
-        std::hint::black_box(FieldOps {
-            mul: <Fe as std::ops::Mul>::mul,
-            square: Fe::square,
-        })
-    }
-}
-
 /// An affine point (never the point at infinity here).
 #[derive(Clone, Copy, Debug)]
 struct Affine {
@@ -164,17 +140,16 @@ impl Jacobian {
         if self.is_infinity() {
             return (*self, *self);
         }
-        let FieldOps { mul, square } = FieldOps::get();
-        let delta = square(&self.z);
-        let gamma = square(&self.y);
-        let beta = mul(self.x, gamma);
-        let t = mul(self.x - delta, self.x + delta);
+        let delta = self.z.square();
+        let gamma = self.y.square();
+        let beta = self.x * gamma;
+        let t = (self.x - delta) * (self.x + delta);
         let alpha = t.double() + t;
         let beta4 = beta.double().double();
-        let x3 = square(&alpha) - beta4.double();
-        let z3 = square(&(self.y + self.z)) - gamma - delta;
-        let gamma8 = square(&gamma).double().double().double();
-        let y3 = mul(alpha, beta4 - x3) - gamma8;
+        let x3 = alpha.square() - beta4.double();
+        let z3 = (self.y + self.z).square() - gamma - delta;
+        let gamma8 = gamma.square().double().double().double();
+        let y3 = alpha * (beta4 - x3) - gamma8;
         (
             Jacobian {
                 x: x3,
@@ -220,10 +195,9 @@ impl Jacobian {
         if self.is_infinity() {
             return Jacobian::from_affine(q);
         }
-        let FieldOps { mul, square } = FieldOps::get();
-        let z1z1 = square(&self.z);
-        let u2 = mul(q.x, z1z1);
-        let s2 = mul(mul(q.y, self.z), z1z1);
+        let z1z1 = self.z.square();
+        let u2 = q.x * z1z1;
+        let s2 = q.y * self.z * z1z1;
         let h = u2 - self.x;
         let r = (s2 - self.y).double();
         if is_zero(&h) {
@@ -233,13 +207,13 @@ impl Jacobian {
                 Jacobian::INFINITY
             };
         }
-        let hh = square(&h);
+        let hh = h.square();
         let i = hh.double().double();
-        let j = mul(h, i);
-        let v = mul(self.x, i);
-        let x3 = square(&r) - j - v.double();
-        let y3 = mul(r, v - x3) - mul(self.y, j).double();
-        let z3 = square(&(self.z + h)) - z1z1 - hh;
+        let j = h * i;
+        let v = self.x * i;
+        let x3 = r.square() - j - v.double();
+        let y3 = r * (v - x3) - (self.y * j).double();
+        let z3 = (self.z + h).square() - z1z1 - hh;
         Jacobian {
             x: x3,
             y: y3,
