@@ -58,6 +58,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: all bound at once, since one socket closed before the next is bound
+    can get the same port back (then Envoy's admin takes it and the listener cannot bind)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def http_filters(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The HTTP filter list of a rendered bootstrap (parsed YAML)."""
     hcm = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -139,6 +152,9 @@ class EnvoyInstance:
         self.admin_port = 0
         self.plugin_config: dict[str, Any] = {}
         self.t_spawn = 0.0  # time.time() just before the last process was started
+        # Byte ranges of the log written by start attempts that failed on a taken port: left out
+        # of log_text (and so of health_problems), since the retry that followed succeeded.
+        self._failed_attempts: list[tuple[int, int]] = []
 
     # URLs
     @property
@@ -216,7 +232,7 @@ class EnvoyInstance:
     def start(self) -> "EnvoyInstance":
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between probing and binding
-            self.listen_port, self.admin_port = free_port(), free_port()
+            self.listen_port, self.admin_port = free_ports(2)
             if self._prepare is not None:
                 self._prepare(self)
             rendered = render.render(
@@ -245,6 +261,7 @@ class EnvoyInstance:
                 self._plugin_config_in, key=None if self.key_from_env else self.signing_keys,
                 key_from_env=self.key_from_env, listen_port=self.listen_port, body_mode=self.body_mode)
             shutil.copyfile(self.wasm, self.workdir / render.DEFAULT_WASM)
+            begin = self._log_size()
             self._launch()
             try:
                 self._wait_ready()
@@ -254,6 +271,7 @@ class EnvoyInstance:
                 self.stop()
                 if "Address already in use" not in self.log_tail(80):
                     break
+                self._failed_attempts.append((begin, self._log_size()))
         raise RuntimeError(f"Envoy {self.name} did not start: {last_error}\n--- log tail ---\n{self.log_tail(60)}")
 
     def command(self) -> list[str]:
@@ -326,11 +344,21 @@ class EnvoyInstance:
         return rc
 
     # introspection
-    def log_text(self) -> str:
+    def _log_size(self) -> int:
         try:
-            return self.log_path.read_text(errors="replace")
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_text(self) -> str:
+        """The log, without what start attempts that lost their port to another process wrote."""
+        try:
+            data = self.log_path.read_bytes()
         except OSError:
             return ""
+        for begin, end in reversed(self._failed_attempts):
+            data = data[:begin] + data[end:]
+        return data.decode(errors="replace")
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines, without Envoy's start-up inventory (extension lists, header maps)."""

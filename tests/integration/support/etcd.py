@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from .envoy import free_port
+from .envoy import free_ports
 
 ETCD = shutil.which("etcd")
 ETCDCTL = shutil.which("etcdctl")
@@ -50,7 +50,8 @@ class Member:
 
 class EtcdCluster:
     def __init__(self, workdir: Path) -> None:
-        ports = [(free_port(), free_port()) for _ in range(3)]
+        flat = free_ports(6)
+        ports = [(flat[2 * i], flat[2 * i + 1]) for i in range(3)]
         cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
         self.members = [Member(f"m{i}", workdir, c, p, cluster) for i, (c, p) in enumerate(ports)]
 
