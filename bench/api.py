@@ -8,8 +8,9 @@ whose every path answers with Envoy's direct_response, called with the same EdDS
   * dpop     GET /dapi/x   — a DPoP-required protected route, a DPoP-bound token and a fresh
                              proof (htm, htu, ath, jti) per request.
 
-Interleaved rounds like the token rows; medians and ratios from the same run. Called by
-bench.py with itself as `B` (the Envoy, wrk and report helpers live there).
+Interleaved rounds like the token rows (the order reversed every other round); medians and
+ratios from the same run. Called by bench.py with itself as `B` (the Envoy, wrk and report
+helpers live there).
 """
 from __future__ import annotations
 
@@ -130,26 +131,34 @@ def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -
         B.run_wrk(t.url, t.script, t.args, 32, a.warmup, load_cpu, t.pid)
     runs: list[dict] = []
     dpop_rate = {c: 2000.0 for c in B.CONNS}
+
+    # One step per row; the rounds run them in B.round_order (reversed every other round), the
+    # DPoP row last in odd rounds and first in even ones.
+    def plain_step(t, conns: int) -> dict:
+        r = B.measure(t, conns, a.duration, load_cpu)
+        B.say(f"round {rnd} c{conns:<2} api {t.name:9} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+              f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+        return r
+
+    def dpop_step(conns: int) -> dict:
+        count = int(dpop_rate[conns] * a.duration * 1.5) + 200
+        f = pools.make(count)
+        dpop_t.args[0] = str(f)
+        r = B.measure(dpop_t, conns, a.duration, load_cpu, check=_dpop_check(B))
+        f.unlink(missing_ok=True)
+        dpop_rate[conns] = r["rps"]
+        B.say(f"round {rnd} c{conns:<2} api dpop      {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+              f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req"
+              + (" (pool ran out: run ended early)" if r.get("starved") else ""))
+        return r
+
+    steps = [lambda c, t=t: plain_step(t, c) for t in targets] + ([dpop_step] if dpop_t else [])
     for rnd in range(1, a.rounds + 1):
         for conns in B.CONNS:
-            for t in targets:
-                r = B.measure(t, conns, a.duration, load_cpu)
+            for step in B.round_order(steps, rnd):
+                r = step(conns)
                 r["round"] = rnd
                 runs.append(r)
-                B.say(f"round {rnd} c{conns:<2} api {t.name:9} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
-                      f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
-            if dpop_t:
-                count = int(dpop_rate[conns] * a.duration * 1.5) + 200
-                f = pools.make(count)
-                dpop_t.args[0] = str(f)
-                r = B.measure(dpop_t, conns, a.duration, load_cpu, check=_dpop_check(B))
-                f.unlink(missing_ok=True)
-                r["round"] = rnd
-                runs.append(r)
-                dpop_rate[conns] = r["rps"]
-                B.say(f"round {rnd} c{conns:<2} api dpop      {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
-                      f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req"
-                      + (" (pool ran out: run ended early)" if r.get("starved") else ""))
     results["api"] = {"probes": probes, "runs": runs, "stats": env.stats("oauth_edge")}
     env.stop()
     if base:

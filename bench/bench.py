@@ -19,8 +19,8 @@ What runs (all on loopback, standard library only; `make bench` installs wrk and
   * later, Envoy "mem" (store.code_slots 131072, lifetimes.code 600s) for memory with 0 and
     100,000 outstanding codes, and Envoy "default" (the default store) for VM start and memory.
 Every Envoy runs with --concurrency 1 and, like the peer, is pinned to one core; wrk (one
-thread) is pinned to the other. Targets are interleaved (A B C D, A B C D, ...) over rounds, and
-medians and ratios come from the same run.
+thread) is pinned to the other. Targets are interleaved over rounds, the order reversed every other
+round (A B C D, D C B A, A B C D, ...), and medians and ratios come from the same run.
 
     python3 bench/bench.py [--rounds 5] [--duration 5] [--code-rounds 3] [--code-duration 3]
                            [--codes 100000] [--dpop-alg ES256] [--no-dpop] [--no-etcd]
@@ -414,6 +414,15 @@ def measure(t: Target, conns: int, duration: int, cpu: int | None, status_errors
         "cpu_us": r["server_cpu_s"] * 1e6 / max(n, 1), "new_connections": new_cx,
         **({"starved": r["starved"] > 0} if "starved" in r else {}),
     }
+
+
+def round_order(items, rnd: int) -> list:
+    """The order of the targets in round `rnd` (from 1): as given in odd rounds, reversed in even
+    ones (A B C, C B A, A B C, ...: ABBA over rounds). With a fixed order a slow drift of the host
+    (its load, the CPU time it lends this guest) always weighs on the targets measured later; over
+    each two rounds a drift linear in time now weighs the same on every target."""
+    items = list(items)
+    return items if rnd % 2 else items[::-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -829,7 +838,7 @@ def run_etcd_only(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
             rate[(name, conns)] = redeem(e, f, work / f"rt-{name}-warmup-c{conns}.txt", conns, load_cpu)["rps"]
     for rnd in range(1, a.code_rounds + 1):
         for conns in CONNS:
-            for name, e in envoys.items():
+            for name, e in round_order(envoys.items(), rnd):
                 n = int(min(60_000, max(300, rate[(name, conns)] * a.code_duration)))
                 r = etcd_codes(e, etcd, n, work, f"{name}-r{rnd}-c{conns}", conns, load_cpu)
                 r.update(round=rnd, target=name)
@@ -1034,36 +1043,67 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
             etcd_rate[conns] = redeem(et, f, work / f"rt-etcd-warmup-c{conns}.txt", conns, load_cpu)["rps"]
 
     envoys = {"eddsa": ed, "es256": es}
+
+    # One step per target of a round (each measures it at `conns`), in the order above; the rounds
+    # run them in round_order (reversed every other round).
+    def plain_step(t: Target, conns: int) -> dict:
+        r = measure(t, conns, a.duration, load_cpu)
+        say(f"round {rnd} c{conns:<2} {t.name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+            f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
+        return r
+
+    def dpop_step(conns: int) -> dict:
+        r = measure_dpop(dpop_t, pools, conns, a.duration, dpop_rate[conns], load_cpu)
+        dpop_rate[conns] = r["rps"]
+        say(f"round {rnd} c{conns:<2} dpop     {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+            f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req  (replay cache {r['jti_load']:.2f} jtis per slot"
+            + (", pool ran out: run ended early" if r.get("starved") else "") + ")")
+        return r
+
+    def fapi_step(t: Target, p: ProofPools, conns: int) -> dict:
+        r = measure_dpop(t, p, conns, a.duration, fapi_rate[(t.name, conns)], load_cpu)
+        fapi_rate[(t.name, conns)] = r["rps"]
+        say(f"round {rnd} c{conns:<2} {t.name:9}{r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
+            f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req"
+            + ("  (pool ran out: run ended early)" if r.get("starved") else ""))
+        return r
+
+    def etcd_step(conns: int) -> None:
+        # The same code making and redemption with the state in etcd.
+        n = int(min(60_000, max(300, etcd_rate[conns] * a.code_duration)))
+        r = etcd_codes(et, etcd, n, work, f"r{rnd}-c{conns}", conns, load_cpu)
+        r["round"] = rnd
+        results["etcd"].append(r)
+        etcd_rate[conns] = r["rps"]
+        say(f"round {rnd} c{conns:<2} etcd     made {r['make']['codes']} codes ({r['make']['per_s']:.0f}/s), "
+            f"code {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
+            f"{r['cpu_us']:.1f} µs Envoy + {r['etcd_cpu_us']:.1f} µs etcd CPU/req, "
+            f"{r['etcd_rq_per_code']:.2f} + {r['etcd_rq_per_redemption']:.2f} etcd requests")
+
+    steps = [(t.name, lambda c, t=t: plain_step(t, c)) for t in targets]
+    if dpop_t:
+        steps.append(("dpop", dpop_step))
+    steps += [(t.name, lambda c, t=t, p=p: fapi_step(t, p, c)) for t, p in fapi_ts]
+
     for rnd in range(1, a.rounds + 1):
         this_round: dict[tuple[str, int], dict] = {}
         for conns in CONNS:
-            for t in targets:
-                r = measure(t, conns, a.duration, load_cpu)
+            for name, step in round_order(steps, rnd):
+                r = step(conns)
                 r["round"] = rnd
                 results["runs"].append(r)
-                this_round[(t.name, conns)] = r
-                say(f"round {rnd} c{conns:<2} {t.name:8} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
-                    f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
-            if dpop_t:
-                r = measure_dpop(dpop_t, pools, conns, a.duration, dpop_rate[conns], load_cpu)
-                r["round"] = rnd
-                results["runs"].append(r)
-                dpop_rate[conns] = r["rps"]
-                say(f"round {rnd} c{conns:<2} dpop     {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
-                    f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req  (replay cache {r['jti_load']:.2f} jtis per slot"
-                    + (", pool ran out: run ended early" if r.get("starved") else "") + ")")
-            for t, p in fapi_ts:
-                r = measure_dpop(t, p, conns, a.duration, fapi_rate[(t.name, conns)], load_cpu)
-                r["round"] = rnd
-                results["runs"].append(r)
-                fapi_rate[(t.name, conns)] = r["rps"]
-                say(f"round {rnd} c{conns:<2} {t.name:9}{r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
-                    f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req"
-                    + ("  (pool ran out: run ended early)" if r.get("starved") else ""))
+                this_round[(name, conns)] = r
         if rnd <= a.code_rounds:
             for conns in CONNS:
+                # Codes are made, then redeemed, then the refresh tokens rotated: that order stays;
+                # within each stage the Envoys, and etcd's round before or after theirs, follow
+                # round_order like the rows above.
+                algs = round_order(envoys, rnd)
+                if et and rnd % 2 == 0:
+                    etcd_step(conns)
                 files = {}
-                for alg, e in envoys.items():
+                for alg in algs:
+                    e = envoys[alg]
                     # A pool a little larger than a client_credentials run of code-duration would
                     # use: redemption does more work, so it lasts at least that long.
                     n = int(min(60_000, max(500, this_round[(alg, conns)]["rps"] * a.code_duration)))
@@ -1072,31 +1112,22 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
                     results["makes"].append(dict(g, target=alg, round=rnd, for_conns=conns))
                     files[alg] = f
                     say(f"round {rnd} c{conns:<2} {alg:8} made {g['codes']} codes ({g['per_s']:.0f}/s)")
-                for alg, e in envoys.items():
+                for alg in algs:
                     rt = work / f"rt-{alg}-r{rnd}-c{conns}.txt"
-                    r = redeem(e, files[alg], rt, conns, load_cpu)
+                    r = redeem(envoys[alg], files[alg], rt, conns, load_cpu)
                     r.update(round=rnd, target=alg)
                     results["codes"].append(r)
                     say(f"round {rnd} c{conns:<2} {alg:8} code   {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
                         f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
-                for alg, e in envoys.items():
+                for alg in algs:
                     rt = work / f"rt-{alg}-r{rnd}-c{conns}.txt"
-                    r = refresh(e, rt, conns, a.code_duration, load_cpu)
+                    r = refresh(envoys[alg], rt, conns, a.code_duration, load_cpu)
                     r.update(round=rnd, target=alg)
                     results["refresh"].append(r)
                     say(f"round {rnd} c{conns:<2} {alg:8} refresh{r['rps']:8.0f} req/s  p50 {r['p50_ms']:.3f} ms  "
                         f"p99 {r['p99_ms']:.3f} ms  {r['cpu_us']:.1f} µs CPU/req")
-                if et:
-                    # The same code making and redemption with the state in etcd.
-                    n = int(min(60_000, max(300, etcd_rate[conns] * a.code_duration)))
-                    r = etcd_codes(et, etcd, n, work, f"r{rnd}-c{conns}", conns, load_cpu)
-                    r["round"] = rnd
-                    results["etcd"].append(r)
-                    etcd_rate[conns] = r["rps"]
-                    say(f"round {rnd} c{conns:<2} etcd     made {r['make']['codes']} codes ({r['make']['per_s']:.0f}/s), "
-                        f"code {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  "
-                        f"{r['cpu_us']:.1f} µs Envoy + {r['etcd_cpu_us']:.1f} µs etcd CPU/req, "
-                        f"{r['etcd_rq_per_code']:.2f} + {r['etcd_rq_per_redemption']:.2f} etcd requests")
+                if et and rnd % 2 == 1:
+                    etcd_step(conns)
     # Where the time goes inside Envoy: one round at 32 connections of cheaper and cheaper requests
     # to the same Envoy (eddsa); the differences in CPU per request are the costs of each step.
     ladder = [
@@ -1305,7 +1336,8 @@ def render_report(res: dict) -> str:
              f"node {m['node']} with oidc-provider {m['oidc_provider']} (pinned to core 0). oauth-edge {m['git']}, "
              f".wasm {m['wasm_bytes']:,} bytes (sha256 {m['wasm_sha256']}…).")
     p = res["params"]
-    L.append(f"{p['rounds']} rounds × {p['duration']} s per target and connection count, interleaved; medians. "
+    L.append(f"{p['rounds']} rounds × {p['duration']} s per target and connection count, interleaved (the order "
+             f"reversed every other round); medians. "
              f"Token answers: {res['probes']['eddsa']['body_bytes']} B (oauth-edge), "
              f"{res['probes']['peer']['body_bytes']} B (peer); ceiling body {res['probes']['ceiling_body_bytes']} B.")
     L.append("")
