@@ -24,7 +24,7 @@ round (A B C D, D C B A, A B C D, ...), and medians and ratios come from the sam
 
     python3 bench/bench.py [--rounds 5] [--duration 5] [--code-rounds 3] [--code-duration 3]
                            [--codes 100000] [--dpop-alg ES256] [--no-dpop] [--no-etcd]
-                           [--quick] [--out target/bench]
+                           [--pairs 4] [--pair-duration 2] [--quick] [--out target/bench]
     python3 bench/bench.py --api-only | --etcd-only [--base-wasm OTHER.wasm] ...
 
 Results: a Markdown report on stdout and in OUT/report.md, raw numbers in OUT/results.json, and
