@@ -36,6 +36,8 @@ fn engine() -> (Engine, Host) {
         "access_token_audience": "https://api.bench.example",
         "store": {"share_percent": 100, "replay_share_percent": 100, "jti_slots": 262144},
         "dpop": {"proof_lifetime": "600s"},
+        "resource_protection": {"routes": [{"prefix": "/api", "resource": "https://api.bench.example/api",
+            "audience": "https://api.bench.example", "scopes": {"all": ["read"]}}]},
         "clients": [
             {"client_id": "bench-client", "client_secret": secret,
              "token_endpoint_auth_method": "client_secret_basic",
@@ -91,6 +93,34 @@ pub fn cases(out: &mut Vec<Case>) {
             assert_eq!(r.status, 200);
         }),
     ));
+    // A protected route's check of a Bearer token this worker has verified before (the
+    // signature is cached): what `make bench`'s "bearer" row adds to a pass-through request,
+    // apart from the host calls.
+    {
+        let auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("bench-client:bench-secret")
+        );
+        let (e, mut h) = engine();
+        let headers = form_headers(&[("authorization", auth.as_str())]);
+        let r = h.request_inline(&e, "POST", "/oauth/token", &headers, BODY, None);
+        let token = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .and_then(|v| v["access_token"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let headers = oauth_edge::http::Headers(vec![
+            (":authority".into(), "api.bench.example".into()),
+            ("authorization".into(), format!("Bearer {token}")),
+            ("user-agent".into(), "wrk".into()),
+        ]);
+        out.push((
+            "protected route: Bearer, cached",
+            Box::new(move || {
+                let r = h.request_inline(&e, "GET", "/api/x", &headers, b"", None);
+                assert!(r.forward.is_some(), "{}", String::from_utf8_lossy(&r.body));
+            }),
+        ));
+    }
     for (alg, name) in [
         (Alg::ES256, "token: client_credentials + ES256 DPoP"),
         (Alg::EdDSA, "token: client_credentials + EdDSA DPoP"),

@@ -26,6 +26,7 @@ use serde_json::{json, Value};
 /// P-256's base field element (p256 does not name the type; its field trait does).
 type Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::FieldElement;
 
+mod ed25519;
 #[cfg(target_arch = "wasm32")]
 mod envoy;
 mod flows;
@@ -76,6 +77,7 @@ fn verify_proof(token: &str) -> bool {
 fn cases() -> Vec<Case> {
     let mut out: Vec<Case> = Vec::new();
     flows::cases(&mut out);
+    ed25519::cases(&mut out);
     let msg = vec![0x5au8; 420];
 
     out.push((
