@@ -458,16 +458,12 @@ def measure_pair(num: Target, den: Target, metric: str, conns: int, duration: in
             "ratio": n / d if d else float("nan"), "difference": n - d, "windows": windows}
 
 
-def pair_differences(pairs: list[dict], num: str, den: str, conns: int) -> tuple[float, float, float, int] | None:
-    """Median, min, max and number of the pair differences num − den at `conns` (None: no pairs)."""
-    ds = [p["difference"] for p in pairs if (p["num"], p["den"], p["conns"]) == (num, den, conns)]
-    return (median(ds), min(ds), max(ds), len(ds)) if ds else None
-
-
-def pair_summary(pairs: list[dict], num: str, den: str, conns: int) -> tuple[float, float, float, int] | None:
-    """Median, min, max and number of the pair ratios num/den at `conns` (None: no pairs)."""
-    rs = [p["ratio"] for p in pairs if (p["num"], p["den"], p["conns"]) == (num, den, conns)]
-    return (median(rs), min(rs), max(rs), len(rs)) if rs else None
+def pair_summary(pairs: list[dict], num: str, den: str, conns: int,
+                 field: str = "ratio") -> tuple[float, float, float, int] | None:
+    """Median, min, max and number of the pairs' `field` ("ratio": num/den, "difference":
+    num − den) at `conns` (None: no pairs)."""
+    vs = [p[field] for p in pairs if (p["num"], p["den"], p["conns"]) == (num, den, conns)]
+    return (median(vs), min(vs), max(vs), len(vs)) if vs else None
 
 
 def fmt_pairs(x: tuple[float, float, float, int] | None) -> str:
@@ -1341,7 +1337,7 @@ def render_dpop(res: dict, s: dict) -> list[str]:
         ratio = median(per_round(res["runs"], "dpop", "eddsa", conns, "rps", lambda x, y: x / y))
         dcpu = median(per_round(res["runs"], "dpop", "eddsa", conns, "cpu_us", lambda x, y: x - y))
         dp50 = median(per_round(res["runs"], "dpop", "eddsa", conns, "p50_ms", lambda x, y: x - y))
-        paired = pair_differences(res.get("pairs", []), "dpop", "eddsa", conns)
+        paired = pair_summary(res.get("pairs", []), "dpop", "eddsa", conns, "difference")
         pcpu = (f"; paired {paired[0]:+.1f} µs ({paired[1]:+.1f} to {paired[2]:+.1f}, {paired[3]} pair{'s' if paired[3] > 1 else ''})"
                 if paired else "")
         L.append(f"| {conns} | {b['rps']:,.0f} | {a['rps']:,.0f} | {ratio:.2f}× | {b['cpu_us']:.1f} | {a['cpu_us']:.1f} | "
@@ -1543,7 +1539,7 @@ def render_report(res: dict) -> str:
         # Issue 18: an ES256 proof by a key seen before costs at most 150 µs of Envoy CPU.
         alg = res["probes"]["dpop"]["proof_alg"]
         for conns in CONNS:
-            pd = pair_differences(pairs, "dpop", "eddsa", conns)
+            pd = pair_summary(pairs, "dpop", "eddsa", conns, "difference")
             rd = median(per_round(res["runs"], "dpop", "eddsa", conns, "cpu_us", lambda x, y: x - y))
             v = pd[0] if pd else rd
             shown = (f"{pd[0]:+.1f} µs ({pd[1]:+.1f} to {pd[2]:+.1f}; {pd[3]} pair{'s' if pd[3] > 1 else ''}) paired; per-round {rd:+.1f} µs"
