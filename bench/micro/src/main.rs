@@ -29,6 +29,7 @@ type Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::Fie
 mod ed25519;
 #[cfg(target_arch = "wasm32")]
 mod envoy;
+mod fe2;
 mod flows;
 
 type Case = (&'static str, Box<dyn FnMut()>);
@@ -78,6 +79,7 @@ fn cases() -> Vec<Case> {
     let mut out: Vec<Case> = Vec::new();
     flows::cases(&mut out);
     ed25519::cases(&mut out);
+    fe2::cases(&mut out);
     let msg = vec![0x5au8; 420];
 
     out.push((
