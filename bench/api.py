@@ -1,7 +1,8 @@
 """The protected-API rows of `make bench` (issue 15): one Envoy "api" (EdDSA key, one worker)
 whose every path answers with Envoy's direct_response, called with the same EdDSA access token:
 
-  * pass     GET /pass/x   — no route protection (the filter only looks at the path);
+  * pass     GET /pass/x   — no route protection (the filter reads the headers once, finds no
+                             route and hands the request on);
   * jwt      GET /jwt/x    — Envoy's own jwt_authn filter (before the wasm filter) validates the
                              token against our JWKS, inline: what a user would run instead;
   * bearer   GET /api/x    — this filter's protected route, Bearer;

@@ -712,8 +712,9 @@ fn api_call(vm: &mut Vm, bearer: &str) -> (bool, Vec<&'static str>) {
 }
 
 /// What a forwarded Bearer call costs in host calls once the worker knows the token (each one a
-/// crossing out of the VM; docs/host-calls.md, "A protected route's request"): the path, the
-/// headers, the request counter, one clock read for the start and the flow, the revocation
+/// crossing out of the VM; docs/host-calls.md, "A protected route's request"): the headers
+/// (the path among them: with protected routes configured it is not read alone), the request
+/// counter, one clock read for the start and the flow, the revocation
 /// epoch, the clock and the duration histogram at the end, the forwarded counter, one replace
 /// per claim header.
 #[test]
@@ -728,7 +729,6 @@ fn a_forwarded_bearer_call_makes_only_the_host_calls_it_needs() {
         assert_eq!(
             calls,
             [
-                "request_header",
                 "request_headers",
                 "increment_metric",
                 "now_nanos",
@@ -744,6 +744,24 @@ fn a_forwarded_bearer_call_makes_only_the_host_calls_it_needs() {
     }
     assert_eq!(vm.h.metric("oauth_edge.requests.resource"), 4);
     assert_eq!(vm.h.metric("oauth_edge.resource.forwarded"), 4);
+}
+
+/// A request the filter neither answers nor protects costs one read and no more: its path
+/// alone when no route is protected; every header at once when some are (a route may also
+/// depend on the method and authority), and then not the path again.
+#[test]
+fn a_pass_through_request_makes_one_read() {
+    let (mut vm, bearer) = protected_vm();
+    vm.h.take_calls();
+    let s = vm.send("GET", "/public/x", &[("authorization", &bearer)], b"");
+    assert!(vm.h.response(s).is_none() && vm.h.streams.borrow()[&s].continued);
+    assert_eq!(vm.h.take_calls(), ["request_headers"]);
+
+    let mut plain = Vm::new(FakeHost::new(&config()));
+    plain.h.take_calls();
+    let s = plain.send("GET", "/public/x", &[], b"");
+    assert!(plain.h.response(s).is_none() && plain.h.streams.borrow()[&s].continued);
+    assert_eq!(plain.h.take_calls(), ["request_header"]);
 }
 
 /// The epoch spares the deny-list's reads only while nothing is revoked: a revocation made on
