@@ -29,6 +29,7 @@ type Fe = <p256::NistP256 as p256::elliptic_curve::hazmat::FieldArithmetic>::Fie
 mod ed25519;
 #[cfg(target_arch = "wasm32")]
 mod envoy;
+#[cfg(target_arch = "wasm32")]
 mod fe2;
 mod flows;
 
@@ -79,6 +80,7 @@ fn cases() -> Vec<Case> {
     let mut out: Vec<Case> = Vec::new();
     flows::cases(&mut out);
     ed25519::cases(&mut out);
+    #[cfg(target_arch = "wasm32")]
     fe2::cases(&mut out);
     let msg = vec![0x5au8; 420];
 
