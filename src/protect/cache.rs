@@ -1,7 +1,8 @@
 //! Tokens this worker has verified, so a client calling an API many times pays for the
-//! signature once: keyed by the token itself (the map's SipHash with a per-map random key costs
-//! far less than a SHA-256 of the token, and a hit compares the whole token, so nothing short of
-//! the exact token ever matches), kept until the token's `exp`, bounded.
+//! signature once: keyed by the token itself (the map's SipHash with a per-map random key, over
+//! the token's length and its signature's last bytes ([`TailHash`]), costs far less than a
+//! SHA-256 of the token, and a hit compares the whole token, so nothing short of the exact token
+//! ever matches), kept until the token's `exp`, bounded.
 //!
 //! Two generations: new entries go into the young map; when it holds half the bound, the old
 //! map is dropped and the young one becomes old. A hit in the old map moves the entry back to
@@ -14,7 +15,9 @@
 //! between, and the deny-list itself need not be read.
 
 use std::cell::Cell;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::rc::Rc;
 
 use crate::access_token::Claims;
@@ -43,17 +46,53 @@ impl std::ops::Deref for Entry {
     }
 }
 
+/// How many bytes at a token's end its hash covers.
+const HASHED_TAIL: usize = 48;
+
+/// The map's keyed SipHash over a token's length and its last [`HASHED_TAIL`] bytes only: the
+/// end of a JWS is its signature, which differs between any two tokens we issued, so the hash
+/// spreads them as well as the whole token would, at a fraction of the cost (a token is 400–1,000
+/// bytes). Equality is still the whole token's, so a lookup matches nothing but the exact
+/// token; a string crafted to share a cached token's tail costs one comparison, no more (only
+/// tokens we signed are ever inserted, and the key stays secret per map).
+#[derive(Clone, Default)]
+struct TailHash(RandomState);
+
+impl BuildHasher for TailHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+struct TailHasher(std::collections::hash_map::DefaultHasher);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = bytes
+            .get(bytes.len().saturating_sub(HASHED_TAIL)..)
+            .unwrap_or(bytes);
+        self.0.write_usize(bytes.len());
+        self.0.write(tail);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
+
 pub struct Verified {
-    young: HashMap<Box<str>, Rc<Entry>>,
-    old: HashMap<Box<str>, Rc<Entry>>,
+    young: HashMap<Box<str>, Rc<Entry>, TailHash>,
+    old: HashMap<Box<str>, Rc<Entry>, TailHash>,
     bound: usize,
 }
 
 impl Verified {
     pub fn new(bound: usize) -> Verified {
         Verified {
-            young: HashMap::new(),
-            old: HashMap::new(),
+            young: HashMap::default(),
+            old: HashMap::default(),
             bound: bound.max(2),
         }
     }
@@ -115,5 +154,19 @@ mod tests {
         assert!(v.get("t0", 50).is_none());
         assert!(v.get("hot", 100).is_none(), "expired");
         assert!(v.get("hot!", 50).is_none(), "only the exact token");
+    }
+
+    #[test]
+    fn tokens_with_the_same_tail_are_still_told_apart() {
+        let tail = "x".repeat(HASHED_TAIL + 10);
+        let (a, b) = (format!("a.{tail}"), format!("b.{tail}"));
+        let mut v = Verified::new(8);
+        v.put(&a, claims(100));
+        assert!(v.get(&a, 50).is_some());
+        assert!(v.get(&b, 50).is_none(), "same tail, another token");
+        assert!(v.get(&tail, 50).is_none(), "a suffix is not the token");
+        v.put(&b, claims(200));
+        assert_eq!(v.get(&a, 50).map(|c| c.exp), Some(100));
+        assert_eq!(v.get(&b, 50).map(|c| c.exp), Some(200));
     }
 }
