@@ -45,52 +45,32 @@ fn times19(x: v128) -> v128 {
     i64x2_add(i64x2_add(i64x2_shl(x, 4), i64x2_shl(x, 1)), x)
 }
 
-/// fiat's carry chain, lane by lane (the names are fiat's).
+/// fiat's carry chain, lane by lane: limbs of 26 and 25 bits in turn, the carry out of the
+/// last limb times 19 back into the first, then two more short carries (limbs 0 → 1 → 2).
 #[inline]
 #[target_feature(enable = "simd128")]
 fn carry(c: [v128; 10]) -> Fe2 {
-    let m26 = u64x2_splat(0x3ff_ffff);
-    let m25 = u64x2_splat(0x1ff_ffff);
-    let x101 = c[0];
-    let x102 = u64x2_shr(x101, 26);
-    let x103 = v128_and(x101, m26);
-    let x113 = i64x2_add(x102, c[1]);
-    let x115 = v128_and(x113, m25);
-    let x116 = i64x2_add(u64x2_shr(x113, 25), c[2]);
-    let x118 = v128_and(x116, m26);
-    let x119 = i64x2_add(u64x2_shr(x116, 26), c[3]);
-    let o3 = v128_and(x119, m25);
-    let x122 = i64x2_add(u64x2_shr(x119, 25), c[4]);
-    let o4 = v128_and(x122, m26);
-    let x125 = i64x2_add(u64x2_shr(x122, 26), c[5]);
-    let o5 = v128_and(x125, m25);
-    let x128 = i64x2_add(u64x2_shr(x125, 25), c[6]);
-    let o6 = v128_and(x128, m26);
-    let x131 = i64x2_add(u64x2_shr(x128, 26), c[7]);
-    let o7 = v128_and(x131, m25);
-    let x134 = i64x2_add(u64x2_shr(x131, 25), c[8]);
-    let o8 = v128_and(x134, m26);
-    let x137 = i64x2_add(u64x2_shr(x134, 26), c[9]);
-    let o9 = v128_and(x137, m25);
-    let x141 = i64x2_add(x103, times19(u64x2_shr(x137, 25)));
-    let o0 = v128_and(x141, m26);
-    let x144 = i64x2_add(u64x2_shr(x141, 26), x115);
-    let o1 = v128_and(x144, m25);
-    let o2 = i64x2_add(u64x2_shr(x144, 25), x118);
+    let width = |k: usize| if k.is_multiple_of(2) { 26 } else { 25 };
+    let mask = |k: usize| u64x2_splat((1 << width(k)) - 1);
+    let mut o = [u64x2_splat(0); 10];
+    let mut acc = u64x2_splat(0);
+    for (k, (ck, ok)) in c.iter().zip(o.iter_mut()).enumerate() {
+        acc = i64x2_add(acc, *ck);
+        *ok = v128_and(acc, mask(k));
+        acc = u64x2_shr(acc, width(k));
+    }
+    let [o0, o1, o2, rest @ ..] = o;
+    let x0 = i64x2_add(o0, times19(acc));
+    let x1 = i64x2_add(u64x2_shr(x0, 26), o1);
+    let o2 = i64x2_add(u64x2_shr(x1, 25), o2);
+    let (o0, o1) = (v128_and(x0, mask(0)), v128_and(x1, mask(1)));
     let z = u64x2_splat(0);
     let n = |v: v128| i32x4_shuffle::<0, 2, 4, 4>(v, z);
-    Fe2([
-        n(o0),
-        n(o1),
-        n(o2),
-        n(o3),
-        n(o4),
-        n(o5),
-        n(o6),
-        n(o7),
-        n(o8),
-        n(o9),
-    ])
+    let mut out = [n(o0), n(o1), n(o2), z, z, z, z, z, z, z];
+    for (d, v) in out.iter_mut().skip(3).zip(rest) {
+        *d = n(v);
+    }
+    Fe2(out)
 }
 
 /// `x·y` for both lanes: c_k = Σ a_i·b_j (i + j = k) + 19·Σ a_i·b_j (i + j = k + 10), each
