@@ -7,7 +7,7 @@
 //!
 //! What it showed (session 10): no gain. V8 lowers each widening multiply to two lane shuffles
 //! and a `pmuludq` on x64, so the shuffles, not the multiplier, set the pace, and the 30 live
-//! vectors spill; one SIMD pair costs about 1.1× two scalar multiplications. Kept as the
+//! vectors spill; one SIMD pair costs 1.1–1.3× two scalar multiplications. Kept as the
 //! measurement behind that conclusion. Only this module is compiled for `simd128`
 //! (`#[target_feature]`), so the rest of the micro-benchmark is built as the filter is.
 
