@@ -559,7 +559,8 @@ fn a_protected_route_forwards_verified_claims_and_drops_spoofed_ones() {
     cfg["clients"][0]["scope"] = json!("read orders:read");
     cfg["clients"][0]["allowed_resources"] = json!([orders]);
     cfg["resource_protection"] = json!({"routes": [
-        {"prefix": "/orders", "resource": orders, "scopes": {"all": ["orders:read"]}}
+        {"prefix": "/orders", "resource": orders, "scopes": {"all": ["orders:read"]},
+         "claim_headers": {"sub": "x-oauth-sub"}}
     ]});
     let mut vm = Vm::new(FakeHost::new(&cfg));
     let token = api_token(&mut vm, orders);
@@ -655,15 +656,16 @@ fn etcd_state_logs_in_and_leases_once_through_dispatched_calls() {
     assert!(paths.iter().all(|p| p.starts_with("/v3/kv/")), "{paths:?}");
 }
 
-/// A worker with one protected route (`/orders`, the default claim headers: sub, client_id,
-/// scope), and a Bearer access token for it.
+/// A worker with one protected route (`/orders`, three claim headers: sub, client_id, scope),
+/// and a Bearer access token for it.
 fn protected_vm() -> (Vm, String) {
     let orders = "https://api.example.com/orders";
     let mut cfg = config();
     cfg["clients"][0]["scope"] = json!("read orders:read");
     cfg["clients"][0]["allowed_resources"] = json!([orders]);
     cfg["resource_protection"] = json!({"routes": [
-        {"prefix": "/orders", "resource": orders, "scopes": {"all": ["orders:read"]}}
+        {"prefix": "/orders", "resource": orders, "scopes": {"all": ["orders:read"]},
+         "claim_headers": {"sub": "x-oauth-sub", "client_id": "x-oauth-client-id", "scope": "x-oauth-scope"}}
     ]});
     let mut vm = Vm::new(FakeHost::new(&cfg));
     let token = api_token(&mut vm, orders);

@@ -29,7 +29,9 @@ fn config(routes: Value) -> Value {
 
 fn setup() -> (Engine, Host) {
     let routes = json!([{"prefix": "/orders", "resource": ORDERS, "scopes": {"all": ["orders:read"]},
-                         "methods": ["GET", "POST"], "filter_state": true}]);
+                         "methods": ["GET", "POST"], "filter_state": true,
+                         "claim_headers": {"sub": "x-oauth-sub", "client_id": "x-oauth-client-id",
+                                           "scope": "x-oauth-scope"}}]);
     let e = Engine::new(Config::from_json(config(routes).to_string().as_bytes()).unwrap());
     let mut h = Host::without_registry();
     h.init(&e);
@@ -111,6 +113,26 @@ fn a_valid_token_goes_upstream_with_its_claims_and_spoofs_removed() {
     assert!(f
         .state
         .contains(&("oauth_edge.client_id".to_string(), "svc".to_string())));
+}
+
+#[test]
+fn a_route_that_names_no_claims_changes_no_header() {
+    // Like jwt_authn's claim_to_headers: claims go upstream only where the route asks for them
+    // (each header change makes Envoy match the route again).
+    let routes =
+        json!([{"prefix": "/orders", "resource": ORDERS, "scopes": {"all": ["orders:read"]}}]);
+    let e = Engine::new(Config::from_json(config(routes).to_string().as_bytes()).unwrap());
+    let mut h = Host::without_registry();
+    h.init(&e);
+    let t = token(&e, &mut h, "orders:read", ORDERS);
+    let auth = format!("Bearer {t}");
+    let r = call(&e, &mut h, "/orders/1", &[("authorization", &auth)]);
+    assert_eq!(r.outcome, Outcome::Forwarded);
+    let f = r.forward.expect("forward");
+    assert!(
+        f.set.is_empty() && f.remove.is_empty() && f.state.is_empty(),
+        "{f:?}"
+    );
 }
 
 #[test]
@@ -203,6 +225,8 @@ fn strict_configuration() {
         json!([{"prefix": "/o", "resource": ORDERS, "claim_headers": {"password": "x-pw"}}]),
         json!([{"prefix": "/o", "resource": ORDERS, "claim_headers": {"sub": "x-a", "jti": "x-a"}}]),
         json!([{"prefix": "/o", "resource": ORDERS, "methods": ["get"]}]),
+        // Filter state carries the claims claim_headers names: with none it would set nothing.
+        json!([{"prefix": "/o", "resource": ORDERS, "filter_state": true}]),
         json!([{"prefix": "/o", "resource": ORDERS, "surprise": 1}]),
         json!([{"prefix": "/o", "resource": ORDERS}, {"prefix": "/p", "resource": "https://other.example/orders"}]),
     ];

@@ -167,7 +167,8 @@ pub struct Route {
     pub audience: Option<String>,
     pub scopes: Scopes,
     pub dpop: DpopMode,
-    /// Claims handed upstream, and the request header each goes in.
+    /// Claims handed upstream, and the request header each goes in: none unless the route names
+    /// them.
     pub claim_headers: Vec<(Claim, String)>,
     /// Whether `Authorization` and `DPoP` go on to the upstream.
     pub forward_credentials: bool,
@@ -320,12 +321,11 @@ pub fn validate(
                 ))
             }
         };
+        // Claims go upstream only where the route asks for them, as with jwt_authn's
+        // `claim_to_headers` and Istio's `outputClaimToHeaders`: each is a change to the request
+        // headers, which makes Envoy match the route again (docs/benchmarks.md, session 10).
         let claim_headers = match r.claim_headers {
-            None => vec![
-                (Claim::Sub, "x-oauth-sub".to_string()),
-                (Claim::ClientId, "x-oauth-client-id".to_string()),
-                (Claim::Scope, "x-oauth-scope".to_string()),
-            ],
+            None => Vec::new(),
             Some(map) => {
                 let mut out = Vec::with_capacity(map.len());
                 for (claim, header) in map {
@@ -341,6 +341,13 @@ pub fn validate(
                 out
             }
         };
+        let filter_state = r.filter_state.unwrap_or(false);
+        if filter_state && claim_headers.is_empty() {
+            return Err(format!(
+                "resource_protection: route {prefix:?} sets filter_state but names no claim_headers: \
+                 it would set nothing (filter state carries the claims claim_headers names)"
+            ));
+        }
         if let Some(name) = &r.resource_name {
             if name.is_empty() || name.len() > 200 {
                 return Err("resource_protection: resource_name must be 1-200 characters".into());
@@ -359,7 +366,7 @@ pub fn validate(
             dpop,
             claim_headers,
             forward_credentials: r.forward_credentials.unwrap_or(true),
-            filter_state: r.filter_state.unwrap_or(false),
+            filter_state,
             metadata_path,
         };
         if routes.iter().any(|x: &Route| {

@@ -34,14 +34,16 @@ API_DPOP_CLIENT = Client("api-dpop", "api-dpop-secret", scope="orders:read payme
                          extra={"allowed_resources": [ORDERS, PAYMENTS, ADMIN], "dpop_bound_access_tokens": True})
 ROUTES = [
     # Bearer or DPoP; every listed scope.
-    {"prefix": "/orders", "resource": ORDERS, "resource_name": "Orders API", "scopes": {"all": ["orders:read"]}},
+    # The claims it asks for go upstream as headers (none unless asked for).
+    {"prefix": "/orders", "resource": ORDERS, "resource_name": "Orders API", "scopes": {"all": ["orders:read"]},
+     "claim_headers": {"sub": "x-oauth-sub", "client_id": "x-oauth-client-id", "scope": "x-oauth-scope"}},
     # DPoP-bound tokens only, on one host; one of the scopes; credentials not forwarded; own headers.
     {"prefix": "/payments", "host": "api.example.test", "resource": PAYMENTS, "dpop": "required",
      "scopes": {"any": ["payments:write", "payments:admin"]}, "forward_credentials": False,
      "claim_headers": {"sub": "x-user", "cnf.jkt": "x-dpop-jkt", "client_id": "x-client",
                        "auth_time": "x-auth-time"}},
     # Any valid token; Envoy's RBAC filter after this one decides by the verified client_id.
-    {"prefix": "/admin", "resource": ADMIN, "filter_state": True},
+    {"prefix": "/admin", "resource": ADMIN, "filter_state": True, "claim_headers": {"client_id": "x-oauth-client-id"}},
 ]
 # RBAC after the wasm filter: /admin only for api-client, read from the filter state the filter
 # sets (wasm filters cannot set dynamic metadata in Envoy; RBAC's filter_state matcher reads this).
