@@ -61,6 +61,8 @@ run: wasm envoy
 	@echo
 	@echo "  curl -s -u demo-client:demo-secret -d grant_type=client_credentials http://127.0.0.1:$(DEMO_PORT)/oauth/token"
 	@echo
+	@echo "A protected API: http://127.0.0.1:$(DEMO_PORT)/api/ (README.md, \"Protecting an API behind the gateway\")."
+	@echo
 	cd $(RUN_DIR) && exec python3 ../envoy/demo/server.py serve --dir . --issuer http://127.0.0.1:$(DEMO_PORT) \
 		--backend-port $(DEMO_BACKEND_PORT) --spa-port $(SPA_PORT) --registry-port $(DEMO_REGISTRY_PORT) \
 		-- ../$(ENVOY) -c envoy.yaml --concurrency 2 -l info

@@ -240,6 +240,10 @@ def demo_plugin_config(listen_port: int, spa_port: int, base: Path = DEMO_PLUGIN
             c["post_logout_redirect_uris"] = [_move(u, moves) for u in c["post_logout_redirect_uris"]]
         if "allowed_origins" in c:
             c["allowed_origins"] = [_move(u, moves) for u in c["allowed_origins"]]
+        if "allowed_resources" in c:
+            c["allowed_resources"] = [_move(u, moves) for u in c["allowed_resources"]]
+    for r in cfg.get("resource_protection", {}).get("routes", []):
+        r["resource"] = _move(r["resource"], moves)
     return cfg
 
 
@@ -375,6 +379,8 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/login/jwks":
             body = json.dumps({"keys": [public_jwk(self.state.key)]}).encode()
             return self._send(200, body, "application/jwk-set+json")
+        if path == "/api" or path.startswith("/api/"):
+            return self._api(path)
         return self._not_found()
 
     def do_POST(self) -> None:  # noqa: N802
@@ -393,6 +399,15 @@ class Handler(BaseHTTPRequestHandler):
         if target.parent != APP_DIR.resolve() or target.suffix not in types or not target.is_file():
             return self._not_found()
         self._send(200, target.read_bytes(), types[target.suffix])
+
+    # the demo API: the filter let the request through only with a valid access token for it
+    # (resource_protection in oauth-edge.json) and put the verified claims the route names into
+    # these headers, replacing any copy the client sent.
+    def _api(self, path: str) -> None:
+        claims = {name: self.headers.get(f"x-oauth-{name.replace('_', '-')}")
+                  for name in ("sub", "client_id", "scope")}
+        body = json.dumps({"path": path, "verified_claims": claims}).encode()
+        self._send(200, body, "application/json")
 
     # the login service
     def _login_form(self, return_to: str, error: str = "", status: int = 200) -> None:

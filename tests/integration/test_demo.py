@@ -163,3 +163,32 @@ def test_logout_page_clears_the_login_and_refresh_cookies(demo):
                for c in cookies), cookies
     r = requests.get(demo.base_url + "/login/logout", params={"return_to": "https://evil.example/"}, timeout=5)
     assert 'href="/app/"' in r.text
+
+
+def test_the_demo_api_is_protected_and_found_from_its_challenge(demo):
+    """The README's walk-through: the demo API answers 401 with a challenge naming its RFC 9728
+    metadata; from there the resource and the authorization server; a token for that resource
+    passes, and the API sees the verified claims, never the client's own copies."""
+    api = demo.base_url + "/api/whoami"
+    r = requests.get(api, timeout=10)
+    assert r.status_code == 401, r.text  # no credentials: a challenge without an error (RFC 6750 §3.1)
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith("Bearer ") and "resource_metadata=" in challenge, challenge
+    meta_url = challenge.split('resource_metadata="', 1)[1].split('"', 1)[0]
+    meta = requests.get(meta_url, timeout=10).json()
+    assert meta["resource"] == demo.base_url + "/api" and meta["resource_name"] == "Demo API"
+    (issuer,) = meta["authorization_servers"]
+    as_meta = requests.get(issuer + "/.well-known/oauth-authorization-server", timeout=10).json()
+    t = post_form(as_meta["token_endpoint"], {"grant_type": "client_credentials", "scope": "read",
+                                              "resource": meta["resource"]},
+                  headers={"Authorization": basic_auth("demo-client", "demo-secret")})
+    assert t.status_code == 200, t.text
+    r = requests.get(api, timeout=10, headers={"Authorization": "Bearer " + t.json()["access_token"],
+                                               "X-OAuth-Sub": "admin", "X-OAuth-Scope": "everything"})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"path": "/api/whoami",
+                        "verified_claims": {"sub": "demo-client", "client_id": "demo-client", "scope": "read"}}
+    # A token for another audience (none asked: the default one) is refused.
+    plain = _token(demo, ("demo-client", "demo-secret"), grant_type="client_credentials").json()["access_token"]
+    r = requests.get(api, timeout=10, headers={"Authorization": "Bearer " + plain})
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"], r.text
