@@ -5,7 +5,10 @@ whose every path answers with Envoy's direct_response, called with the same EdDS
                              route and hands the request on);
   * jwt      GET /jwt/x    — Envoy's own jwt_authn filter (before the wasm filter) validates the
                              token against our JWKS, inline: what a user would run instead;
-  * bearer   GET /api/x    — this filter's protected route, Bearer;
+  * bearer   GET /api/x    — this filter's protected route, Bearer (validation only, as the
+                             jwt_authn row: no claim headers, the default);
+  * claims   GET /capi/x   — the same with three claim headers (sub, client_id, scope), what a
+                             route that asks for them pays (each is a request-header change);
   * dpop     GET /dapi/x   — a DPoP-required protected route, a DPoP-bound token and a fresh
                              proof (htm, htu, ath, jti) per request.
 
@@ -27,6 +30,8 @@ API_ORIGIN = "https://api.bench.example"
 def _routes(audience: str) -> dict[str, Any]:
     return {"routes": [
         {"prefix": "/api", "resource": API_ORIGIN + "/api", "audience": audience, "scopes": {"all": ["read"]}},
+        {"prefix": "/capi", "resource": API_ORIGIN + "/capi", "audience": audience, "scopes": {"all": ["read"]},
+         "claim_headers": {"sub": "x-oauth-sub", "client_id": "x-oauth-client-id", "scope": "x-oauth-scope"}},
         {"prefix": "/dapi", "resource": API_ORIGIN + "/dapi", "audience": audience, "scopes": {"all": ["read"]},
          "dpop": "required"},
     ]}
@@ -75,7 +80,7 @@ def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -
     token = json.loads(body)["access_token"]
     bearer = f"Bearer {token}"
     probes: dict[str, Any] = {"token_bytes": len(token)}
-    for path, want in (("/pass/x", 200), ("/jwt/x", 200), ("/api/x", 200), ("/dapi/x", 401)):
+    for path, want in (("/pass/x", 200), ("/jwt/x", 200), ("/api/x", 200), ("/capi/x", 200), ("/dapi/x", 401)):
         st, _, b = B.http("GET", env.url + path, None, {"Authorization": bearer})
         if st != want:
             raise B.BenchError(f"api probe {path}: {st} (wanted {want}) {b[:200]!r}")
@@ -88,6 +93,7 @@ def run(B, a, work: Path, key_file: Path, server_cpu, load_cpu, results: dict) -
         B.Target("pass", env.url + "/pass/x", env.pid, "fixed.lua", ["GET", "", bearer], env.admin),
         B.Target("jwt_authn", env.url + "/jwt/x", env.pid, "fixed.lua", ["GET", "", bearer], env.admin),
         B.Target("bearer", env.url + "/api/x", env.pid, "fixed.lua", ["GET", "", bearer], env.admin),
+        B.Target("claims", env.url + "/capi/x", env.pid, "fixed.lua", ["GET", "", bearer], env.admin),
     ]
     base = None
     if getattr(a, "base_wasm", None):
@@ -214,7 +220,8 @@ def render(B, res: dict) -> list[str]:
     s = B.summarize(api["runs"])
     pairs = api.get("pairs", [])
     names = {"pass": "pass-through (no protection)", "jwt_authn": "Envoy jwt_authn (same EdDSA token)",
-             "bearer": "oauth-edge protected route, Bearer", "dpop": "oauth-edge protected route, DPoP-bound + "
+             "bearer": "oauth-edge protected route, Bearer",
+             "claims": "the same, three claim headers (sub, client_id, scope)", "dpop": "oauth-edge protected route, DPoP-bound + "
              + (api["probes"].get("dpop", {}).get("proof_alg", "-") + " proof"),
              "pass-base": "pass-through, the --base-wasm build", "bearer-base": "Bearer, the --base-wasm build"}
     L = ["Protected APIs (issue 15): GET to an Envoy direct_response behind each kind of check, same Envoy, "
@@ -222,7 +229,7 @@ def render(B, res: dict) -> list[str]:
          "| path | conns | req/s (median) | min–max | p50 ms | p99 ms | server CPU µs/req |",
          "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for conns in B.CONNS:
-        for t in ("pass", "jwt_authn", "bearer", "dpop", "pass-base", "bearer-base"):
+        for t in ("pass", "jwt_authn", "bearer", "claims", "dpop", "pass-base", "bearer-base"):
             x = s.get((t, conns))
             if x:
                 L.append(f"| {names[t]} | {conns} | {x['rps']:,.0f} | {x['rps_min']:,.0f}–{x['rps_max']:,.0f} | "
@@ -230,6 +237,7 @@ def render(B, res: dict) -> list[str]:
     L += ["", "| ratio | 1 conn | 32 conns | target |", "| --- | ---: | ---: | --- |"]
     for a_, b_, field, target in (("bearer", "jwt_authn", "rps", "≥ 1.0× (throughput)"),
                                   ("bearer", "pass", "cpu_us", "≤ 1.3× (CPU per request)"),
+                                  ("claims", "pass", "cpu_us", "(a route that asks for claim headers)"),
                                   ("dpop", "bearer", "rps", ""),
                                   ("bearer-base", "pass-base", "cpu_us", "the --base-wasm build"),
                                   ("bearer", "bearer-base", "cpu_us", "this build / the base")):

@@ -776,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-dpop", dest="dpop", action="store_false", help="skip the DPoP-bound client_credentials runs")
     ap.add_argument("--no-etcd", dest="etcd", action="store_false", help="skip the etcd store runs")
     ap.add_argument("--no-api", dest="api", action="store_false",
-                    help="skip the protected-API rows (pass-through, jwt_authn, Bearer, DPoP)")
+                    help="skip the protected-API rows (pass-through, jwt_authn, Bearer, Bearer + claim headers, DPoP)")
     ap.add_argument("--api-only", action="store_true",
                     help="only the protected-API rows (no peer needed): development and docs/benchmarks.md")
     ap.add_argument("--etcd-only", action="store_true",
@@ -1245,7 +1245,8 @@ def run(a, out: Path, work: Path, server_cpu, load_cpu) -> int:
     ed.stop()
     results["vm_perf"] = {"eddsa": ed.vm_start(), "es256": es.vm_start()}
 
-    # Protected APIs: pass-through, Envoy's jwt_authn, this filter's Bearer and DPoP checks.
+    # Protected APIs: pass-through, Envoy's jwt_authn, this filter's Bearer (with and without claim
+    # headers) and DPoP checks.
     if a.api:
         api_bench.run(sys.modules[__name__], a, work, keys["EdDSA"], server_cpu, load_cpu, results)
     else:
