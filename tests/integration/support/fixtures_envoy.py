@@ -61,6 +61,11 @@ def base_plugin_config(**overrides: Any) -> dict[str, Any]:
     # ... and the demo's user-info service and login logout page.
     cfg.pop("userinfo", None)
     cfg.pop("end_session", None)
+    # ... and the demo's protected API (test_demo.py covers it; test_protected_routes.py sets
+    # its own routes): without routes a request that passes through reads only its path.
+    cfg.pop("resource_protection", None)
+    for c in cfg["clients"]:
+        c.pop("allowed_resources", None)
     cfg["lifetimes"] = {"access_token": f"{ACCESS_TOKEN_LIFETIME}s"}
     cfg["limits"] = {"max_body_bytes": MAX_BODY}
     cfg["registry"]["timeout"] = "500ms"
