@@ -385,3 +385,39 @@ def test_render_cli_benchmark_options_ceiling_route_and_static_clusters(tmp_path
     for bad in ({"backend": 1}, {"x y": 1}, {"etcd": 0}):
         with pytest.raises(render.RenderError):
             render.render_text(plugin_config=render.build_plugin_config(key=_test_key()), static_clusters=bad)
+
+
+def test_readme_protected_api_example_loads_in_envoy(tmp_path):
+    """README "Protecting an API behind the gateway": its Envoy http_filters excerpt, put in a
+    listener with one client in place of its `[...]`, is accepted by the pinned Envoy and the
+    filter (routes validated at start, the key from the environment)."""
+    if not WASM.exists():
+        pytest.fail(f"{WASM} missing: build the filter first")
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Protecting an API behind the gateway", 1)[1].split("\n## ", 1)[0]
+    (excerpt,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    client = {"client_id": "orders-client", "client_secret": "sha256:" + "ab" * 32,
+              "token_endpoint_auth_method": "client_secret_basic", "grant_types": ["client_credentials"],
+              "scope": "orders:read", "allowed_resources": ["https://api.example.com/orders"]}
+    assert '"clients": [...]' in excerpt
+    excerpt = excerpt.replace('"clients": [...]', '"clients": [' + json.dumps(client) + "]")
+    shutil.copyfile(WASM, tmp_path / "oauth_edge.wasm")
+    excerpt = excerpt.replace("/etc/oauth-edge/oauth_edge.wasm", str(tmp_path / "oauth_edge.wasm"))
+    filters = yaml.safe_load(excerpt)["http_filters"]
+    plugin = json.loads(filters[0]["typed_config"]["config"]["configuration"]["value"])
+    assert plugin["resource_protection"]["routes"][0]["claim_headers"]
+    doc = {"static_resources": {"listeners": [{
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                     ".HttpConnectionManager",
+            "stat_prefix": "readme",
+            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "direct_response": {"status": 200}}]}]},
+            "http_filters": filters}}]}]}]}}
+    (tmp_path / "envoy.yaml").write_text(yaml.safe_dump(doc))
+    env = {**os.environ, "OAUTH_EDGE_SIGNING_KEYS": json.dumps(_test_key())}
+    res = subprocess.run([envoy_binary(), "--mode", "validate", "-c", "envoy.yaml", "-l", "info"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env=env)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "configured issuer https://auth.example.com" in out, out[-3000:]
